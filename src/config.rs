@@ -1,0 +1,724 @@
+//! The gateway's settings: one typed tree, loaded once from a TOML file and
+//! `LICENSING_GATEWAY__...` environment variables, and validated before
+//! anything binds.
+//!
+//! Loading takes the environment as a map (the process environment in
+//! `main`, a literal map in tests), so tests never touch global state.
+//! Validation reports every problem at once, each naming the key to fix.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::cryptlex::Account;
+use crate::domain::{AdminToken, CryptlexId};
+
+/// Prefix of environment overrides: `LICENSING_GATEWAY__CRYPTLEX__ACCOUNT_ALIAS`
+/// sets `cryptlex.account_alias`.
+pub const ENV_PREFIX: &str = "LICENSING_GATEWAY";
+
+/// The settings as written in the file and environment, before validation.
+/// Every field has a default, so an empty file is a valid starting point.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSettings {
+    pub public: RawPublic,
+    pub internal: RawInternal,
+    pub cryptlex: RawCryptlex,
+    pub issuance: RawIssuance,
+    pub sign_up: RawSignUp,
+    pub ledger: RawLedger,
+    pub log: RawLog,
+}
+
+/// `[public]`: the user-facing listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPublic {
+    pub addr: String,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub cors_allowed_origins: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub default_deadline: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_deadline: Duration,
+}
+
+/// `[internal]`: the mutual-TLS listener for the payment service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInternal {
+    pub enabled: bool,
+    pub addr: String,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
+    pub allowed_clients: Vec<RawAllowedClient>,
+}
+
+/// One `[[internal.allowed_clients]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllowedClient {
+    /// The client certificate's SAN: a URI (e.g. a SPIFFE id) or a DNS name.
+    pub identity: String,
+    /// Products this client may issue; empty means any.
+    #[serde(default)]
+    pub products: Vec<String>,
+}
+
+/// `[cryptlex]`: the upstream API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCryptlex {
+    pub base_url: String,
+    pub account_id: Option<String>,
+    pub account_alias: Option<String>,
+    /// The PAT itself; prefer `pat_file` or the environment.
+    pub pat: Option<SecretString>,
+    pub pat_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+/// `[issuance]`: `IssueLicense` behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIssuance {
+    pub default_product_id: Option<String>,
+    pub request_id_metadata_key: String,
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub wait_for_in_flight: Duration,
+}
+
+/// `[sign_up]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSignUp {
+    pub enabled: bool,
+}
+
+/// `[ledger]`: the durable issuance ledger.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLedger {
+    pub url: String,
+    pub schema: Option<String>,
+    pub max_connections: u32,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// A `tracing` filter, e.g. `info` or `licensing_gateway=debug,info`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl Default for RawPublic {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:50051".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            cors_allowed_origins: Vec::new(),
+            default_deadline: Duration::from_secs(10),
+            max_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for RawInternal {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            addr: "127.0.0.1:50052".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
+            allowed_clients: Vec::new(),
+        }
+    }
+}
+
+impl Default for RawCryptlex {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.cryptlex.com".into(),
+            account_id: None,
+            account_alias: None,
+            pat: None,
+            pat_file: None,
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl Default for RawIssuance {
+    fn default() -> Self {
+        Self {
+            default_product_id: None,
+            request_id_metadata_key: "licensing_gateway_request_id".into(),
+            lease: Duration::from_secs(30),
+            wait_for_in_flight: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for RawSignUp {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+impl Default for RawLedger {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://licensing-gateway.db".into(),
+            schema: None,
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Everything wrong with a configuration, one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(problem: impl Into<String>) -> Self {
+        Self {
+            problems: vec![problem.into()],
+        }
+    }
+}
+
+impl RawSettings {
+    /// Reads `file` (if given) and overlays `LICENSING_GATEWAY__*` entries of
+    /// `env`. List values in the environment are comma-separated.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::one(format!(
+                    "configuration file {} does not exist or is not a file",
+                    file.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+        }
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("public.cors_allowed_origins")
+            .source(Some(
+                env.iter()
+                    .filter(|(key, _)| key.starts_with(ENV_PREFIX))
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
+            ));
+        builder
+            .add_source(environment)
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|error| ConfigError::one(error.to_string()))
+    }
+
+    /// Checks every setting and returns the typed tree, or every problem.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let mut problems = Vec::new();
+
+        let public_addr = parse_addr(&mut problems, "public.addr", &self.public.addr);
+        let public_tls = match (&self.public.tls_cert_file, &self.public.tls_key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => {
+                problems.push(
+                    "public.tls_cert_file and public.tls_key_file must be set together".into(),
+                );
+                None
+            }
+        };
+        let mut cors_allowed_origins = Vec::new();
+        for origin in &self.public.cors_allowed_origins {
+            match Url::parse(origin) {
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.path() == "/"
+                        && !origin.ends_with('/') =>
+                {
+                    cors_allowed_origins.push(origin.clone());
+                }
+                _ => problems.push(format!(
+                    "public.cors_allowed_origins: {origin:?} is not an origin like https://www.example.com (scheme, host and optional port, no path)"
+                )),
+            }
+        }
+        if self.public.default_deadline.is_zero()
+            || self.public.default_deadline > self.public.max_deadline
+        {
+            problems.push(
+                "public.default_deadline must be above zero and at most public.max_deadline".into(),
+            );
+        }
+
+        let internal = if self.internal.enabled {
+            let addr = parse_addr(&mut problems, "internal.addr", &self.internal.addr);
+            let mut require = |key: &str, value: &Option<PathBuf>| {
+                if value.is_none() {
+                    problems.push(format!(
+                        "internal.{key} is required when the internal listener is enabled (or set internal.enabled = false)"
+                    ));
+                }
+                value.clone().unwrap_or_default()
+            };
+            let cert = require("tls_cert_file", &self.internal.tls_cert_file);
+            let key = require("tls_key_file", &self.internal.tls_key_file);
+            let client_ca = require("client_ca_file", &self.internal.client_ca_file);
+            if self.internal.allowed_clients.is_empty() {
+                problems.push(
+                    "internal.allowed_clients is empty: no client could ever call IssueLicense"
+                        .into(),
+                );
+            }
+            let mut allowed_clients = Vec::new();
+            for (index, client) in self.internal.allowed_clients.iter().enumerate() {
+                let identity = client.identity.trim();
+                if identity.is_empty() {
+                    problems.push(format!(
+                        "internal.allowed_clients[{index}].identity is empty"
+                    ));
+                    continue;
+                }
+                let mut products = Vec::new();
+                for product in &client.products {
+                    match CryptlexId::parse("product", product) {
+                        Ok(id) => products.push(id),
+                        Err(_) => problems.push(format!(
+                            "internal.allowed_clients[{index}].products: {product:?} is not a Cryptlex id"
+                        )),
+                    }
+                }
+                allowed_clients.push(AllowedClient {
+                    identity: identity.to_owned(),
+                    products,
+                });
+            }
+            addr.map(|addr| InternalSettings {
+                addr,
+                tls: TlsFiles { cert, key },
+                client_ca,
+                allowed_clients,
+            })
+        } else {
+            None
+        };
+
+        let base_url = match Url::parse(&self.cryptlex.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => url,
+            _ => {
+                problems.push(format!(
+                    "cryptlex.base_url: {:?} is not an http(s) URL such as https://api.cryptlex.com",
+                    self.cryptlex.base_url
+                ));
+                Url::parse("https://api.cryptlex.com").expect("a valid literal URL")
+            }
+        };
+        let non_empty = |value: &Option<String>| {
+            value
+                .as_deref()
+                .map(str::trim)
+                .filter(|value| !value.is_empty())
+                .map(str::to_owned)
+        };
+        let account = match (
+            non_empty(&self.cryptlex.account_id),
+            non_empty(&self.cryptlex.account_alias),
+        ) {
+            (Some(id), None) => Account::Id(id),
+            (None, Some(alias)) => Account::Alias(alias),
+            (None, None) => {
+                problems.push(
+                    "cryptlex: set exactly one of account_id or account_alias (Cryptlex's login fails with \"Authentication Failed\" without one)".into(),
+                );
+                Account::Alias(String::new())
+            }
+            (Some(_), Some(_)) => {
+                problems.push(
+                    "cryptlex: account_id and account_alias are both set; set exactly one".into(),
+                );
+                Account::Alias(String::new())
+            }
+        };
+        let admin_token = match (&self.cryptlex.pat, &self.cryptlex.pat_file) {
+            (Some(_), Some(_)) => {
+                problems.push("cryptlex: pat and pat_file are both set; set one".into());
+                None
+            }
+            (Some(pat), None) if pat.expose_secret().trim().is_empty() => {
+                problems.push("cryptlex.pat is empty".into());
+                None
+            }
+            (Some(pat), None) => Some(AdminToken::new(SecretString::from(
+                pat.expose_secret().trim().to_owned(),
+            ))),
+            (None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(contents) if !contents.trim().is_empty() => Some(AdminToken::new(
+                    SecretString::from(contents.trim().to_owned()),
+                )),
+                Ok(_) => {
+                    problems.push(format!("cryptlex.pat_file {} is empty", path.display()));
+                    None
+                }
+                Err(error) => {
+                    problems.push(format!(
+                        "cryptlex.pat_file {} cannot be read: {error}",
+                        path.display()
+                    ));
+                    None
+                }
+            },
+            (None, None) => None,
+        };
+        if admin_token.is_none() && (self.sign_up.enabled || internal.is_some()) {
+            problems.push(
+                "cryptlex: a personal access token (pat_file, or LICENSING_GATEWAY__CRYPTLEX__PAT) is required for sign-up and the internal listener; or set sign_up.enabled = false and internal.enabled = false".into(),
+            );
+        }
+        for (key, value) in [
+            ("cryptlex.request_timeout", self.cryptlex.request_timeout),
+            ("cryptlex.connect_timeout", self.cryptlex.connect_timeout),
+            ("issuance.lease", self.issuance.lease),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("{key} must be above zero"));
+            }
+        }
+
+        let default_product_id = match non_empty(&self.issuance.default_product_id) {
+            Some(id) => match CryptlexId::parse("product", &id) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    problems.push(format!(
+                        "issuance.default_product_id: {id:?} is not a Cryptlex id"
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
+        let metadata_key = self.issuance.request_id_metadata_key.trim().to_owned();
+        if metadata_key.is_empty() || metadata_key.len() > 64 {
+            problems.push("issuance.request_id_metadata_key must be 1 to 64 characters".into());
+        }
+
+        let ledger_url = self.ledger.url.trim().to_owned();
+        if !(ledger_url.starts_with("sqlite:")
+            || ledger_url.starts_with("postgres://")
+            || ledger_url.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "ledger.url must start with sqlite:, postgres:// or postgresql:// (got {:?})",
+                redact_url_password(&ledger_url)
+            ));
+        }
+        if self.ledger.max_connections == 0 {
+            problems.push("ledger.max_connections must be above zero".into());
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!(
+                "log.level {:?} is not a valid filter: {error}",
+                self.log.level
+            ));
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        Ok(Settings {
+            public: PublicSettings {
+                addr: public_addr.expect("checked above"),
+                tls: public_tls,
+                cors_allowed_origins,
+                default_deadline: self.public.default_deadline,
+                max_deadline: self.public.max_deadline,
+            },
+            internal,
+            cryptlex: CryptlexSettings {
+                base_url,
+                account,
+                admin_token,
+                request_timeout: self.cryptlex.request_timeout,
+                connect_timeout: self.cryptlex.connect_timeout,
+            },
+            issuance: IssuanceSettings {
+                default_product_id,
+                request_id_metadata_key: metadata_key,
+                lease: self.issuance.lease,
+                wait_for_in_flight: self.issuance.wait_for_in_flight,
+            },
+            sign_up_enabled: self.sign_up.enabled,
+            ledger: LedgerSettings {
+                url: ledger_url,
+                schema: self.ledger.schema.clone(),
+                max_connections: self.ledger.max_connections,
+            },
+            log: self.log.clone(),
+        })
+    }
+}
+
+fn parse_addr(problems: &mut Vec<String>, key: &str, value: &str) -> Option<SocketAddr> {
+    match value.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            problems.push(format!(
+                "{key}: {value:?} is not a socket address such as 127.0.0.1:50051"
+            ));
+            None
+        }
+    }
+}
+
+/// Hides the password of a database URL in messages.
+pub fn redact_url_password(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("REDACTED"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub public: PublicSettings,
+    /// `None` when the internal listener is disabled.
+    pub internal: Option<InternalSettings>,
+    pub cryptlex: CryptlexSettings,
+    pub issuance: IssuanceSettings,
+    pub sign_up_enabled: bool,
+    pub ledger: LedgerSettings,
+    pub log: RawLog,
+}
+
+/// Validated `[public]`.
+#[derive(Debug, Clone)]
+pub struct PublicSettings {
+    pub addr: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub cors_allowed_origins: Vec<String>,
+    pub default_deadline: Duration,
+    pub max_deadline: Duration,
+}
+
+/// Validated `[internal]`.
+#[derive(Debug, Clone)]
+pub struct InternalSettings {
+    pub addr: SocketAddr,
+    pub tls: TlsFiles,
+    pub client_ca: PathBuf,
+    pub allowed_clients: Vec<AllowedClient>,
+}
+
+/// A client allowed on the internal listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedClient {
+    pub identity: String,
+    /// Empty means any product.
+    pub products: Vec<CryptlexId>,
+}
+
+/// Validated `[cryptlex]`.
+#[derive(Debug, Clone)]
+pub struct CryptlexSettings {
+    pub base_url: Url,
+    pub account: Account,
+    pub admin_token: Option<AdminToken>,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// Validated `[issuance]`.
+#[derive(Debug, Clone)]
+pub struct IssuanceSettings {
+    pub default_product_id: Option<CryptlexId>,
+    pub request_id_metadata_key: String,
+    pub lease: Duration,
+    pub wait_for_in_flight: Duration,
+}
+
+/// Validated `[ledger]`.
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    pub url: String,
+    pub schema: Option<String>,
+    pub max_connections: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    fn minimal_env() -> HashMap<String, String> {
+        env(&[
+            ("LICENSING_GATEWAY__CRYPTLEX__ACCOUNT_ALIAS", "acme"),
+            ("LICENSING_GATEWAY__INTERNAL__ENABLED", "false"),
+            ("LICENSING_GATEWAY__SIGN_UP__ENABLED", "false"),
+        ])
+    }
+
+    #[test]
+    fn defaults_plus_an_account_are_a_valid_public_only_configuration() {
+        let settings = RawSettings::load(None, &minimal_env())
+            .expect("loads")
+            .validate()
+            .expect("valid");
+        assert_eq!(
+            settings.public.addr,
+            "127.0.0.1:50051".parse().expect("addr")
+        );
+        assert_eq!(settings.cryptlex.account, Account::Alias("acme".into()));
+        assert!(settings.internal.is_none());
+    }
+
+    #[test]
+    fn a_missing_account_is_reported_with_the_keys_to_set() {
+        let mut environment = minimal_env();
+        environment.remove("LICENSING_GATEWAY__CRYPTLEX__ACCOUNT_ALIAS");
+        let error = RawSettings::load(None, &environment)
+            .expect("loads")
+            .validate()
+            .expect_err("no account");
+        assert!(
+            error
+                .problems
+                .iter()
+                .any(|problem| problem.contains("account_id or account_alias")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let environment = env(&[
+            ("LICENSING_GATEWAY__PUBLIC__ADDR", "nowhere"),
+            ("LICENSING_GATEWAY__CRYPTLEX__BASE_URL", "ftp://x"),
+            (
+                "LICENSING_GATEWAY__PUBLIC__CORS_ALLOWED_ORIGINS",
+                "https://ok.example,not an origin",
+            ),
+        ]);
+        let error = RawSettings::load(None, &environment)
+            .expect("loads")
+            .validate()
+            .expect_err("invalid");
+        let text = error.to_string();
+        for expected in [
+            "public.addr",
+            "cryptlex.base_url",
+            "not an origin",
+            "account_id or account_alias",
+            "internal.tls_cert_file",
+            "personal access token",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, "[cryptlex]\naccount_alais = \"typo\"\n").expect("write");
+        let error = RawSettings::load(Some(&file), &HashMap::new()).expect_err("typo");
+        assert!(error.to_string().contains("account_alais"), "{error}");
+    }
+
+    #[test]
+    fn the_pat_is_read_from_a_file_and_never_shown_in_debug_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pat_file = dir.path().join("pat");
+        std::fs::write(&pat_file, "pat-secret-value\n").expect("write");
+        let mut environment = minimal_env();
+        environment.insert(
+            "LICENSING_GATEWAY__CRYPTLEX__PAT_FILE".into(),
+            pat_file.display().to_string(),
+        );
+        let settings = RawSettings::load(None, &environment)
+            .expect("loads")
+            .validate()
+            .expect("valid");
+        let pat = settings.cryptlex.admin_token.as_ref().expect("pat read");
+        assert_eq!(pat.expose_secret(), "pat-secret-value");
+        assert!(!format!("{settings:?}").contains("pat-secret-value"));
+    }
+}

@@ -1,0 +1,94 @@
+//! What can go wrong talking to Cryptlex.
+//!
+//! The variants say what happened on the wire, not what it means for the
+//! caller: the use cases decide that (a 401 is the user's expired token on a
+//! `/v3/me` call but a server fault on a PAT call).
+
+use std::time::Duration;
+
+/// A failed Cryptlex call.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptlexError {
+    /// Cryptlex answered with a non-success status.
+    #[error("cryptlex answered http {status}")]
+    Status {
+        status: u16,
+        /// Cryptlex's error `code`, when it sent one.
+        code: Option<String>,
+        /// Cryptlex's error `message`, for logs only (never shown to callers).
+        message: Option<String>,
+    },
+    /// Cryptlex refused the call for its rate limit (HTTP 429).
+    #[error("cryptlex rate limit reached")]
+    RateLimited {
+        /// How long Cryptlex asked us to wait, when it said.
+        retry_after: Option<Duration>,
+    },
+    /// Cryptlex answered 5xx: a server-side fault, possibly transient.
+    #[error("cryptlex server error http {status}")]
+    ServerError {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    /// Our per-request timeout fired before Cryptlex answered.
+    #[error("cryptlex request timed out")]
+    Timeout {
+        /// Whether the request may have reached Cryptlex.
+        maybe_sent: bool,
+    },
+    /// The caller's deadline left no time for (the rest of) the call.
+    #[error("deadline exceeded before cryptlex answered")]
+    DeadlineExceeded {
+        /// Whether the request may have reached Cryptlex.
+        maybe_sent: bool,
+    },
+    /// No connection could be made; the request was certainly not sent.
+    #[error("could not connect to cryptlex")]
+    Connect(#[source] reqwest::Error),
+    /// The connection failed after the request may have been sent (reset,
+    /// closed, truncated).
+    #[error("connection to cryptlex failed")]
+    Transport(#[source] reqwest::Error),
+    /// A success status with a body that is not what the API documents.
+    #[error("cryptlex sent a malformed response: {detail}")]
+    Malformed { detail: String },
+    /// The response body exceeded the size limit.
+    #[error("cryptlex response exceeded {limit} bytes")]
+    TooLarge { limit: usize },
+    /// Cryptlex answered with a redirect, which the API never does; we do not
+    /// follow redirects (they could send a token to another host).
+    #[error("cryptlex answered with an unexpected redirect http {status}")]
+    Redirected { status: u16 },
+}
+
+impl CryptlexError {
+    /// Whether a mutating request may have taken effect upstream even though
+    /// no success answer arrived. Such outcomes must be reconciled, never
+    /// blindly retried.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Self::Timeout { maybe_sent } | Self::DeadlineExceeded { maybe_sent } => *maybe_sent,
+            // A 5xx may come from a proxy after the API did the work, and a
+            // broken connection may have lost the answer.
+            Self::Transport(_) | Self::ServerError { .. } => true,
+            // A success status with a body we could not read: the work was
+            // done and we do not know its result.
+            Self::Malformed { .. } | Self::TooLarge { .. } => true,
+            Self::Status { .. }
+            | Self::RateLimited { .. }
+            | Self::Connect(_)
+            | Self::Redirected { .. } => false,
+        }
+    }
+
+    /// The HTTP status Cryptlex answered with, if it answered at all.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Self::Status { status, .. }
+            | Self::ServerError { status, .. }
+            | Self::Redirected { status } => Some(*status),
+            Self::RateLimited { .. } => Some(429),
+            _ => None,
+        }
+    }
+}

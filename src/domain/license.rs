@@ -1,0 +1,89 @@
+//! What the gateway hands back: sessions, profiles, licenses and pages.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{CryptlexId, RefreshToken, UserToken};
+
+/// A Cryptlex session for one user.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The access token Cryptlex issued.
+    pub access_token: UserToken,
+    /// The refresh token, when Cryptlex issued one (older API versions did
+    /// not).
+    pub refresh_token: Option<RefreshToken>,
+    /// The expiry read (unverified) from the token, for display only.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The signed-in user's profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserProfile {
+    pub id: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub name: String,
+    pub company: String,
+    pub role: String,
+    pub two_factor_enabled: bool,
+    pub created_at: Option<DateTime<Utc>>,
+    pub last_login_at: Option<DateTime<Utc>>,
+}
+
+/// A license as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserLicense {
+    pub id: String,
+    pub key: String,
+    pub license_type: String,
+    pub product_name: String,
+    pub revoked: bool,
+    pub suspended: bool,
+    pub perpetual: bool,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub allowed_activations: i32,
+    pub total_activations: i32,
+    pub subscription_interval: String,
+    pub created_at: Option<DateTime<Utc>>,
+    /// Only metadata the owner may see (Cryptlex filters it for us).
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A license created by issuance (the administrator's view).
+///
+/// Serializable because the ledger stores it to replay later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedLicense {
+    pub id: String,
+    pub key: String,
+    pub product_id: String,
+    pub user_id: String,
+    pub license_type: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub allowed_activations: i32,
+    pub subscription_interval: String,
+    pub created_at: Option<DateTime<Utc>>,
+    /// The caller's metadata, without the gateway's bookkeeping keys.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Which slice of a list to fetch, in Cryptlex's terms (1-based page number
+/// of `page_size` items).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u32,
+    pub page_size: u32,
+    pub product_id: Option<CryptlexId>,
+}
+
+/// One page of results and whether another may follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The request for the next page; `None` at the end.
+    pub next: Option<PageRequest>,
+}

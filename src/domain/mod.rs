@@ -1,0 +1,20 @@
+//! Parsed types the rest of the crate speaks.
+//!
+//! Every value that crosses the public edge is parsed here once (`parse`,
+//! `TryFrom`) into a newtype with private fields, so the use cases never
+//! re-validate and cannot be handed an unchecked string. Secrets (passwords,
+//! tokens) are wrapped in `secrecy` types whose `Debug` is redacted.
+//!
+//! This module knows nothing of gRPC or HTTP.
+
+mod context;
+mod identifiers;
+mod license;
+mod secrets;
+mod validation;
+
+pub use context::RequestContext;
+pub use identifiers::{CryptlexId, Email, MetadataMap, PersonName, RequestId};
+pub use license::{IssuedLicense, Page, PageRequest, Session, UserLicense, UserProfile};
+pub use secrets::{AdminToken, Password, RefreshToken, UserToken};
+pub use validation::{FieldViolation, ValidationErrors};

@@ -1,0 +1,90 @@
+//! Building the per-call [`RequestContext`] from request metadata.
+
+use std::time::Duration;
+
+use tonic::Request;
+
+use crate::domain::RequestContext;
+
+/// How long calls may take when the caller does not say (and at most).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// Applied when the request has no `grpc-timeout`.
+    pub default: Duration,
+    /// Upper bound, whatever the caller asks for.
+    pub max: Duration,
+}
+
+/// Our own deadline fires this much before the caller's, so the caller gets
+/// our `DEADLINE_EXCEEDED` with details rather than tonic's bare cancellation.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+
+/// The longest `x-request-id` we adopt; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Returns the call's context: its request id (set by the request-id layer
+/// when the caller sent none) and its deadline.
+pub(super) fn request_context<T>(request: &Request<T>, deadlines: Deadlines) -> RequestContext {
+    let metadata = request.metadata();
+    let request_id = metadata
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| is_acceptable_request_id(id))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let budget = metadata
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map_or(deadlines.default, |timeout| {
+            timeout.saturating_sub(DEADLINE_MARGIN)
+        })
+        .min(deadlines.max);
+    RequestContext::new(request_id, budget)
+}
+
+/// Whether a caller's request id is safe to log and forward as is.
+pub(super) fn is_acceptable_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Parses the gRPC `grpc-timeout` header: at most 8 digits and a unit.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_grpc_timeout("150m"), Some(Duration::from_millis(150)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("10u"), Some(Duration::from_micros(10)));
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+
+    #[test]
+    fn request_ids_with_spaces_or_excess_length_are_not_adopted() {
+        assert!(is_acceptable_request_id("abc-123"));
+        assert!(!is_acceptable_request_id("two words"));
+        assert!(!is_acceptable_request_id(&"x".repeat(129)));
+        assert!(!is_acceptable_request_id(""));
+    }
+}

@@ -1,0 +1,27 @@
+//! licensing-gateway: a safe, fast gRPC and gRPC-Web front for the Cryptlex
+//! licensing API.
+//!
+//! A website's backend calls the public listener on behalf of signed-in users
+//! (`Login`, `GetProfile`, `ListMyLicenses`, ...), with the user's own Cryptlex
+//! token in metadata. The payment service calls `IssueLicense` on a separate
+//! mutual-TLS listener; the gateway holds the Cryptlex personal access token
+//! for that and issues exactly one license per payment.
+//!
+//! # Layout
+//! - [`config`]: the typed settings tree, loaded from TOML and environment.
+//! - [`app`]: start-up; binds the listeners and serves until shutdown.
+//! - [`telemetry`]: logging set-up.
+//! - [`domain`]: parsed newtypes and values (emails, tokens, licenses).
+//! - [`licensing`]: the use cases and their error enum.
+//! - [`cryptlex`]: the only module that speaks HTTP to Cryptlex.
+//! - [`grpc`]: the only module that knows tonic: adapters, status table, stacks.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod config;
+pub mod cryptlex;
+pub mod domain;
+pub mod grpc;
+pub mod licensing;
+pub mod telemetry;

@@ -1,0 +1,237 @@
+//! The use cases: what the gateway does for its callers.
+//!
+//! Each use case takes parsed domain values and a [`RequestContext`], talks to
+//! Cryptlex through [`crate::cryptlex`], and fails with a [`LicensingError`].
+//! Nothing here knows about gRPC.
+
+mod error;
+pub mod pagination;
+
+use std::sync::Arc;
+
+use crate::cryptlex::{self, CryptlexError, NewUser};
+use crate::domain::{
+    AdminToken, CryptlexId, Email, Page, Password, PersonName, RefreshToken, RequestContext,
+    Session, UserLicense, UserProfile, UserToken, ValidationErrors,
+};
+
+pub use error::LicensingError;
+pub(crate) use error::{Caller, upstream};
+
+/// A parsed `Login` request.
+#[derive(Debug)]
+pub struct LoginCommand {
+    pub email: Email,
+    pub password: Password,
+}
+
+/// A parsed `SignUp` request.
+#[derive(Debug)]
+pub struct SignUpCommand {
+    pub email: Email,
+    pub password: Password,
+    pub first_name: PersonName,
+    pub last_name: Option<PersonName>,
+}
+
+impl SignUpCommand {
+    /// Parses and validates every field, reporting all violations at once.
+    pub fn parse(
+        email: &str,
+        password: String,
+        first_name: &str,
+        last_name: &str,
+    ) -> Result<Self, ValidationErrors> {
+        let mut errors = ValidationErrors::new();
+        let email = errors.check(Email::parse("email", email));
+        let password = errors.check(Password::parse("password", password));
+        let first_name = errors.check(PersonName::parse("first_name", first_name, 1));
+        let last_name = errors.check(PersonName::parse("last_name", last_name, 0));
+        errors.into_result()?;
+        match (email, password, first_name, last_name) {
+            (Some(email), Some(password), Some(first_name), Some(last_name)) => Ok(Self {
+                email,
+                password,
+                first_name,
+                last_name: (!last_name.as_str().is_empty()).then_some(last_name),
+            }),
+            _ => unreachable!("every field parsed when no violation was recorded"),
+        }
+    }
+}
+
+/// The result of a sign-up.
+#[derive(Debug)]
+pub struct SignedUp {
+    pub user_id: CryptlexId,
+    pub session: Session,
+}
+
+/// Use-case settings.
+#[derive(Debug, Clone)]
+pub struct LicensingOptions {
+    /// Whether `SignUp` is served.
+    pub sign_up_enabled: bool,
+    /// The PAT for sign-up and issuance; `None` disables both.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// The gateway's use cases. Cloning is cheap and shares everything.
+#[derive(Debug, Clone)]
+pub struct Licensing {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    cryptlex: cryptlex::Client,
+    options: LicensingOptions,
+}
+
+impl Licensing {
+    /// Creates the use cases over a Cryptlex client.
+    pub fn new(cryptlex: cryptlex::Client, options: LicensingOptions) -> Self {
+        Self {
+            shared: Arc::new(Shared { cryptlex, options }),
+        }
+    }
+
+    fn cryptlex(&self) -> &cryptlex::Client {
+        &self.shared.cryptlex
+    }
+
+    /// Signs a user in to the configured account.
+    #[tracing::instrument(name = "licensing.login", skip_all)]
+    pub async fn login(
+        &self,
+        ctx: &RequestContext,
+        command: LoginCommand,
+    ) -> Result<Session, LicensingError> {
+        // Cryptlex refuses such passwords at sign-up, so none can match; the
+        // answer is the same as for a wrong password and costs no upstream call.
+        if !command.password.could_match_an_account() {
+            return Err(LicensingError::InvalidCredentials);
+        }
+        self.cryptlex()
+            .login(ctx, &command.email, &command.password)
+            .await
+            .map_err(|error| upstream(Caller::Login, error))
+    }
+
+    /// Exchanges a refresh token for a new session.
+    #[tracing::instrument(name = "licensing.refresh_session", skip_all)]
+    pub async fn refresh_session(
+        &self,
+        ctx: &RequestContext,
+        refresh_token: &RefreshToken,
+    ) -> Result<Session, LicensingError> {
+        self.cryptlex()
+            .refresh(ctx, refresh_token)
+            .await
+            .map_err(|error| upstream(Caller::Refresh, error))
+    }
+
+    /// Ends the session of `token`.
+    #[tracing::instrument(name = "licensing.logout", skip_all)]
+    pub async fn logout(
+        &self,
+        ctx: &RequestContext,
+        token: &UserToken,
+    ) -> Result<(), LicensingError> {
+        self.cryptlex()
+            .logout(ctx, token)
+            .await
+            .map_err(|error| upstream(Caller::User, error))
+    }
+
+    /// Returns the profile of the user who owns `token`.
+    #[tracing::instrument(name = "licensing.profile", skip_all)]
+    pub async fn profile(
+        &self,
+        ctx: &RequestContext,
+        token: &UserToken,
+    ) -> Result<UserProfile, LicensingError> {
+        self.cryptlex()
+            .me(ctx, token)
+            .await
+            .map_err(|error| upstream(Caller::User, error))
+    }
+
+    /// Returns one page of the licenses of the user who owns `token`.
+    #[tracing::instrument(name = "licensing.my_licenses", skip_all, fields(page = request.page, page_size = request.page_size))]
+    pub async fn my_licenses(
+        &self,
+        ctx: &RequestContext,
+        token: &UserToken,
+        request: crate::domain::PageRequest,
+    ) -> Result<Page<UserLicense>, LicensingError> {
+        let items = self
+            .cryptlex()
+            .my_licenses(
+                ctx,
+                token,
+                request.page,
+                request.page_size,
+                request.product_id.as_ref(),
+            )
+            .await
+            .map_err(|error| upstream(Caller::User, error))?;
+        // Cryptlex sends no total count: a full page means there may be more.
+        let full_page = items.len() >= request.page_size as usize;
+        let next = full_page.then(|| crate::domain::PageRequest {
+            page: request.page + 1,
+            ..request
+        });
+        Ok(Page { items, next })
+    }
+
+    /// Creates an end user and signs them in.
+    #[tracing::instrument(name = "licensing.sign_up", skip_all)]
+    pub async fn sign_up(
+        &self,
+        ctx: &RequestContext,
+        command: SignUpCommand,
+    ) -> Result<SignedUp, LicensingError> {
+        if !self.shared.options.sign_up_enabled {
+            return Err(LicensingError::SignUpDisabled);
+        }
+        let pat = self.admin_token()?;
+        let new_user = NewUser {
+            email: &command.email,
+            password: &command.password,
+            first_name: &command.first_name,
+            last_name: command.last_name.as_ref(),
+        };
+        let user = match self.cryptlex().create_user(ctx, pat, &new_user).await {
+            Ok(user) => user,
+            Err(CryptlexError::Status { status: 409, .. }) => {
+                return Err(LicensingError::EmailTaken);
+            }
+            Err(CryptlexError::Status {
+                status: 400,
+                code: Some(code),
+                ..
+            }) if code == "DUPLICATE_FIELD_VALUE" => {
+                return Err(LicensingError::EmailTaken);
+            }
+            Err(error) => return Err(upstream(Caller::Admin, error)),
+        };
+        tracing::info!(user_id = %user.id, "created cryptlex user");
+        let session = self
+            .cryptlex()
+            .login(ctx, &command.email, &command.password)
+            .await
+            .map_err(|error| upstream(Caller::Login, error))?;
+        Ok(SignedUp {
+            user_id: user.id,
+            session,
+        })
+    }
+
+    /// The PAT, or a server fault when none is configured.
+    fn admin_token(&self) -> Result<&AdminToken, LicensingError> {
+        self.shared.options.admin_token.as_ref().ok_or_else(|| {
+            LicensingError::Internal("no personal access token is configured".into())
+        })
+    }
+}
