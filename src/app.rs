@@ -7,48 +7,65 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use http::HeaderValue;
 use tokio::net::TcpListener;
-use tonic::transport::{Identity, ServerTlsConfig};
+use tonic::transport::ServerTlsConfig;
 
 use crate::config::Settings;
 use crate::cryptlex::{self, ClientOptions};
-use crate::grpc::server::{Introspection, PublicOptions, serve_public};
-use crate::grpc::{Deadlines, UserApi, pb};
-use crate::licensing::{Licensing, LicensingOptions};
+use crate::grpc::server::{Introspection, PublicOptions, serve_internal, serve_public};
+use crate::grpc::{Deadlines, IssuanceApi, UserApi, pb, tls};
+use crate::ledger::{Ledger, LedgerOptions};
+use crate::licensing::{IssuanceOptions, Licensing, LicensingOptions};
+
+type UserServer = pb::user_service_server::UserServiceServer<UserApi>;
+type IssuanceServer = pb::issuance_service_server::IssuanceServiceServer<IssuanceApi>;
 
 /// A built, bound gateway, ready to serve.
 #[derive(Debug)]
 pub struct Application {
-    public_listener: TcpListener,
-    public_addr: SocketAddr,
-    public_options: PublicOptions,
-    public_introspection: Introspection,
-    user_api: UserApi,
+    public: PublicListener,
+    internal: Option<InternalListener>,
+}
+
+#[derive(Debug)]
+struct PublicListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    options: PublicOptions,
+    introspection: Introspection,
+    api: UserApi,
+}
+
+#[derive(Debug)]
+struct InternalListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    tls: ServerTlsConfig,
+    introspection: Introspection,
+    api: IssuanceApi,
 }
 
 impl Application {
     /// Builds the gateway from validated settings and binds its listeners.
+    ///
+    /// Fails, naming the culprit, on unreadable or mismatched TLS files, an
+    /// unreachable ledger database, or an address already in use.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let cryptlex = cryptlex::Client::new(ClientOptions {
-            base_url: settings.cryptlex.base_url.clone(),
-            account: settings.cryptlex.account.clone(),
-            request_timeout: settings.cryptlex.request_timeout,
-            connect_timeout: settings.cryptlex.connect_timeout,
-        })
-        .context("building the cryptlex http client")?;
-        let licensing = Licensing::new(
-            cryptlex,
-            LicensingOptions {
-                sign_up_enabled: settings.sign_up_enabled,
-                admin_token: settings.cryptlex.admin_token.clone(),
-            },
-        );
+        let licensing = build_licensing(&settings).await?;
         let deadlines = Deadlines {
             default: settings.public.default_deadline,
             max: settings.public.max_deadline,
         };
+        let reserved_metadata_keys: Vec<String> = issuance_options(&settings)
+            .reserved_keys()
+            .iter()
+            .map(|key| (*key).to_owned())
+            .collect();
 
         let public_tls = match &settings.public.tls {
-            Some(files) => Some(ServerTlsConfig::new().identity(load_identity(files).await?)),
+            Some(files) => Some(
+                ServerTlsConfig::new()
+                    .identity(tls::load_identity(&files.cert, &files.key).context("public TLS")?),
+            ),
             None => None,
         };
         let cors_allowed_origins = settings
@@ -58,33 +75,59 @@ impl Application {
             .map(|origin| HeaderValue::from_str(origin))
             .collect::<Result<Vec<_>, _>>()
             .context("public.cors_allowed_origins")?;
-
-        let public_listener = TcpListener::bind(settings.public.addr)
+        let listener = TcpListener::bind(settings.public.addr)
             .await
             .with_context(|| format!("binding the public listener on {}", settings.public.addr))?;
-        let public_addr = public_listener.local_addr()?;
-
-        let public_introspection = Introspection::new();
-        public_introspection
-            .health
-            .set_serving::<pb::user_service_server::UserServiceServer<UserApi>>()
-            .await;
-
-        Ok(Self {
-            public_listener,
-            public_addr,
-            public_options: PublicOptions {
+        let introspection = Introspection::new();
+        introspection.health.set_serving::<UserServer>().await;
+        let public = PublicListener {
+            addr: listener.local_addr()?,
+            listener,
+            options: PublicOptions {
                 cors_allowed_origins,
                 tls: public_tls,
             },
-            public_introspection,
-            user_api: UserApi::new(licensing, deadlines),
-        })
+            introspection,
+            api: UserApi::new(licensing.clone(), deadlines),
+        };
+
+        let internal = match &settings.internal {
+            Some(internal) => {
+                let identity = tls::load_identity(&internal.tls.cert, &internal.tls.key)
+                    .context("internal listener TLS")?;
+                let client_ca = tls::load_client_ca(&internal.client_ca)
+                    .context("internal listener client CA")?;
+                let listener = TcpListener::bind(internal.addr).await.with_context(|| {
+                    format!("binding the internal listener on {}", internal.addr)
+                })?;
+                let introspection = Introspection::new();
+                introspection.health.set_serving::<IssuanceServer>().await;
+                Some(InternalListener {
+                    addr: listener.local_addr()?,
+                    listener,
+                    tls: tls::mutual_tls(identity, client_ca),
+                    introspection,
+                    api: IssuanceApi::new(
+                        licensing,
+                        deadlines,
+                        internal.allowed_clients.clone(),
+                        reserved_metadata_keys,
+                    ),
+                })
+            }
+            None => None,
+        };
+        Ok(Self { public, internal })
     }
 
     /// The address the public listener is bound to.
     pub fn public_addr(&self) -> SocketAddr {
-        self.public_addr
+        self.public.addr
+    }
+
+    /// The address the internal listener is bound to, when enabled.
+    pub fn internal_addr(&self) -> Option<SocketAddr> {
+        self.internal.as_ref().map(|internal| internal.addr)
     }
 
     /// Serves until `shutdown` resolves, then reports NOT_SERVING and drains.
@@ -92,41 +135,100 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let health = self.public_introspection.health.clone();
+        let public_health = self.public.introspection.health.clone();
+        let internal_health = self
+            .internal
+            .as_ref()
+            .map(|internal| internal.introspection.health.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             // Tell load balancers first, then stop accepting.
-            health
-                .set_not_serving::<pb::user_service_server::UserServiceServer<UserApi>>()
-                .await;
-            health
+            public_health.set_not_serving::<UserServer>().await;
+            public_health
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
                 .await;
+            if let Some(health) = internal_health {
+                health.set_not_serving::<IssuanceServer>().await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
             let _ = stop_tx.send(true);
         });
-        let mut public_stop = stop_rx.clone();
-        serve_public(
-            self.public_listener,
-            self.user_api.into_server(),
-            &self.public_introspection,
-            self.public_options,
-            async move {
-                let _ = public_stop.wait_for(|stopped| *stopped).await;
-            },
-        )
-        .await
-        .context("serving the public listener")?;
+        let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = receiver.wait_for(|stopped| *stopped).await;
+        };
+
+        let public = self.public;
+        let public_server = serve_public(
+            public.listener,
+            public.api.into_server(),
+            &public.introspection,
+            public.options,
+            stopped(stop_rx.clone()),
+        );
+        match self.internal {
+            Some(internal) => {
+                let internal_server = serve_internal(
+                    internal.listener,
+                    internal.api.into_server(),
+                    &internal.introspection,
+                    internal.tls,
+                    stopped(stop_rx),
+                );
+                let (public_result, internal_result) = tokio::join!(public_server, internal_server);
+                public_result.context("serving the public listener")?;
+                internal_result.context("serving the internal listener")?;
+            }
+            None => public_server.await.context("serving the public listener")?,
+        }
         Ok(())
     }
 }
 
-async fn load_identity(files: &crate::config::TlsFiles) -> anyhow::Result<Identity> {
-    let cert = tokio::fs::read(&files.cert)
-        .await
-        .with_context(|| format!("reading certificate {}", files.cert.display()))?;
-    let key = tokio::fs::read(&files.key)
-        .await
-        .with_context(|| format!("reading private key {}", files.key.display()))?;
-    Ok(Identity::from_pem(cert, key))
+/// Builds the use cases (Cryptlex client, and the ledger when this gateway
+/// issues licenses) from settings. Also used by operator commands.
+pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
+    let cryptlex = cryptlex::Client::new(ClientOptions {
+        base_url: settings.cryptlex.base_url.clone(),
+        account: settings.cryptlex.account.clone(),
+        request_timeout: settings.cryptlex.request_timeout,
+        connect_timeout: settings.cryptlex.connect_timeout,
+    })
+    .context("building the cryptlex http client")?;
+    // The ledger is only needed where licenses are issued.
+    let ledger = match &settings.internal {
+        Some(_) => Some(
+            Ledger::connect(&LedgerOptions {
+                url: settings.ledger.url.clone(),
+                schema: settings.ledger.schema.clone(),
+                max_connections: settings.ledger.max_connections,
+            })
+            .await
+            .context("opening the issuance ledger")?,
+        ),
+        None => None,
+    };
+    Ok(Licensing::new(
+        cryptlex,
+        LicensingOptions {
+            sign_up_enabled: settings.sign_up_enabled,
+            admin_token: settings.cryptlex.admin_token.clone(),
+            issuance: settings
+                .internal
+                .as_ref()
+                .map(|_| issuance_options(settings)),
+        },
+        ledger,
+    ))
+}
+
+fn issuance_options(settings: &Settings) -> IssuanceOptions {
+    IssuanceOptions {
+        default_product_id: settings.issuance.default_product_id.clone(),
+        request_id_metadata_key: settings.issuance.request_id_metadata_key.clone(),
+        lease: settings.issuance.lease,
+        wait_for_in_flight: settings.issuance.wait_for_in_flight,
+    }
 }

@@ -11,17 +11,24 @@
 //! - [`config`]: the typed settings tree, loaded from TOML and environment.
 //! - [`app`]: start-up; binds the listeners and serves until shutdown.
 //! - [`telemetry`]: logging set-up.
+//! - [`commands`]: the `sandbox` and `ledger` subcommands.
 //! - [`domain`]: parsed newtypes and values (emails, tokens, licenses).
 //! - [`licensing`]: the use cases and their error enum.
 //! - [`cryptlex`]: the only module that speaks HTTP to Cryptlex.
+//! - [`ledger`]: the durable issuance ledger (SQLite, or PostgreSQL for replicas).
 //! - [`grpc`]: the only module that knows tonic: adapters, status table, stacks.
+//! - [`sandbox`]: a faithful local stand-in for Cryptlex and a development PKI
+//!   (only the `sandbox` subcommand and tests start it).
 
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod commands;
 pub mod config;
 pub mod cryptlex;
 pub mod domain;
 pub mod grpc;
+pub mod ledger;
 pub mod licensing;
+pub mod sandbox;
 pub mod telemetry;

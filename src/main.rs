@@ -1,20 +1,26 @@
 //! The `licensing-gateway` binary: parse the command line, load the
-//! configuration, set up logging, run until SIGTERM or Ctrl-C.
+//! configuration, set up logging, dispatch, and run until SIGTERM or Ctrl-C.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use licensing_gateway::app::Application;
-use licensing_gateway::config::RawSettings;
+use licensing_gateway::commands::ledger::{self, LedgerAction};
+use licensing_gateway::commands::sandbox::{self, SandboxArgs};
+use licensing_gateway::config::{RawSettings, Settings};
+use licensing_gateway::ledger::State;
 use licensing_gateway::telemetry;
 
 /// A safe, fast gRPC and gRPC-Web front for the Cryptlex licensing API.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// TOML configuration file (environment variables `LICENSING_GATEWAY__*` override it).
+    /// TOML configuration file; `LICENSING_GATEWAY__SECTION__KEY` environment
+    /// variables override it.
     #[arg(long, global = true, env = "LICENSING_GATEWAY_CONFIG")]
     config: Option<PathBuf>,
     /// Public listener address (overrides `public.addr`).
@@ -31,8 +37,48 @@ struct Cli {
 enum Command {
     /// Serve with the given configuration (the default).
     Serve,
-    /// Validate the configuration and exit.
+    /// Run against a local stand-in for Cryptlex, with demo users and a
+    /// development PKI: no account needed.
+    Sandbox {
+        /// Directory for the PKI, the PAT file, the ledger and the effective configuration.
+        #[arg(long, default_value = "sandbox-data")]
+        dir: PathBuf,
+        /// Address of the sandbox Cryptlex HTTP server.
+        #[arg(long, default_value = "127.0.0.1:8089")]
+        cryptlex_addr: SocketAddr,
+        /// Switch off the sandbox's Cryptlex rate limit (50 requests per 5 s).
+        #[arg(long)]
+        no_rate_limit: bool,
+        /// Lifetime of sandbox access tokens, e.g. `15m` or `30s`.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        access_token_ttl: Duration,
+    },
+    /// Validate the configuration (files, certificates, URLs, account) and exit.
     CheckConfig,
+    /// Inspect the issuance ledger.
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// List records, newest first.
+    List {
+        /// Only records in this state: pending, issued or rejected.
+        #[arg(long)]
+        state: Option<State>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show the records of one request id.
+    Show { request_id: String },
+    /// Look up pending records' licenses in Cryptlex and complete them.
+    Reconcile {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
 }
 
 #[tokio::main]
@@ -52,28 +98,70 @@ async fn main() -> anyhow::Result<()> {
     if let Some(addr) = cli.internal_addr {
         raw.internal.addr = addr;
     }
+    let rust_log = env.get("RUST_LOG").map(String::as_str);
 
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let settings = raw.validate()?;
+            init_logging(&settings, rust_log);
+            serve(settings, None).await
+        }
+        Command::Sandbox {
+            dir,
+            cryptlex_addr,
+            no_rate_limit,
+            access_token_ttl,
+        } => {
+            let args = SandboxArgs {
+                dir,
+                cryptlex_addr,
+                no_rate_limit,
+                access_token_ttl,
+            };
+            let sandbox = sandbox::prepare(&args, raw).await?;
+            init_logging(&sandbox.settings, rust_log);
+            let settings = sandbox.settings.clone();
+            serve(settings, Some(&sandbox)).await
+        }
         Command::CheckConfig => {
             raw.validate()?;
             println!("configuration is valid");
             Ok(())
         }
-        Command::Serve => {
+        Command::Ledger { action } => {
             let settings = raw.validate()?;
-            telemetry::init(
-                &settings.log.level,
-                settings.log.format,
-                env.get("RUST_LOG").map(String::as_str),
-                std::io::stdout,
-            );
-            let app = Application::build(settings)
-                .await
-                .context("starting the gateway")?;
-            tracing::info!(public = %app.public_addr(), "licensing-gateway serving");
-            app.run_until_stopped(shutdown_signal()).await
+            let action = match action {
+                LedgerCommand::List { state, limit } => LedgerAction::List { state, limit },
+                LedgerCommand::Show { request_id } => LedgerAction::Show { request_id },
+                LedgerCommand::Reconcile { limit } => LedgerAction::Reconcile { limit },
+            };
+            print!("{}", ledger::run(settings, action).await?);
+            Ok(())
         }
     }
+}
+
+fn init_logging(settings: &Settings, rust_log: Option<&str>) {
+    telemetry::init(
+        &settings.log.level,
+        settings.log.format,
+        rust_log,
+        std::io::stdout,
+    );
+}
+
+async fn serve(settings: Settings, sandbox: Option<&sandbox::Sandbox>) -> anyhow::Result<()> {
+    let app = Application::build(settings)
+        .await
+        .context("starting the gateway")?;
+    tracing::info!(public = %app.public_addr(), internal = ?app.internal_addr(), "licensing-gateway serving");
+    if let Some(sandbox) = sandbox {
+        println!(
+            "{}",
+            sandbox::banner(sandbox, app.public_addr(), app.internal_addr())
+        );
+    }
+    app.run_until_stopped(shutdown_signal()).await
 }
 
 /// Resolves on SIGTERM (Kubernetes) or Ctrl-C.

@@ -8,12 +8,16 @@
 mod auth;
 mod context;
 mod convert;
+mod issuance;
 mod status;
 mod user;
+
+pub mod tls;
 
 pub mod server;
 
 pub use context::Deadlines;
+pub use issuance::IssuanceApi;
 pub use status::ERROR_DOMAIN;
 pub use user::UserApi;
 

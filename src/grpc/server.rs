@@ -140,6 +140,42 @@ pub async fn serve_public(
         .await
 }
 
+/// Serves the internal (mutual-TLS) listener until `shutdown` resolves.
+///
+/// Only `IssuanceService`, health and reflection: the browser-facing layers
+/// (gRPC-Web, CORS, HTTP/1.1) have no business here.
+pub async fn serve_internal(
+    listener: TcpListener,
+    issuance_service: pb::issuance_service_server::IssuanceServiceServer<super::IssuanceApi>,
+    introspection: &Introspection,
+    tls: ServerTlsConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let issuance_service = issuance_service.max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES);
+    let mut routes = Routes::builder();
+    routes.add_service(issuance_service);
+    introspection.add_to(&mut routes, &["licensing.v1.IssuanceService"]);
+    let stack = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            AUTHORIZATION,
+            COOKIE,
+        ]))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+        .layer(trace_layer())
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .into_inner();
+    Server::builder()
+        .tls_config(tls)?
+        .tcp_nodelay(true)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .layer(stack)
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 type MakeRpcSpan = fn(&http::Request<tonic::body::Body>) -> tracing::Span;

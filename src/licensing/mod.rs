@@ -5,6 +5,7 @@
 //! Nothing here knows about gRPC.
 
 mod error;
+mod issuance;
 pub mod pagination;
 
 use std::sync::Arc;
@@ -17,6 +18,10 @@ use crate::domain::{
 
 pub use error::LicensingError;
 pub(crate) use error::{Caller, upstream};
+pub use issuance::{
+    CLIENT_METADATA_KEY, InternalCaller, IssuanceOptions, IssueCommand, Issued, ReconcileOutcome,
+    Reconciled, UserRef,
+};
 
 /// A parsed `Login` request.
 #[derive(Debug)]
@@ -74,6 +79,8 @@ pub struct LicensingOptions {
     pub sign_up_enabled: bool,
     /// The PAT for sign-up and issuance; `None` disables both.
     pub admin_token: Option<AdminToken>,
+    /// Issuance settings; `None` when this gateway does not issue.
+    pub issuance: Option<IssuanceOptions>,
 }
 
 /// The gateway's use cases. Cloning is cheap and shares everything.
@@ -86,13 +93,24 @@ pub struct Licensing {
 struct Shared {
     cryptlex: cryptlex::Client,
     options: LicensingOptions,
+    /// The issuance ledger; `None` when this gateway does not issue.
+    ledger: Option<crate::ledger::Ledger>,
 }
 
 impl Licensing {
-    /// Creates the use cases over a Cryptlex client.
-    pub fn new(cryptlex: cryptlex::Client, options: LicensingOptions) -> Self {
+    /// Creates the use cases over a Cryptlex client and, for issuance, a
+    /// ledger.
+    pub fn new(
+        cryptlex: cryptlex::Client,
+        options: LicensingOptions,
+        ledger: Option<crate::ledger::Ledger>,
+    ) -> Self {
         Self {
-            shared: Arc::new(Shared { cryptlex, options }),
+            shared: Arc::new(Shared {
+                cryptlex,
+                options,
+                ledger,
+            }),
         }
     }
 

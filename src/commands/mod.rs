@@ -1,0 +1,6 @@
+//! The binary's subcommands other than plain serving: the sandbox, the
+//! configuration check and the ledger inspection tool. Each is a library
+//! function so `main` stays a dispatcher.
+
+pub mod ledger;
+pub mod sandbox;

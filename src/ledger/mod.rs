@@ -1,0 +1,836 @@
+//! The issuance ledger: durable idempotency records that make license issuance exactly-once.
+//!
+//! Every IssueLicense call is keyed by `(caller, request_id)`. Before the gateway asks Cryptlex
+//! for a license it claims that key with [`Ledger::begin`], which writes a `pending` record
+//! holding a time-limited *lease* and a *fencing token* (a UUID unique to the attempt). The
+//! holder then calls Cryptlex and settles the record with [`Ledger::complete`] (issued),
+//! [`Ledger::reject`] (a permanent upstream refusal, replayed to later retries) or
+//! [`Ledger::release`] (outcome unknown or transient failure: the record stays pending and the
+//! next attempt takes over at once). If the holder dies, its lease runs out and the next
+//! `begin` takes over with [`Begin::Resume`]; that holder must reconcile with Cryptlex (look the
+//! license up by request id) before creating anything, because the dead attempt may have
+//! created it already. The fencing token makes every settle call conditional, so an attempt
+//! that was taken over can never overwrite the new holder's record.
+//!
+//! This module does not talk to Cryptlex, compute fingerprints or validate request ids; the
+//! use case does all three before calling in. It references no other module of the crate.
+//!
+//! # Backends
+//!
+//! SQLite (the default, for a single replica) and PostgreSQL (for several replicas sharing one
+//! database). Both run the very same SQL: statements use `$N` placeholders, which PostgreSQL
+//! and sqlx's SQLite driver both bind by number. Migrations are embedded and run at start-up.
+//!
+//! # Why `begin` is race-free
+//!
+//! A claim is either an `INSERT ... ON CONFLICT DO NOTHING` (only one insert of a key can
+//! succeed) or a take-over `UPDATE` fenced on the previous token, `state = 'pending'` and an
+//! expired lease (only one update can match, because the winner changes the token). Each is a
+//! single atomic statement whose rows-affected count decides who won, so there is no
+//! check-then-act window, whether the racers are tasks in one process or two replicas.
+//!
+//! # Time
+//!
+//! Times come from the gateway's clock (`chrono::Utc::now()`) and are stored as unix
+//! milliseconds in 64-bit integers: both backends compare plain integers identically, with no
+//! time zone or text-format pitfalls, and sqlx needs no `chrono` feature. The price is that
+//! replicas need roughly synchronised clocks (NTP): skew lengthens or shortens leases by the
+//! same amount, which delays a take-over but never breaks fencing.
+
+mod postgres;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::{fmt, str::FromStr, sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+/// The shortest `retry_after` handed out, so callers never spin on a lease about to expire.
+const MIN_RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// How many claim rounds `begin` runs before giving up with `InProgress`. A round is only
+/// repeated when another attempt won a race in between, after which the key is held or
+/// finished; a third round would need a fresh race, so this bound is never reached in practice.
+const MAX_BEGIN_ROUNDS: usize = 3;
+
+/// How long a query waits for a pooled connection. Start-up fails fast on an unreachable
+/// database instead of hanging, and at run time a pool starved this long means the database
+/// is in trouble, which the gateway should report as unavailable rather than queue behind.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+// === Public types ===
+
+/// Where the ledger lives and how many connections it may hold.
+#[derive(Clone)]
+pub struct LedgerOptions {
+    /// `sqlite://path/to/file.db` (the file is created if missing) or `postgres://...`.
+    pub url: String,
+    /// PostgreSQL only: the schema holding the ledger, created if missing and used through
+    /// `search_path`, so several deployments (or test runs) can share one database.
+    pub schema: Option<String>,
+    /// Upper bound of the connection pool.
+    pub max_connections: u32,
+}
+
+impl LedgerOptions {
+    /// Returns options for `url` with no schema and a small pool.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: None,
+            max_connections: 5,
+        }
+    }
+}
+
+// The URL may carry a database password, so Debug shows it redacted.
+impl fmt::Debug for LedgerOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LedgerOptions")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// The durable issuance ledger. Cloning is cheap: clones share one connection pool.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+enum Backend {
+    /// SQLite is for a single replica: the writer lock below serialises this process's writes
+    /// (SQLite allows one writer at a time anyway; queueing here is fairer than every
+    /// connection polling the busy handler), and nothing coordinates with other processes
+    /// beyond SQLite's own file locking.
+    Sqlite {
+        pool: sqlx::SqlitePool,
+        writer: Arc<Mutex<()>>,
+    },
+    Postgres {
+        pool: sqlx::PgPool,
+    },
+}
+
+/// What [`Ledger::begin`] decided for one IssueLicense call.
+#[derive(Debug)]
+pub enum Begin {
+    /// A new pending record was written: go and create the license.
+    Fresh(Attempt),
+    /// A pending record whose lease had expired (crash, timeout, lost reply) was taken over.
+    /// The holder MUST first look the license up upstream (reconcile) before creating one.
+    Resume(Attempt),
+    /// The key finished earlier with this same fingerprint: answer with the stored outcome.
+    Replay(Outcome),
+    /// The key was used before with a different fingerprint.
+    Conflict,
+    /// Another attempt, possibly on another replica, holds a live lease on the key.
+    InProgress {
+        /// The lease's remaining time, at least 100 ms.
+        retry_after: Duration,
+    },
+}
+
+/// The stored result of a finished issuance.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Cryptlex created the license.
+    Issued {
+        license_id: String,
+        license_json: String,
+    },
+    /// Cryptlex refused permanently; retries get the same answer.
+    Rejected { reason: String, message: String },
+}
+
+// The license JSON carries the license key, so Debug (and therefore logs) shows only its size.
+impl fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Issued {
+                license_id,
+                license_json,
+            } => f
+                .debug_struct("Issued")
+                .field("license_id", license_id)
+                .field("license_json", &Redacted(license_json.len()))
+                .finish(),
+            Self::Rejected { reason, message } => f
+                .debug_struct("Rejected")
+                .field("reason", reason)
+                .field("message", message)
+                .finish(),
+        }
+    }
+}
+
+/// The right to issue for one key, held by exactly one attempt at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    caller: String,
+    request_id: String,
+    token: Uuid,
+    number: u32,
+    lease_expires_at: DateTime<Utc>,
+}
+
+impl Attempt {
+    /// Returns the caller identity the record belongs to.
+    pub fn caller(&self) -> &str {
+        &self.caller
+    }
+
+    /// Returns the caller's idempotency key.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// Returns the fencing token unique to this attempt.
+    pub fn token(&self) -> Uuid {
+        self.token
+    }
+
+    /// Returns which attempt this is for the key: 1 for `Fresh`, more for each `Resume`.
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// Returns when the lease ends; the upstream call should finish well before it.
+    pub fn lease_expires_at(&self) -> DateTime<Utc> {
+        self.lease_expires_at
+    }
+}
+
+/// Where a record is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    Pending,
+    Issued,
+    Rejected,
+}
+
+impl State {
+    /// Every state, in the order `count_by_state` reports them.
+    pub const ALL: [State; 3] = [State::Pending, State::Issued, State::Rejected];
+
+    /// Returns the name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Issued => "issued",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = ParseStateError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| ParseStateError(s.to_owned()))
+    }
+}
+
+/// A string that names no [`State`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown issuance state `{0}` (expected pending, issued or rejected)")]
+pub struct ParseStateError(String);
+
+/// One ledger record, as the operator view and tests see it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    pub caller: String,
+    pub request_id: String,
+    pub fingerprint: String,
+    pub state: State,
+    pub license_id: Option<String>,
+    pub license_json: Option<String>,
+    pub error_reason: Option<String>,
+    pub error_message: Option<String>,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub lease_expires_at: DateTime<Utc>,
+}
+
+// As for `Outcome`: keep the license key out of logs.
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("caller", &self.caller)
+            .field("request_id", &self.request_id)
+            .field("fingerprint", &self.fingerprint)
+            .field("state", &self.state)
+            .field("license_id", &self.license_id)
+            .field(
+                "license_json",
+                &self.license_json.as_ref().map(|json| Redacted(json.len())),
+            )
+            .field("error_reason", &self.error_reason)
+            .field("error_message", &self.error_message)
+            .field("attempts", &self.attempts)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("lease_expires_at", &self.lease_expires_at)
+            .finish()
+    }
+}
+
+/// Why a ledger operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The URL is not a usable `sqlite://` or `postgres://` URL.
+    #[error("invalid ledger url: {0}")]
+    InvalidUrl(String),
+    /// The other options are unusable (schema name, pool size).
+    #[error("invalid ledger options: {0}")]
+    InvalidOptions(String),
+    /// The database could not be opened or reached at start-up.
+    #[error("could not connect to the {backend} ledger database")]
+    Connect {
+        backend: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The embedded migrations failed.
+    #[error("could not migrate the ledger database")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("ledger database error")]
+    Database(#[from] sqlx::Error),
+    /// The fencing token no longer matches: another attempt took the key over, and nothing
+    /// was changed.
+    #[error("the issuance attempt was taken over by another attempt")]
+    StaleAttempt,
+    /// This attempt already settled the record with a different outcome (a caller bug).
+    #[error("the issuance attempt already finished as {0}")]
+    AlreadyFinished(State),
+    /// A stored row breaks the ledger's invariants (edited by hand, or a bug).
+    #[error("corrupt ledger record: {0}")]
+    Corrupt(String),
+}
+
+// === impl Ledger ===
+
+/// Runs `$body` with `$pool` bound to the pool behind the ledger. The body is compiled once
+/// per backend, so the SQL and decoding are written once but type-checked for both.
+macro_rules! with_pool {
+    ($ledger:expr, |$pool:ident| $body:expr) => {
+        match &$ledger.backend {
+            Backend::Sqlite { pool: $pool, .. } => $body,
+            Backend::Postgres { pool: $pool } => $body,
+        }
+    };
+}
+
+/// Like `with_pool!`, for statements that write: on SQLite it holds the writer lock.
+macro_rules! with_writer {
+    ($ledger:expr, |$pool:ident| $body:expr) => {
+        match &$ledger.backend {
+            Backend::Sqlite {
+                pool: $pool,
+                writer,
+            } => {
+                let _guard = writer.lock().await;
+                $body
+            }
+            Backend::Postgres { pool: $pool } => $body,
+        }
+    };
+}
+
+impl Ledger {
+    /// Opens the ledger and runs its migrations.
+    ///
+    /// Fails with [`LedgerError::InvalidUrl`] for a URL that is neither `sqlite:` nor
+    /// `postgres:`, and [`LedgerError::Connect`] when the database can't be reached.
+    pub async fn connect(options: &LedgerOptions) -> Result<Ledger, LedgerError> {
+        if options.max_connections == 0 {
+            return Err(LedgerError::InvalidOptions(
+                "max_connections must be at least 1".to_owned(),
+            ));
+        }
+        let scheme = options
+            .url
+            .split_once(':')
+            .map(|(scheme, _)| scheme.to_ascii_lowercase())
+            .unwrap_or_default();
+        let backend = match scheme.as_str() {
+            "sqlite" => {
+                if options.schema.is_some() {
+                    return Err(LedgerError::InvalidOptions(
+                        "a schema can only be set for postgres".to_owned(),
+                    ));
+                }
+                Backend::Sqlite {
+                    pool: sqlite::connect(options).await?,
+                    writer: Arc::new(Mutex::new(())),
+                }
+            }
+            "postgres" | "postgresql" => Backend::Postgres {
+                pool: postgres::connect(options).await?,
+            },
+            _ => {
+                return Err(LedgerError::InvalidUrl(format!(
+                    "expected sqlite://path/to/file.db or postgres://..., got `{}`",
+                    redact_url(&options.url)
+                )));
+            }
+        };
+        Ok(Ledger { backend })
+    }
+
+    /// Returns which database backs the ledger: `"sqlite"` or `"postgres"`.
+    pub fn backend(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres { .. } => "postgres",
+        }
+    }
+
+    /// Closes the pool, waiting for checked-out connections to come back.
+    pub async fn close(&self) {
+        with_pool!(self, |pool| pool.close().await);
+    }
+
+    /// Claims the right to issue for `(caller, request_id)`.
+    ///
+    /// `fingerprint` identifies the request's content (compare exactly, so pass it in one
+    /// canonical form, e.g. lower-case hex); `lease` is how long the claim stays exclusive
+    /// before another attempt may take it over.
+    pub async fn begin(
+        &self,
+        caller: &str,
+        request_id: &str,
+        fingerprint: &str,
+        lease: Duration,
+    ) -> Result<Begin, LedgerError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        for _ in 0..MAX_BEGIN_ROUNDS {
+            // One clock reading per round: the lease we grant and the expiry we test against
+            // must agree with each other.
+            let now = now_millis();
+            let lease_until = now.saturating_add(lease_ms);
+            let token = Uuid::new_v4();
+            let attempt = |number| Attempt {
+                caller: caller.to_owned(),
+                request_id: request_id.to_owned(),
+                token,
+                number,
+                lease_expires_at: from_millis(lease_until).unwrap_or(DateTime::<Utc>::MAX_UTC),
+            };
+
+            let inserted = with_writer!(self, |pool| sqlx::query(INSERT_FRESH)
+                .bind(caller)
+                .bind(request_id)
+                .bind(fingerprint)
+                .bind(token.to_string())
+                .bind(now)
+                .bind(lease_until)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected()))?;
+            if inserted == 1 {
+                return Ok(Begin::Fresh(attempt(1)));
+            }
+
+            let Some(row) = self.fetch(caller, request_id).await? else {
+                // Deleted between our insert and this read (only an operator does that):
+                // the key is free again, so claim it afresh.
+                continue;
+            };
+            // A different payload under a used key is refused whatever state the key is in.
+            if row.fingerprint != fingerprint {
+                return Ok(Begin::Conflict);
+            }
+            match row.state()? {
+                State::Issued | State::Rejected => {
+                    return Ok(Begin::Replay(row.outcome()?));
+                }
+                State::Pending if row.lease_expires_at > now => {
+                    let remaining = row.lease_expires_at.saturating_sub(now);
+                    let remaining = Duration::from_millis(u64::try_from(remaining).unwrap_or(0));
+                    return Ok(Begin::InProgress {
+                        retry_after: remaining.max(MIN_RETRY_AFTER),
+                    });
+                }
+                State::Pending => {}
+            }
+
+            // The lease has expired: take over, fenced on the token we just read. If another
+            // attempt got there first it changed the token, our UPDATE matches nothing, and
+            // the next round reads what that attempt did.
+            let taken = with_writer!(self, |pool| sqlx::query_scalar::<_, i64>(TAKE_OVER)
+                .bind(caller)
+                .bind(request_id)
+                .bind(token.to_string())
+                .bind(lease_until)
+                .bind(now)
+                .bind(&row.attempt_token)
+                .fetch_optional(pool)
+                .await)?;
+            if let Some(attempts) = taken {
+                let number = u32::try_from(attempts)
+                    .map_err(|_| LedgerError::Corrupt(format!("attempt count {attempts}")))?;
+                return Ok(Begin::Resume(attempt(number)));
+            }
+        }
+        // Only reachable if the key kept changing hands under us: someone else is active.
+        Ok(Begin::InProgress {
+            retry_after: MIN_RETRY_AFTER,
+        })
+    }
+
+    /// Marks the attempt's record issued (pending -> issued).
+    ///
+    /// Calling it again with the same license id is a successful no-op, so a retried write
+    /// is harmless. The lease need not be live: the token alone decides, because a take-over
+    /// is the only thing that invalidates an attempt.
+    pub async fn complete(
+        &self,
+        attempt: &Attempt,
+        license_id: &str,
+        license_json: &str,
+    ) -> Result<(), LedgerError> {
+        let now = now_millis();
+        let changed = with_writer!(self, |pool| sqlx::query(COMPLETE)
+            .bind(&attempt.caller)
+            .bind(&attempt.request_id)
+            .bind(attempt.token.to_string())
+            .bind(license_id)
+            .bind(license_json)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        self.settled(attempt, changed, |row| {
+            row.state == State::Issued.as_str() && row.license_id.as_deref() == Some(license_id)
+        })
+        .await
+    }
+
+    /// Marks the attempt's record rejected (pending -> rejected); later retries replay it.
+    ///
+    /// Calling it again with the same reason and message is a successful no-op.
+    pub async fn reject(
+        &self,
+        attempt: &Attempt,
+        reason: &str,
+        message: &str,
+    ) -> Result<(), LedgerError> {
+        let now = now_millis();
+        let changed = with_writer!(self, |pool| sqlx::query(REJECT)
+            .bind(&attempt.caller)
+            .bind(&attempt.request_id)
+            .bind(attempt.token.to_string())
+            .bind(reason)
+            .bind(message)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        self.settled(attempt, changed, |row| {
+            row.state == State::Rejected.as_str()
+                && row.error_reason.as_deref() == Some(reason)
+                && row.error_message.as_deref() == Some(message)
+        })
+        .await
+    }
+
+    /// Ends the attempt's lease now, leaving the record pending, so the next `begin` resumes
+    /// it at once (and reconciles). For transient failures and unknown outcomes.
+    ///
+    /// Releasing an attempt that already settled its record is a no-op, so a clean-up path
+    /// may call it unconditionally.
+    pub async fn release(&self, attempt: &Attempt) -> Result<(), LedgerError> {
+        let now = now_millis();
+        let changed = with_writer!(self, |pool| sqlx::query(RELEASE)
+            .bind(&attempt.caller)
+            .bind(&attempt.request_id)
+            .bind(attempt.token.to_string())
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        self.settled(attempt, changed, |_| true).await
+    }
+
+    /// Returns the record for `(caller, request_id)`, if any.
+    pub async fn get(&self, caller: &str, request_id: &str) -> Result<Option<Record>, LedgerError> {
+        self.fetch(caller, request_id)
+            .await?
+            .map(Record::try_from)
+            .transpose()
+    }
+
+    /// Returns every caller's record for `request_id` (the operator view), ordered by caller.
+    pub async fn find_by_request_id(&self, request_id: &str) -> Result<Vec<Record>, LedgerError> {
+        let rows = with_pool!(self, |pool| sqlx::query_as::<_, Row>(FIND_BY_REQUEST_ID)
+            .bind(request_id)
+            .fetch_all(pool)
+            .await)?;
+        rows.into_iter().map(Record::try_from).collect()
+    }
+
+    /// Returns up to `limit` records, newest first, optionally only those in `state`.
+    pub async fn list(&self, state: Option<State>, limit: u32) -> Result<Vec<Record>, LedgerError> {
+        let limit = i64::from(limit);
+        let rows = match state {
+            Some(state) => with_pool!(self, |pool| sqlx::query_as::<_, Row>(LIST_BY_STATE)
+                .bind(state.as_str())
+                .bind(limit)
+                .fetch_all(pool)
+                .await)?,
+            None => with_pool!(self, |pool| sqlx::query_as::<_, Row>(LIST_ALL)
+                .bind(limit)
+                .fetch_all(pool)
+                .await)?,
+        };
+        rows.into_iter().map(Record::try_from).collect()
+    }
+
+    /// Returns how many records are in each state, every state listed (zero included) so a
+    /// metrics gauge drops back to zero instead of keeping its last value.
+    pub async fn count_by_state(&self) -> Result<Vec<(State, u64)>, LedgerError> {
+        let rows = with_pool!(self, |pool| sqlx::query_as::<_, (String, i64)>(
+            COUNT_BY_STATE
+        )
+        .fetch_all(pool)
+        .await)?;
+        let mut counts: Vec<(State, u64)> = State::ALL.iter().map(|&state| (state, 0)).collect();
+        for (name, count) in rows {
+            let state = name
+                .parse::<State>()
+                .map_err(|err| LedgerError::Corrupt(err.to_string()))?;
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == state) {
+                slot.1 = u64::try_from(count).unwrap_or(0);
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn fetch(&self, caller: &str, request_id: &str) -> Result<Option<Row>, LedgerError> {
+        Ok(with_pool!(self, |pool| sqlx::query_as::<_, Row>(
+            SELECT_ONE
+        )
+        .bind(caller)
+        .bind(request_id)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// Explains a fenced settle that changed `changed` rows: one row means it took effect;
+    /// none means either another attempt holds the token (stale) or this attempt already
+    /// settled the record, which is fine if `same_outcome` says it is a repeat.
+    async fn settled(
+        &self,
+        attempt: &Attempt,
+        changed: u64,
+        same_outcome: impl Fn(&Row) -> bool,
+    ) -> Result<(), LedgerError> {
+        if changed == 1 {
+            return Ok(());
+        }
+        match self.fetch(&attempt.caller, &attempt.request_id).await? {
+            Some(row) if row.attempt_token == attempt.token.to_string() => {
+                if same_outcome(&row) {
+                    Ok(())
+                } else {
+                    Err(LedgerError::AlreadyFinished(row.state()?))
+                }
+            }
+            _ => Err(LedgerError::StaleAttempt),
+        }
+    }
+}
+
+// === SQL ===
+//
+// Plain runtime-checked queries: there is no DATABASE_URL at build time for the checked
+// macros. `$N` placeholders work on both backends (sqlx binds SQLite's `$N` by number too),
+// and a number may appear twice.
+
+/// Builds a `SELECT` of every column; a macro because `concat!` only takes literals.
+macro_rules! select_from_records {
+    ($($rest:literal)*) => {
+        concat!(
+            "SELECT caller, request_id, fingerprint, state, attempt_token, attempts, \
+             license_id, license_json, error_reason, error_message, created_at, updated_at, \
+             lease_expires_at FROM issuance_records ",
+            $($rest),*
+        )
+    };
+}
+
+const INSERT_FRESH: &str = "INSERT INTO issuance_records \
+    (caller, request_id, fingerprint, state, attempt_token, attempts, created_at, updated_at, \
+     lease_expires_at) \
+    VALUES ($1, $2, $3, 'pending', $4, 1, $5, $5, $6) \
+    ON CONFLICT (caller, request_id) DO NOTHING";
+
+const SELECT_ONE: &str = select_from_records!("WHERE caller = $1 AND request_id = $2");
+
+const TAKE_OVER: &str = "UPDATE issuance_records \
+    SET attempt_token = $3, attempts = attempts + 1, lease_expires_at = $4, updated_at = $5 \
+    WHERE caller = $1 AND request_id = $2 AND attempt_token = $6 \
+      AND state = 'pending' AND lease_expires_at <= $5 \
+    RETURNING attempts";
+
+const COMPLETE: &str = "UPDATE issuance_records \
+    SET state = 'issued', license_id = $4, license_json = $5, updated_at = $6, \
+        lease_expires_at = $6 \
+    WHERE caller = $1 AND request_id = $2 AND attempt_token = $3 AND state = 'pending'";
+
+const REJECT: &str = "UPDATE issuance_records \
+    SET state = 'rejected', error_reason = $4, error_message = $5, updated_at = $6, \
+        lease_expires_at = $6 \
+    WHERE caller = $1 AND request_id = $2 AND attempt_token = $3 AND state = 'pending'";
+
+const RELEASE: &str = "UPDATE issuance_records \
+    SET lease_expires_at = $4, updated_at = $4 \
+    WHERE caller = $1 AND request_id = $2 AND attempt_token = $3 AND state = 'pending'";
+
+const FIND_BY_REQUEST_ID: &str = select_from_records!("WHERE request_id = $1 ORDER BY caller");
+
+// Ties on the millisecond are broken by key, so paging through a listing is deterministic.
+const LIST_ALL: &str =
+    select_from_records!("ORDER BY created_at DESC, caller, request_id LIMIT $1");
+
+const LIST_BY_STATE: &str =
+    select_from_records!("WHERE state = $1 ORDER BY created_at DESC, caller, request_id LIMIT $2");
+
+const COUNT_BY_STATE: &str = "SELECT state, COUNT(*) FROM issuance_records GROUP BY state";
+
+// === Rows ===
+
+/// A row exactly as stored; `Record` is its checked, typed form.
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    caller: String,
+    request_id: String,
+    fingerprint: String,
+    state: String,
+    attempt_token: String,
+    attempts: i64,
+    license_id: Option<String>,
+    license_json: Option<String>,
+    error_reason: Option<String>,
+    error_message: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    lease_expires_at: i64,
+}
+
+impl Row {
+    fn state(&self) -> Result<State, LedgerError> {
+        self.state
+            .parse()
+            .map_err(|err: ParseStateError| LedgerError::Corrupt(err.to_string()))
+    }
+
+    /// Returns the outcome of a finished row.
+    fn outcome(&self) -> Result<Outcome, LedgerError> {
+        let missing = |what: &str| {
+            LedgerError::Corrupt(format!(
+                "{} record for request {} has no {what}",
+                self.state, self.request_id
+            ))
+        };
+        match self.state()? {
+            State::Issued => Ok(Outcome::Issued {
+                license_id: self
+                    .license_id
+                    .clone()
+                    .ok_or_else(|| missing("license id"))?,
+                license_json: self
+                    .license_json
+                    .clone()
+                    .ok_or_else(|| missing("license json"))?,
+            }),
+            State::Rejected => Ok(Outcome::Rejected {
+                reason: self
+                    .error_reason
+                    .clone()
+                    .ok_or_else(|| missing("error reason"))?,
+                message: self
+                    .error_message
+                    .clone()
+                    .ok_or_else(|| missing("error message"))?,
+            }),
+            State::Pending => Err(missing("outcome")),
+        }
+    }
+}
+
+impl TryFrom<Row> for Record {
+    type Error = LedgerError;
+
+    fn try_from(row: Row) -> Result<Self, Self::Error> {
+        let time = |millis: i64| {
+            from_millis(millis)
+                .ok_or_else(|| LedgerError::Corrupt(format!("timestamp {millis} out of range")))
+        };
+        Ok(Record {
+            state: row.state()?,
+            attempts: u32::try_from(row.attempts)
+                .map_err(|_| LedgerError::Corrupt(format!("attempt count {}", row.attempts)))?,
+            created_at: time(row.created_at)?,
+            updated_at: time(row.updated_at)?,
+            lease_expires_at: time(row.lease_expires_at)?,
+            caller: row.caller,
+            request_id: row.request_id,
+            fingerprint: row.fingerprint,
+            license_id: row.license_id,
+            license_json: row.license_json,
+            error_reason: row.error_reason,
+            error_message: row.error_message,
+        })
+    }
+}
+
+// === Helpers ===
+
+fn now_millis() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn from_millis(millis: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(millis)
+}
+
+/// Shows a secret's size in place of its content.
+struct Redacted(usize);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0)
+    }
+}
+
+/// Returns `url` with any password replaced, fit for errors and logs.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            // Only fails for URLs that cannot have credentials, which this one does.
+            let _ = parsed.set_password(Some("redacted"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "<unparseable url>".to_owned(),
+    }
+}

@@ -1,0 +1,852 @@
+//! Behaviour of the ledger, each test run against both backends: SQLite in a temporary file
+//! and PostgreSQL in a schema of its own (`lgw_test_<random>`), so parallel runs never collide.
+//!
+//! PostgreSQL is found at `LEDGER_TEST_POSTGRES_URL`, by default the local trust-auth server.
+//! Leases are shortened to tens of milliseconds where a test needs one to run out.
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::{AssertSqlSafe, Connection, postgres::PgConnection};
+use tempfile::TempDir;
+use tokio::{sync::Barrier, task::JoinSet};
+
+use super::*;
+
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const CALLER: &str = "spiffe://x/payment-service";
+const OTHER_CALLER: &str = "spiffe://x/refund-service";
+/// Long enough never to run out during a test.
+const LONG: Duration = Duration::from_secs(30);
+/// Short enough to wait out; `wait_out_short_lease` sleeps comfortably past it.
+const SHORT: Duration = Duration::from_millis(40);
+
+// === Harness ===
+
+/// One test's database, removed when the test ends (even if it panics).
+struct TestDb {
+    options: LedgerOptions,
+    /// Keeps the SQLite file's directory alive for the test.
+    _dir: Option<TempDir>,
+    /// The PostgreSQL schema to drop at the end.
+    schema: Option<String>,
+}
+
+impl TestDb {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+        TestDb {
+            options: LedgerOptions::new(url),
+            _dir: Some(dir),
+            schema: None,
+        }
+    }
+
+    async fn postgres() -> Self {
+        let schema = format!("lgw_test_{}", Uuid::new_v4().simple());
+        let mut options = LedgerOptions::new(postgres_url());
+        options.schema = Some(schema.clone());
+        TestDb {
+            options,
+            _dir: None,
+            schema: Some(schema),
+        }
+    }
+
+    async fn connect(&self) -> Ledger {
+        Ledger::connect(&self.options)
+            .await
+            .expect("connect to the test ledger")
+    }
+
+    /// Returns ledgers as separate gateway replicas would hold them: two independent pools
+    /// on PostgreSQL; on SQLite, which serves a single replica, one ledger shared twice.
+    async fn replicas(&self) -> Vec<Ledger> {
+        let first = self.connect().await;
+        let second = match first.backend() {
+            "postgres" => self.connect().await,
+            _ => first.clone(),
+        };
+        vec![first, second]
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        // Drop can't await, and the test's runtime may be the one calling us, so the clean-up
+        // gets a thread and a runtime of its own. Failing to clean up is not a test failure.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("clean-up runtime");
+            runtime.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&postgres_url()).await {
+                    let ddl = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+                    let _ = sqlx::query(AssertSqlSafe(ddl)).execute(&mut conn).await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn postgres_url() -> String {
+    std::env::var("LEDGER_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+/// Runs each named `async fn(&TestDb)` once per backend, as `on_sqlite::<name>` and
+/// `on_postgres::<name>`. The bodies stay plain functions so rustfmt and the IDE see them.
+macro_rules! ledger_tests {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::TestDb::sqlite().await).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(&super::TestDb::postgres().await).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A stand-in for the SHA-256 hex digest the use case computes.
+fn fingerprint(tag: char) -> String {
+    tag.to_string().repeat(64)
+}
+
+fn fresh(begin: Begin) -> Attempt {
+    match begin {
+        Begin::Fresh(attempt) => attempt,
+        other => panic!("expected Fresh, got {other:?}"),
+    }
+}
+
+fn resumed(begin: Begin) -> Attempt {
+    match begin {
+        Begin::Resume(attempt) => attempt,
+        other => panic!("expected Resume, got {other:?}"),
+    }
+}
+
+fn replayed(begin: Begin) -> Outcome {
+    match begin {
+        Begin::Replay(outcome) => outcome,
+        other => panic!("expected Replay, got {other:?}"),
+    }
+}
+
+fn issued(id: &str) -> Outcome {
+    Outcome::Issued {
+        license_id: id.to_owned(),
+        license_json: license_json(id),
+    }
+}
+
+fn license_json(id: &str) -> String {
+    format!(r#"{{"id":"{id}","key":"AAAA-BBBB"}}"#)
+}
+
+async fn wait_out_short_lease() {
+    tokio::time::sleep(SHORT * 2).await;
+}
+
+// === Behaviour, on both backends ===
+
+ledger_tests!(
+    a_fresh_claim_completed_once_is_replayed_for_the_same_fingerprint,
+    completing_again_with_the_same_license_is_a_no_op_and_with_another_is_refused,
+    a_different_fingerprint_for_the_same_key_is_a_conflict,
+    a_second_begin_while_the_lease_is_live_is_in_progress_with_a_retry_hint,
+    a_retry_hint_is_never_shorter_than_a_hundred_milliseconds,
+    an_expired_lease_is_resumed_and_the_stale_attempt_can_no_longer_settle,
+    a_rejection_is_recorded_and_replayed,
+    a_released_attempt_is_resumed_at_once,
+    the_same_request_id_from_two_callers_is_two_independent_records,
+    fifty_concurrent_begins_for_one_key_yield_exactly_one_claim,
+    listing_is_newest_first_and_counts_cover_every_state,
+    records_survive_a_reconnect_and_rerunning_migrations_is_harmless,
+);
+
+async fn a_fresh_claim_completed_once_is_replayed_for_the_same_fingerprint(db: &TestDb) {
+    let ledger = db.connect().await;
+    let attempt = fresh(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(attempt.number(), 1);
+    assert_eq!(attempt.caller(), CALLER);
+    assert_eq!(attempt.request_id(), "req-1");
+
+    ledger
+        .complete(&attempt, "lic-1", &license_json("lic-1"))
+        .await
+        .unwrap();
+
+    let outcome = replayed(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(outcome, issued("lic-1"));
+    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    assert_eq!(record.state, State::Issued);
+    assert_eq!(record.fingerprint, fingerprint('a'));
+    assert_eq!(record.license_id.as_deref(), Some("lic-1"));
+    assert_eq!(record.license_json, Some(license_json("lic-1")));
+    assert_eq!(record.attempts, 1);
+    assert!(record.created_at <= record.updated_at);
+}
+
+async fn completing_again_with_the_same_license_is_a_no_op_and_with_another_is_refused(
+    db: &TestDb,
+) {
+    let ledger = db.connect().await;
+    let attempt = fresh(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    ledger
+        .complete(&attempt, "lic-1", &license_json("lic-1"))
+        .await
+        .unwrap();
+
+    ledger
+        .complete(&attempt, "lic-1", &license_json("lic-1"))
+        .await
+        .unwrap();
+    let err = ledger
+        .complete(&attempt, "lic-2", &license_json("lic-2"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::AlreadyFinished(State::Issued)),
+        "{err:?}"
+    );
+    // Releasing after settling is harmless, so clean-up paths may always call it.
+    ledger.release(&attempt).await.unwrap();
+
+    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    assert_eq!(record.license_id.as_deref(), Some("lic-1"));
+    assert_eq!(record.state, State::Issued);
+}
+
+async fn a_different_fingerprint_for_the_same_key_is_a_conflict(db: &TestDb) {
+    let ledger = db.connect().await;
+    let attempt = fresh(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+
+    // While pending...
+    let begin = ledger
+        .begin(CALLER, "req-1", &fingerprint('b'), LONG)
+        .await
+        .unwrap();
+    assert!(matches!(begin, Begin::Conflict), "{begin:?}");
+
+    // ...and once finished.
+    ledger
+        .complete(&attempt, "lic-1", &license_json("lic-1"))
+        .await
+        .unwrap();
+    let begin = ledger
+        .begin(CALLER, "req-1", &fingerprint('b'), LONG)
+        .await
+        .unwrap();
+    assert!(matches!(begin, Begin::Conflict), "{begin:?}");
+
+    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    assert_eq!(record.fingerprint, fingerprint('a'));
+}
+
+async fn a_second_begin_while_the_lease_is_live_is_in_progress_with_a_retry_hint(db: &TestDb) {
+    let ledger = db.connect().await;
+    fresh(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+
+    match ledger
+        .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+        .await
+        .unwrap()
+    {
+        Begin::InProgress { retry_after } => {
+            assert!(retry_after > Duration::from_secs(25), "{retry_after:?}");
+            assert!(retry_after <= LONG, "{retry_after:?}");
+        }
+        other => panic!("expected InProgress, got {other:?}"),
+    }
+    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    assert_eq!(record.state, State::Pending);
+    assert_eq!(record.attempts, 1);
+}
+
+async fn a_retry_hint_is_never_shorter_than_a_hundred_milliseconds(db: &TestDb) {
+    let ledger = db.connect().await;
+    fresh(
+        ledger
+            .begin(
+                CALLER,
+                "req-1",
+                &fingerprint('a'),
+                Duration::from_millis(500),
+            )
+            .await
+            .unwrap(),
+    );
+    // Wait until less than 100 ms of the lease are left.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    match ledger
+        .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+        .await
+        .unwrap()
+    {
+        Begin::InProgress { retry_after } => assert!(retry_after >= MIN_RETRY_AFTER),
+        // The lease may run out on a slow machine; then taking over is right too.
+        Begin::Resume(_) => {}
+        other => panic!("expected InProgress, got {other:?}"),
+    }
+}
+
+async fn an_expired_lease_is_resumed_and_the_stale_attempt_can_no_longer_settle(db: &TestDb) {
+    let ledger = db.connect().await;
+    let stale = fresh(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), SHORT)
+            .await
+            .unwrap(),
+    );
+    wait_out_short_lease().await;
+
+    let current = resumed(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(current.number(), 2);
+    assert_ne!(current.token(), stale.token());
+    assert!(current.lease_expires_at() > stale.lease_expires_at());
+
+    // The crashed-and-revived attempt is fenced out of every settle, and changes nothing.
+    let err = ledger
+        .complete(&stale, "lic-stale", &license_json("lic-stale"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::StaleAttempt), "{err:?}");
+    let err = ledger.reject(&stale, "bad", "no").await.unwrap_err();
+    assert!(matches!(err, LedgerError::StaleAttempt), "{err:?}");
+    let err = ledger.release(&stale).await.unwrap_err();
+    assert!(matches!(err, LedgerError::StaleAttempt), "{err:?}");
+    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    assert_eq!(record.state, State::Pending);
+    assert_eq!(record.attempts, 2);
+    assert_eq!(record.lease_expires_at, current.lease_expires_at());
+
+    // The live lease keeps a third attempt out, and the new holder settles normally.
+    let begin = ledger
+        .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+        .await
+        .unwrap();
+    assert!(matches!(begin, Begin::InProgress { .. }), "{begin:?}");
+    ledger
+        .complete(&current, "lic-1", &license_json("lic-1"))
+        .await
+        .unwrap();
+    let err = ledger
+        .complete(&stale, "lic-1", &license_json("lic-1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::StaleAttempt), "{err:?}");
+    let outcome = replayed(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(outcome, issued("lic-1"));
+}
+
+async fn a_rejection_is_recorded_and_replayed(db: &TestDb) {
+    let ledger = db.connect().await;
+    let attempt = fresh(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    ledger
+        .reject(&attempt, "product_not_found", "no such product")
+        .await
+        .unwrap();
+    // A repeated identical reject is a no-op; a different one is refused.
+    ledger
+        .reject(&attempt, "product_not_found", "no such product")
+        .await
+        .unwrap();
+    let err = ledger.reject(&attempt, "other", "other").await.unwrap_err();
+    assert!(
+        matches!(err, LedgerError::AlreadyFinished(State::Rejected)),
+        "{err:?}"
+    );
+    let err = ledger
+        .complete(&attempt, "lic-1", &license_json("lic-1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::AlreadyFinished(State::Rejected)),
+        "{err:?}"
+    );
+
+    let outcome = replayed(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        outcome,
+        Outcome::Rejected {
+            reason: "product_not_found".to_owned(),
+            message: "no such product".to_owned(),
+        }
+    );
+    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    assert_eq!(record.state, State::Rejected);
+    assert_eq!(record.error_reason.as_deref(), Some("product_not_found"));
+    assert_eq!(record.error_message.as_deref(), Some("no such product"));
+    assert_eq!(record.license_id, None);
+}
+
+async fn a_released_attempt_is_resumed_at_once(db: &TestDb) {
+    let ledger = db.connect().await;
+    let first = fresh(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    ledger.release(&first).await.unwrap();
+    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    assert_eq!(record.state, State::Pending);
+
+    let second = resumed(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(second.number(), 2);
+    let err = ledger
+        .complete(&first, "lic-1", &license_json("lic-1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::StaleAttempt), "{err:?}");
+    ledger
+        .complete(&second, "lic-1", &license_json("lic-1"))
+        .await
+        .unwrap();
+    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    assert_eq!(record.attempts, 2);
+    assert_eq!(record.state, State::Issued);
+}
+
+async fn the_same_request_id_from_two_callers_is_two_independent_records(db: &TestDb) {
+    let ledger = db.connect().await;
+    let mine = fresh(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    // Another caller's key is free even while ours is held, and a different payload is
+    // no conflict: keys never cross callers.
+    let theirs = fresh(
+        ledger
+            .begin(OTHER_CALLER, "req-1", &fingerprint('b'), LONG)
+            .await
+            .unwrap(),
+    );
+    ledger
+        .complete(&mine, "lic-mine", &license_json("lic-mine"))
+        .await
+        .unwrap();
+
+    let begin = ledger
+        .begin(OTHER_CALLER, "req-1", &fingerprint('b'), LONG)
+        .await
+        .unwrap();
+    assert!(matches!(begin, Begin::InProgress { .. }), "{begin:?}");
+    ledger.reject(&theirs, "quota", "over quota").await.unwrap();
+
+    let outcome = replayed(
+        ledger
+            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(outcome, issued("lic-mine"));
+    let outcome = replayed(
+        ledger
+            .begin(OTHER_CALLER, "req-1", &fingerprint('b'), LONG)
+            .await
+            .unwrap(),
+    );
+    assert!(matches!(outcome, Outcome::Rejected { .. }), "{outcome:?}");
+    assert_eq!(
+        ledger.get("spiffe://x/nobody", "req-1").await.unwrap(),
+        None
+    );
+
+    // The operator view sees both, ordered by caller.
+    let records = ledger.find_by_request_id("req-1").await.unwrap();
+    let callers: Vec<&str> = records.iter().map(|r| r.caller.as_str()).collect();
+    assert_eq!(callers, [CALLER, OTHER_CALLER]);
+    assert!(ledger.find_by_request_id("req-2").await.unwrap().is_empty());
+}
+
+async fn fifty_concurrent_begins_for_one_key_yield_exactly_one_claim(db: &TestDb) {
+    let replicas = db.replicas().await;
+
+    let outcomes = race(&replicas, SHORT).await;
+    assert_eq!(
+        count(&outcomes, |b| matches!(b, Begin::Fresh(_))),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        count(&outcomes, |b| matches!(b, Begin::InProgress { .. })),
+        49,
+        "{outcomes:?}"
+    );
+
+    // Once the lease runs out, fifty racers again: exactly one takes over.
+    wait_out_short_lease().await;
+    let outcomes = race(&replicas, LONG).await;
+    assert_eq!(
+        count(&outcomes, |b| matches!(b, Begin::Resume(_))),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        count(&outcomes, |b| matches!(b, Begin::InProgress { .. })),
+        49,
+        "{outcomes:?}"
+    );
+    let winner = outcomes
+        .into_iter()
+        .find_map(|b| match b {
+            Begin::Resume(attempt) => Some(attempt),
+            _ => None,
+        })
+        .expect("one resumed attempt");
+    assert_eq!(winner.number(), 2);
+
+    // And after it finishes, everyone gets the replay.
+    replicas[1]
+        .complete(&winner, "lic-1", &license_json("lic-1"))
+        .await
+        .unwrap();
+    let outcomes = race(&replicas, LONG).await;
+    assert_eq!(
+        count(&outcomes, |b| matches!(b, Begin::Replay(_))),
+        50,
+        "{outcomes:?}"
+    );
+    let record = replicas[0]
+        .get(CALLER, "req-race")
+        .await
+        .unwrap()
+        .expect("record");
+    assert_eq!(record.attempts, 2);
+}
+
+async fn listing_is_newest_first_and_counts_cover_every_state(db: &TestDb) {
+    let ledger = db.connect().await;
+    assert_eq!(
+        ledger.count_by_state().await.unwrap(),
+        [
+            (State::Pending, 0),
+            (State::Issued, 0),
+            (State::Rejected, 0)
+        ]
+    );
+
+    let a = fresh(
+        ledger
+            .begin(CALLER, "req-a", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    ledger
+        .complete(&a, "lic-a", &license_json("lic-a"))
+        .await
+        .unwrap();
+    // Distinct creation times, so "newest first" has one right answer.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let b = fresh(
+        ledger
+            .begin(CALLER, "req-b", &fingerprint('b'), LONG)
+            .await
+            .unwrap(),
+    );
+    ledger.reject(&b, "quota", "over quota").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fresh(
+        ledger
+            .begin(OTHER_CALLER, "req-c", &fingerprint('c'), LONG)
+            .await
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    fresh(
+        ledger
+            .begin(CALLER, "req-d", &fingerprint('d'), LONG)
+            .await
+            .unwrap(),
+    );
+
+    let ids = |records: Vec<Record>| -> Vec<String> {
+        records.into_iter().map(|r| r.request_id).collect()
+    };
+    assert_eq!(
+        ids(ledger.list(None, 10).await.unwrap()),
+        ["req-d", "req-c", "req-b", "req-a"]
+    );
+    assert_eq!(ids(ledger.list(None, 2).await.unwrap()), ["req-d", "req-c"]);
+    assert_eq!(
+        ids(ledger.list(Some(State::Pending), 10).await.unwrap()),
+        ["req-d", "req-c"]
+    );
+    assert_eq!(
+        ids(ledger.list(Some(State::Issued), 10).await.unwrap()),
+        ["req-a"]
+    );
+    assert_eq!(
+        ids(ledger.list(Some(State::Rejected), 10).await.unwrap()),
+        ["req-b"]
+    );
+    assert!(ledger.list(None, 0).await.unwrap().is_empty());
+    assert_eq!(
+        ledger.count_by_state().await.unwrap(),
+        [
+            (State::Pending, 2),
+            (State::Issued, 1),
+            (State::Rejected, 1)
+        ]
+    );
+}
+
+async fn records_survive_a_reconnect_and_rerunning_migrations_is_harmless(db: &TestDb) {
+    let ledger = db.connect().await;
+    let done = fresh(
+        ledger
+            .begin(CALLER, "req-done", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    ledger
+        .complete(&done, "lic-1", &license_json("lic-1"))
+        .await
+        .unwrap();
+    let held = fresh(
+        ledger
+            .begin(CALLER, "req-held", &fingerprint('b'), LONG)
+            .await
+            .unwrap(),
+    );
+    let before = ledger.list(None, 10).await.unwrap();
+    ledger.close().await;
+    drop(ledger);
+
+    // A restarted gateway: new pool, migrations run again over the existing tables.
+    let ledger = db.connect().await;
+    assert_eq!(ledger.list(None, 10).await.unwrap(), before);
+    let outcome = replayed(
+        ledger
+            .begin(CALLER, "req-done", &fingerprint('a'), LONG)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(outcome, issued("lic-1"));
+    // The lease taken before the restart still holds, and its holder can still finish.
+    let begin = ledger
+        .begin(CALLER, "req-held", &fingerprint('b'), LONG)
+        .await
+        .unwrap();
+    assert!(matches!(begin, Begin::InProgress { .. }), "{begin:?}");
+    ledger
+        .complete(&held, "lic-2", &license_json("lic-2"))
+        .await
+        .unwrap();
+
+    // And a third start, concurrent with the second still open, is just as harmless.
+    let again = db.connect().await;
+    assert_eq!(again.count_by_state().await.unwrap()[1], (State::Issued, 2));
+}
+
+/// Starts fifty `begin`s for one key at once, spread over `replicas`, and collects them.
+async fn race(replicas: &[Ledger], lease: Duration) -> Vec<Begin> {
+    const RACERS: usize = 50;
+    let start = Arc::new(Barrier::new(RACERS));
+    let mut tasks = JoinSet::new();
+    for i in 0..RACERS {
+        let ledger = replicas[i % replicas.len()].clone();
+        let start = Arc::clone(&start);
+        tasks.spawn(async move {
+            start.wait().await;
+            ledger
+                .begin(CALLER, "req-race", &fingerprint('a'), lease)
+                .await
+        });
+    }
+    let mut outcomes = Vec::with_capacity(RACERS);
+    while let Some(joined) = tasks.join_next().await {
+        outcomes.push(joined.expect("racer panicked").expect("begin failed"));
+    }
+    outcomes
+}
+
+fn count(outcomes: &[Begin], pick: impl Fn(&Begin) -> bool) -> usize {
+    outcomes.iter().filter(|b| pick(b)).count()
+}
+
+// === Backend-independent ===
+
+#[tokio::test]
+async fn a_url_with_an_unknown_scheme_is_refused_clearly() {
+    for url in ["mysql://root@localhost/db", "", "ledger.db"] {
+        let err = Ledger::connect(&LedgerOptions::new(url)).await.unwrap_err();
+        assert!(matches!(err, LedgerError::InvalidUrl(_)), "{url}: {err:?}");
+        assert!(err.to_string().contains("sqlite://"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_postgres_is_a_connect_error() {
+    // Port 1 refuses connections at once, so this fails fast rather than timing out.
+    let mut options = LedgerOptions::new("postgres://postgres@127.0.0.1:1/test");
+    let err = Ledger::connect(&options).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::Connect {
+                backend: "postgres",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "could not connect to the postgres ledger database"
+    );
+
+    options.schema = Some("lgw_unreachable".to_owned());
+    let err = Ledger::connect(&options).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Connect { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_malformed_postgres_url_is_an_invalid_url() {
+    let err = Ledger::connect(&LedgerOptions::new(
+        "postgres://postgres@127.0.0.1:notaport/test",
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, LedgerError::InvalidUrl(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_sqlite_file_that_cannot_be_created_is_a_connect_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!(
+        "sqlite://{}",
+        dir.path().join("missing/dir/ledger.db").display()
+    );
+    let err = Ledger::connect(&LedgerOptions::new(url)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::Connect {
+                backend: "sqlite",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn unusable_options_are_refused_before_connecting() {
+    let mut options = LedgerOptions::new(postgres_url());
+    for schema in [
+        "Upper",
+        "1digit",
+        "semi;colon",
+        "with\"quote",
+        "",
+        &"x".repeat(64),
+    ] {
+        options.schema = Some(schema.to_owned());
+        let err = Ledger::connect(&options).await.unwrap_err();
+        assert!(
+            matches!(err, LedgerError::InvalidOptions(_)),
+            "{schema}: {err:?}"
+        );
+    }
+
+    let mut options = LedgerOptions::new("sqlite://ledger.db");
+    options.schema = Some("ledger".to_owned());
+    let err = Ledger::connect(&options).await.unwrap_err();
+    assert!(matches!(err, LedgerError::InvalidOptions(_)), "{err:?}");
+
+    let mut options = LedgerOptions::new("sqlite://ledger.db");
+    options.max_connections = 0;
+    let err = Ledger::connect(&options).await.unwrap_err();
+    assert!(matches!(err, LedgerError::InvalidOptions(_)), "{err:?}");
+}
+
+#[test]
+fn options_and_records_keep_secrets_out_of_debug_output() {
+    let options = LedgerOptions::new("postgres://ledger:hunter2@db.internal:5432/ledger");
+    let shown = format!("{options:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("db.internal"), "{shown}");
+
+    let shown = format!("{:?}", issued("lic-1"));
+    assert!(!shown.contains("AAAA-BBBB"), "{shown}");
+    assert!(shown.contains("lic-1"), "{shown}");
+}
+
+#[test]
+fn states_round_trip_through_their_names() {
+    for state in State::ALL {
+        assert_eq!(state.to_string().parse::<State>(), Ok(state));
+    }
+    assert_eq!("issued".parse::<State>(), Ok(State::Issued));
+    assert!("Issued".parse::<State>().is_err());
+}

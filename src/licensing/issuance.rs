@@ -1,0 +1,501 @@
+//! `IssueLicense`: exactly one license per (caller, request id).
+//!
+//! The ledger records the request before Cryptlex is called and the outcome
+//! after. A retry of a finished request replays the stored outcome without
+//! an upstream call; a concurrent duplicate waits briefly for the first
+//! attempt or is told to retry; an attempt whose outcome is unknown (timeout,
+//! lost reply, crash) is reconciled by the next one, which first looks the
+//! license up by the request id stored in its Cryptlex metadata and only then
+//! creates. `POST /v3/licenses` is never repeated blindly.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::{Caller, Licensing, LicensingError, upstream};
+use crate::cryptlex::{CryptlexError, NewLicense};
+use crate::domain::{CryptlexId, Email, IssuedLicense, MetadataMap, RequestContext, RequestId};
+use crate::ledger::{Attempt, Begin, Outcome};
+
+/// Metadata key naming the client identity that issued a license. Together
+/// with the request-id key it makes a license findable per caller, since two
+/// callers may use the same request id.
+pub const CLIENT_METADATA_KEY: &str = "licensing_gateway_client";
+
+/// How often a concurrent duplicate re-reads the ledger while it waits.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(50);
+
+/// Who the license is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserRef {
+    Id(CryptlexId),
+    Email(Email),
+}
+
+/// A parsed `IssueLicense` request.
+#[derive(Debug, Clone)]
+pub struct IssueCommand {
+    pub request_id: RequestId,
+    pub user: UserRef,
+    pub product_id: Option<CryptlexId>,
+    pub license_template_id: Option<CryptlexId>,
+    pub metadata: MetadataMap,
+}
+
+/// An authenticated internal caller, as allowed by the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalCaller {
+    /// The certificate identity (SAN) that matched the allow-list.
+    pub identity: String,
+    /// Products it may issue; empty means any.
+    pub allowed_products: Vec<CryptlexId>,
+}
+
+/// The answer to `IssueLicense`.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub license: IssuedLicense,
+    /// The outcome was stored by an earlier attempt.
+    pub replayed: bool,
+}
+
+/// Issuance settings.
+#[derive(Debug, Clone)]
+pub struct IssuanceOptions {
+    pub default_product_id: Option<CryptlexId>,
+    pub request_id_metadata_key: String,
+    /// How long an attempt owns a request before another may take over.
+    pub lease: Duration,
+    /// How long a concurrent duplicate waits for the first attempt.
+    pub wait_for_in_flight: Duration,
+}
+
+impl IssuanceOptions {
+    /// Metadata keys the gateway owns: callers may not set them, and they are
+    /// left out of returned licenses.
+    pub fn reserved_keys(&self) -> [&str; 2] {
+        [self.request_id_metadata_key.as_str(), CLIENT_METADATA_KEY]
+    }
+}
+
+impl Licensing {
+    /// Issues (or replays) the license for `command` on behalf of `caller`.
+    #[tracing::instrument(name = "licensing.issue_license", skip_all, fields(client = %caller.identity, issuance_request_id = %command.request_id))]
+    pub async fn issue_license(
+        &self,
+        ctx: &RequestContext,
+        caller: &InternalCaller,
+        command: IssueCommand,
+    ) -> Result<Issued, LicensingError> {
+        let (ledger, options) = self.issuance()?;
+        let product_id = match command
+            .product_id
+            .clone()
+            .or_else(|| options.default_product_id.clone())
+        {
+            Some(product_id) => product_id,
+            None => {
+                return Err(crate::domain::FieldViolation::new(
+                    "product_id",
+                    "is required: this gateway has no default product",
+                )
+                .into());
+            }
+        };
+        if !caller.allowed_products.is_empty() && !caller.allowed_products.contains(&product_id) {
+            return Err(LicensingError::PermissionDenied {
+                reason: "PRODUCT_NOT_ALLOWED",
+            });
+        }
+        let fingerprint = fingerprint(&command, &product_id);
+        let wait_until =
+            tokio::time::Instant::now() + options.wait_for_in_flight.min(ctx.remaining());
+
+        loop {
+            let begin = ledger
+                .begin(
+                    &caller.identity,
+                    command.request_id.as_str(),
+                    &fingerprint,
+                    options.lease,
+                )
+                .await
+                .map_err(|error| LicensingError::Internal(Box::new(error)))?;
+            match begin {
+                Begin::Replay(Outcome::Issued { license_json, .. }) => {
+                    let license = serde_json::from_str(&license_json)
+                        .map_err(|error| LicensingError::Internal(Box::new(error)))?;
+                    tracing::info!("replayed stored license");
+                    return Ok(Issued {
+                        license,
+                        replayed: true,
+                    });
+                }
+                Begin::Replay(Outcome::Rejected { reason, message }) => {
+                    return Err(LicensingError::IssuanceRejected { reason, message });
+                }
+                Begin::Conflict => return Err(LicensingError::RequestIdReused),
+                Begin::InProgress { retry_after } => {
+                    let now = tokio::time::Instant::now();
+                    if now + IN_FLIGHT_POLL >= wait_until {
+                        return Err(LicensingError::RequestInProgress { retry_after });
+                    }
+                    tokio::time::sleep(IN_FLIGHT_POLL).await;
+                }
+                Begin::Fresh(attempt) => {
+                    return self
+                        .attempt(ctx, caller, &command, &product_id, attempt, false)
+                        .await;
+                }
+                Begin::Resume(attempt) => {
+                    return self
+                        .attempt(ctx, caller, &command, &product_id, attempt, true)
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Runs one attempt that owns the ledger record: reconcile if needed,
+    /// then create, then record the outcome.
+    async fn attempt(
+        &self,
+        ctx: &RequestContext,
+        caller: &InternalCaller,
+        command: &IssueCommand,
+        product_id: &CryptlexId,
+        attempt: Attempt,
+        reconcile: bool,
+    ) -> Result<Issued, LicensingError> {
+        let (ledger, _) = self.issuance()?;
+        let result = self
+            .reconcile_or_create(ctx, caller, command, product_id, reconcile)
+            .await;
+        match result {
+            Ok((license, replayed)) => {
+                let json = serde_json::to_string(&license)
+                    .map_err(|error| LicensingError::Internal(Box::new(error)))?;
+                if let Err(error) = ledger.complete(&attempt, &license.id, &json).await {
+                    // The license exists and carries the request id, so the
+                    // next attempt reconciles it; the caller still gets it now.
+                    tracing::error!(%error, license_id = %license.id, "could not record the issued license; a retry will reconcile it");
+                }
+                tracing::info!(license_id = %license.id, replayed, "license issued");
+                Ok(Issued { license, replayed })
+            }
+            Err(AttemptError::Permanent { reason, message }) => {
+                if let Err(error) = ledger.reject(&attempt, &reason, &message).await {
+                    tracing::error!(%error, "could not record the rejection");
+                }
+                Err(LicensingError::IssuanceRejected { reason, message })
+            }
+            Err(AttemptError::NotFinal(error)) => {
+                // Outcome unknown or not attempted: leave the record pending
+                // and let the next attempt take over (and reconcile) at once.
+                if let Err(ledger_error) = ledger.release(&attempt).await {
+                    tracing::error!(error = %ledger_error, "could not release the ledger record");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn reconcile_or_create(
+        &self,
+        ctx: &RequestContext,
+        caller: &InternalCaller,
+        command: &IssueCommand,
+        product_id: &CryptlexId,
+        reconcile: bool,
+    ) -> Result<(IssuedLicense, bool), AttemptError> {
+        let (_, options) = self.issuance().map_err(AttemptError::NotFinal)?;
+        let pat = self.admin_token().map_err(AttemptError::NotFinal)?;
+        let hidden = options.reserved_keys();
+        let request_id = command.request_id.as_str();
+
+        if reconcile {
+            let found = self
+                .cryptlex()
+                .find_licenses_by_metadata(
+                    ctx,
+                    pat,
+                    &options.request_id_metadata_key,
+                    request_id,
+                    &[],
+                )
+                .await
+                .map_err(|error| AttemptError::NotFinal(upstream(Caller::Admin, error)))?;
+            let mine = found.into_iter().find(|license| {
+                license
+                    .metadata
+                    .get(CLIENT_METADATA_KEY)
+                    .map(String::as_str)
+                    == Some(caller.identity.as_str())
+            });
+            if let Some(mut license) = mine {
+                license
+                    .metadata
+                    .retain(|key, _| !hidden.contains(&key.as_str()));
+                tracing::warn!(license_id = %license.id, "reconciled a license created by an earlier attempt");
+                return Ok((license, true));
+            }
+        }
+
+        let user_id = self.resolve_user(ctx, pat, &command.user).await?;
+        let mut metadata: Vec<(&str, &str)> = command
+            .metadata
+            .entries()
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        metadata.push((options.request_id_metadata_key.as_str(), request_id));
+        metadata.push((CLIENT_METADATA_KEY, caller.identity.as_str()));
+        let new_license = NewLicense {
+            product_id,
+            user_id: &user_id,
+            license_template_id: command.license_template_id.as_ref(),
+            metadata,
+            hidden_keys: &hidden,
+        };
+        match self.cryptlex().create_license(ctx, pat, &new_license).await {
+            Ok(license) => Ok((license, false)),
+            Err(CryptlexError::Status {
+                status: status @ (400 | 404 | 409 | 422),
+                code,
+                ..
+            }) => Err(AttemptError::Permanent {
+                reason: "UPSTREAM_REJECTED".to_owned(),
+                message: format!(
+                    "cryptlex rejected the license (http {status}{}); check product_id, license_template_id and user",
+                    code.map(|code| format!(", {code}")).unwrap_or_default()
+                ),
+            }),
+            Err(error) => {
+                if error.outcome_unknown() {
+                    tracing::warn!(%error, "license creation outcome unknown; the next attempt reconciles");
+                }
+                Err(AttemptError::NotFinal(upstream(Caller::Admin, error)))
+            }
+        }
+    }
+
+    async fn resolve_user(
+        &self,
+        ctx: &RequestContext,
+        pat: &crate::domain::AdminToken,
+        user: &UserRef,
+    ) -> Result<CryptlexId, AttemptError> {
+        let found = match user {
+            UserRef::Id(id) => self.cryptlex().get_user(ctx, pat, id).await,
+            UserRef::Email(email) => self.cryptlex().find_user_by_email(ctx, pat, email).await,
+        };
+        match found {
+            Ok(Some(user)) => Ok(user.id),
+            Ok(None) => Err(AttemptError::NotFinal(LicensingError::NotFound {
+                what: "user",
+            })),
+            Err(error) => Err(AttemptError::NotFinal(upstream(Caller::Admin, error))),
+        }
+    }
+
+    /// Reconciles pending ledger records whose attempt is over (crashed,
+    /// timed out, or lost its reply): completes each one whose license exists
+    /// in Cryptlex, and leaves the others pending for the client's retry.
+    pub async fn reconcile_pending(
+        &self,
+        ctx: &RequestContext,
+        limit: u32,
+    ) -> Result<Vec<Reconciled>, LicensingError> {
+        let (ledger, options) = self.issuance()?;
+        let pat = self.admin_token()?;
+        let internal =
+            |error: crate::ledger::LedgerError| LicensingError::Internal(Box::new(error));
+        let pending = ledger
+            .list(Some(crate::ledger::State::Pending), limit)
+            .await
+            .map_err(internal)?;
+        let mut results = Vec::with_capacity(pending.len());
+        for record in pending {
+            let begin = ledger
+                .begin(
+                    &record.caller,
+                    &record.request_id,
+                    &record.fingerprint,
+                    options.lease,
+                )
+                .await
+                .map_err(internal)?;
+            let attempt = match begin {
+                Begin::Resume(attempt) | Begin::Fresh(attempt) => attempt,
+                Begin::InProgress { .. } => {
+                    results.push(Reconciled::new(&record, ReconcileOutcome::InProgress));
+                    continue;
+                }
+                Begin::Replay(_) | Begin::Conflict => {
+                    results.push(Reconciled::new(&record, ReconcileOutcome::AlreadyFinished));
+                    continue;
+                }
+            };
+            let found = self
+                .cryptlex()
+                .find_licenses_by_metadata(
+                    ctx,
+                    pat,
+                    &options.request_id_metadata_key,
+                    &record.request_id,
+                    &[],
+                )
+                .await;
+            let found = match found {
+                Ok(found) => found,
+                Err(error) => {
+                    let _ = ledger.release(&attempt).await;
+                    return Err(upstream(Caller::Admin, error));
+                }
+            };
+            let hidden = options.reserved_keys();
+            let mine = found.into_iter().find(|license| {
+                license
+                    .metadata
+                    .get(CLIENT_METADATA_KEY)
+                    .map(String::as_str)
+                    == Some(record.caller.as_str())
+            });
+            match mine {
+                Some(mut license) => {
+                    license
+                        .metadata
+                        .retain(|key, _| !hidden.contains(&key.as_str()));
+                    let json = serde_json::to_string(&license)
+                        .map_err(|error| LicensingError::Internal(Box::new(error)))?;
+                    ledger
+                        .complete(&attempt, &license.id, &json)
+                        .await
+                        .map_err(internal)?;
+                    results.push(Reconciled::new(
+                        &record,
+                        ReconcileOutcome::Completed {
+                            license_id: license.id,
+                        },
+                    ));
+                }
+                None => {
+                    ledger.release(&attempt).await.map_err(internal)?;
+                    results.push(Reconciled::new(&record, ReconcileOutcome::NoLicenseYet));
+                }
+            }
+        }
+        Ok(results)
+    }
+
+    fn issuance(&self) -> Result<(&crate::ledger::Ledger, &IssuanceOptions), LicensingError> {
+        match (&self.shared.ledger, &self.shared.options.issuance) {
+            (Some(ledger), Some(options)) => Ok((ledger, options)),
+            _ => Err(LicensingError::Internal(
+                "issuance is not configured on this gateway".into(),
+            )),
+        }
+    }
+}
+
+/// What reconciliation did with one pending record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    pub caller: String,
+    pub request_id: String,
+    pub outcome: ReconcileOutcome,
+}
+
+impl Reconciled {
+    fn new(record: &crate::ledger::Record, outcome: ReconcileOutcome) -> Self {
+        Self {
+            caller: record.caller.clone(),
+            request_id: record.request_id.clone(),
+            outcome,
+        }
+    }
+}
+
+/// The result of reconciling one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReconcileOutcome {
+    /// The license existed in Cryptlex; the record is now complete.
+    Completed { license_id: String },
+    /// No license exists yet; the record stays pending for the client's retry.
+    NoLicenseYet,
+    /// An attempt is running right now; left alone.
+    InProgress,
+    /// Finished between listing and reconciling.
+    AlreadyFinished,
+}
+
+/// How an attempt ended, for the ledger.
+#[derive(Debug)]
+enum AttemptError {
+    /// Cryptlex refused for good; record and replay it.
+    Permanent { reason: String, message: String },
+    /// Not recorded: the next attempt tries again (reconciling first).
+    NotFinal(LicensingError),
+}
+
+/// A stable digest of everything that defines the request, so a reused
+/// request id with different content is detected.
+fn fingerprint(command: &IssueCommand, product_id: &CryptlexId) -> String {
+    let user = match &command.user {
+        UserRef::Id(id) => format!("id:{id}"),
+        UserRef::Email(email) => format!("email:{}", email.as_str().to_lowercase()),
+    };
+    let canonical = serde_json::json!({
+        "v": 1,
+        "user": user,
+        "product": product_id.as_str(),
+        "template": command.license_template_id.as_ref().map(CryptlexId::as_str),
+        "metadata": command.metadata.entries(),
+    });
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(email: &str, metadata: &[(&str, &str)]) -> IssueCommand {
+        IssueCommand {
+            request_id: RequestId::parse("request_id", "pay_1").expect("id"),
+            user: UserRef::Email(Email::parse("user_email", email).expect("email")),
+            product_id: None,
+            license_template_id: None,
+            metadata: MetadataMap::parse(
+                "metadata",
+                metadata
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+                &[],
+            )
+            .expect("metadata"),
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_is_stable_and_sensitive_to_every_field() {
+        let product = CryptlexId::parse("product_id", "p1").expect("id");
+        let other_product = CryptlexId::parse("product_id", "p2").expect("id");
+        let base = fingerprint(&command("a@example.com", &[("k", "v")]), &product);
+        assert_eq!(
+            base,
+            fingerprint(&command("A@example.com", &[("k", "v")]), &product)
+        );
+        assert_ne!(
+            base,
+            fingerprint(&command("b@example.com", &[("k", "v")]), &product)
+        );
+        assert_ne!(
+            base,
+            fingerprint(&command("a@example.com", &[("k", "w")]), &product)
+        );
+        assert_ne!(
+            base,
+            fingerprint(&command("a@example.com", &[("k", "v")]), &other_product)
+        );
+    }
+}

@@ -1,0 +1,305 @@
+//! The test-control surface: [`Controls`] in process, and the same operations as JSON under
+//! `/__sandbox/` for tools running in another process.
+//!
+//! Controls read and steer the sandbox without going through the API, so they are never rate
+//! limited, faulted or recorded, and using them never disturbs what a test is measuring.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use http::StatusCode;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::faults::{FaultId, FaultRule, FaultRuleJson, InvalidFaultRule};
+use super::rate_limit::RateLimit;
+use super::state::{LicenseRecord, UserRecord};
+use super::wire::ApiError;
+use super::{ReceivedRequest, Shared, Stats, lock, seed};
+
+/// A handle to a running sandbox's state. Cloning is shallow: every clone steers the same
+/// sandbox, and the handle keeps working (on stale state) after the server stops.
+#[derive(Clone, Debug)]
+pub struct Controls {
+    shared: Arc<Shared>,
+}
+
+impl Controls {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Controls { shared }
+    }
+
+    /// Returns the recorded requests, oldest first.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        lock(&self.shared.journal)
+            .requests
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets the recorded requests (the counters in [`stats`](Self::stats) stay).
+    pub fn clear_requests(&self) {
+        lock(&self.shared.journal).requests.clear();
+    }
+
+    /// Returns the counters.
+    pub fn stats(&self) -> Stats {
+        lock(&self.shared.journal).stats
+    }
+
+    /// Sets every counter back to zero.
+    pub fn reset_stats(&self) {
+        lock(&self.shared.journal).stats = Stats::default();
+    }
+
+    /// Returns every license, oldest first.
+    pub fn licenses(&self) -> Vec<LicenseRecord> {
+        lock(&self.shared.domain).licenses().to_vec()
+    }
+
+    /// Returns the licenses with one metadata entry having both this key and this value.
+    pub fn licenses_with_metadata(&self, key: &str, value: &str) -> Vec<LicenseRecord> {
+        lock(&self.shared.domain)
+            .licenses()
+            .iter()
+            .filter(|license| license.has_metadata(Some(key), Some(value)))
+            .cloned()
+            .collect()
+    }
+
+    /// Returns how many licenses exist, seeded ones included.
+    pub fn license_count(&self) -> usize {
+        lock(&self.shared.domain).licenses().len()
+    }
+
+    /// Returns every user, oldest first.
+    pub fn users(&self) -> Vec<UserRecord> {
+        lock(&self.shared.domain).users().to_vec()
+    }
+
+    /// Finds a user by email, ignoring case.
+    pub fn user_by_email(&self, email: &str) -> Option<UserRecord> {
+        lock(&self.shared.domain).user_by_email(email).cloned()
+    }
+
+    /// Mints a personal access token for the seeded admin with exactly `scopes`.
+    pub fn create_pat(&self, scopes: &[&str]) -> SecretString {
+        let token = lock(&self.shared.tokens).issue_pat(seed::ADMIN_USER_ID, scopes, Utc::now());
+        SecretString::from(token)
+    }
+
+    /// Makes every user access token issued so far expired (their next use gets 401).
+    /// Refresh tokens and PATs keep working.
+    pub fn expire_all_access_tokens(&self) {
+        lock(&self.shared.tokens).expire_all_access_tokens(Utc::now());
+    }
+
+    /// Revokes any token (access token with its refresh token, or a PAT); false if unknown.
+    pub fn revoke_token(&self, token: &str) -> bool {
+        lock(&self.shared.tokens).revoke(token)
+    }
+
+    /// Adds a fault rule behind the ones already added.
+    pub fn add_fault(&self, rule: FaultRule) -> Result<FaultId, InvalidFaultRule> {
+        lock(&self.shared.faults).add(rule)
+    }
+
+    /// Removes one rule; false if it was unknown or already used up.
+    pub fn remove_fault(&self, id: FaultId) -> bool {
+        lock(&self.shared.faults).remove(id)
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        lock(&self.shared.faults).clear();
+    }
+
+    /// Switches rate limiting (`None` turns it off); every client starts a fresh window.
+    pub fn set_rate_limit(&self, limit: Option<RateLimit>) {
+        lock(&self.shared.limiter).set_limit(limit);
+    }
+
+    /// Returns the current rate limit.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        lock(&self.shared.limiter).limit()
+    }
+}
+
+/// The `/__sandbox/` routes, the HTTP form of [`Controls`].
+pub(crate) fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(
+            "/__sandbox/requests",
+            get(list_requests).delete(clear_requests),
+        )
+        .route("/__sandbox/stats", get(stats).delete(reset_stats))
+        .route("/__sandbox/faults", post(add_fault).delete(clear_faults))
+        .route("/__sandbox/faults/{id}", delete(remove_fault))
+        .route("/__sandbox/rate-limit", get(rate_limit).put(set_rate_limit))
+        .route("/__sandbox/pats", post(create_pat))
+        .route(
+            "/__sandbox/expire-access-tokens",
+            post(expire_access_tokens),
+        )
+        .route("/__sandbox/licenses", get(list_licenses))
+        .route("/__sandbox/users", get(list_users))
+}
+
+async fn list_requests(State(shared): State<Arc<Shared>>) -> Json<Vec<ReceivedRequest>> {
+    Json(Controls::new(shared).requests())
+}
+
+async fn clear_requests(State(shared): State<Arc<Shared>>) -> StatusCode {
+    Controls::new(shared).clear_requests();
+    StatusCode::NO_CONTENT
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Json<Stats> {
+    Json(Controls::new(shared).stats())
+}
+
+async fn reset_stats(State(shared): State<Arc<Shared>>) -> StatusCode {
+    Controls::new(shared).reset_stats();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Serialize)]
+struct AddedFault {
+    id: FaultId,
+}
+
+async fn add_fault(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let added = serde_json::from_slice::<FaultRuleJson>(&body)
+        .map_err(|error| ApiError::bad_request(format!("invalid fault rule: {error}")))
+        .and_then(|json| {
+            FaultRule::try_from(json)
+                .and_then(|rule| Controls::new(shared).add_fault(rule))
+                .map_err(|error: InvalidFaultRule| {
+                    ApiError::bad_request(format!("invalid fault rule: {error}"))
+                })
+        });
+    match added {
+        Ok(id) => (StatusCode::CREATED, Json(AddedFault { id })).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn clear_faults(State(shared): State<Arc<Shared>>) -> StatusCode {
+    Controls::new(shared).clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+async fn remove_fault(State(shared): State<Arc<Shared>>, Path(id): Path<u64>) -> Response {
+    if Controls::new(shared).remove_fault(FaultId(id)) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        ApiError::not_found("Fault rule").into_response()
+    }
+}
+
+/// The JSON form of a [`RateLimit`]; `null` means off.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RateLimitJson {
+    max_requests: u32,
+    window_ms: u64,
+}
+
+async fn rate_limit(State(shared): State<Arc<Shared>>) -> Json<Option<RateLimitJson>> {
+    Json(
+        Controls::new(shared)
+            .rate_limit()
+            .map(|limit| RateLimitJson {
+                max_requests: limit.max_requests,
+                window_ms: u64::try_from(limit.window.as_millis()).unwrap_or(u64::MAX),
+            }),
+    )
+}
+
+async fn set_rate_limit(
+    State(shared): State<Arc<Shared>>,
+    Json(limit): Json<Option<RateLimitJson>>,
+) -> StatusCode {
+    Controls::new(shared).set_rate_limit(limit.map(|limit| RateLimit {
+        max_requests: limit.max_requests,
+        window: std::time::Duration::from_millis(limit.window_ms),
+    }));
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatRequest {
+    scopes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct PatResponse {
+    token: String,
+}
+
+async fn create_pat(
+    State(shared): State<Arc<Shared>>,
+    Json(request): Json<PatRequest>,
+) -> (StatusCode, Json<PatResponse>) {
+    let scopes: Vec<&str> = request.scopes.iter().map(String::as_str).collect();
+    let token = Controls::new(shared).create_pat(&scopes);
+    let token = token.expose_secret().to_owned();
+    (StatusCode::CREATED, Json(PatResponse { token }))
+}
+
+async fn expire_access_tokens(State(shared): State<Arc<Shared>>) -> StatusCode {
+    Controls::new(shared).expire_all_access_tokens();
+    StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LicenseFilter {
+    metadata_key: Option<String>,
+    metadata_value: Option<String>,
+}
+
+async fn list_licenses(
+    State(shared): State<Arc<Shared>>,
+    Query(filter): Query<LicenseFilter>,
+) -> Json<Vec<LicenseRecord>> {
+    let licenses = Controls::new(shared)
+        .licenses()
+        .into_iter()
+        .filter(|license| {
+            license.has_metadata(
+                filter.metadata_key.as_deref(),
+                filter.metadata_value.as_deref(),
+            ) || (filter.metadata_key.is_none() && filter.metadata_value.is_none())
+        })
+        .collect();
+    Json(licenses)
+}
+
+#[derive(Deserialize)]
+struct UserFilter {
+    email: Option<String>,
+}
+
+async fn list_users(
+    State(shared): State<Arc<Shared>>,
+    Query(filter): Query<UserFilter>,
+) -> Json<Vec<UserRecord>> {
+    let users = Controls::new(shared)
+        .users()
+        .into_iter()
+        .filter(|user| {
+            filter
+                .email
+                .as_deref()
+                .is_none_or(|email| user.email.eq_ignore_ascii_case(email))
+        })
+        .collect();
+    Json(users)
+}
