@@ -1,0 +1,263 @@
+//! `spawn_app()`: the sandbox Cryptlex plus the real gateway on port 0, and
+//! clients for both listeners.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use licensing_gateway::app::Application;
+use licensing_gateway::commands::sandbox::{self, Sandbox, SandboxArgs};
+use licensing_gateway::config::RawSettings;
+use licensing_gateway::grpc::pb::issuance_service_client::IssuanceServiceClient;
+use licensing_gateway::grpc::pb::user_service_client::UserServiceClient;
+use licensing_gateway::grpc::pb::{self, LoginRequest};
+use licensing_gateway::sandbox::seed;
+use licensing_gateway::sandbox::{Controls, RateLimit};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+/// How to start the gateway for one test.
+#[derive(Debug, Clone)]
+pub struct TestOptions {
+    /// Sandbox rate limit; off by default so tests are not throttled.
+    pub rate_limit: Option<RateLimit>,
+    pub access_token_ttl: Duration,
+    /// Extra `LICENSING_GATEWAY__*` settings.
+    pub env: Vec<(String, String)>,
+    /// A PostgreSQL URL for the ledger (a fresh schema is used); SQLite otherwise.
+    pub postgres: Option<String>,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self {
+            rate_limit: None,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            env: Vec::new(),
+            postgres: None,
+        }
+    }
+}
+
+/// A running gateway and its sandbox.
+pub struct TestApp {
+    pub public_addr: SocketAddr,
+    pub internal_addr: Option<SocketAddr>,
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl std::fmt::Debug for TestApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestApp")
+            .field("public_addr", &self.public_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Installs the process-wide rustls provider (once).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Starts a gateway with default test options.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestOptions::default()).await
+}
+
+/// Starts a gateway with `options`.
+pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    install_crypto_provider();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut env: HashMap<String, String> = options.env.iter().cloned().collect();
+    env.insert(
+        "LICENSING_GATEWAY__PUBLIC__ADDR".into(),
+        "127.0.0.1:0".into(),
+    );
+    env.insert(
+        "LICENSING_GATEWAY__INTERNAL__ADDR".into(),
+        "127.0.0.1:0".into(),
+    );
+    if let Some(url) = &options.postgres {
+        env.insert("LICENSING_GATEWAY__LEDGER__URL".into(), url.clone());
+        env.insert(
+            "LICENSING_GATEWAY__LEDGER__SCHEMA".into(),
+            format!("lgw_it_{}", uuid::Uuid::new_v4().simple()),
+        );
+    }
+    let raw = RawSettings::load(None, &env).expect("test settings load");
+    let args = SandboxArgs {
+        dir: dir.path().to_path_buf(),
+        cryptlex_addr: "127.0.0.1:0".parse().expect("addr"),
+        no_rate_limit: options.rate_limit.is_none(),
+        access_token_ttl: options.access_token_ttl,
+    };
+    let sandbox = sandbox::prepare(&args, raw).await.expect("sandbox starts");
+    if options.rate_limit.is_some() {
+        sandbox
+            .cryptlex
+            .controls()
+            .set_rate_limit(options.rate_limit);
+    }
+    let app = Application::build(sandbox.settings.clone())
+        .await
+        .expect("gateway builds");
+    let public_addr = app.public_addr();
+    let internal_addr = app.internal_addr();
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stop.await;
+    }));
+    TestApp {
+        public_addr,
+        internal_addr,
+        sandbox,
+        dir,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// The sandbox's test controls.
+    pub fn cryptlex(&self) -> Controls {
+        self.sandbox.cryptlex.controls()
+    }
+
+    /// A plaintext channel to the public listener.
+    pub async fn public_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.public_addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("public listener reachable")
+    }
+
+    /// A `UserService` client on the public listener.
+    pub async fn user_client(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.public_channel().await)
+    }
+
+    /// A mutual-TLS channel to the internal listener with the given client
+    /// certificate (or none).
+    pub async fn internal_channel(
+        &self,
+        client: Option<(&str, &str)>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let addr = self.internal_addr.expect("internal listener enabled");
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.sandbox.pki.ca_cert_pem()))
+            .domain_name("localhost");
+        if let Some((cert, key)) = client {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Channel::from_shared(format!("https://localhost:{}", addr.port()))
+            .expect("uri")
+            .tls_config(tls)?
+            .connect()
+            .await
+    }
+
+    /// An `IssuanceService` client authenticated as the allow-listed payment
+    /// service.
+    pub async fn payment_client(&self) -> IssuanceServiceClient<Channel> {
+        let files = self.sandbox.pki.files();
+        let cert = std::fs::read_to_string(&files.payment_service_cert).expect("cert");
+        let key = std::fs::read_to_string(&files.payment_service_key).expect("key");
+        IssuanceServiceClient::new(
+            self.internal_channel(Some((&cert, &key)))
+                .await
+                .expect("mTLS connect"),
+        )
+    }
+
+    /// Logs in and returns the access token.
+    pub async fn login(&self, email: &str, password: &str) -> pb::Session {
+        self.user_client()
+            .await
+            .login(LoginRequest {
+                email: email.into(),
+                password: password.into(),
+            })
+            .await
+            .expect("login succeeds")
+            .into_inner()
+            .session
+            .expect("a session")
+    }
+
+    /// Logs in as the seeded demo user and returns the access token.
+    pub async fn demo_token(&self) -> String {
+        self.login(seed::DEMO_EMAIL, seed::DEMO_PASSWORD)
+            .await
+            .access_token
+    }
+
+    /// Stops the gateway and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+    }
+
+    /// The sandbox directory (PKI, PAT file, ledger).
+    pub fn sandbox_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Wraps `message` with `authorization: Bearer <token>` metadata.
+pub fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("metadata value"),
+    );
+    request
+}
+
+/// The `ErrorInfo.reason` of a status.
+pub fn reason(status: &Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| {
+            assert_eq!(info.domain, "licensing-gateway", "error domain");
+            info.reason
+        })
+        .unwrap_or_else(|| panic!("no ErrorInfo on {status:?}"))
+}
+
+/// Asserts the code and `ErrorInfo.reason` of a failed call.
+#[track_caller]
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: Code,
+    expected_reason: &str,
+) -> Status {
+    let status = result.expect_err("the call should fail");
+    assert_eq!(status.code(), code, "unexpected status: {status:?}");
+    assert_eq!(
+        reason(&status),
+        expected_reason,
+        "unexpected reason: {status:?}"
+    );
+    status
+}

@@ -1,0 +1,9 @@
+#![allow(unreachable_pub)]
+
+//! Black-box tests: each starts the real gateway on port 0 against the
+//! sandbox Cryptlex (a real HTTP server) and calls it like a client would.
+
+mod grpc_web;
+mod helpers;
+mod issuance;
+mod user;
