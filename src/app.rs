@@ -14,6 +14,8 @@ use crate::cryptlex::{self, ClientOptions};
 use crate::grpc::server::{Introspection, PublicOptions, serve_internal, serve_public};
 use crate::grpc::{Deadlines, IssuanceApi, UserApi, pb, tls};
 use crate::ledger::{Ledger, LedgerOptions};
+use crate::licensing::read_cache::CacheOptions;
+use crate::licensing::throttle::ThrottleOptions;
 use crate::licensing::{IssuanceOptions, Licensing, LicensingOptions};
 
 type UserServer = pb::user_service_server::UserServiceServer<UserApi>;
@@ -24,6 +26,9 @@ type IssuanceServer = pb::issuance_service_server::IssuanceServiceServer<Issuanc
 pub struct Application {
     public: PublicListener,
     internal: Option<InternalListener>,
+    max_concurrent_requests: usize,
+    drain_timeout: std::time::Duration,
+    licensing: Licensing,
 }
 
 #[derive(Debug)]
@@ -51,6 +56,7 @@ impl Application {
     /// unreachable ledger database, or an address already in use.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let licensing = build_licensing(&settings).await?;
+        let licensing_handle = licensing.clone();
         let deadlines = Deadlines {
             default: settings.public.default_deadline,
             max: settings.public.max_deadline,
@@ -86,9 +92,14 @@ impl Application {
             options: PublicOptions {
                 cors_allowed_origins,
                 tls: public_tls,
+                max_concurrent_requests: settings.limits.max_concurrent_requests,
             },
             introspection,
-            api: UserApi::new(licensing.clone(), deadlines),
+            api: UserApi::new(
+                licensing.clone(),
+                deadlines,
+                settings.limits.client_address_header.clone(),
+            ),
         };
 
         let internal = match &settings.internal {
@@ -117,7 +128,18 @@ impl Application {
             }
             None => None,
         };
-        Ok(Self { public, internal })
+        Ok(Self {
+            public,
+            internal,
+            max_concurrent_requests: settings.limits.max_concurrent_requests,
+            drain_timeout: settings.limits.drain_timeout,
+            licensing: licensing_handle,
+        })
+    }
+
+    /// The use cases (for inspection: cache and budget state).
+    pub fn licensing(&self) -> &Licensing {
+        &self.licensing
     }
 
     /// The address the public listener is bound to.
@@ -130,7 +152,9 @@ impl Application {
         self.internal.as_ref().map(|internal| internal.addr)
     }
 
-    /// Serves until `shutdown` resolves, then reports NOT_SERVING and drains.
+    /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops
+    /// accepting, and lets calls in progress finish for at most the drain
+    /// timeout before returning.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -141,49 +165,76 @@ impl Application {
             .as_ref()
             .map(|internal| internal.introspection.health.clone());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            // Tell load balancers first, then stop accepting.
-            public_health.set_not_serving::<UserServer>().await;
-            public_health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-            if let Some(health) = internal_health {
-                health.set_not_serving::<IssuanceServer>().await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
-            }
-            let _ = stop_tx.send(true);
-        });
         let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
             let _ = receiver.wait_for(|stopped| *stopped).await;
         };
 
         let public = self.public;
-        let public_server = serve_public(
-            public.listener,
-            public.api.into_server(),
-            &public.introspection,
-            public.options,
-            stopped(stop_rx.clone()),
-        );
-        match self.internal {
-            Some(internal) => {
-                let internal_server = serve_internal(
+        let public_server = tokio::spawn(async move {
+            serve_public(
+                public.listener,
+                public.api.into_server(),
+                &public.introspection,
+                public.options,
+                stopped(stop_rx.clone()),
+            )
+            .await
+            .context("serving the public listener")
+        });
+        let internal_server = self.internal.map(|internal| {
+            let max_concurrent_requests = self.max_concurrent_requests;
+            let stop_rx = stop_tx.subscribe();
+            tokio::spawn(async move {
+                serve_internal(
                     internal.listener,
                     internal.api.into_server(),
                     &internal.introspection,
                     internal.tls,
+                    max_concurrent_requests,
                     stopped(stop_rx),
-                );
-                let (public_result, internal_result) = tokio::join!(public_server, internal_server);
-                public_result.context("serving the public listener")?;
-                internal_result.context("serving the internal listener")?;
-            }
-            None => public_server.await.context("serving the public listener")?,
+                )
+                .await
+                .context("serving the internal listener")
+            })
+        });
+        let servers = async {
+            let public_result = public_server.await.context("public listener task")?;
+            let internal_result = match internal_server {
+                Some(task) => task.await.context("internal listener task")?,
+                None => Ok(()),
+            };
+            public_result.and(internal_result)
+        };
+        tokio::pin!(servers);
+
+        tokio::select! {
+            // A listener failed on its own (not after a stop).
+            result = &mut servers => return result,
+            () = shutdown => {}
         }
-        Ok(())
+        // Tell load balancers first, then stop accepting; tonic then waits
+        // for the calls in progress, which we bound by the drain timeout.
+        public_health.set_not_serving::<UserServer>().await;
+        public_health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        if let Some(health) = internal_health {
+            health.set_not_serving::<IssuanceServer>().await;
+            health
+                .set_service_status("", tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(self.drain_timeout, &mut servers).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    drain_timeout_ms = self.drain_timeout.as_millis() as u64,
+                    "drain timeout reached; abandoning calls still in progress"
+                );
+                Ok(())
+            }
+        }
     }
 }
 
@@ -195,6 +246,9 @@ pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
         account: settings.cryptlex.account.clone(),
         request_timeout: settings.cryptlex.request_timeout,
         connect_timeout: settings.cryptlex.connect_timeout,
+        budget: settings.cryptlex.budget,
+        breaker: settings.cryptlex.breaker,
+        max_retries: settings.cryptlex.max_retries,
     })
     .context("building the cryptlex http client")?;
     // The ledger is only needed where licenses are issued.
@@ -219,6 +273,18 @@ pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
                 .internal
                 .as_ref()
                 .map(|_| issuance_options(settings)),
+            cache: CacheOptions {
+                ttl: settings.cache.ttl,
+                max_entries: settings.cache.max_entries,
+                serve_stale: settings.cache.serve_stale,
+                stale_for: settings.cache.stale_for,
+            },
+            throttle: ThrottleOptions {
+                failures_per_email: settings.limits.login_failures_per_email,
+                email_window: settings.limits.login_email_window,
+                attempts_per_address: settings.limits.login_attempts_per_address,
+                address_window: settings.limits.login_address_window,
+            },
         },
         ledger,
     ))

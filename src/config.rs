@@ -34,6 +34,8 @@ pub struct RawSettings {
     pub issuance: RawIssuance,
     pub sign_up: RawSignUp,
     pub ledger: RawLedger,
+    pub cache: RawCache,
+    pub limits: RawLimits,
     pub log: RawLog,
 }
 
@@ -88,6 +90,120 @@ pub struct RawCryptlex {
     pub request_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// Most retries of one safe call (reads, login).
+    pub max_retries: u32,
+    pub budget: RawBudget,
+    pub breaker: RawBreaker,
+}
+
+/// `[cryptlex.budget]`: this replica's share of Cryptlex's rate limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBudget {
+    /// Calls per window for this replica (Cryptlex allows 50 per 5 s per
+    /// source IP: divide it among replicas that share an egress IP).
+    pub max_requests: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub reserved_for_issuance: u32,
+    pub reserved_for_sign_in: u32,
+    #[serde(with = "humantime_serde")]
+    pub max_read_wait: Duration,
+}
+
+/// `[cryptlex.breaker]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBreaker {
+    pub failure_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+/// `[cache]`: the short per-token read cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCache {
+    /// How long a profile or license page is reused; 0 disables caching
+    /// (identical concurrent reads are still coalesced).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    pub max_entries: usize,
+    /// Serve the last known license page, marked stale, when Cryptlex is
+    /// unavailable.
+    pub serve_stale: bool,
+    #[serde(with = "humantime_serde")]
+    pub stale_for: Duration,
+}
+
+/// `[limits]`: the front door.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Calls in progress at once per listener; more are shed at once.
+    pub max_concurrent_requests: usize,
+    /// Failed logins per email per window before that email is throttled.
+    pub login_failures_per_email: u32,
+    #[serde(with = "humantime_serde")]
+    pub login_email_window: Duration,
+    /// Login and sign-up attempts per client address per window.
+    pub login_attempts_per_address: u32,
+    #[serde(with = "humantime_serde")]
+    pub login_address_window: Duration,
+    /// How long in-flight calls may finish after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// A header carrying the real client address when the gateway sits
+    /// behind a proxy (e.g. `x-forwarded-for`: its first entry is used).
+    /// Only set it when the proxy overwrites the header; otherwise clients
+    /// could forge it. Empty: the TCP peer address.
+    pub client_address_header: Option<String>,
+}
+
+impl Default for RawBudget {
+    fn default() -> Self {
+        Self {
+            max_requests: 50,
+            window: Duration::from_secs(5),
+            reserved_for_issuance: 10,
+            reserved_for_sign_in: 5,
+            max_read_wait: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        Self {
+            failure_threshold: 5,
+            cooldown: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(3),
+            max_entries: 10_000,
+            serve_stale: false,
+            stale_for: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_requests: 512,
+            login_failures_per_email: 5,
+            login_email_window: Duration::from_secs(15 * 60),
+            login_attempts_per_address: 30,
+            login_address_window: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(20),
+            client_address_header: None,
+        }
+    }
 }
 
 /// `[issuance]`: `IssueLicense` behaviour.
@@ -174,6 +290,9 @@ impl Default for RawCryptlex {
             pat_file: None,
             request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(3),
+            max_retries: 2,
+            budget: RawBudget::default(),
+            breaker: RawBreaker::default(),
         }
     }
 }
@@ -447,6 +566,36 @@ impl RawSettings {
             }
         }
 
+        let budget = &self.cryptlex.budget;
+        if budget.max_requests == 0 || budget.window.is_zero() {
+            problems.push(
+                "cryptlex.budget.max_requests and cryptlex.budget.window must be above zero".into(),
+            );
+        } else if budget.reserved_for_issuance + budget.reserved_for_sign_in >= budget.max_requests
+        {
+            problems.push(format!(
+                "cryptlex.budget: reserved_for_issuance + reserved_for_sign_in ({}) must be below max_requests ({}), or reads could never reach Cryptlex",
+                budget.reserved_for_issuance + budget.reserved_for_sign_in,
+                budget.max_requests
+            ));
+        }
+        if self.cryptlex.breaker.failure_threshold == 0 {
+            problems.push("cryptlex.breaker.failure_threshold must be above zero".into());
+        }
+        if self.cache.max_entries == 0 {
+            problems.push("cache.max_entries must be above zero".into());
+        }
+        if let Some(header) = &self.limits.client_address_header
+            && http::HeaderName::from_bytes(header.trim().as_bytes()).is_err()
+        {
+            problems.push(format!(
+                "limits.client_address_header: {header:?} is not a valid header name"
+            ));
+        }
+        if self.limits.max_concurrent_requests == 0 {
+            problems.push("limits.max_concurrent_requests must be above zero".into());
+        }
+
         let default_product_id = match non_empty(&self.issuance.default_product_id) {
             Some(id) => match CryptlexId::parse("product", &id) {
                 Ok(id) => Some(id),
@@ -502,7 +651,22 @@ impl RawSettings {
                 admin_token,
                 request_timeout: self.cryptlex.request_timeout,
                 connect_timeout: self.cryptlex.connect_timeout,
+                max_retries: self.cryptlex.max_retries,
+                budget: crate::cryptlex::BudgetOptions {
+                    max_requests: budget.max_requests,
+                    window: budget.window,
+                    reserved_for_issuance: budget.reserved_for_issuance,
+                    reserved_for_sign_in: budget.reserved_for_sign_in,
+                    max_read_wait: budget.max_read_wait,
+                    ..crate::cryptlex::BudgetOptions::default()
+                },
+                breaker: crate::cryptlex::BreakerOptions {
+                    failure_threshold: self.cryptlex.breaker.failure_threshold,
+                    cooldown: self.cryptlex.breaker.cooldown,
+                },
             },
+            cache: self.cache.clone(),
+            limits: self.limits.clone(),
             issuance: IssuanceSettings {
                 default_product_id,
                 request_id_metadata_key: metadata_key,
@@ -560,6 +724,8 @@ pub struct Settings {
     pub issuance: IssuanceSettings,
     pub sign_up_enabled: bool,
     pub ledger: LedgerSettings,
+    pub cache: RawCache,
+    pub limits: RawLimits,
     pub log: RawLog,
 }
 
@@ -598,6 +764,9 @@ pub struct CryptlexSettings {
     pub admin_token: Option<AdminToken>,
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    pub max_retries: u32,
+    pub budget: crate::cryptlex::BudgetOptions,
+    pub breaker: crate::cryptlex::BreakerOptions,
 }
 
 /// Validated `[issuance]`.

@@ -52,6 +52,17 @@ pub enum CryptlexError {
     /// A success status with a body that is not what the API documents.
     #[error("cryptlex sent a malformed response: {detail}")]
     Malformed { detail: String },
+    /// The gateway's own rate budget has no slot in time for this call; it
+    /// was not sent.
+    #[error("cryptlex rate budget exhausted for {} calls", priority.as_str())]
+    BudgetExhausted {
+        retry_after: Duration,
+        priority: super::Priority,
+    },
+    /// The circuit breaker is open after repeated upstream faults; the call
+    /// was not sent.
+    #[error("cryptlex circuit breaker open")]
+    CircuitOpen { retry_after: Duration },
     /// The response body exceeded the size limit.
     #[error("cryptlex response exceeded {limit} bytes")]
     TooLarge { limit: usize },
@@ -77,7 +88,28 @@ impl CryptlexError {
             Self::Status { .. }
             | Self::RateLimited { .. }
             | Self::Connect(_)
-            | Self::Redirected { .. } => false,
+            | Self::Redirected { .. }
+            | Self::BudgetExhausted { .. }
+            | Self::CircuitOpen { .. } => false,
+        }
+    }
+
+    /// Whether this failure says Cryptlex (or the way to it) is unhealthy,
+    /// which is what the circuit breaker counts.
+    pub fn is_upstream_fault(&self) -> bool {
+        match self {
+            Self::ServerError { .. }
+            | Self::Timeout { .. }
+            | Self::Connect(_)
+            | Self::Transport(_)
+            | Self::Malformed { .. }
+            | Self::TooLarge { .. }
+            | Self::Redirected { .. } => true,
+            Self::Status { .. }
+            | Self::RateLimited { .. }
+            | Self::DeadlineExceeded { .. }
+            | Self::BudgetExhausted { .. }
+            | Self::CircuitOpen { .. } => false,
         }
     }
 

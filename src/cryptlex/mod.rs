@@ -10,9 +10,12 @@
 //! [`crate::licensing`]'s job), and it never retries: whether a call may be
 //! repeated depends on what it does.
 
+mod breaker;
+pub mod budget;
 mod error;
 mod wire;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -22,7 +25,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
+pub use breaker::{BreakerOptions, BreakerState};
+pub use budget::{BudgetOptions, BudgetSnapshot, Priority};
 pub use error::CryptlexError;
+
+use breaker::Breaker;
+use budget::Budget;
 
 use crate::domain::{
     AdminToken, CryptlexId, Email, IssuedLicense, Password, PersonName, RefreshToken,
@@ -53,6 +61,11 @@ pub struct ClientOptions {
     /// Upper bound for one request, whatever the caller's deadline.
     pub request_timeout: Duration,
     pub connect_timeout: Duration,
+    /// This replica's share of Cryptlex's rate limit.
+    pub budget: BudgetOptions,
+    pub breaker: BreakerOptions,
+    /// Most retries of one safe call (reads, login) after a transient fault.
+    pub max_retries: u32,
 }
 
 /// A new end user for `POST /v3/users`.
@@ -83,13 +96,83 @@ pub struct UserRef {
     pub email: String,
 }
 
-/// The Cryptlex API client. Cloning is cheap and shares the connection pool.
+/// The Cryptlex API client. Cloning is cheap and shares the connection
+/// pool, the rate budget, the circuit breaker and the retry budget.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     base_url: Url,
     account: Account,
     request_timeout: Duration,
+    max_retries: u32,
+    budget: Budget,
+    breaker: Arc<Breaker>,
+    retry_budget: Arc<RetryBudget>,
+}
+
+/// Whether a call may be sent again after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Creates: never. An unknown outcome is reconciled by the ledger.
+    Never,
+    /// Only when Cryptlex certainly did not act on it: no connection was
+    /// made, or it answered 429. For calls with side effects such as token
+    /// rotation (refresh) and logout.
+    IfNotProcessed,
+    /// Reads and login: also after 502/503/504 and broken connections.
+    Safe,
+}
+
+/// One upstream call's description.
+struct Call<'a, B> {
+    method: Method,
+    path: &'a [&'a str],
+    query: &'a [(&'a str, &'a str)],
+    bearer: Option<&'a str>,
+    body: Option<&'a B>,
+    priority: Priority,
+    retry: Retry,
+}
+
+/// Caps retries at a fraction of calls, so retries cannot multiply load on a
+/// struggling Cryptlex (the idea of tower's retry budget, in a few lines):
+/// each first attempt deposits a fifth of a token, each retry spends one.
+#[derive(Debug)]
+struct RetryBudget {
+    tokens: std::sync::Mutex<f64>,
+}
+
+impl RetryBudget {
+    const DEPOSIT: f64 = 0.2;
+    const MAX_TOKENS: f64 = 20.0;
+
+    fn new() -> Self {
+        // Start with a few tokens so a quiet gateway can still retry.
+        Self {
+            tokens: std::sync::Mutex::new(5.0),
+        }
+    }
+
+    fn deposit(&self) {
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *tokens = (*tokens + Self::DEPOSIT).min(Self::MAX_TOKENS);
+    }
+
+    fn withdraw(&self) -> bool {
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// A successful answer: status and body bytes.
@@ -117,7 +200,21 @@ impl Client {
             base_url: options.base_url,
             account: options.account,
             request_timeout: options.request_timeout,
+            max_retries: options.max_retries,
+            budget: Budget::new(options.budget),
+            breaker: Arc::new(Breaker::new(options.breaker)),
+            retry_budget: Arc::new(RetryBudget::new()),
         })
+    }
+
+    /// The rate budget's current state.
+    pub fn budget(&self) -> BudgetSnapshot {
+        self.budget.snapshot()
+    }
+
+    /// The circuit breaker's current state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
     }
 
     /// The base URL requests go to.
@@ -147,6 +244,7 @@ impl Client {
         let answer = self
             .call(
                 ctx,
+                (Priority::SignIn, Retry::Safe),
                 Method::POST,
                 &["accounts", "login"],
                 &[],
@@ -169,6 +267,7 @@ impl Client {
         let answer = self
             .call(
                 ctx,
+                (Priority::SignIn, Retry::IfNotProcessed),
                 Method::POST,
                 &["accounts", "login-refresh-token"],
                 &[],
@@ -187,6 +286,7 @@ impl Client {
     ) -> Result<(), CryptlexError> {
         self.call::<()>(
             ctx,
+            (Priority::SignIn, Retry::IfNotProcessed),
             Method::POST,
             &["accounts", "logout"],
             &[],
@@ -206,6 +306,7 @@ impl Client {
         let answer = self
             .call::<()>(
                 ctx,
+                (Priority::Read, Retry::Safe),
                 Method::GET,
                 &["me"],
                 &[],
@@ -234,6 +335,7 @@ impl Client {
         let answer = self
             .call::<()>(
                 ctx,
+                (Priority::Read, Retry::Safe),
                 Method::GET,
                 &["me", "licenses"],
                 &query,
@@ -265,6 +367,7 @@ impl Client {
         let answer = self
             .call(
                 ctx,
+                (Priority::SignIn, Retry::Never),
                 Method::POST,
                 &["users"],
                 &[],
@@ -285,6 +388,7 @@ impl Client {
         let answer = self
             .call::<()>(
                 ctx,
+                (Priority::Issuance, Retry::Safe),
                 Method::GET,
                 &["users"],
                 &[("email[eq]", email.as_str()), ("page", "1"), ("limit", "2")],
@@ -309,6 +413,7 @@ impl Client {
         let result = self
             .call::<()>(
                 ctx,
+                (Priority::Issuance, Retry::Safe),
                 Method::GET,
                 &["users", id.as_str()],
                 &[],
@@ -350,6 +455,7 @@ impl Client {
         let answer = self
             .call(
                 ctx,
+                (Priority::Issuance, Retry::Never),
                 Method::POST,
                 &["licenses"],
                 &[],
@@ -373,6 +479,7 @@ impl Client {
         let answer = self
             .call::<()>(
                 ctx,
+                (Priority::Issuance, Retry::Safe),
                 Method::GET,
                 &["licenses"],
                 &[
@@ -394,17 +501,122 @@ impl Client {
 
     // === plumbing ===
 
-    /// Sends one request and returns the body of a 2xx answer.
+    /// Sends a request within the rate budget and the circuit breaker,
+    /// retrying what is safe to retry, and returns the body of a 2xx answer.
+    #[allow(clippy::too_many_arguments)]
     async fn call<B: Serialize>(
         &self,
         ctx: &RequestContext,
+        (priority, retry): (Priority, Retry),
         method: Method,
         path: &[&str],
         query: &[(&str, &str)],
         bearer: Option<&str>,
         body: Option<&B>,
     ) -> Result<Answer, CryptlexError> {
-        let url = self.url(path, query);
+        let call = Call {
+            method,
+            path,
+            query,
+            bearer,
+            body,
+            priority,
+            retry,
+        };
+        self.retry_budget.deposit();
+        let mut retries = 0;
+        loop {
+            let error = match self.attempt(ctx, &call).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            let Some(delay) = self.retry_delay(&call, &error, retries) else {
+                return Err(error);
+            };
+            // Retry only if the wait leaves time for the call itself.
+            if delay + Duration::from_millis(50) >= ctx.remaining() || !self.retry_budget.withdraw()
+            {
+                return Err(error);
+            }
+            retries += 1;
+            tracing::debug!(%error, retries, delay_ms = delay.as_millis() as u64, "retrying cryptlex call");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// How long to wait before retrying after `error`, or `None` when the
+    /// call must not be retried.
+    fn retry_delay<B>(
+        &self,
+        call: &Call<'_, B>,
+        error: &CryptlexError,
+        retries: u32,
+    ) -> Option<Duration> {
+        if retries >= self.max_retries {
+            return None;
+        }
+        let retryable = match (call.retry, error) {
+            (Retry::Never, _) => false,
+            (_, CryptlexError::Connect(_) | CryptlexError::RateLimited { .. }) => true,
+            (Retry::Safe, CryptlexError::Transport(_)) => true,
+            (Retry::Safe, CryptlexError::ServerError { status, .. }) => {
+                matches!(status, 502..=504)
+            }
+            _ => false,
+        };
+        if !retryable {
+            return None;
+        }
+        // Exponential backoff with full jitter: 100 ms, 200 ms, 400 ms caps.
+        let cap = Duration::from_millis(100u64 << retries.min(4));
+        let jittered = cap.mul_f64(rand::random::<f64>().max(0.1));
+        Some(match error {
+            CryptlexError::RateLimited {
+                retry_after: Some(wait),
+            } => (*wait).max(jittered),
+            _ => jittered,
+        })
+    }
+
+    /// One attempt: breaker, budget, then the request itself.
+    async fn attempt<B: Serialize>(
+        &self,
+        ctx: &RequestContext,
+        call: &Call<'_, B>,
+    ) -> Result<Answer, CryptlexError> {
+        self.breaker
+            .check()
+            .map_err(|retry_after| CryptlexError::CircuitOpen { retry_after })?;
+        self.budget
+            .acquire(call.priority, ctx.deadline)
+            .await
+            .map_err(|exhausted| CryptlexError::BudgetExhausted {
+                retry_after: exhausted.retry_after,
+                priority: call.priority,
+            })?;
+        let result = self.send_once(ctx, call).await;
+        match &result {
+            Ok(_) => self.breaker.record_success(),
+            Err(error) if error.is_upstream_fault() => self.breaker.record_failure(),
+            // 4xx answers and our own deadline say nothing about Cryptlex's health.
+            Err(_) => self.breaker.record_success(),
+        }
+        if let Err(CryptlexError::RateLimited { retry_after }) = &result {
+            // Whoever else shares our IP spent the budget: everyone waits.
+            self.budget
+                .pause(retry_after.unwrap_or(Duration::from_secs(1)));
+            tracing::warn!(retry_after_ms = ?retry_after.map(|wait| wait.as_millis() as u64), "cryptlex answered 429");
+        }
+        result
+    }
+
+    /// Sends one request and returns the body of a 2xx answer.
+    async fn send_once<B: Serialize>(
+        &self,
+        ctx: &RequestContext,
+        call: &Call<'_, B>,
+    ) -> Result<Answer, CryptlexError> {
+        let url = self.url(call.path, call.query);
         let remaining = ctx.remaining();
         if remaining.is_zero() {
             return Err(CryptlexError::DeadlineExceeded { maybe_sent: false });
@@ -416,14 +628,14 @@ impl Client {
 
         let mut request = self
             .http
-            .request(method, url)
+            .request(call.method.clone(), url)
             .timeout(timeout)
             .header(header::ACCEPT, "application/json")
             .header("x-request-id", &ctx.request_id);
-        if let Some(token) = bearer {
+        if let Some(token) = call.bearer {
             request = request.bearer_auth(token);
         }
-        if let Some(body) = body {
+        if let Some(body) = call.body {
             request = request.json(body);
         }
 
@@ -445,8 +657,10 @@ impl Client {
         };
 
         let status = response.status();
-        let retry_after = retry_after(response.headers());
-        let mut body = Vec::new();
+        let headers = response.headers();
+        self.budget
+            .observe_headers(rate_limit_remaining(headers), rate_limit_reset(headers));
+        let retry_after = retry_after(headers);
         if response
             .content_length()
             .is_some_and(|length| length > MAX_BODY_BYTES as u64)
@@ -455,6 +669,7 @@ impl Client {
                 limit: MAX_BODY_BYTES,
             });
         }
+        let mut body = Vec::new();
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
@@ -526,6 +741,26 @@ fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T, CryptlexError> {
         // serde's message names the field and position, never the content.
         detail: error.to_string(),
     })
+}
+
+/// Reads `X-Rate-Limit-Remaining`.
+fn rate_limit_remaining(headers: &header::HeaderMap) -> Option<u32> {
+    headers
+        .get("x-rate-limit-remaining")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Reads `X-Rate-Limit-Reset` (a UTC date-time) as time from now.
+fn rate_limit_reset(headers: &header::HeaderMap) -> Option<Duration> {
+    let value = headers.get("x-rate-limit-reset")?.to_str().ok()?.trim();
+    let at = DateTime::parse_from_rfc3339(value)
+        .or_else(|_| DateTime::parse_from_rfc2822(value))
+        .ok()?;
+    (at.with_timezone(&Utc) - Utc::now()).to_std().ok()
 }
 
 /// Reads `Retry-After` as seconds or as an HTTP date.
@@ -616,6 +851,9 @@ mod tests {
             account: Account::Alias("a".to_owned()),
             request_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
+            budget: BudgetOptions::default(),
+            breaker: BreakerOptions::default(),
+            max_retries: 0,
         })
         .expect("client builds");
         let url = client.url(

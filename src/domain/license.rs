@@ -86,4 +86,6 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// The request for the next page; `None` at the end.
     pub next: Option<PageRequest>,
+    /// Served from the gateway's memory because Cryptlex was unavailable.
+    pub stale: bool,
 }

@@ -9,6 +9,7 @@ mod auth;
 mod context;
 mod convert;
 mod issuance;
+mod overload;
 mod status;
 mod user;
 

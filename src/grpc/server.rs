@@ -31,6 +31,10 @@ pub const MAX_REQUEST_MESSAGE_BYTES: usize = 64 * 1024;
 /// in flight on one connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
 
+/// Largest request header block (metadata) accepted. A bearer token and the
+/// usual gRPC headers need a few KiB; the rest would only serve abuse.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
 /// Health checking and reflection for one listener.
 #[derive(Debug)]
 pub struct Introspection {
@@ -92,6 +96,8 @@ pub struct PublicOptions {
     pub cors_allowed_origins: Vec<HeaderValue>,
     /// Server TLS; `None` serves plaintext h2c (behind an ingress).
     pub tls: Option<ServerTlsConfig>,
+    /// Calls in progress at once; more are shed.
+    pub max_concurrent_requests: usize,
 }
 
 /// Serves the public listener until `shutdown` resolves.
@@ -126,12 +132,17 @@ pub async fn serve_public(
         // gRPC-Web translation and errors stay readable by browsers.
         .layer(cors(options.cors_allowed_origins))
         .layer(tonic_web::GrpcWebLayer::new())
+        // Inside gRPC-Web, so a shed call is a proper (gRPC-Web) status.
+        .layer(super::overload::OverloadLayer::new(
+            options.max_concurrent_requests,
+        ))
         .into_inner();
     builder
         // gRPC-Web arrives as HTTP/1.1 from fetch-only runtimes (toolchain G3).
         .accept_http1(true)
         .tcp_nodelay(true)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(stack)
@@ -149,6 +160,7 @@ pub async fn serve_internal(
     issuance_service: pb::issuance_service_server::IssuanceServiceServer<super::IssuanceApi>,
     introspection: &Introspection,
     tls: ServerTlsConfig,
+    max_concurrent_requests: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let issuance_service = issuance_service.max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES);
@@ -163,11 +175,13 @@ pub async fn serve_internal(
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
         .layer(trace_layer())
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(super::overload::OverloadLayer::new(max_concurrent_requests))
         .into_inner();
     Server::builder()
         .tls_config(tls)?
         .tcp_nodelay(true)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(stack)

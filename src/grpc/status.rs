@@ -65,6 +65,17 @@ impl From<LicensingError> for Status {
                 tracing::debug!(what, "not found");
                 (Code::NotFound, format!("{what} not found"))
             }
+            LicensingError::TooManyAttempts { retry_after } => {
+                tracing::warn!(
+                    retry_after_ms = retry_after.as_millis() as u64,
+                    "sign-in throttled"
+                );
+                details.set_retry_info(Some(*retry_after));
+                (
+                    Code::ResourceExhausted,
+                    "too many attempts; try again later".into(),
+                )
+            }
             LicensingError::EmailTaken => {
                 tracing::info!("sign-up refused: email taken");
                 (

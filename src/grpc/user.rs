@@ -14,15 +14,38 @@ use crate::licensing::{Licensing, LoginCommand, SignUpCommand};
 pub struct UserApi {
     licensing: Licensing,
     deadlines: Deadlines,
+    /// Where the real client address is, behind a proxy.
+    client_address_header: Option<String>,
 }
 
 impl UserApi {
     /// Creates the adapter.
-    pub fn new(licensing: Licensing, deadlines: Deadlines) -> Self {
+    pub fn new(
+        licensing: Licensing,
+        deadlines: Deadlines,
+        client_address_header: Option<String>,
+    ) -> Self {
         Self {
             licensing,
             deadlines,
+            client_address_header: client_address_header
+                .map(|header| header.trim().to_ascii_lowercase())
+                .filter(|header| !header.is_empty()),
         }
+    }
+
+    /// The caller's address: from the configured proxy header, else the TCP
+    /// peer.
+    fn client_address<T>(&self, request: &Request<T>) -> Option<std::net::IpAddr> {
+        if let Some(header) = &self.client_address_header {
+            return request
+                .metadata()
+                .get(header.as_str())
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.split(',').next())
+                .and_then(|first| first.trim().parse().ok());
+        }
+        request.remote_addr().map(|addr| addr.ip())
     }
 
     /// Wraps the adapter in its generated tonic service.
@@ -38,6 +61,7 @@ impl UserService for UserApi {
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
         let ctx = request_context(&request, self.deadlines);
+        let client_address = self.client_address(&request);
         let pb::LoginRequest { email, password } = request.into_inner();
         let mut errors = ValidationErrors::new();
         let email = errors.check(Email::parse("email", &email));
@@ -47,7 +71,14 @@ impl UserService for UserApi {
         };
         let session = self
             .licensing
-            .login(&ctx, LoginCommand { email, password })
+            .login(
+                &ctx,
+                LoginCommand {
+                    email,
+                    password,
+                    client_address,
+                },
+            )
             .await?;
         Ok(Response::new(pb::LoginResponse {
             session: Some(session.into()),
@@ -83,14 +114,16 @@ impl UserService for UserApi {
         request: Request<pb::SignUpRequest>,
     ) -> Result<Response<pb::SignUpResponse>, Status> {
         let ctx = request_context(&request, self.deadlines);
+        let client_address = self.client_address(&request);
         let pb::SignUpRequest {
             email,
             password,
             first_name,
             last_name,
         } = request.into_inner();
-        let command = SignUpCommand::parse(&email, password, &first_name, &last_name)
+        let mut command = SignUpCommand::parse(&email, password, &first_name, &last_name)
             .map_err(crate::licensing::LicensingError::from)?;
+        command.client_address = client_address;
         let signed_up = self.licensing.sign_up(&ctx, command).await?;
         Ok(Response::new(pb::SignUpResponse {
             user_id: signed_up.user_id.to_string(),
@@ -138,6 +171,7 @@ impl UserService for UserApi {
         Ok(Response::new(pb::ListMyLicensesResponse {
             licenses: result.items.into_iter().map(pb::License::from).collect(),
             next_page_token: result.next.as_ref().map(page_token).unwrap_or_default(),
+            stale: result.stale,
         }))
     }
 }

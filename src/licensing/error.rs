@@ -5,13 +5,17 @@
 //! fault on a call made with the gateway's own PAT). The gRPC layer maps each
 //! variant to a status in one exhaustive table (`grpc::status`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cryptlex::CryptlexError;
 use crate::domain::ValidationErrors;
 
 /// A failed use case.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Clone` (causes are shared) so one upstream outcome can answer every
+/// caller of a coalesced read.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LicensingError {
     /// The request is malformed; nothing was sent upstream.
     #[error("invalid request: {0}")]
@@ -32,6 +36,10 @@ pub enum LicensingError {
     /// What the caller asked for does not exist (for them).
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    /// Too many login or sign-up attempts for this email or from this
+    /// address; nothing was sent upstream.
+    #[error("too many attempts")]
+    TooManyAttempts { retry_after: Duration },
     /// Sign-up with an email that already has an account.
     #[error("email address is already taken")]
     EmailTaken,
@@ -54,7 +62,7 @@ pub enum LicensingError {
     Unavailable {
         retry_after: Option<Duration>,
         #[source]
-        source: CryptlexError,
+        source: Arc<CryptlexError>,
     },
     /// The caller's deadline passed before the work finished.
     #[error("deadline exceeded")]
@@ -62,10 +70,10 @@ pub enum LicensingError {
     /// Cryptlex refused the gateway's own PAT: a server misconfiguration, not
     /// the caller's fault.
     #[error("cryptlex rejected the gateway's personal access token")]
-    AdminTokenRejected(#[source] CryptlexError),
+    AdminTokenRejected(#[source] Arc<CryptlexError>),
     /// A bug or an impossible state.
     #[error("internal error: {0}")]
-    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Internal(#[source] Arc<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<ValidationErrors> for LicensingError {
@@ -81,6 +89,11 @@ impl From<crate::domain::FieldViolation> for LicensingError {
 }
 
 impl LicensingError {
+    /// Wraps an unexpected failure.
+    pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal(Arc::from(error.into()))
+    }
+
     /// The stable machine-readable reason sent in `google.rpc.ErrorInfo`.
     pub fn reason(&self) -> &str {
         match self {
@@ -90,13 +103,16 @@ impl LicensingError {
             Self::TokenInvalid => "TOKEN_INVALID",
             Self::PermissionDenied { reason } => reason,
             Self::NotFound { .. } => "NOT_FOUND",
+            Self::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
             Self::EmailTaken => "EMAIL_TAKEN",
             Self::SignUpDisabled => "SIGN_UP_DISABLED",
             Self::RequestIdReused => "REQUEST_ID_REUSED",
             Self::RequestInProgress { .. } => "REQUEST_IN_PROGRESS",
             Self::IssuanceRejected { reason, .. } => reason,
-            Self::Unavailable { source, .. } => match source {
+            Self::Unavailable { source, .. } => match source.as_ref() {
                 CryptlexError::RateLimited { .. } => "UPSTREAM_RATE_LIMITED",
+                CryptlexError::BudgetExhausted { .. } => "UPSTREAM_BUDGET_EXHAUSTED",
+                CryptlexError::CircuitOpen { .. } => "UPSTREAM_CIRCUIT_OPEN",
                 CryptlexError::Timeout { .. } => "UPSTREAM_TIMEOUT",
                 CryptlexError::Malformed { .. }
                 | CryptlexError::TooLarge { .. }
@@ -128,7 +144,7 @@ pub(crate) fn upstream(caller: Caller, error: CryptlexError) -> LicensingError {
         CryptlexError::RateLimited { retry_after }
         | CryptlexError::ServerError { retry_after, .. } => LicensingError::Unavailable {
             retry_after,
-            source: error,
+            source: Arc::new(error),
         },
         CryptlexError::Timeout { .. }
         | CryptlexError::Connect(_)
@@ -137,7 +153,12 @@ pub(crate) fn upstream(caller: Caller, error: CryptlexError) -> LicensingError {
         | CryptlexError::TooLarge { .. }
         | CryptlexError::Redirected { .. } => LicensingError::Unavailable {
             retry_after: None,
-            source: error,
+            source: Arc::new(error),
+        },
+        CryptlexError::BudgetExhausted { retry_after, .. }
+        | CryptlexError::CircuitOpen { retry_after } => LicensingError::Unavailable {
+            retry_after: Some(retry_after),
+            source: Arc::new(error),
         },
         CryptlexError::DeadlineExceeded { .. } => LicensingError::DeadlineExceeded,
         CryptlexError::Status { status, .. } => match (caller, status) {
@@ -147,11 +168,11 @@ pub(crate) fn upstream(caller: Caller, error: CryptlexError) -> LicensingError {
             (Caller::User, 403) => LicensingError::PermissionDenied {
                 reason: "UPSTREAM_PERMISSION_DENIED",
             },
-            (Caller::Admin, 401 | 403) => LicensingError::AdminTokenRejected(error),
+            (Caller::Admin, 401 | 403) => LicensingError::AdminTokenRejected(Arc::new(error)),
             (Caller::User | Caller::Admin, 404) => LicensingError::NotFound { what: "resource" },
             // Anything else means we sent something Cryptlex considers wrong
             // after our own validation passed: our bug, not the caller's.
-            _ => LicensingError::Internal(Box::new(error)),
+            _ => LicensingError::internal(error),
         },
     }
 }

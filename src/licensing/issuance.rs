@@ -120,11 +120,11 @@ impl Licensing {
                     options.lease,
                 )
                 .await
-                .map_err(|error| LicensingError::Internal(Box::new(error)))?;
+                .map_err(LicensingError::internal)?;
             match begin {
                 Begin::Replay(Outcome::Issued { license_json, .. }) => {
                     let license = serde_json::from_str(&license_json)
-                        .map_err(|error| LicensingError::Internal(Box::new(error)))?;
+                        .map_err(LicensingError::internal)?;
                     tracing::info!("replayed stored license");
                     return Ok(Issued {
                         license,
@@ -174,12 +174,14 @@ impl Licensing {
         match result {
             Ok((license, replayed)) => {
                 let json = serde_json::to_string(&license)
-                    .map_err(|error| LicensingError::Internal(Box::new(error)))?;
+                    .map_err(LicensingError::internal)?;
                 if let Err(error) = ledger.complete(&attempt, &license.id, &json).await {
                     // The license exists and carries the request id, so the
                     // next attempt reconciles it; the caller still gets it now.
                     tracing::error!(%error, license_id = %license.id, "could not record the issued license; a retry will reconcile it");
                 }
+                // The owner's next license list must show it.
+                self.shared.license_pages.invalidate_all();
                 tracing::info!(license_id = %license.id, replayed, "license issued");
                 Ok(Issued { license, replayed })
             }
@@ -308,8 +310,7 @@ impl Licensing {
     ) -> Result<Vec<Reconciled>, LicensingError> {
         let (ledger, options) = self.issuance()?;
         let pat = self.admin_token()?;
-        let internal =
-            |error: crate::ledger::LedgerError| LicensingError::Internal(Box::new(error));
+        let internal = |error: crate::ledger::LedgerError| LicensingError::internal(error);
         let pending = ledger
             .list(Some(crate::ledger::State::Pending), limit)
             .await
@@ -367,7 +368,7 @@ impl Licensing {
                         .metadata
                         .retain(|key, _| !hidden.contains(&key.as_str()));
                     let json = serde_json::to_string(&license)
-                        .map_err(|error| LicensingError::Internal(Box::new(error)))?;
+                        .map_err(LicensingError::internal)?;
                     ledger
                         .complete(&attempt, &license.id, &json)
                         .await
@@ -391,8 +392,8 @@ impl Licensing {
     fn issuance(&self) -> Result<(&crate::ledger::Ledger, &IssuanceOptions), LicensingError> {
         match (&self.shared.ledger, &self.shared.options.issuance) {
             (Some(ledger), Some(options)) => Ok((ledger, options)),
-            _ => Err(LicensingError::Internal(
-                "issuance is not configured on this gateway".into(),
+            _ => Err(LicensingError::internal(
+                "issuance is not configured on this gateway",
             )),
         }
     }

@@ -7,7 +7,10 @@
 mod error;
 mod issuance;
 pub mod pagination;
+pub mod read_cache;
+pub mod throttle;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::cryptlex::{self, CryptlexError, NewUser};
@@ -28,6 +31,8 @@ pub use issuance::{
 pub struct LoginCommand {
     pub email: Email,
     pub password: Password,
+    /// The caller's address, for brute-force protection.
+    pub client_address: Option<IpAddr>,
 }
 
 /// A parsed `SignUp` request.
@@ -37,6 +42,8 @@ pub struct SignUpCommand {
     pub password: Password,
     pub first_name: PersonName,
     pub last_name: Option<PersonName>,
+    /// The caller's address, for brute-force protection.
+    pub client_address: Option<IpAddr>,
 }
 
 impl SignUpCommand {
@@ -59,6 +66,7 @@ impl SignUpCommand {
                 password,
                 first_name,
                 last_name: (!last_name.as_str().is_empty()).then_some(last_name),
+                client_address: None,
             }),
             _ => unreachable!("every field parsed when no violation was recorded"),
         }
@@ -81,6 +89,10 @@ pub struct LicensingOptions {
     pub admin_token: Option<AdminToken>,
     /// Issuance settings; `None` when this gateway does not issue.
     pub issuance: Option<IssuanceOptions>,
+    /// The read cache.
+    pub cache: read_cache::CacheOptions,
+    /// Brute-force protection for login and sign-up.
+    pub throttle: throttle::ThrottleOptions,
 }
 
 /// The gateway's use cases. Cloning is cheap and shares everything.
@@ -95,6 +107,9 @@ struct Shared {
     options: LicensingOptions,
     /// The issuance ledger; `None` when this gateway does not issue.
     ledger: Option<crate::ledger::Ledger>,
+    profiles: read_cache::ReadCache<UserProfile>,
+    license_pages: read_cache::ReadCache<Page<UserLicense>>,
+    throttle: throttle::Throttle,
 }
 
 impl Licensing {
@@ -105,13 +120,32 @@ impl Licensing {
         options: LicensingOptions,
         ledger: Option<crate::ledger::Ledger>,
     ) -> Self {
+        let profiles = read_cache::ReadCache::new(options.cache, false);
+        let license_pages = read_cache::ReadCache::new(options.cache, true);
+        let throttle = throttle::Throttle::new(options.throttle);
         Self {
             shared: Arc::new(Shared {
                 cryptlex,
                 options,
                 ledger,
+                profiles,
+                license_pages,
+                throttle,
             }),
         }
+    }
+
+    /// The Cryptlex client (for its budget and breaker state).
+    pub fn cryptlex_client(&self) -> &cryptlex::Client {
+        &self.shared.cryptlex
+    }
+
+    /// Read-cache counters: profiles, then license pages.
+    pub fn cache_stats(&self) -> (read_cache::CacheStats, read_cache::CacheStats) {
+        (
+            self.shared.profiles.stats(),
+            self.shared.license_pages.stats(),
+        )
     }
 
     fn cryptlex(&self) -> &cryptlex::Client {
@@ -125,15 +159,27 @@ impl Licensing {
         ctx: &RequestContext,
         command: LoginCommand,
     ) -> Result<Session, LicensingError> {
+        let throttle = &self.shared.throttle;
+        throttle
+            .attempt(&command.email, command.client_address)
+            .map_err(|retry_after| LicensingError::TooManyAttempts { retry_after })?;
         // Cryptlex refuses such passwords at sign-up, so none can match; the
         // answer is the same as for a wrong password and costs no upstream call.
         if !command.password.could_match_an_account() {
+            throttle.failed(&command.email);
             return Err(LicensingError::InvalidCredentials);
         }
-        self.cryptlex()
+        let result = self
+            .cryptlex()
             .login(ctx, &command.email, &command.password)
             .await
-            .map_err(|error| upstream(Caller::Login, error))
+            .map_err(|error| upstream(Caller::Login, error));
+        match &result {
+            Ok(_) => throttle.succeeded(&command.email),
+            Err(LicensingError::InvalidCredentials) => throttle.failed(&command.email),
+            Err(_) => {}
+        }
+        result
     }
 
     /// Exchanges a refresh token for a new session.
@@ -169,10 +215,20 @@ impl Licensing {
         ctx: &RequestContext,
         token: &UserToken,
     ) -> Result<UserProfile, LicensingError> {
-        self.cryptlex()
-            .me(ctx, token)
-            .await
-            .map_err(|error| upstream(Caller::User, error))
+        let key = read_cache::CacheKey::new(token, "me", "");
+        let cryptlex = self.cryptlex().clone();
+        let (ctx, token) = (ctx.clone(), token.clone());
+        let (profile, _) = self
+            .shared
+            .profiles
+            .get_or_fetch(key, move || async move {
+                cryptlex
+                    .me(&ctx, &token)
+                    .await
+                    .map_err(|error| upstream(Caller::User, error))
+            })
+            .await?;
+        Ok(profile)
     }
 
     /// Returns one page of the licenses of the user who owns `token`.
@@ -183,24 +239,44 @@ impl Licensing {
         token: &UserToken,
         request: crate::domain::PageRequest,
     ) -> Result<Page<UserLicense>, LicensingError> {
-        let items = self
-            .cryptlex()
-            .my_licenses(
-                ctx,
-                token,
-                request.page,
-                request.page_size,
-                request.product_id.as_ref(),
-            )
-            .await
-            .map_err(|error| upstream(Caller::User, error))?;
-        // Cryptlex sends no total count: a full page means there may be more.
-        let full_page = items.len() >= request.page_size as usize;
-        let next = full_page.then(|| crate::domain::PageRequest {
-            page: request.page + 1,
-            ..request
-        });
-        Ok(Page { items, next })
+        let arguments = format!(
+            "{}/{}/{}",
+            request.page,
+            request.page_size,
+            request.product_id.as_ref().map_or("", CryptlexId::as_str)
+        );
+        let key = read_cache::CacheKey::new(token, "me/licenses", &arguments);
+        let cryptlex = self.cryptlex().clone();
+        let (ctx, token) = (ctx.clone(), token.clone());
+        let (mut page, freshness) = self
+            .shared
+            .license_pages
+            .get_or_fetch(key, move || async move {
+                let items = cryptlex
+                    .my_licenses(
+                        &ctx,
+                        &token,
+                        request.page,
+                        request.page_size,
+                        request.product_id.as_ref(),
+                    )
+                    .await
+                    .map_err(|error| upstream(Caller::User, error))?;
+                // Cryptlex sends no total count: a full page means there may be more.
+                let full_page = items.len() >= request.page_size as usize;
+                let next = full_page.then(|| crate::domain::PageRequest {
+                    page: request.page + 1,
+                    ..request
+                });
+                Ok(Page {
+                    items,
+                    next,
+                    stale: false,
+                })
+            })
+            .await?;
+        page.stale = freshness == read_cache::Freshness::Stale;
+        Ok(page)
     }
 
     /// Creates an end user and signs them in.
@@ -213,6 +289,10 @@ impl Licensing {
         if !self.shared.options.sign_up_enabled {
             return Err(LicensingError::SignUpDisabled);
         }
+        self.shared
+            .throttle
+            .attempt(&command.email, command.client_address)
+            .map_err(|retry_after| LicensingError::TooManyAttempts { retry_after })?;
         let pat = self.admin_token()?;
         let new_user = NewUser {
             email: &command.email,
@@ -248,8 +328,10 @@ impl Licensing {
 
     /// The PAT, or a server fault when none is configured.
     fn admin_token(&self) -> Result<&AdminToken, LicensingError> {
-        self.shared.options.admin_token.as_ref().ok_or_else(|| {
-            LicensingError::Internal("no personal access token is configured".into())
-        })
+        self.shared
+            .options
+            .admin_token
+            .as_ref()
+            .ok_or_else(|| LicensingError::internal("no personal access token is configured"))
     }
 }

@@ -1,0 +1,403 @@
+//! Spending less of the upstream budget on reads.
+//!
+//! Two mechanisms, both keyed by a SHA-256 of the caller's token plus the
+//! call and its arguments (the token itself is never stored):
+//! - coalescing: identical reads in flight at the same time share one
+//!   upstream request;
+//! - a short cache (a few seconds, bounded in entries) for `GetProfile` and
+//!   `ListMyLicenses`, so a page that renders the profile twice, or a user
+//!   who reloads, costs one call.
+//!
+//! Issuance bumps a generation counter that invalidates every cached license
+//! page, so a user's next `ListMyLicenses` after `IssueLicense` shows the new
+//! license (on this replica; other replicas within their TTL).
+//!
+//! Optionally, when Cryptlex is unavailable, the last known answer may be
+//! served marked stale (`cache.serve_stale`, off by default).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::{BoxFuture, FutureExt, Shared};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use super::LicensingError;
+use crate::domain::UserToken;
+
+/// Cache settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheOptions {
+    /// How long an answer is reused; zero disables reuse (coalescing stays).
+    pub ttl: Duration,
+    /// Most entries kept.
+    pub max_entries: usize,
+    /// Serve the last known answer, marked stale, when Cryptlex is
+    /// unavailable.
+    pub serve_stale: bool,
+    /// How old a stale answer may be.
+    pub stale_for: Duration,
+}
+
+/// What a cache key names: which call, for which token, with which
+/// arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CacheKey([u8; 32]);
+
+impl CacheKey {
+    /// Derives the key from the token and the call's identity.
+    pub fn new(token: &UserToken, call: &str, arguments: &str) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(token.expose_secret().as_bytes());
+        hasher.update([0]);
+        hasher.update(call.as_bytes());
+        hasher.update([0]);
+        hasher.update(arguments.as_bytes());
+        Self(hasher.finalize().into())
+    }
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub coalesced: u64,
+    pub misses: u64,
+    pub stale_served: u64,
+}
+
+/// How an answer was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    Fresh,
+    /// Served from memory because Cryptlex was unavailable.
+    Stale,
+}
+
+type SharedFetch<T> = Shared<BoxFuture<'static, Result<T, LicensingError>>>;
+
+struct Entry<T> {
+    value: T,
+    stored_at: Instant,
+    generation: u64,
+}
+
+/// A read cache for values of type `T`. Cloning is cheap and shares it.
+pub struct ReadCache<T> {
+    options: CacheOptions,
+    /// Whether issuance invalidates this cache's entries.
+    follows_issuance: bool,
+    entries: Arc<Mutex<HashMap<CacheKey, Entry<T>>>>,
+    in_flight: Arc<Mutex<HashMap<CacheKey, SharedFetch<T>>>>,
+    generation: Arc<AtomicU64>,
+    hits: Arc<AtomicU64>,
+    coalesced: Arc<AtomicU64>,
+    misses: Arc<AtomicU64>,
+    stale_served: Arc<AtomicU64>,
+}
+
+impl<T> Clone for ReadCache<T> {
+    fn clone(&self) -> Self {
+        Self {
+            options: self.options,
+            follows_issuance: self.follows_issuance,
+            entries: Arc::clone(&self.entries),
+            in_flight: Arc::clone(&self.in_flight),
+            generation: Arc::clone(&self.generation),
+            hits: Arc::clone(&self.hits),
+            coalesced: Arc::clone(&self.coalesced),
+            misses: Arc::clone(&self.misses),
+            stale_served: Arc::clone(&self.stale_served),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for ReadCache<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadCache")
+            .field("options", &self.options)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> ReadCache<T> {
+    /// The counters so far.
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            coalesced: self.coalesced.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            stale_served: self.stale_served.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
+    /// Creates a cache; `follows_issuance` makes issuance invalidate it.
+    pub fn new(options: CacheOptions, follows_issuance: bool) -> Self {
+        Self {
+            options,
+            follows_issuance,
+            entries: Arc::default(),
+            in_flight: Arc::default(),
+            generation: Arc::new(AtomicU64::new(0)),
+            hits: Arc::default(),
+            coalesced: Arc::default(),
+            misses: Arc::default(),
+            stale_served: Arc::default(),
+        }
+    }
+
+    /// Returns the cached value for `key`, joins an identical fetch in
+    /// flight, or runs `fetch` (and caches its success).
+    pub async fn get_or_fetch<Fut>(
+        &self,
+        key: CacheKey,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Result<(T, Freshness), LicensingError>
+    where
+        Fut: Future<Output = Result<T, LicensingError>> + Send + 'static,
+    {
+        let generation = self.generation.load(Ordering::Acquire);
+        if let Some(value) = self.fresh(key, generation) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((value, Freshness::Fresh));
+        }
+        let (shared, leader) = {
+            let mut in_flight = lock(&self.in_flight);
+            match in_flight.get(&key) {
+                Some(shared) => (shared.clone(), false),
+                None => {
+                    let shared = fetch().boxed().shared();
+                    in_flight.insert(key, shared.clone());
+                    (shared, true)
+                }
+            }
+        };
+        // The leader removes the in-flight entry when it is done, or when
+        // its caller goes away mid-call (the guard's drop), so a finished
+        // fetch is never joined later.
+        let _guard = if leader {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            Some(InFlightGuard {
+                in_flight: &self.in_flight,
+                key,
+            })
+        } else {
+            self.coalesced.fetch_add(1, Ordering::Relaxed);
+            None
+        };
+        let result = shared.await;
+        if leader && let Ok(value) = &result {
+            self.store(key, value.clone(), generation);
+        }
+        match result {
+            Ok(value) => Ok((value, Freshness::Fresh)),
+            Err(error @ LicensingError::Unavailable { .. }) if self.options.serve_stale => {
+                match self.stale(key) {
+                    Some(value) => {
+                        self.stale_served.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%error, "cryptlex unavailable: serving the last known answer, marked stale");
+                        Ok((value, Freshness::Stale))
+                    }
+                    None => Err(error),
+                }
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Marks every entry outdated (after issuance changed someone's licenses).
+    pub fn invalidate_all(&self) {
+        if self.follows_issuance {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn fresh(&self, key: CacheKey, generation: u64) -> Option<T> {
+        if self.options.ttl.is_zero() {
+            return None;
+        }
+        let entries = lock(&self.entries);
+        let entry = entries.get(&key)?;
+        let fresh = entry.stored_at.elapsed() < self.options.ttl
+            && (!self.follows_issuance || entry.generation == generation);
+        fresh.then(|| entry.value.clone())
+    }
+
+    fn stale(&self, key: CacheKey) -> Option<T> {
+        let entries = lock(&self.entries);
+        let entry = entries.get(&key)?;
+        (entry.stored_at.elapsed() < self.options.stale_for).then(|| entry.value.clone())
+    }
+
+    fn store(&self, key: CacheKey, value: T, generation: u64) {
+        if self.options.ttl.is_zero() && !self.options.serve_stale {
+            return;
+        }
+        let keep_for = if self.options.serve_stale {
+            self.options.stale_for.max(self.options.ttl)
+        } else {
+            self.options.ttl
+        };
+        let mut entries = lock(&self.entries);
+        if entries.len() >= self.options.max_entries && !entries.contains_key(&key) {
+            // Make room: drop what has expired, and if that is not enough,
+            // the oldest entry. Only runs when full, so the scan is rare.
+            entries.retain(|_, entry| entry.stored_at.elapsed() < keep_for);
+            if entries.len() >= self.options.max_entries {
+                let oldest = entries
+                    .iter()
+                    .min_by_key(|(_, entry)| entry.stored_at)
+                    .map(|(key, _)| *key);
+                if let Some(oldest) = oldest {
+                    entries.remove(&oldest);
+                }
+            }
+        }
+        entries.insert(
+            key,
+            Entry {
+                value,
+                stored_at: Instant::now(),
+                generation,
+            },
+        );
+    }
+}
+
+/// Removes a leader's in-flight entry when dropped.
+struct InFlightGuard<'a, T> {
+    in_flight: &'a Mutex<HashMap<CacheKey, SharedFetch<T>>>,
+    key: CacheKey,
+}
+
+impl<T> Drop for InFlightGuard<'_, T> {
+    fn drop(&mut self) {
+        lock(self.in_flight).remove(&self.key);
+    }
+}
+
+fn lock<V>(mutex: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
+    // Every critical section is a single map operation, so a poisoned map
+    // is still consistent.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(ttl: Duration, serve_stale: bool) -> ReadCache<u32> {
+        ReadCache::new(
+            CacheOptions {
+                ttl,
+                max_entries: 2,
+                serve_stale,
+                stale_for: Duration::from_secs(60),
+            },
+            true,
+        )
+    }
+
+    fn key(token: &str) -> CacheKey {
+        CacheKey::new(&UserToken::parse(token).expect("token"), "call", "")
+    }
+
+    #[tokio::test]
+    async fn identical_concurrent_reads_share_one_fetch() {
+        let cache = cache(Duration::ZERO, false);
+        let calls = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let cache = cache.clone();
+            let calls = Arc::clone(&calls);
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_fetch(key("t"), || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok(7)
+                    })
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.expect("task").expect("value").0, 7);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.stats().coalesced, 9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_expire_after_the_ttl_and_issuance_invalidates_them() {
+        let cache = cache(Duration::from_secs(3), false);
+        let fetch = |value| move || async move { Ok(value) };
+        assert_eq!(
+            cache.get_or_fetch(key("t"), fetch(1)).await.expect("v").0,
+            1
+        );
+        assert_eq!(
+            cache.get_or_fetch(key("t"), fetch(2)).await.expect("v").0,
+            1
+        );
+        cache.invalidate_all();
+        assert_eq!(
+            cache.get_or_fetch(key("t"), fetch(3)).await.expect("v").0,
+            3
+        );
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(
+            cache.get_or_fetch(key("t"), fetch(4)).await.expect("v").0,
+            4
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cache_stays_within_its_entry_bound() {
+        let cache = cache(Duration::from_secs(60), false);
+        for token in ["a", "b", "c", "d"] {
+            cache
+                .get_or_fetch(key(token), || async { Ok(1) })
+                .await
+                .expect("value");
+        }
+        assert!(lock(&cache.entries).len() <= 2);
+    }
+
+    #[tokio::test]
+    async fn a_stale_answer_is_served_only_when_enabled_and_cryptlex_is_unavailable() {
+        let unavailable = || async {
+            Err(LicensingError::Unavailable {
+                retry_after: None,
+                source: Arc::new(crate::cryptlex::CryptlexError::ServerError {
+                    status: 503,
+                    retry_after: None,
+                }),
+            })
+        };
+        let stale = cache(Duration::ZERO, true);
+        stale
+            .get_or_fetch(key("t"), || async { Ok(5) })
+            .await
+            .expect("value");
+        let (value, freshness) = stale
+            .get_or_fetch(key("t"), unavailable)
+            .await
+            .expect("stale");
+        assert_eq!((value, freshness), (5, Freshness::Stale));
+
+        let strict = cache(Duration::ZERO, false);
+        strict
+            .get_or_fetch(key("t"), || async { Ok(5) })
+            .await
+            .expect("value");
+        assert!(strict.get_or_fetch(key("t"), unavailable).await.is_err());
+    }
+}
