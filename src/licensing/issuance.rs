@@ -123,8 +123,8 @@ impl Licensing {
                 .map_err(LicensingError::internal)?;
             match begin {
                 Begin::Replay(Outcome::Issued { license_json, .. }) => {
-                    let license = serde_json::from_str(&license_json)
-                        .map_err(LicensingError::internal)?;
+                    let license =
+                        serde_json::from_str(&license_json).map_err(LicensingError::internal)?;
                     tracing::info!("replayed stored license");
                     return Ok(Issued {
                         license,
@@ -173,8 +173,7 @@ impl Licensing {
             .await;
         match result {
             Ok((license, replayed)) => {
-                let json = serde_json::to_string(&license)
-                    .map_err(LicensingError::internal)?;
+                let json = serde_json::to_string(&license).map_err(LicensingError::internal)?;
                 if let Err(error) = ledger.complete(&attempt, &license.id, &json).await {
                     // The license exists and carries the request id, so the
                     // next attempt reconciles it; the caller still gets it now.
@@ -367,8 +366,7 @@ impl Licensing {
                     license
                         .metadata
                         .retain(|key, _| !hidden.contains(&key.as_str()));
-                    let json = serde_json::to_string(&license)
-                        .map_err(LicensingError::internal)?;
+                    let json = serde_json::to_string(&license).map_err(LicensingError::internal)?;
                     ledger
                         .complete(&attempt, &license.id, &json)
                         .await
