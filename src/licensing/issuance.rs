@@ -216,27 +216,10 @@ impl Licensing {
 
         if reconcile {
             let found = self
-                .cryptlex()
-                .find_licenses_by_metadata(
-                    ctx,
-                    pat,
-                    &options.request_id_metadata_key,
-                    request_id,
-                    &[],
-                )
+                .find_issued(ctx, pat, options, &caller.identity, request_id)
                 .await
-                .map_err(|error| AttemptError::NotFinal(upstream(Caller::Admin, error)))?;
-            let mine = found.into_iter().find(|license| {
-                license
-                    .metadata
-                    .get(CLIENT_METADATA_KEY)
-                    .map(String::as_str)
-                    == Some(caller.identity.as_str())
-            });
-            if let Some(mut license) = mine {
-                license
-                    .metadata
-                    .retain(|key, _| !hidden.contains(&key.as_str()));
+                .map_err(AttemptError::NotFinal)?;
+            if let Some(license) = found {
                 tracing::warn!(license_id = %license.id, "reconciled a license created by an earlier attempt");
                 return Ok((license, true));
             }
@@ -337,35 +320,17 @@ impl Licensing {
                 }
             };
             let found = self
-                .cryptlex()
-                .find_licenses_by_metadata(
-                    ctx,
-                    pat,
-                    &options.request_id_metadata_key,
-                    &record.request_id,
-                    &[],
-                )
+                .find_issued(ctx, pat, options, &record.caller, &record.request_id)
                 .await;
-            let found = match found {
+            let mine = match found {
                 Ok(found) => found,
                 Err(error) => {
                     let _ = ledger.release(&attempt).await;
-                    return Err(upstream(Caller::Admin, error));
+                    return Err(error);
                 }
             };
-            let hidden = options.reserved_keys();
-            let mine = found.into_iter().find(|license| {
-                license
-                    .metadata
-                    .get(CLIENT_METADATA_KEY)
-                    .map(String::as_str)
-                    == Some(record.caller.as_str())
-            });
             match mine {
-                Some(mut license) => {
-                    license
-                        .metadata
-                        .retain(|key, _| !hidden.contains(&key.as_str()));
+                Some(license) => {
                     let json = serde_json::to_string(&license).map_err(LicensingError::internal)?;
                     ledger
                         .complete(&attempt, &license.id, &json)
@@ -385,6 +350,40 @@ impl Licensing {
             }
         }
         Ok(results)
+    }
+
+    /// Finds the license an earlier attempt created for (`caller`,
+    /// `request_id`) through its Cryptlex metadata, without the gateway's
+    /// bookkeeping keys.
+    async fn find_issued(
+        &self,
+        ctx: &RequestContext,
+        pat: &crate::domain::AdminToken,
+        options: &IssuanceOptions,
+        caller: &str,
+        request_id: &str,
+    ) -> Result<Option<IssuedLicense>, LicensingError> {
+        let found = self
+            .cryptlex()
+            .find_licenses_by_metadata(ctx, pat, &options.request_id_metadata_key, request_id, &[])
+            .await
+            .map_err(|error| upstream(Caller::Admin, error))?;
+        let hidden = options.reserved_keys();
+        Ok(found
+            .into_iter()
+            .find(|license| {
+                license
+                    .metadata
+                    .get(CLIENT_METADATA_KEY)
+                    .map(String::as_str)
+                    == Some(caller)
+            })
+            .map(|mut license| {
+                license
+                    .metadata
+                    .retain(|key, _| !hidden.contains(&key.as_str()));
+                license
+            }))
     }
 
     fn issuance(&self) -> Result<(&crate::ledger::Ledger, &IssuanceOptions), LicensingError> {
