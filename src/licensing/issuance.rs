@@ -6,11 +6,14 @@
 //! attempt or is told to retry; an attempt whose outcome is unknown (timeout,
 //! lost reply, crash) is reconciled by the next one, which first looks the
 //! license up by the request id stored in its Cryptlex metadata and only then
-//! creates. `POST /v3/licenses` is never repeated blindly.
+//! creates. `POST /v3/licenses` is never repeated blindly. An attempt runs on a
+//! task of its own, so a caller that goes away mid-create does not leave its
+//! request id held until the lease runs out.
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use tracing::Instrument as _;
 
 use super::{Caller, Licensing, LicensingError, upstream};
 use crate::cryptlex::{CryptlexError, NewLicense};
@@ -144,15 +147,49 @@ impl Licensing {
                 }
                 Begin::Fresh(attempt) => {
                     return self
-                        .attempt(ctx, caller, &command, &product_id, attempt, false)
+                        .attempt_to_the_end(ctx, caller, &command, &product_id, attempt, false)
                         .await;
                 }
                 Begin::Resume(attempt) => {
                     return self
-                        .attempt(ctx, caller, &command, &product_id, attempt, true)
+                        .attempt_to_the_end(ctx, caller, &command, &product_id, attempt, true)
                         .await;
                 }
             }
+        }
+    }
+
+    /// Runs [`attempt`](Self::attempt) on a task of its own, so a caller that goes away
+    /// (its stream reset, so this future is dropped) cannot cut the attempt short between the
+    /// create and the ledger write. The attempt still settles its record, bounded by the
+    /// call's deadline, and the caller's retry is answered at once instead of waiting out the
+    /// lease and reconciling.
+    async fn attempt_to_the_end(
+        &self,
+        ctx: &RequestContext,
+        caller: &InternalCaller,
+        command: &IssueCommand,
+        product_id: &CryptlexId,
+        attempt: Attempt,
+        reconcile: bool,
+    ) -> Result<Issued, LicensingError> {
+        let licensing = self.clone();
+        let ctx = ctx.clone();
+        let caller = caller.clone();
+        let command = command.clone();
+        let product_id = product_id.clone();
+        let task = tokio::spawn(
+            async move {
+                licensing
+                    .attempt(&ctx, &caller, &command, &product_id, attempt, reconcile)
+                    .await
+            }
+            .in_current_span(),
+        );
+        match task.await {
+            Ok(result) => result,
+            // Only a panic in the attempt gets here; its record is left to the lease.
+            Err(error) => Err(LicensingError::Internal(Box::new(error))),
         }
     }
 

@@ -39,6 +39,10 @@ pub enum FaultAction {
     /// Runs the handler, then sends its status and headers with the full `Content-Length` but
     /// only the first half of the body (at least one byte short), and closes the connection.
     TruncateBody,
+    /// Runs the handler for real, then waits this long before answering: "the upstream did the
+    /// work, the reply is late". Lets a test act (kill the client, time it out) while the work
+    /// is already done and the reply not yet seen.
+    DelayAfterProcessing(Duration),
 }
 
 impl FaultAction {
@@ -89,6 +93,7 @@ impl FaultAction {
             FaultAction::ResetBeforeResponse => FaultKind::ResetBeforeResponse,
             FaultAction::ResetAfterProcessing => FaultKind::ResetAfterProcessing,
             FaultAction::TruncateBody => FaultKind::TruncateBody,
+            FaultAction::DelayAfterProcessing(_) => FaultKind::DelayAfterProcessing,
         }
     }
 }
@@ -102,6 +107,7 @@ pub enum FaultKind {
     ResetBeforeResponse,
     ResetAfterProcessing,
     TruncateBody,
+    DelayAfterProcessing,
 }
 
 /// A fault and the requests it applies to.
@@ -198,6 +204,7 @@ pub(crate) enum PlannedFault {
     ResetBeforeResponse,
     ResetAfterProcessing,
     TruncateBody,
+    DelayAfterProcessing(Duration),
 }
 
 /// A validated `Respond` action, ready to become a response.
@@ -280,6 +287,7 @@ impl FaultTable {
             FaultAction::ResetBeforeResponse => PlannedFault::ResetBeforeResponse,
             FaultAction::ResetAfterProcessing => PlannedFault::ResetAfterProcessing,
             FaultAction::TruncateBody => PlannedFault::TruncateBody,
+            FaultAction::DelayAfterProcessing(delay) => PlannedFault::DelayAfterProcessing(*delay),
         };
         let kind = active.rule.action.kind();
         if let Some(times) = &mut active.rule.times {
@@ -332,7 +340,7 @@ fn canned_response(
 /// ```
 /// `times` absent or `null` means forever. Other actions: `{"kind": "delay", "millis": 1500}`,
 /// `{"kind": "resetBeforeResponse"}`, `{"kind": "resetAfterProcessing"}`,
-/// `{"kind": "truncateBody"}`. A `respond` body is either UTF-8 `body` or raw `bodyBase64`.
+/// `{"kind": "truncateBody"}`, `{"kind": "delayAfterProcessing", "millis": 3000}`. A `respond` body is either UTF-8 `body` or raw `bodyBase64`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct FaultRuleJson {
@@ -367,6 +375,9 @@ enum FaultActionJson {
     ResetBeforeResponse,
     ResetAfterProcessing,
     TruncateBody,
+    DelayAfterProcessing {
+        millis: u64,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -421,6 +432,9 @@ impl TryFrom<FaultRuleJson> for FaultRule {
             FaultActionJson::ResetBeforeResponse => FaultAction::ResetBeforeResponse,
             FaultActionJson::ResetAfterProcessing => FaultAction::ResetAfterProcessing,
             FaultActionJson::TruncateBody => FaultAction::TruncateBody,
+            FaultActionJson::DelayAfterProcessing { millis } => {
+                FaultAction::DelayAfterProcessing(Duration::from_millis(millis))
+            }
         };
         Ok(FaultRule {
             method,
@@ -479,6 +493,26 @@ mod unit_tests {
             )),
             Err(InvalidFaultRule::Header("bad header".to_owned()))
         );
+    }
+
+    #[test]
+    fn the_json_form_of_delay_after_processing_parses_into_a_rule() {
+        let json = serde_json::json!({
+            "method": "POST",
+            "pathPrefix": "/v3/licenses",
+            "action": {"kind": "delayAfterProcessing", "millis": 1500}
+        });
+        let parsed: FaultRuleJson = serde_json::from_value(json).unwrap();
+        let rule = FaultRule::try_from(parsed).unwrap();
+        assert_eq!(
+            rule,
+            FaultRule::always(FaultAction::DelayAfterProcessing(Duration::from_millis(
+                1500
+            )))
+            .method(Method::POST)
+            .path_prefix("/v3/licenses")
+        );
+        assert_eq!(rule.action.kind(), FaultKind::DelayAfterProcessing);
     }
 
     #[test]

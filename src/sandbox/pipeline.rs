@@ -161,6 +161,23 @@ pub(crate) async fn front_door(
             shared.finish(sequence, Some(status), Some(fault_kind), false);
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+        PlannedFault::DelayAfterProcessing(delay) => {
+            let response = next.run(request).await;
+            // Drain the body first, as for a reset: the work is done before the wait begins.
+            let (mut parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|collected| collected.to_bytes())
+                .unwrap_or_default();
+            // Recorded now, so a test waiting on the request log sees the work as done.
+            shared.finish(sequence, Some(parts.status), Some(fault_kind), false);
+            tokio::time::sleep(delay).await;
+            if let Some(quota) = &quota {
+                stamp_quota(&mut parts.headers, quota);
+            }
+            Response::from_parts(parts, Body::from(body))
+        }
         PlannedFault::TruncateBody => {
             let mut response = next.run(request).await;
             if let Some(quota) = &quota {

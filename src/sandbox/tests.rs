@@ -1023,6 +1023,51 @@ async fn reset_after_processing_creates_the_license_but_loses_the_reply() {
 }
 
 #[tokio::test]
+async fn delay_after_processing_does_the_work_at_once_and_answers_late() {
+    let app = start().await;
+    let delay = Duration::from_millis(600);
+    app.controls()
+        .add_fault(
+            FaultRule::once(FaultAction::DelayAfterProcessing(delay))
+                .method(Method::POST)
+                .path_prefix("/v3/licenses"),
+        )
+        .unwrap();
+
+    let started = Instant::now();
+    let request = app
+        .client
+        .post(app.url("/v3/licenses"))
+        .bearer_auth(app.pat())
+        .json(&license_request("sub_late"))
+        .send();
+    let pending = tokio::spawn(request);
+    let mut created = Vec::new();
+    while created.is_empty() && started.elapsed() < delay {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        created = app
+            .controls()
+            .licenses_with_metadata("stripe_subscription_id", "sub_late");
+    }
+    let seen_after = started.elapsed();
+    let response = pending.await.unwrap().unwrap();
+    let answered_after = started.elapsed();
+
+    assert_eq!(created.len(), 1, "the license exists before the reply");
+    assert!(
+        seen_after < delay,
+        "the work was done before the delay ran out"
+    );
+    assert!(answered_after >= delay, "the reply waited for the delay");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(json_of(response).await["id"], created[0].id.as_str());
+    let recorded = app.controls().requests();
+    assert_eq!(recorded[0].status, Some(201));
+    assert_eq!(recorded[0].fault, Some(FaultKind::DelayAfterProcessing));
+    assert_eq!(app.controls().license_count(), 4);
+}
+
+#[tokio::test]
 async fn reset_is_a_tcp_reset_not_a_clean_close() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use licensing_gateway::app::Application;
 use licensing_gateway::commands::sandbox::{self, Sandbox, SandboxArgs};
-use licensing_gateway::config::RawSettings;
+use licensing_gateway::config::{RawAllowedClient, RawSettings};
 use licensing_gateway::grpc::pb::issuance_service_client::IssuanceServiceClient;
 use licensing_gateway::grpc::pb::user_service_client::UserServiceClient;
 use licensing_gateway::grpc::pb::{self, LoginRequest};
+use licensing_gateway::ledger::{Ledger, LedgerOptions};
 use licensing_gateway::sandbox::seed;
 use licensing_gateway::sandbox::{Controls, RateLimit};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -28,6 +29,9 @@ pub struct TestOptions {
     pub env: Vec<(String, String)>,
     /// A PostgreSQL URL for the ledger (a fresh schema is used); SQLite otherwise.
     pub postgres: Option<String>,
+    /// The internal listener's allow-list; empty keeps the sandbox's (the payment service,
+    /// limited to the demo product).
+    pub allowed_clients: Vec<RawAllowedClient>,
 }
 
 impl Default for TestOptions {
@@ -37,8 +41,66 @@ impl Default for TestOptions {
             access_token_ttl: Duration::from_secs(15 * 60),
             env: Vec::new(),
             postgres: None,
+            allowed_clients: Vec::new(),
         }
     }
+}
+
+/// Where a test's issuance ledger lives; exactly-once tests run against both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Returns default test options with this ledger backend.
+    pub fn options(self) -> TestOptions {
+        TestOptions {
+            postgres: match self {
+                Backend::Sqlite => None,
+                Backend::Postgres => Some(postgres_url()),
+            },
+            ..TestOptions::default()
+        }
+    }
+}
+
+/// The PostgreSQL server for ledger tests: `LEDGER_TEST_POSTGRES_URL`, by default the local
+/// trust-auth server.
+pub fn postgres_url() -> String {
+    std::env::var("LEDGER_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// Returns a fresh PostgreSQL schema name for one test.
+pub fn fresh_schema() -> String {
+    format!("lgw_it_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Drops a test's PostgreSQL schema. Callable from `Drop`: it runs on a thread and runtime of
+/// its own, since the test's runtime may be the one dropping. Failing to clean up is not a
+/// test failure.
+pub fn drop_schema(schema: &str) {
+    use sqlx::Connection as _;
+    let ddl = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+    let _ = std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_url()).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(ddl))
+                    .execute(&mut conn)
+                    .await;
+                let _ = conn.close().await;
+            }
+        });
+    })
+    .join();
 }
 
 /// A running gateway and its sandbox.
@@ -47,6 +109,8 @@ pub struct TestApp {
     pub internal_addr: Option<SocketAddr>,
     pub sandbox: Sandbox,
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL schema to drop at the end, if the ledger is on PostgreSQL.
+    schema: Option<String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -82,14 +146,15 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         "LICENSING_GATEWAY__INTERNAL__ADDR".into(),
         "127.0.0.1:0".into(),
     );
-    if let Some(url) = &options.postgres {
+    let schema = options.postgres.as_ref().map(|_| fresh_schema());
+    if let (Some(url), Some(schema)) = (&options.postgres, &schema) {
         env.insert("LICENSING_GATEWAY__LEDGER__URL".into(), url.clone());
-        env.insert(
-            "LICENSING_GATEWAY__LEDGER__SCHEMA".into(),
-            format!("lgw_it_{}", uuid::Uuid::new_v4().simple()),
-        );
+        env.insert("LICENSING_GATEWAY__LEDGER__SCHEMA".into(), schema.clone());
     }
-    let raw = RawSettings::load(None, &env).expect("test settings load");
+    let mut raw = RawSettings::load(None, &env).expect("test settings load");
+    if !options.allowed_clients.is_empty() {
+        raw.internal.allowed_clients = options.allowed_clients.clone();
+    }
     let args = SandboxArgs {
         dir: dir.path().to_path_buf(),
         cryptlex_addr: "127.0.0.1:0".parse().expect("addr"),
@@ -117,6 +182,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         internal_addr,
         sandbox,
         dir,
+        schema,
         shutdown: Some(shutdown),
         server: Some(server),
     }
@@ -149,17 +215,7 @@ impl TestApp {
         client: Option<(&str, &str)>,
     ) -> Result<Channel, tonic::transport::Error> {
         let addr = self.internal_addr.expect("internal listener enabled");
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(self.sandbox.pki.ca_cert_pem()))
-            .domain_name("localhost");
-        if let Some((cert, key)) = client {
-            tls = tls.identity(Identity::from_pem(cert, key));
-        }
-        Channel::from_shared(format!("https://localhost:{}", addr.port()))
-            .expect("uri")
-            .tls_config(tls)?
-            .connect()
-            .await
+        mtls_channel(addr.port(), self.sandbox.pki.ca_cert_pem(), client).await
     }
 
     /// An `IssuanceService` client authenticated as the allow-listed payment
@@ -210,6 +266,18 @@ impl TestApp {
         }
     }
 
+    /// Opens the gateway's issuance ledger, as the operator command would.
+    pub async fn ledger(&self) -> Ledger {
+        let settings = &self.sandbox.settings.ledger;
+        Ledger::connect(&LedgerOptions {
+            url: settings.url.clone(),
+            schema: settings.schema.clone(),
+            max_connections: 1,
+        })
+        .await
+        .expect("the test ledger opens")
+    }
+
     /// The sandbox directory (PKI, PAT file, ledger).
     pub fn sandbox_dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
@@ -221,7 +289,30 @@ impl Drop for TestApp {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+        if let Some(schema) = self.schema.take() {
+            drop_schema(&schema);
+        }
     }
+}
+
+/// A mutual-TLS channel to an internal listener on `localhost:port` that trusts `ca_pem`,
+/// presenting the given client certificate and key (or none).
+pub async fn mtls_channel(
+    port: u16,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("localhost");
+    if let Some((cert, key)) = client {
+        tls = tls.identity(Identity::from_pem(cert, key));
+    }
+    Channel::from_shared(format!("https://localhost:{port}"))
+        .expect("uri")
+        .tls_config(tls)?
+        .connect()
+        .await
 }
 
 /// Wraps `message` with `authorization: Bearer <token>` metadata.

@@ -3,6 +3,7 @@
 //! Black-box tests: each starts the real gateway on port 0 against the
 //! sandbox Cryptlex (a real HTTP server) and calls it like a client would.
 
+mod gateway_process;
 mod grpc_web;
 mod helpers;
 mod issuance;
