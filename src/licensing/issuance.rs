@@ -189,7 +189,7 @@ impl Licensing {
         match task.await {
             Ok(result) => result,
             // Only a panic in the attempt gets here; its record is left to the lease.
-            Err(error) => Err(LicensingError::Internal(Box::new(error))),
+            Err(error) => Err(LicensingError::internal(error)),
         }
     }
 
