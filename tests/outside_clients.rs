@@ -1,0 +1,373 @@
+//! The running binary, driven from outside by clients nobody here wrote:
+//! `buf curl` (npm `@bufbuild/buf`) over gRPC, over gRPC-Web on real HTTP/1.1
+//! and over mutual TLS, and Python `grpcio` (health, reflection, mTLS).
+//!
+//! Each test starts `licensing-gateway sandbox` on port 0 and reads the ports
+//! from its banner. The clients come from `scripts/install-test-clients`
+//! (`LGW_BUF`, `LGW_PYTHON`; `scripts/test` sets both). Without them the
+//! tests print SKIPPED, unless `CI` is set, where they fail.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use licensing_gateway::sandbox::seed;
+use serde_json::Value;
+use tonic::Code;
+
+use support::{Buf, SandboxProcess};
+
+fn login_body(password: &str) -> String {
+    serde_json::json!({ "email": seed::DEMO_EMAIL, "password": password }).to_string()
+}
+
+fn bearer(token: &str) -> String {
+    format!("authorization: Bearer {token}")
+}
+
+fn string(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {value}"))
+        .to_owned()
+}
+
+/// Pages through ListMyLicenses one license at a time until `nextPageToken`
+/// is empty; returns the license ids of the non-empty pages. (Cryptlex sends
+/// no total, so after a full last page the gateway offers one more page,
+/// which comes back empty: allowed by AIP-158.)
+fn list_all_pages(buf: &Buf, protocol_args: &[&str], url: &str, token: &str) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    let mut calls = 0;
+    loop {
+        calls += 1;
+        assert!(calls <= 10, "pagination does not end: {pages:?}");
+        let body = serde_json::json!({ "pageSize": 1, "pageToken": page_token }).to_string();
+        let header = bearer(token);
+        let mut args = protocol_args.to_vec();
+        args.extend(["-H", &header, "-d", &body]);
+        let method = format!("{url}/licensing.v1.UserService/ListMyLicenses");
+        args.push(&method);
+        let response = buf.curl(&args).ok_json();
+        let ids: Vec<String> = response["licenses"]
+            .as_array()
+            .map(|licenses| licenses.iter().map(|l| string(&l["id"])).collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            assert!(
+                response["nextPageToken"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty(),
+                "an empty page must be the last: {response}"
+            );
+        } else {
+            pages.push(ids);
+        }
+        page_token = response["nextPageToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if page_token.is_empty() {
+            return pages;
+        }
+    }
+}
+
+fn demo_license_ids() -> BTreeSet<String> {
+    seed::DEMO_LICENSE_IDS
+        .iter()
+        .map(|id| (*id).to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn buf_curl_over_grpc_with_reflection() {
+    let Some(buf) = support::buf("buf_curl_over_grpc_with_reflection") else {
+        return;
+    };
+    let gateway = SandboxProcess::start(&[]).await;
+    let url = gateway.public_url();
+    let grpc = ["--protocol", "grpc"];
+    let call = |args: &[&str], method: &str| {
+        let target = format!("{url}/{method}");
+        let mut all = grpc.to_vec();
+        all.extend_from_slice(args);
+        all.push(&target);
+        buf.curl(&all)
+    };
+
+    // Reflection lists the public services, and not the internal one.
+    let listed = buf.curl(&["--protocol", "grpc", "--list-services", &url]);
+    assert_eq!(listed.code, 0, "{listed:#?}");
+    let services: BTreeSet<&str> = listed.stdout.lines().map(str::trim).collect();
+    assert!(services.contains("licensing.v1.UserService"), "{listed:#?}");
+    assert!(services.contains("grpc.health.v1.Health"), "{listed:#?}");
+    assert!(
+        !services.contains("licensing.v1.IssuanceService"),
+        "{listed:#?}"
+    );
+
+    // Health: overall and per service.
+    for service in ["", "licensing.v1.UserService"] {
+        let body = serde_json::json!({ "service": service }).to_string();
+        let health = call(&["-d", &body], "grpc.health.v1.Health/Check").ok_json();
+        assert_eq!(health["status"], "SERVING", "service {service:?}");
+    }
+
+    // Login, then the profile with the token.
+    let session = call(
+        &["-d", &login_body(seed::DEMO_PASSWORD)],
+        "licensing.v1.UserService/Login",
+    )
+    .ok_json()["session"]
+        .clone();
+    let token = string(&session["accessToken"]);
+    assert!(!string(&session["refreshToken"]).is_empty());
+    let profile = call(
+        &["-H", &bearer(&token)],
+        "licensing.v1.UserService/GetProfile",
+    )
+    .ok_json();
+    assert_eq!(profile["profile"]["email"], seed::DEMO_EMAIL, "{profile}");
+    assert_eq!(profile["profile"]["id"], seed::DEMO_USER_ID, "{profile}");
+
+    // Both licenses, one per page, to the end.
+    let pages = list_all_pages(&buf, &grpc, &url, &token);
+    assert_eq!(pages.len(), 2, "two pages of one: {pages:?}");
+    assert!(pages.iter().all(|page| page.len() == 1), "{pages:?}");
+    let ids: BTreeSet<String> = pages.into_iter().flatten().collect();
+    assert_eq!(ids, demo_license_ids());
+
+    // Wrong password, missing token, garbage token: UNAUTHENTICATED.
+    call(
+        &["-d", &login_body("not-the-password")],
+        "licensing.v1.UserService/Login",
+    )
+    .assert_rpc_error(Code::Unauthenticated, "unauthenticated");
+    call(&[], "licensing.v1.UserService/GetProfile")
+        .assert_rpc_error(Code::Unauthenticated, "unauthenticated");
+    call(
+        &["-H", &bearer("garbage.not-a.token")],
+        "licensing.v1.UserService/GetProfile",
+    )
+    .assert_rpc_error(Code::Unauthenticated, "unauthenticated");
+    call(
+        &["-H", &bearer("garbage"), "-d", r#"{"pageSize":1}"#],
+        "licensing.v1.UserService/ListMyLicenses",
+    )
+    .assert_rpc_error(Code::Unauthenticated, "unauthenticated");
+}
+
+#[tokio::test]
+async fn buf_curl_over_grpc_web_on_http_1_1() {
+    let Some(buf) = support::buf("buf_curl_over_grpc_web_on_http_1_1") else {
+        return;
+    };
+    let gateway = SandboxProcess::start(&[]).await;
+    // No reflection (it needs HTTP/2): the schema is the gateway's own
+    // descriptor set, the one it serves through reflection.
+    let schema = gateway.dir().join("licensing.binpb");
+    std::fs::write(&schema, licensing_gateway::grpc::pb::FILE_DESCRIPTOR_SET).expect("schema");
+    let schema = schema.display().to_string();
+    let url = gateway.public_url();
+    let web = [
+        "--protocol",
+        "grpcweb",
+        "--schema",
+        &schema,
+        "--reflect=false",
+        "-v",
+    ];
+    let call = |args: &[&str], method: &str| {
+        let target = format!("{url}/licensing.v1.UserService/{method}");
+        let mut all = web.to_vec();
+        all.extend_from_slice(args);
+        all.push(&target);
+        let outcome = buf.curl(&all);
+        assert!(
+            outcome.stderr.contains("< (#1) HTTP/1.1 200 OK"),
+            "gRPC-Web over HTTP/1.1 expected: {outcome:#?}"
+        );
+        outcome
+    };
+
+    let login = call(&["-d", &login_body(seed::DEMO_PASSWORD)], "Login").ok_json();
+    let token = string(&login["session"]["accessToken"]);
+
+    let listed = call(
+        &["-H", &bearer(&token), "-d", r#"{"pageSize":100}"#],
+        "ListMyLicenses",
+    )
+    .ok_json();
+    let ids: BTreeSet<String> = listed["licenses"]
+        .as_array()
+        .expect("licenses")
+        .iter()
+        .map(|license| string(&license["id"]))
+        .collect();
+    assert_eq!(ids, demo_license_ids(), "{listed}");
+    assert_eq!(listed["nextPageToken"].as_str().unwrap_or_default(), "");
+
+    // Paging works the same over gRPC-Web.
+    let pages = list_all_pages(&buf, &web, &url, &token);
+    assert_eq!(pages.len(), 2, "{pages:?}");
+
+    // Errors travel in headers a browser may read (CORS exposes them).
+    let denied = call(
+        &[
+            "-H",
+            "origin: http://localhost:3000",
+            "-H",
+            &bearer("garbage"),
+            "-d",
+            "{}",
+        ],
+        "GetProfile",
+    );
+    denied.assert_rpc_error(Code::Unauthenticated, "unauthenticated");
+    let expose = denied
+        .stderr
+        .lines()
+        .find(|line| line.contains("Access-Control-Expose-Headers"))
+        .unwrap_or_else(|| panic!("no Access-Control-Expose-Headers: {denied:#?}"));
+    for header in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        assert!(expose.contains(header), "{expose}");
+    }
+    call(&["-d", &login_body("wrong-password")], "Login")
+        .assert_rpc_error(Code::Unauthenticated, "unauthenticated");
+}
+
+#[tokio::test]
+async fn buf_curl_issues_a_license_over_mutual_tls() {
+    let Some(buf) = support::buf("buf_curl_issues_a_license_over_mutual_tls") else {
+        return;
+    };
+    let gateway = SandboxProcess::start(&[]).await;
+    let dir = gateway.dir();
+    let file = |name: &str| dir.join(name).display().to_string();
+    let target = format!(
+        "{}/licensing.v1.IssuanceService/IssueLicense",
+        gateway.internal_url()
+    );
+    let body = serde_json::json!({ "requestId": "buf-payment-1", "userEmail": seed::DEMO_EMAIL })
+        .to_string();
+    let issue_as = |client: &str| {
+        buf.curl(&[
+            "--protocol",
+            "grpc",
+            "--cacert",
+            &file("ca.pem"),
+            "--cert",
+            &file(&format!("{client}.pem")),
+            "--key",
+            &file(&format!("{client}.key")),
+            "-d",
+            &body,
+            &target,
+        ])
+    };
+
+    let issued = issue_as("payment-service").ok_json();
+    let license = &issued["license"];
+    assert_eq!(license["userId"], seed::DEMO_USER_ID, "{issued}");
+    assert_eq!(license["productId"], seed::PRODUCT_ID, "{issued}");
+    assert!(!string(&license["key"]).is_empty(), "{issued}");
+    assert_ne!(issued["replayed"], true, "{issued}");
+
+    // A retry with the same request id replays the same license.
+    let replayed = issue_as("payment-service").ok_json();
+    assert_eq!(replayed["replayed"], true, "{replayed}");
+    assert_eq!(replayed["license"]["id"], license["id"]);
+
+    // Same CA, not on the allow-list.
+    issue_as("intruder").assert_rpc_error(Code::PermissionDenied, "permission_denied");
+
+    // No client certificate: the handshake fails (buf exits non-zero). With
+    // a schema instead of reflection, buf shows the real TLS error.
+    let schema = dir.join("licensing.binpb");
+    std::fs::write(&schema, licensing_gateway::grpc::pb::FILE_DESCRIPTOR_SET).expect("schema");
+    let anonymous = buf.curl(&[
+        "--protocol",
+        "grpc",
+        "--cacert",
+        &file("ca.pem"),
+        "--schema",
+        &schema.display().to_string(),
+        "-d",
+        &body,
+        &target,
+    ]);
+    assert_ne!(anonymous.code, 0, "{anonymous:#?}");
+
+    // The user sees it (the website flow end to end).
+    let url = gateway.public_url();
+    let login = buf
+        .curl(&[
+            "--protocol",
+            "grpc",
+            "-d",
+            &login_body(seed::DEMO_PASSWORD),
+            &format!("{url}/licensing.v1.UserService/Login"),
+        ])
+        .ok_json();
+    let token = string(&login["session"]["accessToken"]);
+    let ids: BTreeSet<String> = list_all_pages(&buf, &["--protocol", "grpc"], &url, &token)
+        .into_iter()
+        .flatten()
+        .collect();
+    assert!(ids.contains(&string(&license["id"])), "{ids:?}");
+    assert_eq!(ids.len(), 3, "{ids:?}");
+}
+
+#[tokio::test]
+async fn python_grpcio_health_reflection_and_mutual_tls() {
+    let Some(python) = support::python("python_grpcio_health_reflection_and_mutual_tls") else {
+        return;
+    };
+    let gateway = SandboxProcess::start(&[]).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/health_and_reflection.py"
+    );
+    let outcome = support::run(
+        Command::new(&python)
+            .arg(script)
+            .args(["--public", &gateway.public.to_string()])
+            .args(["--internal", &gateway.internal.to_string()])
+            .arg("--pki-dir")
+            .arg(gateway.dir())
+            .args(["--request-id", "python-payment-1"])
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    );
+    assert_eq!(outcome.code, 0, "{outcome:#?}");
+    for expected in [
+        "ok health '' SERVING",
+        "ok health 'licensing.v1.UserService' SERVING",
+        "ok health 'no.such.Service' NOT_FOUND",
+        "ok issue-license ",
+        "ok intruder PERMISSION_DENIED",
+        "ALL OK",
+    ] {
+        assert!(
+            outcome
+                .stdout
+                .lines()
+                .any(|line| line.starts_with(expected)),
+            "missing {expected:?}: {outcome:#?}"
+        );
+    }
+    let services = outcome
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("ok services "))
+        .unwrap_or_else(|| panic!("no services line: {outcome:#?}"));
+    let services: BTreeSet<&str> = services.split_whitespace().collect();
+    assert!(
+        services.contains("licensing.v1.UserService"),
+        "{services:?}"
+    );
+    assert!(services.contains("grpc.health.v1.Health"), "{services:?}");
+}
