@@ -15,9 +15,12 @@ pub struct Deadlines {
     pub max: Duration,
 }
 
-/// Our own deadline fires this much before the caller's, so the caller gets
-/// our `DEADLINE_EXCEEDED` with details rather than tonic's bare cancellation.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(20);
+/// Our own deadline fires a little before the caller's, so the caller gets
+/// our `DEADLINE_EXCEEDED` with details rather than its own bare
+/// cancellation: a quarter of the timeout, between these bounds (the answer
+/// still has to travel back, and a busy host delays it).
+const MIN_DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+const MAX_DEADLINE_MARGIN: Duration = Duration::from_millis(250);
 
 /// The longest `x-request-id` we adopt; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -36,7 +39,8 @@ pub(super) fn request_context<T>(request: &Request<T>, deadlines: Deadlines) -> 
         .and_then(|value| value.to_str().ok())
         .and_then(parse_grpc_timeout)
         .map_or(deadlines.default, |timeout| {
-            timeout.saturating_sub(DEADLINE_MARGIN)
+            let margin = (timeout / 4).clamp(MIN_DEADLINE_MARGIN, MAX_DEADLINE_MARGIN);
+            timeout.saturating_sub(margin)
         })
         .min(deadlines.max);
     RequestContext::new(request_id, budget)

@@ -262,11 +262,29 @@ impl Licensing {
                     )
                     .await
                     .map_err(|error| upstream(Caller::User, error))?;
-                // Cryptlex sends no total count: a full page means there may be more.
+                // Cryptlex sends no total count. A full page may be the last
+                // one: ask for the single item after it (page `n * size + 1`
+                // of size 1 is exactly that item) so the token is empty at the
+                // end, as AIP-158 callers expect. Short pages need no probe.
                 let full_page = items.len() >= request.page_size as usize;
-                let next = full_page.then(|| crate::domain::PageRequest {
+                let more = full_page
+                    && !cryptlex
+                        .my_licenses(
+                            &ctx,
+                            &token,
+                            request
+                                .page
+                                .saturating_mul(request.page_size)
+                                .saturating_add(1),
+                            1,
+                            request.product_id.as_ref(),
+                        )
+                        .await
+                        .map_err(|error| upstream(Caller::User, error))?
+                        .is_empty();
+                let next = more.then(|| crate::domain::PageRequest {
                     page: request.page + 1,
-                    ..request
+                    ..request.clone()
                 });
                 Ok(Page {
                     items,
