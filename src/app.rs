@@ -1,20 +1,40 @@
 //! Start-up: builds everything from [`Settings`], binds the listeners (port 0
 //! works, for tests) and serves until told to stop.
+//!
+//! Three listeners: public (gRPC + gRPC-Web, TLS optional), internal (mutual
+//! TLS) and admin (HTTP: metrics and probes). TLS certificates are reloaded
+//! while serving (see [`crate::grpc::reload`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use http::HeaderValue;
 use tokio::net::TcpListener;
-use tonic::transport::ServerTlsConfig;
+use tonic::transport::server::TcpIncoming;
 
+use crate::admin::{self, AdminState, Readiness};
 use crate::config::Settings;
 use crate::cryptlex::{self, ClientOptions};
+use crate::grpc::reload::{self, ReloadableTls, tls_incoming};
 use crate::grpc::server::{Introspection, PublicOptions, serve_internal, serve_public};
-use crate::grpc::{Deadlines, IssuanceApi, UserApi, pb, tls};
+use crate::grpc::{Deadlines, IssuanceApi, UserApi, pb};
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::licensing::{IssuanceOptions, Licensing, LicensingOptions};
+use crate::metrics;
+
+/// A health-check service name that stays SERVING until the process exits
+/// (unlike `""` and the API services, which turn NOT_SERVING while
+/// draining), for Kubernetes liveness probes.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
+/// ALPN of the public listener with TLS: HTTP/2 for gRPC, HTTP/1.1 for
+/// gRPC-Web from fetch-only clients (toolchain G4).
+const PUBLIC_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// ALPN of the internal listener: gRPC only.
+const INTERNAL_ALPN: &[&[u8]] = &[b"h2"];
 
 type UserServer = pb::user_service_server::UserServiceServer<UserApi>;
 type IssuanceServer = pb::issuance_service_server::IssuanceServiceServer<IssuanceApi>;
@@ -24,6 +44,9 @@ type IssuanceServer = pb::issuance_service_server::IssuanceServiceServer<Issuanc
 pub struct Application {
     public: PublicListener,
     internal: Option<InternalListener>,
+    admin: Option<AdminListener>,
+    readiness: Readiness,
+    tls_reload_interval: Duration,
 }
 
 #[derive(Debug)]
@@ -31,6 +54,8 @@ struct PublicListener {
     listener: TcpListener,
     addr: SocketAddr,
     options: PublicOptions,
+    /// Server TLS; `None` serves plaintext h2c (behind an ingress).
+    tls: Option<Arc<ReloadableTls>>,
     introspection: Introspection,
     api: UserApi,
 }
@@ -39,9 +64,16 @@ struct PublicListener {
 struct InternalListener {
     listener: TcpListener,
     addr: SocketAddr,
-    tls: ServerTlsConfig,
+    tls: Arc<ReloadableTls>,
     introspection: Introspection,
     api: IssuanceApi,
+}
+
+#[derive(Debug)]
+struct AdminListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AdminState,
 }
 
 impl Application {
@@ -50,6 +82,9 @@ impl Application {
     /// Fails, naming the culprit, on unreadable or mismatched TLS files, an
     /// unreachable ledger database, or an address already in use.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Before anything records (the TLS loaders set expiry gauges).
+        let prometheus = settings.admin_addr.map(|_| metrics::install());
+        let readiness = Readiness::default();
         let licensing = build_licensing(&settings).await?;
         let deadlines = Deadlines {
             default: settings.public.default_deadline,
@@ -62,10 +97,9 @@ impl Application {
             .collect();
 
         let public_tls = match &settings.public.tls {
-            Some(files) => Some(
-                ServerTlsConfig::new()
-                    .identity(tls::load_identity(&files.cert, &files.key).context("public TLS")?),
-            ),
+            Some(files) => Some(Arc::new(
+                ReloadableTls::load("public", files, None, PUBLIC_ALPN).context("public TLS")?,
+            )),
             None => None,
         };
         let cors_allowed_origins = settings
@@ -80,35 +114,46 @@ impl Application {
             .with_context(|| format!("binding the public listener on {}", settings.public.addr))?;
         let introspection = Introspection::new();
         introspection.health.set_serving::<UserServer>().await;
+        introspection
+            .health
+            .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
         let public = PublicListener {
             addr: listener.local_addr()?,
             listener,
             options: PublicOptions {
                 cors_allowed_origins,
-                tls: public_tls,
             },
+            tls: public_tls,
             introspection,
             api: UserApi::new(licensing.clone(), deadlines),
         };
 
         let internal = match &settings.internal {
             Some(internal) => {
-                let identity = tls::load_identity(&internal.tls.cert, &internal.tls.key)
-                    .context("internal listener TLS")?;
-                let client_ca = tls::load_client_ca(&internal.client_ca)
-                    .context("internal listener client CA")?;
+                let tls = ReloadableTls::load(
+                    "internal",
+                    &internal.tls,
+                    Some(&internal.client_ca),
+                    INTERNAL_ALPN,
+                )
+                .context("internal listener TLS")?;
                 let listener = TcpListener::bind(internal.addr).await.with_context(|| {
                     format!("binding the internal listener on {}", internal.addr)
                 })?;
                 let introspection = Introspection::new();
                 introspection.health.set_serving::<IssuanceServer>().await;
+                introspection
+                    .health
+                    .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
+                    .await;
                 Some(InternalListener {
                     addr: listener.local_addr()?,
                     listener,
-                    tls: tls::mutual_tls(identity, client_ca),
+                    tls: Arc::new(tls),
                     introspection,
                     api: IssuanceApi::new(
-                        licensing,
+                        licensing.clone(),
                         deadlines,
                         internal.allowed_clients.clone(),
                         reserved_metadata_keys,
@@ -117,7 +162,31 @@ impl Application {
             }
             None => None,
         };
-        Ok(Self { public, internal })
+
+        let admin = match (settings.admin_addr, prometheus) {
+            (Some(addr), Some(prometheus)) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the admin listener on {addr}"))?;
+                Some(AdminListener {
+                    addr: listener.local_addr()?,
+                    listener,
+                    state: AdminState {
+                        metrics: prometheus,
+                        readiness: readiness.clone(),
+                        ledger: licensing.ledger().cloned(),
+                    },
+                })
+            }
+            _ => None,
+        };
+        Ok(Self {
+            public,
+            internal,
+            admin,
+            readiness,
+            tls_reload_interval: settings.tls_reload_interval,
+        })
     }
 
     /// The address the public listener is bound to.
@@ -130,11 +199,20 @@ impl Application {
         self.internal.as_ref().map(|internal| internal.addr)
     }
 
-    /// Serves until `shutdown` resolves, then reports NOT_SERVING and drains.
+    /// The address the admin (metrics and probes) listener is bound to, when
+    /// enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|admin| admin.addr)
+    }
+
+    /// Serves until `shutdown` resolves, then reports NOT_SERVING (gRPC
+    /// health) and 503 (`/readyz`), and drains. The admin listener stays up
+    /// until the gRPC listeners have drained.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let readiness = self.readiness.clone();
         let public_health = self.public.introspection.health.clone();
         let internal_health = self
             .internal
@@ -144,6 +222,7 @@ impl Application {
         tokio::spawn(async move {
             shutdown.await;
             // Tell load balancers first, then stop accepting.
+            readiness.set_draining();
             public_health.set_not_serving::<UserServer>().await;
             public_health
                 .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -160,30 +239,80 @@ impl Application {
             let _ = receiver.wait_for(|stopped| *stopped).await;
         };
 
-        let public = self.public;
-        let public_server = serve_public(
-            public.listener,
-            public.api.into_server(),
-            &public.introspection,
-            public.options,
+        // Certificates are reloaded until shutdown.
+        let reloadable: Vec<Arc<ReloadableTls>> = self
+            .public
+            .tls
+            .iter()
+            .chain(self.internal.as_ref().map(|internal| &internal.tls))
+            .cloned()
+            .collect();
+        tokio::spawn(reload::watch(
+            reloadable,
+            self.tls_reload_interval,
             stopped(stop_rx.clone()),
-        );
-        match self.internal {
+        ));
+
+        // The admin listener outlives the drain, so probes see it.
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_server = self.admin.map(|admin| {
+            tokio::spawn(admin::serve(admin.listener, admin.state, async move {
+                let _ = admin_stopped.await;
+            }))
+        });
+
+        let public = self.public;
+        let public_service = public.api.into_server();
+        let public_stop = stop_rx.clone();
+        let public_server = async move {
+            match public.tls {
+                Some(tls) => {
+                    serve_public(
+                        tls_incoming(public.listener, tls),
+                        public_service,
+                        &public.introspection,
+                        public.options,
+                        stopped(public_stop),
+                    )
+                    .await
+                }
+                None => {
+                    serve_public(
+                        TcpIncoming::from(public.listener).with_nodelay(Some(true)),
+                        public_service,
+                        &public.introspection,
+                        public.options,
+                        stopped(public_stop),
+                    )
+                    .await
+                }
+            }
+        };
+        self.readiness.set_serving();
+        let grpc_result = match self.internal {
             Some(internal) => {
                 let internal_server = serve_internal(
-                    internal.listener,
+                    tls_incoming(internal.listener, internal.tls),
                     internal.api.into_server(),
                     &internal.introspection,
-                    internal.tls,
                     stopped(stop_rx),
                 );
                 let (public_result, internal_result) = tokio::join!(public_server, internal_server);
-                public_result.context("serving the public listener")?;
-                internal_result.context("serving the internal listener")?;
+                public_result
+                    .context("serving the public listener")
+                    .and(internal_result.context("serving the internal listener"))
             }
-            None => public_server.await.context("serving the public listener")?,
+            None => public_server.await.context("serving the public listener"),
+        };
+
+        let _ = admin_stop.send(());
+        if let Some(admin_server) = admin_server {
+            admin_server
+                .await
+                .context("the admin listener task")?
+                .context("serving the admin listener")?;
         }
-        Ok(())
+        grpc_result
     }
 }
 

@@ -11,6 +11,7 @@
 //! repeated depends on what it does.
 
 mod error;
+mod observe;
 mod wire;
 
 use std::time::Duration;
@@ -94,6 +95,7 @@ pub struct Client {
 
 /// A successful answer: status and body bytes.
 struct Answer {
+    status: u16,
     body: Vec<u8>,
 }
 
@@ -394,8 +396,27 @@ impl Client {
 
     // === plumbing ===
 
-    /// Sends one request and returns the body of a 2xx answer.
+    /// Sends one request and returns the body of a 2xx answer, recording it
+    /// in the upstream metrics.
     async fn call<B: Serialize>(
+        &self,
+        ctx: &RequestContext,
+        method: Method,
+        path: &[&str],
+        query: &[(&str, &str)],
+        bearer: Option<&str>,
+        body: Option<&B>,
+    ) -> Result<Answer, CryptlexError> {
+        let endpoint = observe::endpoint(&method, path);
+        let started = tokio::time::Instant::now();
+        let result = self.send(ctx, method, path, query, bearer, body).await;
+        let observed = result.as_ref().map(|answer| answer.status);
+        observe::record(endpoint, &observed, started.elapsed());
+        result
+    }
+
+    /// Sends one request and returns the body of a 2xx answer.
+    async fn send<B: Serialize>(
         &self,
         ctx: &RequestContext,
         method: Method,
@@ -472,7 +493,10 @@ impl Client {
         }
 
         if status.is_success() {
-            return Ok(Answer { body });
+            return Ok(Answer {
+                status: status.as_u16(),
+                body,
+            });
         }
         Err(error_for(status, retry_after, &body))
     }

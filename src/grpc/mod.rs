@@ -9,9 +9,11 @@ mod auth;
 mod context;
 mod convert;
 mod issuance;
+mod rpc_metrics;
 mod status;
 mod user;
 
+pub mod reload;
 pub mod tls;
 
 pub mod server;

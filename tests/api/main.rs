@@ -6,4 +6,5 @@
 mod grpc_web;
 mod helpers;
 mod issuance;
+mod observability;
 mod user;
