@@ -196,7 +196,7 @@ async fn serve(settings: Settings, sandbox: Option<&sandbox::Sandbox>) -> anyhow
     let app = Application::build(settings)
         .await
         .context("starting the gateway")?;
-    tracing::info!(public = %app.public_addr(), internal = ?app.internal_addr(), "licensing-gateway serving");
+    tracing::info!(public = %app.public_addr(), internal = ?app.internal_addr(), admin = ?app.admin_addr(), "licensing-gateway serving");
     if let Some(sandbox) = sandbox {
         println!(
             "{}",
