@@ -1,22 +1,42 @@
 //! Start-up: builds everything from [`Settings`], binds the listeners (port 0
 //! works, for tests) and serves until told to stop.
+//!
+//! Three listeners: public (gRPC + gRPC-Web, TLS optional), internal (mutual
+//! TLS) and admin (HTTP: metrics and probes). TLS certificates are reloaded
+//! while serving (see [`crate::grpc::reload`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use http::HeaderValue;
 use tokio::net::TcpListener;
-use tonic::transport::ServerTlsConfig;
+use tonic::transport::server::TcpIncoming;
 
+use crate::admin::{self, AdminState, Readiness};
 use crate::config::Settings;
 use crate::cryptlex::{self, ClientOptions};
+use crate::grpc::reload::{self, ReloadableTls, tls_incoming};
 use crate::grpc::server::{Introspection, PublicOptions, serve_internal, serve_public};
-use crate::grpc::{Deadlines, IssuanceApi, UserApi, pb, tls};
+use crate::grpc::{Deadlines, IssuanceApi, UserApi, pb};
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::licensing::read_cache::CacheOptions;
 use crate::licensing::throttle::ThrottleOptions;
 use crate::licensing::{IssuanceOptions, Licensing, LicensingOptions};
+use crate::metrics;
+
+/// A health-check service name that stays SERVING until the process exits
+/// (unlike `""` and the API services, which turn NOT_SERVING while
+/// draining), for Kubernetes liveness probes.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
+/// ALPN of the public listener with TLS: HTTP/2 for gRPC, HTTP/1.1 for
+/// gRPC-Web from fetch-only clients (toolchain G4).
+const PUBLIC_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+/// ALPN of the internal listener: gRPC only.
+const INTERNAL_ALPN: &[&[u8]] = &[b"h2"];
 
 type UserServer = pb::user_service_server::UserServiceServer<UserApi>;
 type IssuanceServer = pb::issuance_service_server::IssuanceServiceServer<IssuanceApi>;
@@ -26,8 +46,11 @@ type IssuanceServer = pb::issuance_service_server::IssuanceServiceServer<Issuanc
 pub struct Application {
     public: PublicListener,
     internal: Option<InternalListener>,
+    admin: Option<AdminListener>,
+    readiness: Readiness,
+    tls_reload_interval: Duration,
     max_concurrent_requests: usize,
-    drain_timeout: std::time::Duration,
+    drain_timeout: Duration,
     licensing: Licensing,
 }
 
@@ -36,6 +59,8 @@ struct PublicListener {
     listener: TcpListener,
     addr: SocketAddr,
     options: PublicOptions,
+    /// Server TLS; `None` serves plaintext h2c (behind an ingress).
+    tls: Option<Arc<ReloadableTls>>,
     introspection: Introspection,
     api: UserApi,
 }
@@ -44,9 +69,16 @@ struct PublicListener {
 struct InternalListener {
     listener: TcpListener,
     addr: SocketAddr,
-    tls: ServerTlsConfig,
+    tls: Arc<ReloadableTls>,
     introspection: Introspection,
     api: IssuanceApi,
+}
+
+#[derive(Debug)]
+struct AdminListener {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AdminState,
 }
 
 impl Application {
@@ -55,8 +87,10 @@ impl Application {
     /// Fails, naming the culprit, on unreadable or mismatched TLS files, an
     /// unreachable ledger database, or an address already in use.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        // Before anything records (the TLS loaders set expiry gauges).
+        let prometheus = settings.admin_addr.map(|_| metrics::install());
+        let readiness = Readiness::default();
         let licensing = build_licensing(&settings).await?;
-        let licensing_handle = licensing.clone();
         let deadlines = Deadlines {
             default: settings.public.default_deadline,
             max: settings.public.max_deadline,
@@ -68,10 +102,9 @@ impl Application {
             .collect();
 
         let public_tls = match &settings.public.tls {
-            Some(files) => Some(
-                ServerTlsConfig::new()
-                    .identity(tls::load_identity(&files.cert, &files.key).context("public TLS")?),
-            ),
+            Some(files) => Some(Arc::new(
+                ReloadableTls::load("public", files, None, PUBLIC_ALPN).context("public TLS")?,
+            )),
             None => None,
         };
         let cors_allowed_origins = settings
@@ -86,14 +119,18 @@ impl Application {
             .with_context(|| format!("binding the public listener on {}", settings.public.addr))?;
         let introspection = Introspection::new();
         introspection.health.set_serving::<UserServer>().await;
+        introspection
+            .health
+            .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
         let public = PublicListener {
             addr: listener.local_addr()?,
             listener,
             options: PublicOptions {
                 cors_allowed_origins,
-                tls: public_tls,
                 max_concurrent_requests: settings.limits.max_concurrent_requests,
             },
+            tls: public_tls,
             introspection,
             api: UserApi::new(
                 licensing.clone(),
@@ -104,22 +141,29 @@ impl Application {
 
         let internal = match &settings.internal {
             Some(internal) => {
-                let identity = tls::load_identity(&internal.tls.cert, &internal.tls.key)
-                    .context("internal listener TLS")?;
-                let client_ca = tls::load_client_ca(&internal.client_ca)
-                    .context("internal listener client CA")?;
+                let tls = ReloadableTls::load(
+                    "internal",
+                    &internal.tls,
+                    Some(&internal.client_ca),
+                    INTERNAL_ALPN,
+                )
+                .context("internal listener TLS")?;
                 let listener = TcpListener::bind(internal.addr).await.with_context(|| {
                     format!("binding the internal listener on {}", internal.addr)
                 })?;
                 let introspection = Introspection::new();
                 introspection.health.set_serving::<IssuanceServer>().await;
+                introspection
+                    .health
+                    .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
+                    .await;
                 Some(InternalListener {
                     addr: listener.local_addr()?,
                     listener,
-                    tls: tls::mutual_tls(identity, client_ca),
+                    tls: Arc::new(tls),
                     introspection,
                     api: IssuanceApi::new(
-                        licensing,
+                        licensing.clone(),
                         deadlines,
                         internal.allowed_clients.clone(),
                         reserved_metadata_keys,
@@ -128,12 +172,34 @@ impl Application {
             }
             None => None,
         };
+
+        let admin = match (settings.admin_addr, prometheus) {
+            (Some(addr), Some(prometheus)) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the admin listener on {addr}"))?;
+                Some(AdminListener {
+                    addr: listener.local_addr()?,
+                    listener,
+                    state: AdminState {
+                        metrics: prometheus,
+                        readiness: readiness.clone(),
+                        ledger: licensing.ledger().cloned(),
+                        licensing: Some(licensing.clone()),
+                    },
+                })
+            }
+            _ => None,
+        };
         Ok(Self {
             public,
             internal,
+            admin,
+            readiness,
+            tls_reload_interval: settings.tls_reload_interval,
             max_concurrent_requests: settings.limits.max_concurrent_requests,
             drain_timeout: settings.limits.drain_timeout,
-            licensing: licensing_handle,
+            licensing,
         })
     }
 
@@ -152,13 +218,21 @@ impl Application {
         self.internal.as_ref().map(|internal| internal.addr)
     }
 
-    /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops
-    /// accepting, and lets calls in progress finish for at most the drain
-    /// timeout before returning.
+    /// The address the admin (metrics and probes) listener is bound to, when
+    /// enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|admin| admin.addr)
+    }
+
+    /// Serves until `shutdown` resolves, then reports NOT_SERVING (gRPC
+    /// health) and 503 (`/readyz`), stops accepting, and lets calls in
+    /// progress finish for at most the drain timeout. The admin listener
+    /// stays up until the gRPC listeners have drained, so probes see it.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let readiness = self.readiness.clone();
         let public_health = self.public.introspection.health.clone();
         let internal_health = self
             .internal
@@ -169,29 +243,65 @@ impl Application {
             let _ = receiver.wait_for(|stopped| *stopped).await;
         };
 
-        let public = self.public;
-        let public_server = tokio::spawn(async move {
-            serve_public(
-                public.listener,
-                public.api.into_server(),
-                &public.introspection,
-                public.options,
-                stopped(stop_rx.clone()),
-            )
-            .await
-            .context("serving the public listener")
+        // Certificates are reloaded until shutdown.
+        let reloadable: Vec<Arc<ReloadableTls>> = self
+            .public
+            .tls
+            .iter()
+            .chain(self.internal.as_ref().map(|internal| &internal.tls))
+            .cloned()
+            .collect();
+        tokio::spawn(reload::watch(
+            reloadable,
+            self.tls_reload_interval,
+            stopped(stop_rx.clone()),
+        ));
+
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_server = self.admin.map(|admin| {
+            tokio::spawn(admin::serve(admin.listener, admin.state, async move {
+                let _ = admin_stopped.await;
+            }))
         });
+
+        let public = self.public;
+        let public_stop = stop_rx.clone();
+        let public_server = tokio::spawn(async move {
+            let service = public.api.into_server();
+            let result = match public.tls {
+                Some(tls) => {
+                    serve_public(
+                        tls_incoming(public.listener, tls),
+                        service,
+                        &public.introspection,
+                        public.options,
+                        stopped(public_stop),
+                    )
+                    .await
+                }
+                None => {
+                    serve_public(
+                        TcpIncoming::from(public.listener).with_nodelay(Some(true)),
+                        service,
+                        &public.introspection,
+                        public.options,
+                        stopped(public_stop),
+                    )
+                    .await
+                }
+            };
+            result.context("serving the public listener")
+        });
+        let max_concurrent_requests = self.max_concurrent_requests;
         let internal_server = self.internal.map(|internal| {
-            let max_concurrent_requests = self.max_concurrent_requests;
-            let stop_rx = stop_tx.subscribe();
+            let internal_stop = stop_rx.clone();
             tokio::spawn(async move {
                 serve_internal(
-                    internal.listener,
+                    tls_incoming(internal.listener, internal.tls),
                     internal.api.into_server(),
                     &internal.introspection,
-                    internal.tls,
                     max_concurrent_requests,
-                    stopped(stop_rx),
+                    stopped(internal_stop),
                 )
                 .await
                 .context("serving the internal listener")
@@ -206,35 +316,47 @@ impl Application {
             public_result.and(internal_result)
         };
         tokio::pin!(servers);
+        self.readiness.set_serving();
 
-        tokio::select! {
+        let grpc_result = tokio::select! {
             // A listener failed on its own (not after a stop).
-            result = &mut servers => return result,
-            () = shutdown => {}
-        }
-        // Tell load balancers first, then stop accepting; tonic then waits
-        // for the calls in progress, which we bound by the drain timeout.
-        public_health.set_not_serving::<UserServer>().await;
-        public_health
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        if let Some(health) = internal_health {
-            health.set_not_serving::<IssuanceServer>().await;
-            health
-                .set_service_status("", tonic_health::ServingStatus::NotServing)
-                .await;
-        }
-        let _ = stop_tx.send(true);
-        match tokio::time::timeout(self.drain_timeout, &mut servers).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(
-                    drain_timeout_ms = self.drain_timeout.as_millis() as u64,
-                    "drain timeout reached; abandoning calls still in progress"
-                );
-                Ok(())
+            result = &mut servers => result,
+            () = shutdown => {
+                // Tell load balancers first, then stop accepting; tonic then
+                // waits for the calls in progress, bounded by the drain timeout.
+                readiness.set_draining();
+                public_health.set_not_serving::<UserServer>().await;
+                public_health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                if let Some(health) = internal_health {
+                    health.set_not_serving::<IssuanceServer>().await;
+                    health
+                        .set_service_status("", tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
+                let _ = stop_tx.send(true);
+                match tokio::time::timeout(self.drain_timeout, &mut servers).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(
+                            drain_timeout_ms = self.drain_timeout.as_millis() as u64,
+                            "drain timeout reached; abandoning calls still in progress"
+                        );
+                        Ok(())
+                    }
+                }
             }
+        };
+
+        let _ = admin_stop.send(());
+        if let Some(admin_server) = admin_server {
+            admin_server
+                .await
+                .context("the admin listener task")?
+                .context("serving the admin listener")?;
         }
+        grpc_result
     }
 }
 

@@ -37,6 +37,66 @@ pub struct RawSettings {
     pub cache: RawCache,
     pub limits: RawLimits,
     pub log: RawLog,
+    pub admin: RawAdmin,
+    pub tls: RawTls,
+    pub otlp: RawOtlp,
+}
+
+/// `[admin]`: the operations HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub enabled: bool,
+    /// Loopback by default: metrics are not for the internet. Containers set
+    /// `0.0.0.0:9090` so Prometheus can scrape the pod.
+    pub addr: String,
+}
+
+/// `[tls]`: certificate reloading for both listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    /// How often certificate files are checked for changes; `0s` turns
+    /// polling off (SIGHUP still reloads).
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+/// `[otlp]`: OpenTelemetry trace export (needs the `otlp` cargo feature).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOtlp {
+    pub enabled: bool,
+    /// The OTLP/HTTP traces endpoint, e.g. `http://otel-collector:4318/v1/traces`.
+    pub endpoint: String,
+    pub service_name: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            addr: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            reload_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for RawOtlp {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            service_name: "licensing-gateway".into(),
+        }
+    }
 }
 
 /// `[public]`: the user-facing listener.
@@ -633,6 +693,36 @@ impl RawSettings {
             ));
         }
 
+        let admin_addr = if self.admin.enabled {
+            parse_addr(&mut problems, "admin.addr", &self.admin.addr)
+        } else {
+            None
+        };
+        let otlp = if self.otlp.enabled {
+            if !cfg!(feature = "otlp") {
+                problems.push(
+                    "otlp.enabled = true, but this build has no OTLP support (build with --features otlp)".into(),
+                );
+            }
+            match Url::parse(&self.otlp.endpoint) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+                    Some(OtlpSettings {
+                        endpoint: url,
+                        service_name: self.otlp.service_name.clone(),
+                    })
+                }
+                _ => {
+                    problems.push(format!(
+                        "otlp.endpoint: {:?} is not an http(s) URL such as http://otel-collector:4318/v1/traces",
+                        self.otlp.endpoint
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+
         if !problems.is_empty() {
             return Err(ConfigError { problems });
         }
@@ -680,6 +770,9 @@ impl RawSettings {
                 max_connections: self.ledger.max_connections,
             },
             log: self.log.clone(),
+            admin_addr,
+            tls_reload_interval: self.tls.reload_interval,
+            otlp,
         })
     }
 }
@@ -727,6 +820,19 @@ pub struct Settings {
     pub cache: RawCache,
     pub limits: RawLimits,
     pub log: RawLog,
+    /// The admin listener's address; `None` when it is disabled.
+    pub admin_addr: Option<SocketAddr>,
+    /// How often TLS files are polled for changes (zero: SIGHUP only).
+    pub tls_reload_interval: Duration,
+    /// OTLP trace export; `None` when off.
+    pub otlp: Option<OtlpSettings>,
+}
+
+/// Validated `[otlp]`.
+#[derive(Debug, Clone)]
+pub struct OtlpSettings {
+    pub endpoint: Url,
+    pub service_name: String,
 }
 
 /// Validated `[public]`.

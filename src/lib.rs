@@ -10,8 +10,10 @@
 //! # Layout
 //! - [`config`]: the typed settings tree, loaded from TOML and environment.
 //! - [`app`]: start-up; binds the listeners and serves until shutdown.
-//! - [`telemetry`]: logging set-up.
-//! - [`commands`]: the `sandbox` and `ledger` subcommands.
+//! - [`telemetry`]: logging (and optional OTLP trace export) set-up.
+//! - [`metrics`]: metric names, the naming convention, the Prometheus recorder.
+//! - [`admin`]: the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+//! - [`commands`]: the `sandbox`, `check-config` and `ledger` subcommands.
 //! - [`domain`]: parsed newtypes and values (emails, tokens, licenses).
 //! - [`licensing`]: the use cases and their error enum.
 //! - [`cryptlex`]: the only module that speaks HTTP to Cryptlex.
@@ -22,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod commands;
 pub mod config;
@@ -30,5 +33,6 @@ pub mod domain;
 pub mod grpc;
 pub mod ledger;
 pub mod licensing;
+pub mod metrics;
 pub mod sandbox;
 pub mod telemetry;

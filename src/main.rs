@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use licensing_gateway::app::Application;
+use licensing_gateway::commands::check_config;
 use licensing_gateway::commands::ledger::{self, LedgerAction};
 use licensing_gateway::commands::sandbox::{self, SandboxArgs};
 use licensing_gateway::config::{RawSettings, Settings};
@@ -91,7 +92,12 @@ async fn main() -> anyhow::Result<()> {
 
     let cli = Cli::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
-    let mut raw = RawSettings::load(cli.config.as_deref(), &env)?;
+    let loaded = RawSettings::load(cli.config.as_deref(), &env);
+    if matches!(cli.command, Some(Command::CheckConfig)) {
+        let exit_code = run_check_config(loaded, cli.public_addr, cli.internal_addr);
+        std::process::exit(exit_code);
+    }
+    let mut raw = loaded?;
     if let Some(addr) = cli.public_addr {
         raw.public.addr = addr;
     }
@@ -103,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let settings = raw.validate()?;
-            init_logging(&settings, rust_log);
+            let _telemetry = init_logging(&settings, rust_log);
             serve(settings, None).await
         }
         Command::Sandbox {
@@ -119,15 +125,11 @@ async fn main() -> anyhow::Result<()> {
                 access_token_ttl,
             };
             let sandbox = sandbox::prepare(&args, raw).await?;
-            init_logging(&sandbox.settings, rust_log);
+            let _telemetry = init_logging(&sandbox.settings, rust_log);
             let settings = sandbox.settings.clone();
             serve(settings, Some(&sandbox)).await
         }
-        Command::CheckConfig => {
-            raw.validate()?;
-            println!("configuration is valid");
-            Ok(())
-        }
+        Command::CheckConfig => unreachable!("handled before loading"),
         Command::Ledger { action } => {
             let settings = raw.validate()?;
             let action = match action {
@@ -141,20 +143,60 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(settings: &Settings, rust_log: Option<&str>) {
+fn init_logging(settings: &Settings, rust_log: Option<&str>) -> telemetry::TelemetryGuard {
     telemetry::init(
         &settings.log.level,
         settings.log.format,
         rust_log,
         std::io::stdout,
+        settings.otlp.as_ref(),
+    )
+}
+
+/// Prints every problem (stderr) or "configuration is valid" (stdout) and
+/// returns the exit code: 0 valid, 1 invalid.
+fn run_check_config(
+    loaded: Result<RawSettings, licensing_gateway::config::ConfigError>,
+    public_addr: Option<String>,
+    internal_addr: Option<String>,
+) -> i32 {
+    let report = match loaded {
+        Ok(mut raw) => {
+            if let Some(addr) = public_addr {
+                raw.public.addr = addr;
+            }
+            if let Some(addr) = internal_addr {
+                raw.internal.addr = addr;
+            }
+            check_config::check(&raw, chrono::Utc::now())
+        }
+        Err(error) => check_config::Report {
+            problems: error.problems,
+            warnings: Vec::new(),
+        },
+    };
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if report.is_valid() {
+        println!("configuration is valid");
+        return 0;
+    }
+    eprintln!(
+        "invalid configuration ({} problems):",
+        report.problems.len()
     );
+    for problem in &report.problems {
+        eprintln!("  - {problem}");
+    }
+    1
 }
 
 async fn serve(settings: Settings, sandbox: Option<&sandbox::Sandbox>) -> anyhow::Result<()> {
     let app = Application::build(settings)
         .await
         .context("starting the gateway")?;
-    tracing::info!(public = %app.public_addr(), internal = ?app.internal_addr(), "licensing-gateway serving");
+    tracing::info!(public = %app.public_addr(), internal = ?app.internal_addr(), admin = ?app.admin_addr(), "licensing-gateway serving");
     if let Some(sandbox) = sandbox {
         println!(
             "{}",

@@ -1,41 +1,126 @@
-//! Logging set-up: human-readable lines locally, JSON in production.
+//! Logging set-up: human-readable lines locally, JSON in production, and
+//! optionally OpenTelemetry traces over OTLP (cargo feature `otlp`).
 //!
-//! Spans come from the gRPC layer (one per RPC, carrying the request id), so
-//! every line logged while serving a call names the call. Secrets never reach
-//! here: they are secret types with redacted `Debug`, `authorization` is
-//! marked sensitive before the trace layer, and errors are logged without
-//! upstream bodies or URLs.
+//! Spans come from the gRPC layer (one `rpc` span per call, carrying the
+//! method and `request_id`), so every line logged while serving a call names
+//! the call: text lines prefix it (`rpc{method=.. request_id=..}:`), and JSON
+//! lines carry the whole span stack in `spans` (outermost first) as well as
+//! the innermost span in `span`, so `spans[0].request_id` is always there even
+//! when a use case opened its own span. Secrets never reach here: they are
+//! secret types with redacted `Debug`, `authorization` is marked sensitive
+//! before the trace layer, and errors are logged without upstream bodies or
+//! URLs.
 
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, OtlpSettings};
 
-/// Installs the global subscriber writing to `writer`.
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// Flushes exported traces when dropped; keep it until the process exits.
+#[derive(Debug, Default)]
+#[must_use = "dropping the guard stops trace export"]
+pub struct TelemetryGuard {
+    #[cfg(feature = "otlp")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "otlp")]
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("flushing traces failed: {error}");
+        }
+    }
+}
+
+/// Installs the global subscriber writing to `writer`, plus OTLP export when
+/// `otlp` is set (and the `otlp` feature is built; validation refuses it
+/// otherwise).
 ///
 /// `RUST_LOG`, when set, wins over the configured level, so an operator can
 /// turn up verbosity without editing the configuration.
-pub fn init<W>(level: &str, format: LogFormat, rust_log: Option<&str>, writer: W)
+pub fn init<W>(
+    level: &str,
+    format: LogFormat,
+    rust_log: Option<&str>,
+    writer: W,
+    otlp: Option<&OtlpSettings>,
+) -> TelemetryGuard
 where
     W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
-    let filter = rust_log
-        .and_then(|directives| EnvFilter::try_new(directives).ok())
-        .or_else(|| EnvFilter::try_new(level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = || {
+        rust_log
+            .and_then(|directives| EnvFilter::try_new(directives).ok())
+            .or_else(|| EnvFilter::try_new(level).ok())
+            .unwrap_or_else(|| EnvFilter::new("info"))
+    };
+    let base = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(true);
-    let result = match format {
-        LogFormat::Json => builder
+    let log_layer: BoxedLayer = match format {
+        LogFormat::Json => base
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+            .with_span_list(true)
+            .with_filter(filter())
+            .boxed(),
+        LogFormat::Text => base.with_filter(filter()).boxed(),
     };
+    #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
+    let mut layers = vec![log_layer];
+    #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
+    let mut guard = TelemetryGuard::default();
+
+    #[cfg(feature = "otlp")]
+    if let Some(otlp) = otlp {
+        match otlp_layer(otlp) {
+            Ok((layer, provider)) => {
+                layers.push(layer.with_filter(filter()).boxed());
+                guard.provider = Some(provider);
+            }
+            Err(error) => eprintln!("otlp trace export disabled: {error}"),
+        }
+    }
+    #[cfg(not(feature = "otlp"))]
+    let _ = otlp;
+
     // A second initialisation (tests) keeps the first subscriber.
-    drop(result);
+    let _ = Registry::default().with(layers).try_init();
+    guard
+}
+
+/// Builds the OTLP/HTTP span exporter and the tracing layer feeding it.
+#[cfg(feature = "otlp")]
+fn otlp_layer(
+    settings: &OtlpSettings,
+) -> Result<(BoxedLayer, opentelemetry_sdk::trace::SdkTracerProvider), String> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(settings.endpoint.as_str())
+        .with_timeout(std::time::Duration::from_secs(5))
+        .with_headers(std::collections::HashMap::new())
+        .build()
+        .map_err(|error| error.to_string())?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(settings.service_name.clone())
+                .build(),
+        )
+        .build();
+    let tracer = provider.tracer("licensing-gateway");
+    let layer = tracing_opentelemetry::layer().with_tracer(tracer).boxed();
+    Ok((layer, provider))
 }

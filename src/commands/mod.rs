@@ -2,5 +2,6 @@
 //! configuration check and the ledger inspection tool. Each is a library
 //! function so `main` stays a dispatcher.
 
+pub mod check_config;
 pub mod ledger;
 pub mod sandbox;

@@ -13,6 +13,7 @@
 mod breaker;
 pub mod budget;
 mod error;
+mod observe;
 mod wire;
 
 use std::sync::Arc;
@@ -177,6 +178,7 @@ impl RetryBudget {
 
 /// A successful answer: status and body bytes.
 struct Answer {
+    status: u16,
     body: Vec<u8>,
 }
 
@@ -584,17 +586,29 @@ impl Client {
         ctx: &RequestContext,
         call: &Call<'_, B>,
     ) -> Result<Answer, CryptlexError> {
-        self.breaker
-            .check()
-            .map_err(|retry_after| CryptlexError::CircuitOpen { retry_after })?;
-        self.budget
-            .acquire(call.priority, ctx.deadline)
-            .await
-            .map_err(|exhausted| CryptlexError::BudgetExhausted {
-                retry_after: exhausted.retry_after,
-                priority: call.priority,
-            })?;
+        let endpoint = observe::endpoint(&call.method, call.path);
+        let started = tokio::time::Instant::now();
+        // Calls refused here never reach Cryptlex; they are still counted
+        // (as throttled or short-circuited) so operators see them.
+        let admitted = match self.breaker.check() {
+            Err(retry_after) => Err(CryptlexError::CircuitOpen { retry_after }),
+            Ok(()) => self
+                .budget
+                .acquire(call.priority, ctx.deadline)
+                .await
+                .map_err(|exhausted| CryptlexError::BudgetExhausted {
+                    retry_after: exhausted.retry_after,
+                    priority: call.priority,
+                }),
+        };
+        if let Err(refused) = admitted {
+            observe::record(endpoint, &Err(&refused), started.elapsed());
+            return Err(refused);
+        }
+        let started = tokio::time::Instant::now();
         let result = self.send_once(ctx, call).await;
+        let observed = result.as_ref().map(|answer| answer.status);
+        observe::record(endpoint, &observed, started.elapsed());
         match &result {
             Ok(_) => self.breaker.record_success(),
             Err(error) if error.is_upstream_fault() => self.breaker.record_failure(),
@@ -687,7 +701,10 @@ impl Client {
         }
 
         if status.is_success() {
-            return Ok(Answer { body });
+            return Ok(Answer {
+                status: status.as_u16(),
+                body,
+            });
         }
         Err(error_for(status, retry_after, &body))
     }

@@ -10,9 +10,11 @@ mod context;
 mod convert;
 mod issuance;
 mod overload;
+mod rpc_metrics;
 mod status;
 mod user;
 
+pub mod reload;
 pub mod tls;
 
 pub mod server;

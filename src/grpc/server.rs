@@ -9,12 +9,13 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::Stream;
 use http::header::{AUTHORIZATION, COOKIE, HeaderName};
 use http::{HeaderValue, Method};
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::service::Routes;
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::transport::Server;
+use tonic::transport::server::Connected;
 use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -22,6 +23,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
 use super::pb;
+use super::rpc_metrics::RpcMetricsLayer;
 
 /// Largest request message accepted. Every request in the contract is a few
 /// hundred bytes; the default 4 MiB would only serve abuse.
@@ -94,29 +96,29 @@ impl Default for Introspection {
 pub struct PublicOptions {
     /// Browser origins allowed to call over gRPC-Web (exact matches).
     pub cors_allowed_origins: Vec<HeaderValue>,
-    /// Server TLS; `None` serves plaintext h2c (behind an ingress).
-    pub tls: Option<ServerTlsConfig>,
     /// Calls in progress at once; more are shed.
     pub max_concurrent_requests: usize,
 }
 
-/// Serves the public listener until `shutdown` resolves.
-pub async fn serve_public(
-    listener: TcpListener,
+/// Serves the public listener on the connections of `incoming` (plain TCP,
+/// or TLS streams from `grpc::reload::tls_incoming`) until `shutdown`
+/// resolves.
+pub async fn serve_public<IO, IE>(
+    incoming: impl Stream<Item = Result<IO, IE>>,
     user_service: pb::user_service_server::UserServiceServer<super::UserApi>,
     introspection: &Introspection,
     options: PublicOptions,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), tonic::transport::Error>
+where
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let user_service = user_service.max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES);
     let mut routes = Routes::builder();
     routes.add_service(user_service);
     introspection.add_to(&mut routes, &["licensing.v1.UserService"]);
 
-    let mut builder = Server::builder();
-    if let Some(tls) = options.tls {
-        builder = builder.tls_config(tls)?;
-    }
     let stack = ServiceBuilder::new()
         // Mark credentials sensitive before anything can log headers.
         .layer(SetSensitiveRequestHeadersLayer::new([
@@ -132,12 +134,15 @@ pub async fn serve_public(
         // gRPC-Web translation and errors stay readable by browsers.
         .layer(cors(options.cors_allowed_origins))
         .layer(tonic_web::GrpcWebLayer::new())
-        // Inside gRPC-Web, so a shed call is a proper (gRPC-Web) status.
+        // Inside gRPC-Web, where every call looks like native gRPC and its
+        // status is in headers or trailers; outside the shedding, so shed
+        // calls are counted too.
+        .layer(RpcMetricsLayer::new("public"))
         .layer(super::overload::OverloadLayer::new(
             options.max_concurrent_requests,
         ))
         .into_inner();
-    builder
+    Server::builder()
         // gRPC-Web arrives as HTTP/1.1 from fetch-only runtimes (toolchain G3).
         .accept_http1(true)
         .tcp_nodelay(true)
@@ -147,22 +152,26 @@ pub async fn serve_public(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(stack)
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 
-/// Serves the internal (mutual-TLS) listener until `shutdown` resolves.
+/// Serves the internal listener on the mutual-TLS connections of `incoming`
+/// (from `grpc::reload::tls_incoming`) until `shutdown` resolves.
 ///
 /// Only `IssuanceService`, health and reflection: the browser-facing layers
 /// (gRPC-Web, CORS, HTTP/1.1) have no business here.
-pub async fn serve_internal(
-    listener: TcpListener,
+pub async fn serve_internal<IO, IE>(
+    incoming: impl Stream<Item = Result<IO, IE>>,
     issuance_service: pb::issuance_service_server::IssuanceServiceServer<super::IssuanceApi>,
     introspection: &Introspection,
-    tls: ServerTlsConfig,
     max_concurrent_requests: usize,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), tonic::transport::Error>
+where
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let issuance_service = issuance_service.max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES);
     let mut routes = Routes::builder();
     routes.add_service(issuance_service);
@@ -175,10 +184,10 @@ pub async fn serve_internal(
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
         .layer(trace_layer())
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(RpcMetricsLayer::new("internal"))
         .layer(super::overload::OverloadLayer::new(max_concurrent_requests))
         .into_inner();
     Server::builder()
-        .tls_config(tls)?
         .tcp_nodelay(true)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
@@ -186,7 +195,7 @@ pub async fn serve_internal(
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .layer(stack)
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
 

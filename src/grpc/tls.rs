@@ -6,10 +6,14 @@
 //! with a message naming the file. Key material never appears in errors.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use rustls::server::danger::ClientCertVerifier;
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::transport::Identity;
+use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 /// A TLS set-up problem, naming the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -26,46 +30,124 @@ pub enum TlsError {
     NoKey { path: String },
     #[error("the private key {key} does not match the certificate {cert}")]
     KeyMismatch { cert: String, key: String },
+    #[error("{path} holds a certificate that cannot be parsed: {reason}")]
+    Unparsable { path: String, reason: String },
+    #[error(
+        "{path} holds a certificate that is not a CA (subject {subject:?} lacks basicConstraints CA:TRUE)"
+    )]
+    NotACa { path: String, subject: String },
+    #[error("{path}: the client CA bundle cannot verify client certificates: {reason}")]
+    Verifier { path: String, reason: String },
 }
 
-/// Reads and checks a certificate chain and its key, for a server identity.
-pub fn load_identity(cert_path: &Path, key_path: &Path) -> Result<Identity, TlsError> {
+/// The ring provider, named explicitly so TLS set-up never depends on the
+/// process-wide default having been installed.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads and checks a certificate chain and its key, as rustls uses them.
+pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
     let cert_pem = read(cert_path)?;
     let key_pem = read(key_path)?;
-    let certs = parse_certificates(cert_path, &cert_pem)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::NoKey {
+    certified_key(cert_path, &cert_pem, key_path, &key_pem)
+}
+
+fn certified_key(
+    cert_path: &Path,
+    cert_pem: &[u8],
+    key_path: &Path,
+    key_pem: &[u8],
+) -> Result<CertifiedKey, TlsError> {
+    let certs = parse_certificates(cert_path, cert_pem)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::NoKey {
         path: key_path.display().to_string(),
     })?;
     let signing_key =
         rustls::crypto::ring::sign::any_supported_type(&key).map_err(|_| TlsError::NoKey {
             path: key_path.display().to_string(),
         })?;
-    rustls::sign::CertifiedKey::new(certs, signing_key)
-        .keys_match()
-        .map_err(|_| TlsError::KeyMismatch {
-            cert: cert_path.display().to_string(),
-            key: key_path.display().to_string(),
-        })?;
-    Ok(Identity::from_pem(cert_pem, key_pem))
+    let certified = CertifiedKey::new(certs, signing_key);
+    certified.keys_match().map_err(|_| TlsError::KeyMismatch {
+        cert: cert_path.display().to_string(),
+        key: key_path.display().to_string(),
+    })?;
+    Ok(certified)
 }
 
-/// Reads and checks a CA bundle that client certificates must chain to.
-pub fn load_client_ca(path: &Path) -> Result<Certificate, TlsError> {
+/// Reads the CA bundle at `path` and builds a verifier requiring client
+/// certificates that chain to it. Every certificate in the bundle must be a CA.
+pub fn load_client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let pem = read(path)?;
-    parse_certificates(path, &pem)?;
-    Ok(Certificate::from_pem(pem))
+    let certs = parse_certificates(path, &pem)?;
+    for cert in &certs {
+        let parsed = parse_x509(path, cert)?;
+        let is_ca = parsed
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|constraints| constraints.value.ca);
+        if !is_ca {
+            return Err(TlsError::NotACa {
+                path: path.display().to_string(),
+                subject: parsed.subject().to_string(),
+            });
+        }
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|error| TlsError::Verifier {
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        })?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), crypto_provider())
+        .build()
+        .map_err(|error| TlsError::Verifier {
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        })
 }
 
-/// Server TLS that requires a client certificate signed by `client_ca`.
-///
-/// The handshake fails for a missing certificate, one from another CA, or an
-/// expired one; *which* valid client may call what is decided afterwards from
-/// the certificate's SAN (see `grpc::issuance`).
-pub fn mutual_tls(identity: Identity, client_ca: Certificate) -> ServerTlsConfig {
-    ServerTlsConfig::new()
-        .identity(identity)
-        .client_ca_root(client_ca)
-        .client_auth_optional(false)
+/// The validity window (`notBefore`, `notAfter`, unix seconds) shared by
+/// every certificate in the PEM file at `path`: the latest start and the
+/// earliest end.
+pub fn validity(path: &Path) -> Result<(i64, i64), TlsError> {
+    let pem = read(path)?;
+    let certs = parse_certificates(path, &pem)?;
+    validity_of(path, &certs)
+}
+
+/// Like [`validity`], for certificates already read.
+pub fn validity_of(path: &Path, certs: &[CertificateDer<'_>]) -> Result<(i64, i64), TlsError> {
+    let mut window = (i64::MIN, i64::MAX);
+    for cert in certs {
+        let parsed = parse_x509(path, cert)?;
+        let validity = parsed.validity();
+        window.0 = window.0.max(validity.not_before.timestamp());
+        window.1 = window.1.min(validity.not_after.timestamp());
+    }
+    Ok(window)
+}
+
+fn parse_x509<'a>(
+    path: &Path,
+    cert: &'a CertificateDer<'_>,
+) -> Result<X509Certificate<'a>, TlsError> {
+    X509Certificate::from_der(cert.as_ref())
+        .map(|(_, parsed)| parsed)
+        .map_err(|error| TlsError::Unparsable {
+            path: path.display().to_string(),
+            reason: error.to_string(),
+        })
+}
+
+/// Reads and checks a certificate chain and its key, for a server identity.
+pub fn load_identity(cert_path: &Path, key_path: &Path) -> Result<Identity, TlsError> {
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    certified_key(cert_path, &cert_pem, key_path, &key_pem)?;
+    Ok(Identity::from_pem(cert_pem, key_pem))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -75,7 +157,10 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn parse_certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn parse_certificates(
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .unwrap_or_default();

@@ -604,6 +604,27 @@ impl Ledger {
         rows.into_iter().map(Record::try_from).collect()
     }
 
+    /// A PostgreSQL ledger that connects on first use and runs no migrations: only for
+    /// tests of what happens when the database is unreachable.
+    #[cfg(test)]
+    pub(crate) fn connect_lazy_for_tests(url: &str) -> Ledger {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(500))
+            .connect_lazy(url)
+            .expect("a valid postgres url");
+        Ledger {
+            backend: Backend::Postgres { pool },
+        }
+    }
+
+    /// Checks that the database answers (`SELECT 1`), for readiness probes.
+    pub async fn ping(&self) -> Result<(), LedgerError> {
+        with_pool!(self, |pool| sqlx::query_scalar::<_, i32>("SELECT 1")
+            .fetch_one(pool)
+            .await)?;
+        Ok(())
+    }
+
     /// Returns how many records are in each state, every state listed (zero included) so a
     /// metrics gauge drops back to zero instead of keeping its last value.
     pub async fn count_by_state(&self) -> Result<Vec<(State, u64)>, LedgerError> {

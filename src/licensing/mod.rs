@@ -152,6 +152,12 @@ impl Licensing {
         &self.shared.cryptlex
     }
 
+    /// The issuance ledger, when this gateway issues (for readiness checks
+    /// and metrics).
+    pub fn ledger(&self) -> Option<&crate::ledger::Ledger> {
+        self.shared.ledger.as_ref()
+    }
+
     /// Signs a user in to the configured account.
     #[tracing::instrument(name = "licensing.login", skip_all)]
     pub async fn login(

@@ -222,7 +222,9 @@ impl DevPki {
         })
     }
 
-    fn issue_server_cert(&self) -> Result<PemPair, PkiError> {
+    /// Issues a new server certificate (and key) from this CA for [`Self::SERVER_NAMES`], valid
+    /// for a year: what a rotation would install.
+    pub fn issue_server_cert(&self) -> Result<PemPair, PkiError> {
         let names = Self::SERVER_NAMES
             .iter()
             .map(|name| identity_san(name))

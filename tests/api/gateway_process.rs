@@ -93,7 +93,7 @@ impl Deployment {
             .map(|schema| format!("schema = {}\n", toml_string(schema)))
             .unwrap_or_default();
         let config = format!(
-            "[public]\naddr = \"127.0.0.1:{public}\"\n\n\
+            "[admin]\naddr = \"127.0.0.1:0\"\n\n[public]\naddr = \"127.0.0.1:{public}\"\n\n\
              [internal]\naddr = \"127.0.0.1:{internal}\"\n\
              tls_cert_file = {server_cert}\ntls_key_file = {server_key}\nclient_ca_file = {ca}\n\n\
              [[internal.allowed_clients]]\nidentity = {identity}\nproducts = [{product}]\n\n\

@@ -143,3 +143,39 @@ async fn preflight_allows_configured_origins_only() {
     let denied = preflight("https://evil.example").await.expect("preflight");
     assert!(!denied.headers().contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn grpc_web_calls_are_counted_with_their_code_from_the_trailer_frame() {
+    // Arrange (the recorder is shared by every test in the process: compare
+    // counts before and after)
+    let app = spawn_app().await;
+    let labels = "service=\"licensing.v1.UserService\",method=\"GetProfile\",code=\"OK\"";
+    let count = |text: &str| {
+        text.lines()
+            .filter(|line| line.starts_with("licensing_gateway_rpc_requests_total{"))
+            .filter(|line| line.contains("listener=\"public\"") && line.contains(labels))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let token = app.demo_token().await;
+    let (_, before) = app.admin_get("/metrics").await;
+
+    // Act: a successful call, whose status travels in the body's trailer frame
+    let response = http1_client()
+        .post(format!(
+            "http://{}/licensing.v1.UserService/GetProfile",
+            app.public_addr
+        ))
+        .header("content-type", "application/grpc-web+proto")
+        .header("authorization", format!("Bearer {token}"))
+        .body(frame(&GetProfileRequest {}))
+        .send()
+        .await
+        .expect("profile");
+    let (_, trailers) = unframe(&response.bytes().await.expect("body"));
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let (_, after) = app.admin_get("/metrics").await;
+
+    // Assert
+    assert!(count(&after) >= count(&before) + 1.0, "{after}");
+}

@@ -107,6 +107,7 @@ pub fn drop_schema(schema: &str) {
 pub struct TestApp {
     pub public_addr: SocketAddr,
     pub internal_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
     pub sandbox: Sandbox,
     pub dir: tempfile::TempDir,
     /// The PostgreSQL schema to drop at the end, if the ledger is on PostgreSQL.
@@ -146,6 +147,8 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         "LICENSING_GATEWAY__INTERNAL__ADDR".into(),
         "127.0.0.1:0".into(),
     );
+    env.entry("LICENSING_GATEWAY__ADMIN__ADDR".into())
+        .or_insert_with(|| "127.0.0.1:0".into());
     let schema = options.postgres.as_ref().map(|_| fresh_schema());
     if let (Some(url), Some(schema)) = (&options.postgres, &schema) {
         env.insert("LICENSING_GATEWAY__LEDGER__URL".into(), url.clone());
@@ -173,6 +176,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .expect("gateway builds");
     let public_addr = app.public_addr();
     let internal_addr = app.internal_addr();
+    let admin_addr = app.admin_addr();
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stop.await;
@@ -180,6 +184,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     TestApp {
         public_addr,
         internal_addr,
+        admin_addr,
         sandbox,
         dir,
         schema,
@@ -189,6 +194,17 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
 }
 
 impl TestApp {
+    /// GETs `path` on the admin listener; returns the status and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        install_crypto_provider();
+        let addr = self.admin_addr.expect("admin listener enabled");
+        let response = reqwest::get(format!("http://{addr}{path}"))
+            .await
+            .expect("admin listener reachable");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
     /// The sandbox's test controls.
     pub fn cryptlex(&self) -> Controls {
         self.sandbox.cryptlex.controls()
@@ -351,4 +367,63 @@ pub fn assert_status<T: std::fmt::Debug>(
         "unexpected reason: {status:?}"
     );
     status
+}
+
+/// Log lines (JSON, one per line) written by every gateway in this test
+/// process from the first call on. The subscriber is process-wide, so tests
+/// find their own lines by their request ids.
+pub fn captured_logs() -> CapturedLogs {
+    static CAPTURE: std::sync::OnceLock<CapturedLogs> = std::sync::OnceLock::new();
+    CAPTURE
+        .get_or_init(|| {
+            let capture = CapturedLogs::default();
+            let _guard = licensing_gateway::telemetry::init(
+                "info,tower_http=debug,licensing_gateway=debug",
+                licensing_gateway::config::LogFormat::Json,
+                None,
+                capture.clone(),
+                None,
+            );
+            capture
+        })
+        .clone()
+}
+
+/// A shared in-memory log sink.
+#[derive(Debug, Clone, Default)]
+pub struct CapturedLogs {
+    buffer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl CapturedLogs {
+    /// Every line logged so far.
+    pub fn lines(&self) -> Vec<String> {
+        let buffer = self.buffer.lock().expect("log buffer");
+        String::from_utf8_lossy(&buffer)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer
+            .lock()
+            .expect("log buffer")
+            .extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'writer> tracing_subscriber::fmt::MakeWriter<'writer> for CapturedLogs {
+    type Writer = CapturedLogs;
+
+    fn make_writer(&'writer self) -> Self::Writer {
+        self.clone()
+    }
 }

@@ -75,6 +75,8 @@ impl SandboxProcess {
                 command.env_remove(key);
             }
         }
+        // Tests run in parallel: no fixed admin port.
+        command.env("LICENSING_GATEWAY__ADMIN__ADDR", "127.0.0.1:0");
         command.envs(env.iter().copied());
         let mut child = command.spawn().expect("spawn licensing-gateway");
 

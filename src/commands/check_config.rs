@@ -1,0 +1,386 @@
+//! `licensing-gateway check-config`: validates a configuration the way
+//! start-up would, and more, without binding anything or calling anyone.
+//!
+//! On top of [`RawSettings::validate`] (types, required keys, URL forms,
+//! the account, addresses) it opens every referenced file: certificates and
+//! keys must parse and belong together, the client CA bundle must hold only
+//! CA certificates, no certificate may be expired or not yet valid, and the
+//! ledger URL must name a database it could open. Each problem is one line
+//! naming the key to fix; certificates expiring within
+//! [`EXPIRY_WARNING_DAYS`] are warnings, not problems.
+//!
+//! It does not contact Cryptlex or the database: a configuration is checked
+//! in CI and in init containers, where neither may be reachable.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use url::Url;
+
+use crate::config::RawSettings;
+use crate::grpc::tls::{self, TlsError};
+
+/// Certificates expiring sooner than this are reported as warnings.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// The outcome of a check: problems make the configuration unusable.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub problems: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    /// Whether the configuration can be used.
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks `raw` completely, as of `now`.
+pub fn check(raw: &RawSettings, now: DateTime<Utc>) -> Report {
+    let mut report = Report::default();
+    if let Err(error) = raw.validate() {
+        report.problems.extend(error.problems);
+    }
+
+    if let (Some(cert), Some(key)) = (&raw.public.tls_cert_file, &raw.public.tls_key_file) {
+        check_key_pair(&mut report, "public", cert, key, now);
+    }
+    if raw.internal.enabled {
+        if let (Some(cert), Some(key)) = (&raw.internal.tls_cert_file, &raw.internal.tls_key_file) {
+            check_key_pair(&mut report, "internal", cert, key, now);
+        }
+        if let Some(ca) = &raw.internal.client_ca_file {
+            check_client_ca(&mut report, ca, now);
+        }
+        check_ledger_url(&mut report, raw.ledger.url.trim());
+    }
+    report
+}
+
+/// A certificate chain and its key: readable, parseable, matching, valid now.
+fn check_key_pair(report: &mut Report, section: &str, cert: &Path, key: &Path, now: DateTime<Utc>) {
+    let cert_key = format!("{section}.tls_cert_file");
+    let key_key = format!("{section}.tls_key_file");
+    if let Err(error) = tls::load_certified_key(cert, key) {
+        let culprit = match &error {
+            TlsError::Read { path, .. } | TlsError::NoKey { path }
+                if *path == key.display().to_string() =>
+            {
+                &key_key
+            }
+            TlsError::KeyMismatch { .. } => &key_key,
+            _ => &cert_key,
+        };
+        report.problems.push(format!("{culprit}: {error}"));
+        return;
+    }
+    check_validity(report, &cert_key, cert, "certificate", now);
+}
+
+/// The client CA bundle: only CA certificates, valid now.
+fn check_client_ca(report: &mut Report, ca: &Path, now: DateTime<Utc>) {
+    if let Err(error) = tls::load_client_verifier(ca) {
+        report
+            .problems
+            .push(format!("internal.client_ca_file: {error}"));
+        return;
+    }
+    check_validity(report, "internal.client_ca_file", ca, "CA certificate", now);
+}
+
+fn check_validity(report: &mut Report, key: &str, path: &Path, what: &str, now: DateTime<Utc>) {
+    let (not_before, not_after) = match tls::validity(path) {
+        Ok(window) => window,
+        Err(error) => {
+            report.problems.push(format!("{key}: {error}"));
+            return;
+        }
+    };
+    let at = |seconds: i64| {
+        DateTime::from_timestamp(seconds, 0)
+            .map_or_else(|| seconds.to_string(), |time| time.to_rfc3339())
+    };
+    let now_seconds = now.timestamp();
+    if not_after < now_seconds {
+        report.problems.push(format!(
+            "{key}: the {what} in {} expired on {}",
+            path.display(),
+            at(not_after)
+        ));
+    } else if not_before > now_seconds {
+        report.problems.push(format!(
+            "{key}: the {what} in {} is not valid before {}",
+            path.display(),
+            at(not_before)
+        ));
+    } else if not_after - now_seconds < EXPIRY_WARNING_DAYS * 24 * 60 * 60 {
+        report.warnings.push(format!(
+            "{key}: the {what} in {} expires on {}",
+            path.display(),
+            at(not_after)
+        ));
+    }
+}
+
+/// The ledger URL beyond its scheme (which `validate` checks): a PostgreSQL
+/// URL must parse and name a host; a SQLite file's directory must exist.
+fn check_ledger_url(report: &mut Report, url: &str) {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        match Url::parse(url) {
+            Ok(parsed) if parsed.has_host() && !parsed.host_str().unwrap_or_default().is_empty() => {}
+            Ok(_) => report.problems.push(format!(
+                "ledger.url: {:?} names no database host (postgres://user@host:5432/database)",
+                crate::config::redact_url_password(url)
+            )),
+            Err(error) => report.problems.push(format!(
+                "ledger.url: not a valid PostgreSQL URL ({error}); expected postgres://user@host:5432/database"
+            )),
+        }
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.trim_start_matches("//");
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return;
+        }
+        let parent = Path::new(path)
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty());
+        if let Some(parent) = parent
+            && !parent.is_dir()
+        {
+            report.problems.push(format!(
+                "ledger.url: the directory {} of the SQLite file does not exist",
+                parent.display()
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::{Duration, SystemTime};
+
+    use secrecy::ExposeSecret as _;
+
+    use super::*;
+    use crate::config::RawAllowedClient;
+    use crate::sandbox::pki::DevPki;
+
+    const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+    /// A complete, valid configuration over a fresh development PKI.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        pki: DevPki,
+        raw: RawSettings,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let pki = DevPki::generate(&dir.path().join("pki")).expect("pki");
+            let pat_file = dir.path().join("pat");
+            std::fs::write(&pat_file, "a-pat\n").expect("pat");
+            let files = pki.files().clone();
+            let mut raw = RawSettings::default();
+            raw.cryptlex.account_alias = Some("acme".into());
+            raw.cryptlex.pat_file = Some(pat_file);
+            raw.internal.tls_cert_file = Some(files.server_cert.clone());
+            raw.internal.tls_key_file = Some(files.server_key.clone());
+            raw.internal.client_ca_file = Some(files.ca_cert.clone());
+            raw.internal.allowed_clients = vec![RawAllowedClient {
+                identity: DevPki::PAYMENT_SERVICE_ID.into(),
+                products: Vec::new(),
+            }];
+            raw.ledger.url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+            Self { dir, pki, raw }
+        }
+
+        fn file(&self, name: &str, contents: &str) -> PathBuf {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, contents).expect("write");
+            path
+        }
+
+        /// Checks, asserting exactly one problem containing `expected`.
+        #[track_caller]
+        fn assert_one_problem(&self, expected: &str) {
+            let report = check(&self.raw, Utc::now());
+            assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+            assert!(
+                report.problems[0].contains(expected),
+                "{:?} does not mention {expected:?}",
+                report.problems[0]
+            );
+        }
+    }
+
+    #[test]
+    fn the_fixture_is_valid() {
+        let fixture = Fixture::new();
+        let report = check(&fixture.raw, Utc::now());
+        assert!(report.is_valid(), "{report:#?}");
+        assert!(report.warnings.is_empty(), "{report:#?}");
+    }
+
+    #[test]
+    fn a_missing_certificate_file_is_named() {
+        let mut fixture = Fixture::new();
+        fixture.raw.internal.tls_cert_file = Some(fixture.dir.path().join("nope.pem"));
+        fixture.assert_one_problem("internal.tls_cert_file: cannot read");
+    }
+
+    #[test]
+    fn a_file_without_a_certificate_is_refused() {
+        let mut fixture = Fixture::new();
+        fixture.raw.internal.tls_cert_file = Some(fixture.file("garbage.pem", "not a pem"));
+        fixture.assert_one_problem("holds no PEM certificate");
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_a_mismatch() {
+        let mut fixture = Fixture::new();
+        let other = fixture.pki.issue_server_cert().expect("other pair");
+        fixture.raw.internal.tls_key_file =
+            Some(fixture.file("other.key", other.key_pem.expose_secret()));
+        fixture.assert_one_problem("internal.tls_key_file: the private key");
+    }
+
+    #[test]
+    fn a_key_file_without_a_key_is_refused() {
+        let mut fixture = Fixture::new();
+        fixture.raw.internal.tls_key_file = Some(fixture.file("empty.key", ""));
+        fixture.assert_one_problem("internal.tls_key_file");
+    }
+
+    #[test]
+    fn a_leaf_certificate_as_client_ca_is_not_a_ca() {
+        let mut fixture = Fixture::new();
+        fixture.raw.internal.client_ca_file = Some(fixture.pki.files().server_cert.clone());
+        fixture.assert_one_problem("is not a CA");
+    }
+
+    #[test]
+    fn an_expired_server_certificate_is_refused_and_one_about_to_expire_is_a_warning() {
+        let mut fixture = Fixture::new();
+        let now = SystemTime::now();
+        let expired = fixture
+            .pki
+            .issue_client_cert("localhost", now - 30 * DAY, now - DAY)
+            .expect("expired");
+        fixture.raw.internal.tls_cert_file = Some(fixture.file("expired.pem", &expired.cert_pem));
+        fixture.raw.internal.tls_key_file =
+            Some(fixture.file("expired.key", expired.key_pem.expose_secret()));
+        fixture.assert_one_problem("expired on");
+
+        let soon = fixture
+            .pki
+            .issue_client_cert("localhost", now - DAY, now + 3 * DAY)
+            .expect("soon");
+        fixture.raw.internal.tls_cert_file = Some(fixture.file("soon.pem", &soon.cert_pem));
+        fixture.raw.internal.tls_key_file =
+            Some(fixture.file("soon.key", soon.key_pem.expose_secret()));
+        let report = check(&fixture.raw, Utc::now());
+        assert!(report.is_valid(), "{report:#?}");
+        assert!(report.warnings[0].contains("expires on"), "{report:#?}");
+    }
+
+    #[test]
+    fn a_certificate_not_yet_valid_is_refused() {
+        let mut fixture = Fixture::new();
+        let now = SystemTime::now();
+        let future = fixture
+            .pki
+            .issue_client_cert("localhost", now + DAY, now + 30 * DAY)
+            .expect("future");
+        fixture.raw.internal.tls_cert_file = Some(fixture.file("future.pem", &future.cert_pem));
+        fixture.raw.internal.tls_key_file =
+            Some(fixture.file("future.key", future.key_pem.expose_secret()));
+        fixture.assert_one_problem("is not valid before");
+    }
+
+    #[test]
+    fn public_tls_needs_both_files() {
+        let mut fixture = Fixture::new();
+        fixture.raw.public.tls_cert_file = Some(fixture.pki.files().server_cert.clone());
+        fixture.assert_one_problem("must be set together");
+    }
+
+    #[test]
+    fn a_non_http_base_url_is_refused() {
+        let mut fixture = Fixture::new();
+        fixture.raw.cryptlex.base_url = "ftp://api.cryptlex.com".into();
+        fixture.assert_one_problem("cryptlex.base_url");
+    }
+
+    #[test]
+    fn a_missing_account_is_refused() {
+        let mut fixture = Fixture::new();
+        fixture.raw.cryptlex.account_alias = None;
+        fixture.assert_one_problem("account_id or account_alias");
+    }
+
+    #[test]
+    fn an_empty_pat_file_is_refused() {
+        let mut fixture = Fixture::new();
+        fixture.raw.cryptlex.pat_file = Some(fixture.file("empty-pat", "\n"));
+        let report = check(&fixture.raw, Utc::now());
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|problem| problem.contains("pat_file") && problem.contains("is empty")),
+            "{report:#?}"
+        );
+    }
+
+    #[test]
+    fn ledger_urls_must_name_a_usable_database() {
+        let mut fixture = Fixture::new();
+        fixture.raw.ledger.url = "mysql://db/ledger".into();
+        fixture.assert_one_problem("ledger.url must start with");
+
+        fixture.raw.ledger.url = "postgres:///ledger".into();
+        fixture.assert_one_problem("names no database host");
+
+        fixture.raw.ledger.url = "sqlite:///no/such/dir/ledger.db".into();
+        fixture.assert_one_problem("/no/such/dir");
+
+        fixture.raw.ledger.url = "postgres://gateway:secret-pw@db:5432/ledger".into();
+        assert!(check(&fixture.raw, Utc::now()).is_valid());
+    }
+
+    #[test]
+    fn a_bad_admin_address_is_refused() {
+        let mut fixture = Fixture::new();
+        fixture.raw.admin.addr = "localhost".into();
+        fixture.assert_one_problem("admin.addr");
+        fixture.raw.admin.enabled = false;
+        assert!(check(&fixture.raw, Utc::now()).is_valid());
+    }
+
+    #[test]
+    fn a_bad_otlp_endpoint_is_refused() {
+        let mut fixture = Fixture::new();
+        fixture.raw.otlp.enabled = true;
+        fixture.raw.otlp.endpoint = "collector:4318".into();
+        let report = check(&fixture.raw, Utc::now());
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|problem| problem.contains("otlp.endpoint")),
+            "{report:#?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_allow_list_is_refused() {
+        let mut fixture = Fixture::new();
+        fixture.raw.internal.allowed_clients.clear();
+        fixture.assert_one_problem("internal.allowed_clients is empty");
+    }
+}

@@ -1,0 +1,74 @@
+//! Upstream metrics: each Cryptlex call is counted under a low-cardinality
+//! route template (`GET /v3/users/{id}`), never the concrete path or query,
+//! which carry ids and emails.
+
+use std::time::Duration;
+
+use reqwest::Method;
+
+use super::CryptlexError;
+
+/// The route template of a call, from its method and path segments (after
+/// `/v3`). Unlisted routes are `other`, so a new call shows up without
+/// minting unbounded label values.
+pub(super) fn endpoint(method: &Method, path: &[&str]) -> &'static str {
+    match (method.as_str(), path) {
+        ("POST", ["accounts", "login"]) => "POST /v3/accounts/login",
+        ("POST", ["accounts", "login-refresh-token"]) => "POST /v3/accounts/login-refresh-token",
+        ("POST", ["accounts", "logout"]) => "POST /v3/accounts/logout",
+        ("GET", ["me"]) => "GET /v3/me",
+        ("GET", ["me", "licenses"]) => "GET /v3/me/licenses",
+        ("POST", ["users"]) => "POST /v3/users",
+        ("GET", ["users"]) => "GET /v3/users",
+        ("GET", ["users", _]) => "GET /v3/users/{id}",
+        ("POST", ["licenses"]) => "POST /v3/licenses",
+        ("GET", ["licenses"]) => "GET /v3/licenses",
+        ("GET", ["licenses", _]) => "GET /v3/licenses/{id}",
+        _ => "other",
+    }
+}
+
+/// Records one call: its HTTP status when an answer arrived, and an outcome
+/// from a fixed set.
+pub(super) fn record(
+    endpoint: &'static str,
+    result: &Result<u16, &CryptlexError>,
+    elapsed: Duration,
+) {
+    let (status, outcome) = match result {
+        Ok(status) => (Some(*status), "success"),
+        Err(error) => match error {
+            CryptlexError::Status { status, .. } => (Some(*status), "client_error"),
+            CryptlexError::RateLimited { .. } => (Some(429), "rate_limited"),
+            CryptlexError::ServerError { status, .. } => (Some(*status), "server_error"),
+            CryptlexError::Redirected { status } => (Some(*status), "redirected"),
+            CryptlexError::Timeout { .. } => (None, "timeout"),
+            CryptlexError::DeadlineExceeded { .. } => (None, "deadline_exceeded"),
+            CryptlexError::Connect(_) => (None, "connect_error"),
+            CryptlexError::Transport(_) => (None, "transport_error"),
+            CryptlexError::TooLarge { .. } => (None, "too_large"),
+            CryptlexError::Malformed { .. } => (None, "malformed"),
+            CryptlexError::BudgetExhausted { .. } => (None, "budget_exhausted"),
+            CryptlexError::CircuitOpen { .. } => (None, "circuit_open"),
+        },
+    };
+    crate::metrics::record_upstream(endpoint, status, outcome, elapsed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_never_reach_the_endpoint_label() {
+        assert_eq!(
+            endpoint(&Method::GET, &["users", "3f1c0b6e-aaaa"]),
+            "GET /v3/users/{id}"
+        );
+        assert_eq!(
+            endpoint(&Method::GET, &["me", "licenses"]),
+            "GET /v3/me/licenses"
+        );
+        assert_eq!(endpoint(&Method::DELETE, &["users", "x", "y"]), "other");
+    }
+}

@@ -1,0 +1,172 @@
+//! The gateway's metrics: names, labels, and the process-wide Prometheus
+//! recorder the admin listener renders.
+//!
+//! Code records through the [`metrics`](::metrics) facade (`counter!`,
+//! `gauge!`, `histogram!`) using the name constants below; nothing else in
+//! the crate knows about Prometheus. The recorder is installed once per
+//! process ([`install`]), so several gateways in one test process share it;
+//! without it (the `ledger` and `check-config` commands) recording is a no-op.
+//!
+//! # Naming convention
+//!
+//! - Every name is `licensing_gateway_<subsystem>_<what>[_<unit>]`, with the
+//!   subsystem one of `rpc`, `upstream`, `ledger`, `tls`, `cache`, `budget`.
+//! - Counters end in `_total`. Durations are histograms in seconds and end
+//!   in `_duration_seconds`. Timestamps are gauges in unix seconds and end in
+//!   `_timestamp_seconds`.
+//! - Label values come from small fixed sets: gRPC code names, endpoint
+//!   *route templates* (`GET /v3/users/{id}`), states, listener names. Never
+//!   an id, an email, a token, a request id or anything a caller chooses;
+//!   unknown values collapse into `unknown` or `other`.
+//! - Add a new metric as a `pub const` here with a doc comment giving its
+//!   type and labels, and list it in `docs/operating.md`. For example the
+//!   upstream budget and cache (issue 4) would be
+//!   `licensing_gateway_budget_remaining` (gauge),
+//!   `licensing_gateway_budget_throttled_total{endpoint}` (counter) and
+//!   `licensing_gateway_cache_requests_total{cache, result="hit"|"miss"}`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Gauge: upstream calls this replica may still start in the current budget
+/// window (issuance's view; reads see fewer). Calls refused for the budget
+/// are counted in [`UPSTREAM_REQUESTS_TOTAL`] with `outcome="budget_exhausted"`.
+pub const BUDGET_REMAINING: &str = "licensing_gateway_budget_remaining";
+/// Gauge: calls waiting for a budget slot.
+pub const BUDGET_WAITERS: &str = "licensing_gateway_budget_waiters";
+/// Gauge: the circuit breaker, 0 closed, 1 half-open, 2 open.
+pub const BREAKER_STATE: &str = "licensing_gateway_upstream_breaker_state";
+/// Counter `{cache="profile"|"licenses", result="hit"|"coalesced"|"miss"|"stale"}`:
+/// reads answered by the read cache, by joining an identical call in flight,
+/// or upstream.
+pub const CACHE_REQUESTS_TOTAL: &str = "licensing_gateway_cache_requests_total";
+
+/// Counter `{listener, service, method, code}`: RPCs finished.
+pub const RPC_REQUESTS_TOTAL: &str = "licensing_gateway_rpc_requests_total";
+/// Histogram `{listener, service, method, code}`: from request headers to the
+/// end of the response (trailers), in seconds.
+pub const RPC_DURATION_SECONDS: &str = "licensing_gateway_rpc_duration_seconds";
+/// Counter `{endpoint, status, outcome}`: requests sent to Cryptlex.
+pub const UPSTREAM_REQUESTS_TOTAL: &str = "licensing_gateway_upstream_requests_total";
+/// Histogram `{endpoint, outcome}`: Cryptlex request latency in seconds.
+pub const UPSTREAM_DURATION_SECONDS: &str = "licensing_gateway_upstream_duration_seconds";
+/// Gauge `{state}`: issuance ledger records by state, refreshed on scrape.
+pub const LEDGER_RECORDS: &str = "licensing_gateway_ledger_records";
+/// Gauge: 1 when the last ledger query on scrape succeeded, 0 otherwise.
+pub const LEDGER_UP: &str = "licensing_gateway_ledger_up";
+/// Gauge `{listener, certificate}`: the `notAfter` of the served certificate
+/// (`certificate="server"`, earliest in the chain) and of the trusted client
+/// CA bundle (`certificate="client_ca"`, earliest in the bundle), unix seconds.
+pub const TLS_CERTIFICATE_EXPIRY: &str =
+    "licensing_gateway_tls_certificate_expiry_timestamp_seconds";
+/// Counter `{listener, result="success"|"failure"}`: certificate reloads.
+pub const TLS_RELOADS_TOTAL: &str = "licensing_gateway_tls_reloads_total";
+/// Counter `{listener}`: TLS handshakes that failed or timed out.
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "licensing_gateway_tls_handshake_failures_total";
+/// Gauge `{version}`: always 1; carries the build's version.
+pub const BUILD_INFO: &str = "licensing_gateway_build_info";
+
+/// Histogram buckets for RPC and upstream latencies: 2.5 ms to 30 s, which
+/// spans a cached answer to the longest allowed deadline.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once) and returns a handle
+/// to render it.
+///
+/// If another recorder is already installed (an embedding program's), ours
+/// still renders but receives nothing; that is logged, not fatal.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_duration_seconds".to_owned()),
+                    LATENCY_BUCKETS,
+                )
+                .expect("the bucket list is a non-empty literal");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if ::metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
+            }
+            ::metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            handle
+        })
+        .clone()
+}
+
+/// Renders the Prometheus text exposition, after housekeeping (histogram
+/// windows are only rotated here, since no background task is started).
+pub fn render(handle: &PrometheusHandle) -> String {
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Records one finished upstream (Cryptlex) call.
+///
+/// `endpoint` is a route template, `status` the HTTP status when an answer
+/// arrived, `outcome` one of a fixed set (see [`UPSTREAM_REQUESTS_TOTAL`]).
+pub fn record_upstream(
+    endpoint: &'static str,
+    status: Option<u16>,
+    outcome: &'static str,
+    elapsed: Duration,
+) {
+    let status = status.map_or_else(|| "none".to_owned(), |status| status.to_string());
+    ::metrics::counter!(
+        UPSTREAM_REQUESTS_TOTAL,
+        "endpoint" => endpoint,
+        "status" => status,
+        "outcome" => outcome
+    )
+    .increment(1);
+    ::metrics::histogram!(
+        UPSTREAM_DURATION_SECONDS,
+        "endpoint" => endpoint,
+        "outcome" => outcome
+    )
+    .record(elapsed.as_secs_f64());
+}
+
+/// Sets the expiry gauge of one certificate (unix seconds).
+pub fn set_certificate_expiry(listener: &'static str, certificate: &'static str, not_after: i64) {
+    ::metrics::gauge!(
+        TLS_CERTIFICATE_EXPIRY,
+        "listener" => listener,
+        "certificate" => certificate
+    )
+    .set(not_after as f64);
+}
+
+/// Publishes the upstream budget, breaker and read-cache state (read on
+/// scrape: they live in the use cases, not in the recorder).
+pub fn record_upstream_state(licensing: &crate::licensing::Licensing) {
+    let client = licensing.cryptlex_client();
+    let budget = client.budget();
+    ::metrics::gauge!(BUDGET_REMAINING).set(f64::from(budget.remaining));
+    ::metrics::gauge!(BUDGET_WAITERS).set(budget.waiters as f64);
+    let breaker = match client.breaker_state() {
+        crate::cryptlex::BreakerState::Closed => 0.0,
+        crate::cryptlex::BreakerState::HalfOpen => 1.0,
+        crate::cryptlex::BreakerState::Open => 2.0,
+    };
+    ::metrics::gauge!(BREAKER_STATE).set(breaker);
+    let (profiles, licenses) = licensing.cache_stats();
+    for (cache, stats) in [("profile", profiles), ("licenses", licenses)] {
+        for (result, value) in [
+            ("hit", stats.hits),
+            ("coalesced", stats.coalesced),
+            ("miss", stats.misses),
+            ("stale", stats.stale_served),
+        ] {
+            ::metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => cache, "result" => result)
+                .absolute(value);
+        }
+    }
+}
