@@ -22,13 +22,14 @@ if [[ "${SKIP_NPM_CI:-}" != 1 || ! -d node_modules ]]; then
 fi
 export NEXT_TELEMETRY_DISABLED=1
 start=$(date +%s)
-npx next build >"$ARTIFACTS/nextjs-build.log" 2>&1 || { cat "$ARTIFACTS/nextjs-build.log"; exit 1; }
+node_modules/.bin/next build >"$ARTIFACTS/nextjs-build.log" 2>&1 || { cat "$ARTIFACTS/nextjs-build.log"; exit 1; }
 echo "next build: $(( $(date +%s) - start )) s"
 
 start_sandbox
 port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
 export APP_URL="http://127.0.0.1:$port"
-npx next start -H 127.0.0.1 -p "$port" >"$ARTIFACTS/nextjs-server.log" 2>&1 &
+# Not through npx: its wrapper would not pass our SIGTERM on to the server.
+node_modules/.bin/next start -H 127.0.0.1 -p "$port" >"$ARTIFACTS/nextjs-server.log" 2>&1 &
 next_pid=$!
 trap 'kill -TERM "$next_pid" 2>/dev/null || true; wait "$next_pid" 2>/dev/null || true; _stop_sandbox' EXIT
 for _ in $(seq 1 100); do
