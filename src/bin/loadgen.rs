@@ -109,6 +109,8 @@ impl Plan {
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// The gateway logs at `warn`; the rate-limited run makes it log every 429.
+const MAX_GATEWAY_LINES: usize = 10;
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -183,6 +185,8 @@ async fn measure(
     binary_size: u64,
     dir: &Path,
 ) -> anyhow::Result<String> {
+    // Other work on the machine skews everything; say how busy it was.
+    let load_average = machine::load_average();
     // The sandbox Cryptlex in this process; its rate limit starts off.
     let env: std::collections::HashMap<String, String> = [
         ("LICENSING_GATEWAY__PUBLIC__ADDR", "127.0.0.1:0"),
@@ -313,6 +317,7 @@ async fn measure(
 
     let report = Report {
         args,
+        load_average,
         plan,
         binary_size,
         startup: gateway.startup,
@@ -692,8 +697,14 @@ impl GatewayProcess {
         {
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stream).lines();
+                let mut shown = 0;
                 while let Ok(Some(line)) = lines.next_line().await {
-                    eprintln!("  gateway | {line}");
+                    shown += 1;
+                    if shown <= MAX_GATEWAY_LINES {
+                        eprintln!("  gateway | {line}");
+                    } else if shown == MAX_GATEWAY_LINES + 1 {
+                        eprintln!("  gateway | (further output suppressed)");
+                    }
                 }
             });
         }
@@ -901,6 +912,7 @@ impl BareServer {
 
 struct Report<'a> {
     args: &'a Args,
+    load_average: String,
     plan: Plan,
     binary_size: u64,
     startup: Duration,
@@ -939,6 +951,11 @@ impl Report<'_> {
         let _ = writeln!(md, "| memory | {} |", machine::memory());
         let _ = writeln!(md, "| OS | {} |", machine::os());
         let _ = writeln!(md, "| rustc | {} |", machine::rustc());
+        let _ = writeln!(
+            md,
+            "| load average at start (1, 5, 15 min) | {} |",
+            self.load_average
+        );
         let _ = writeln!(md, "| gateway commit | {} |", machine::git_commit());
         let _ = writeln!(
             md,
@@ -1180,6 +1197,18 @@ fn mib(kib: u64) -> String {
 mod machine {
     pub(super) fn date() -> String {
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
+    }
+
+    pub(super) fn load_average() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .map(|text| {
+                text.split_whitespace()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "unknown".into())
     }
 
     pub(super) fn nproc() -> usize {
