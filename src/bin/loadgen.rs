@@ -159,6 +159,28 @@ fn build_gateway() -> anyhow::Result<PathBuf> {
     let release = !cfg!(debug_assertions);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = std::process::Command::new(cargo);
+    // `cargo run` hands this program its package's variables; build scripts
+    // that watch them (ring watches CARGO_MANIFEST_DIR) would otherwise see a
+    // change and rebuild half the tree on every run, and again for the next
+    // plain `cargo build`.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "OUT_DIR"
+            )
+        {
+            command.env_remove(name);
+        }
+    }
     command
         .args([
             "build",
