@@ -151,8 +151,8 @@ impl SandboxCryptlex {
         let shared = Arc::new(Shared::new(&options));
         let controls = Controls::new(Arc::clone(&shared));
         let admin_pat = controls.create_pat(seed::ALL_SCOPES);
-        let router = routes::router(shared);
-        let server = tokio::spawn(server::accept_loop(listener, router));
+        let router = routes::router(Arc::clone(&shared));
+        let server = tokio::spawn(server::accept_loop(listener, router, shared));
         tracing::info!(%local_addr, "sandbox cryptlex listening");
         Ok(SandboxCryptlex {
             local_addr,
@@ -267,6 +267,9 @@ impl std::fmt::Debug for ReceivedRequest {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
+    /// TCP connections accepted, control connections included: a client that reuses its
+    /// connections keeps this small however many requests it sends.
+    pub connections_accepted: u64,
     pub requests: u64,
     /// Every 429 sent, whether by the rate limiter or by a `Respond` fault.
     pub responses_429: u64,

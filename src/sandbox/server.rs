@@ -26,6 +26,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
+use super::{Shared, lock};
+
 /// Lets request-handling code abort the connection its request arrived on.
 #[derive(Clone, Debug)]
 pub(crate) struct ConnectionHandle {
@@ -55,12 +57,13 @@ pub(crate) struct PeerAddr(pub(crate) SocketAddr);
 
 /// Accepts connections until the task is aborted; aborting also drops (and so closes) every
 /// open connection, because their tasks live in this task's `JoinSet`.
-pub(crate) async fn accept_loop(listener: TcpListener, router: Router) {
+pub(crate) async fn accept_loop(listener: TcpListener, router: Router, shared: Arc<Shared>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    lock(&shared.journal).stats.connections_accepted += 1;
                     connections.spawn(serve_connection(stream, peer, router.clone()));
                 }
                 Err(error) => {

@@ -780,6 +780,32 @@ async fn requests_are_recorded_with_auth_kind_request_id_and_status() {
     assert_eq!(requests[3].auth, AuthKind::None);
 }
 
+#[tokio::test]
+async fn accepted_connections_are_counted_and_reused_connections_are_not() {
+    let app = start().await;
+    for _ in 0..3 {
+        app.get("/v3/me", None).await;
+    }
+    let stats = app.controls().stats();
+    assert_eq!(stats.connections_accepted, 1, "one keep-alive connection");
+    assert_eq!(stats.requests, 3);
+
+    let fresh = reqwest::Client::new();
+    fresh.get(app.url("/__sandbox/stats")).send().await.unwrap();
+    let counted: Value = fresh
+        .get(app.url("/__sandbox/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        counted["connectionsAccepted"], 2,
+        "control connections count too"
+    );
+}
+
 // === rate limit ===
 
 #[tokio::test]

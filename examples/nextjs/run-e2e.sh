@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Builds the Next.js example, starts it against a sandbox gateway and drives
+# sign-in -> profile -> licenses (plus refresh and sign-out) in headless
+# Chromium. Screenshots go to target/ci-artifacts/.
+#
+#   examples/nextjs/run-e2e.sh
+#
+# Needs Debian's chromium (apt-get install -y chromium) or CHROMIUM=<path>.
+# Environment: GATEWAY_BIN, CARGO_PROFILE (see ../sandbox-env.sh), SKIP_NPM_CI=1.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+source "$here/../sandbox-env.sh"
+repo="$(cd "$here/../.." && pwd)"
+export ARTIFACTS="${ARTIFACTS:-$repo/target/ci-artifacts}"
+mkdir -p "$ARTIFACTS"
+rm -f "$ARTIFACTS"/nextjs-*.png
+
+cd "$here"
+if [[ "${SKIP_NPM_CI:-}" != 1 || ! -d node_modules ]]; then
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+export NEXT_TELEMETRY_DISABLED=1
+start=$(date +%s)
+node_modules/.bin/next build >"$ARTIFACTS/nextjs-build.log" 2>&1 || { cat "$ARTIFACTS/nextjs-build.log"; exit 1; }
+echo "next build: $(( $(date +%s) - start )) s"
+
+start_sandbox
+port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+export APP_URL="http://127.0.0.1:$port"
+# Not through npx: its wrapper would not pass our SIGTERM on to the server.
+node_modules/.bin/next start -H 127.0.0.1 -p "$port" >"$ARTIFACTS/nextjs-server.log" 2>&1 &
+next_pid=$!
+trap 'kill -TERM "$next_pid" 2>/dev/null || true; wait "$next_pid" 2>/dev/null || true; _stop_sandbox' EXIT
+for _ in $(seq 1 100); do
+  curl -fsS -o /dev/null "$APP_URL/" 2>/dev/null && break
+  sleep 0.2
+done
+
+status=0
+node scripts/e2e.mjs || status=$?
+if [[ $status -ne 0 ]]; then
+  echo "--- next server log ---" >&2; tail -n 40 "$ARTIFACTS/nextjs-server.log" >&2
+  echo "--- gateway log ---" >&2; tail -n 40 "$SANDBOX_LOG" >&2
+fi
+exit $status

@@ -1,0 +1,181 @@
+// Runs against a RUNNING sandbox gateway (see ../run-tests.sh), over
+// gRPC-Web on Node's fetch, which speaks HTTP/1.1 only.
+//
+//   GATEWAY_URL=http://127.0.0.1:50051 npm test
+
+import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
+import { before, describe, test } from "node:test";
+
+import { Code, Gateway, GatewayError, optionalDate } from "../src/gateway";
+
+const GATEWAY_URL = process.env.GATEWAY_URL ?? "http://127.0.0.1:50051";
+const DEMO_EMAIL = "demo@example.com";
+const DEMO_PASSWORD = "demo-password";
+const DEMO_LICENSE_IDS = [
+  "9e0b2f4a-6c5d-4e9f-b031-4d5e6f708192",
+  "a01c3a5b-7d6e-4fa0-8142-5e6f708192a3",
+];
+
+/** Every exchange the transport made, to prove what went over the wire. */
+const exchanges: { url: string; requestType: string | null; responseType: string | null }[] = [];
+const recordingFetch: typeof fetch = async (input, init) => {
+  const response = await fetch(input, init);
+  exchanges.push({
+    url: String(input instanceof Request ? input.url : input),
+    requestType: new Headers(init?.headers).get("content-type"),
+    responseType: response.headers.get("content-type"),
+  });
+  return response;
+};
+
+const gateway = new Gateway({ baseUrl: GATEWAY_URL, fetch: recordingFetch });
+
+/** Awaits a call that must fail and returns its decoded error. */
+async function failure(call: Promise<unknown>): Promise<GatewayError> {
+  try {
+    await call;
+  } catch (error) {
+    assert.ok(error instanceof GatewayError, `expected GatewayError, got ${String(error)}`);
+    return error;
+  }
+  assert.fail("the call should have failed");
+}
+
+describe("licensing-gateway over gRPC-Web (fetch, HTTP/1.1)", () => {
+  let accessToken = "";
+  let refreshToken = "";
+
+  before(async () => {
+    const session = await gateway.login(DEMO_EMAIL, DEMO_PASSWORD);
+    accessToken = session.accessToken;
+    refreshToken = session.refreshToken;
+  });
+
+  test("Login returns a session with both tokens and a future expiry", async () => {
+    const session = await gateway.login(DEMO_EMAIL, DEMO_PASSWORD);
+    assert.ok(session.accessToken.length > 0);
+    assert.ok(session.refreshToken.length > 0);
+    assert.ok(session.expiresAt instanceof Date);
+    assert.ok(session.expiresAt.getTime() > Date.now(), "expires in the future");
+  });
+
+  test("calls go out as binary gRPC-Web to the gateway's routes", () => {
+    const login = exchanges.find((e) => e.url.endsWith("/licensing.v1.UserService/Login"));
+    assert.ok(login, "Login went through the recording fetch");
+    assert.equal(login.requestType, "application/grpc-web+proto");
+    assert.match(login.responseType ?? "", /^application\/grpc-web(\+proto)?$/);
+  });
+
+  test("GetProfile returns the signed-in user's profile", async () => {
+    const profile = await gateway.getProfile(accessToken);
+    assert.equal(profile.email, DEMO_EMAIL);
+    assert.ok(profile.id.length > 0);
+    assert.ok(profile.name.length > 0);
+    assert.equal(profile.role, "user");
+    assert.ok(optionalDate(profile.createdAt) instanceof Date);
+  });
+
+  test("ListMyLicenses pages to the end, one license per page", async () => {
+    const seen: string[] = [];
+    let pageToken = "";
+    let pages = 0;
+    do {
+      const page = await gateway.listLicensesPage(accessToken, { pageSize: 1, pageToken });
+      assert.ok(page.licenses.length <= 1, "page size is honoured");
+      for (const license of page.licenses) {
+        assert.ok(license.key.length > 0, "a license key");
+        assert.equal(license.productName, "Demo Desktop App");
+        seen.push(license.id);
+      }
+      pageToken = page.nextPageToken;
+      pages++;
+      assert.ok(pages <= 10, "paging terminates");
+    } while (pageToken !== "");
+    assert.deepEqual(seen, DEMO_LICENSE_IDS, "both demo licenses, oldest first");
+    assert.deepEqual(
+      (await gateway.listAllLicenses(accessToken, { pageSize: 25 })).map((l) => l.id),
+      DEMO_LICENSE_IDS,
+    );
+  });
+
+  test("RefreshSession returns a new session that works", async () => {
+    const fresh = await gateway.refresh(refreshToken);
+    assert.ok(fresh.accessToken.length > 0);
+    const profile = await gateway.getProfile(fresh.accessToken);
+    assert.equal(profile.email, DEMO_EMAIL);
+  });
+
+  test("RefreshSession with a bogus token is Unauthenticated / TOKEN_INVALID", async () => {
+    const error = await failure(gateway.refresh(`not-a-refresh-token-${randomUUID()}`));
+    assert.equal(error.code, Code.Unauthenticated);
+    assert.equal(error.reason, "TOKEN_INVALID");
+    assert.ok(error.needsSignIn);
+  });
+
+  test("SignUp creates a user who is signed in; a second SignUp is EMAIL_TAKEN", async () => {
+    const email = `ts-${randomUUID()}@example.com`;
+    const { userId, session } = await gateway.signUp({
+      email,
+      password: "a-long-password",
+      firstName: "Type",
+      lastName: "Script",
+    });
+    assert.ok(userId.length > 0);
+    const profile = await gateway.getProfile(session.accessToken);
+    assert.equal(profile.id, userId);
+    assert.equal(profile.email, email);
+    assert.deepEqual(await gateway.listAllLicenses(session.accessToken), []);
+
+    const again = await failure(
+      gateway.signUp({ email, password: "a-long-password", firstName: "Type" }),
+    );
+    assert.equal(again.code, Code.AlreadyExists);
+    assert.equal(again.reason, "EMAIL_TAKEN");
+  });
+
+  test("Logout revokes the access token", async () => {
+    const session = await gateway.login(DEMO_EMAIL, DEMO_PASSWORD);
+    await gateway.logout(session.accessToken);
+    const error = await failure(gateway.getProfile(session.accessToken));
+    assert.equal(error.code, Code.Unauthenticated);
+    assert.equal(error.reason, "TOKEN_INVALID");
+    assert.equal(error.message, "Your session has ended. Please sign in again.");
+  });
+
+  test("a wrong password is Unauthenticated with ErrorInfo reason INVALID_CREDENTIALS", async () => {
+    const error = await failure(gateway.login(DEMO_EMAIL, "wrong-password"));
+    assert.equal(error.code, Code.Unauthenticated);
+    assert.equal(error.codeName, "Unauthenticated");
+    assert.equal(error.reason, "INVALID_CREDENTIALS");
+    assert.equal(error.metadata.upstreamStatus, undefined);
+    assert.equal(error.serverMessage, "invalid email or password");
+    assert.equal(error.message, "That email and password don't match. Check them and try again.");
+    assert.equal(error.needsSignIn, false);
+  });
+
+  test("a call without a token is TOKEN_MISSING", async () => {
+    const error = await failure(gateway.getProfile(""));
+    assert.equal(error.code, Code.Unauthenticated);
+    assert.equal(error.reason, "TOKEN_MISSING");
+  });
+
+  test("invalid input carries field violations into the friendly message", async () => {
+    const error = await failure(gateway.login("", "short"));
+    assert.equal(error.code, Code.InvalidArgument);
+    assert.equal(error.reason, "INVALID_ARGUMENT");
+    assert.ok(error.fieldViolations.length > 0, "BadRequest details decoded");
+    assert.ok(
+      error.fieldViolations.some((v) => v.field === "email"),
+      JSON.stringify(error.fieldViolations),
+    );
+    assert.match(error.message, /^Please check the form: /);
+  });
+
+  test("an unreachable gateway is Unavailable without a reason", async () => {
+    const nowhere = new Gateway({ baseUrl: "http://127.0.0.1:9", timeoutMs: 2_000 });
+    const error = await failure(nowhere.login(DEMO_EMAIL, DEMO_PASSWORD));
+    assert.equal(error.reason, undefined);
+    assert.ok([Code.Unavailable, Code.Unknown].includes(error.code), error.codeName);
+  });
+});
