@@ -142,18 +142,24 @@ where
             options.max_concurrent_requests,
         ))
         .into_inner();
-    Server::builder()
+    server_builder()
         // gRPC-Web arrives as HTTP/1.1 from fetch-only runtimes (toolchain G3).
         .accept_http1(true)
+        .layer(stack)
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// The HTTP/2 limits both listeners share: bounded streams per connection
+/// and header size, and keep-alive pings that clear dead connections.
+fn server_builder() -> Server {
+    Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .layer(stack)
-        .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
 }
 
 /// Serves the internal listener on the mutual-TLS connections of `incoming`
@@ -187,12 +193,7 @@ where
         .layer(RpcMetricsLayer::new("internal"))
         .layer(super::overload::OverloadLayer::new(max_concurrent_requests))
         .into_inner();
-    Server::builder()
-        .tcp_nodelay(true)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+    server_builder()
         .layer(stack)
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, shutdown)
