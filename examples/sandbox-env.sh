@@ -31,7 +31,8 @@ start_sandbox() {
   _sandbox_work="$(mktemp -d)"
   SANDBOX_LOG="$_sandbox_work/gateway.log"
   trap _stop_sandbox EXIT
-  "$GATEWAY_BIN" sandbox --dir "$_sandbox_work/sandbox" --no-rate-limit \
+  # No fixed admin port, so runs never collide.
+  LICENSING_GATEWAY__ADMIN__ADDR=127.0.0.1:0 "$GATEWAY_BIN" sandbox --dir "$_sandbox_work/sandbox" --no-rate-limit \
     --public-addr 127.0.0.1:0 --internal-addr 127.0.0.1:0 --cryptlex-addr 127.0.0.1:0 \
     >"$SANDBOX_LOG" 2>&1 &
   _sandbox_pid=$!
