@@ -200,7 +200,12 @@ async fn serve(settings: Settings, sandbox: Option<&sandbox::Sandbox>) -> anyhow
     if let Some(sandbox) = sandbox {
         println!(
             "{}",
-            sandbox::banner(sandbox, app.public_addr(), app.internal_addr())
+            sandbox::banner(
+                sandbox,
+                app.public_addr(),
+                app.internal_addr(),
+                app.admin_addr()
+            )
         );
     }
     app.run_until_stopped(shutdown_signal()).await

@@ -197,11 +197,22 @@ fn toml_string(value: &str) -> String {
 }
 
 /// The banner printed when the sandbox is up.
-pub fn banner(sandbox: &Sandbox, public: SocketAddr, internal: Option<SocketAddr>) -> String {
+pub fn banner(
+    sandbox: &Sandbox,
+    public: SocketAddr,
+    internal: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+) -> String {
     let files = sandbox.pki.files();
     let mut text = String::new();
     let _ = writeln!(text, "\nlicensing-gateway sandbox is running");
     let _ = writeln!(text, "  public (gRPC + gRPC-Web) : http://{public}");
+    if let Some(admin) = admin {
+        let _ = writeln!(
+            text,
+            "  metrics and probes       : http://{admin}/metrics /healthz /readyz"
+        );
+    }
     if let Some(internal) = internal {
         let _ = writeln!(
             text,
