@@ -201,17 +201,22 @@ impl Licensing {
             .map_err(|error| upstream(Caller::Refresh, error))
     }
 
-    /// Ends the session of `token`.
+    /// Ends the session of `token`, and forgets what was cached for it.
     #[tracing::instrument(name = "licensing.logout", skip_all)]
     pub async fn logout(
         &self,
         ctx: &RequestContext,
         token: &UserToken,
     ) -> Result<(), LicensingError> {
-        self.cryptlex()
+        let result = self
+            .cryptlex()
             .logout(ctx, token)
             .await
-            .map_err(|error| upstream(Caller::User, error))
+            .map_err(|error| upstream(Caller::User, error));
+        // Whatever Cryptlex answered, the caller is done with this token.
+        self.shared.profiles.forget_token(token);
+        self.shared.license_pages.forget_token(token);
+        result
     }
 
     /// Returns the profile of the user who owns `token`.

@@ -12,6 +12,12 @@
 //! page, so a user's next `ListMyLicenses` after `IssueLicense` shows the new
 //! license (on this replica; other replicas within their TTL).
 //!
+//! `Logout` forgets every answer cached for its token, so a signed-out token
+//! is never answered from memory on this replica; a fetch that was already in
+//! flight when the token was forgotten is not stored either. (A token revoked
+//! elsewhere, in Cryptlex's dashboard, is answered from memory until its
+//! entries expire: at most `ttl`.)
+//!
 //! Optionally, when Cryptlex is unavailable, the last known answer may be
 //! served marked stale (`cache.serve_stale`, off by default).
 
@@ -45,20 +51,38 @@ pub struct CacheOptions {
 /// What a cache key names: which call, for which token, with which
 /// arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CacheKey([u8; 32]);
+pub struct CacheKey {
+    token: TokenDigest,
+    call: [u8; 32],
+}
+
+/// A SHA-256 of a token: lets entries be found by token without keeping it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    fn new(token: &UserToken) -> Self {
+        Self(Sha256::digest(token.expose_secret().as_bytes()).into())
+    }
+}
 
 impl CacheKey {
     /// Derives the key from the token and the call's identity.
     pub fn new(token: &UserToken, call: &str, arguments: &str) -> Self {
         let mut hasher = Sha256::new();
-        hasher.update(token.expose_secret().as_bytes());
-        hasher.update([0]);
         hasher.update(call.as_bytes());
         hasher.update([0]);
         hasher.update(arguments.as_bytes());
-        Self(hasher.finalize().into())
+        Self {
+            token: TokenDigest::new(token),
+            call: hasher.finalize().into(),
+        }
     }
 }
+
+/// How long a forgotten token is remembered, so that a fetch already in flight
+/// for it is not stored; far longer than any upstream call may take.
+const FORGET_FOR: Duration = Duration::from_secs(300);
 
 /// Counters for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -92,6 +116,10 @@ pub struct ReadCache<T> {
     follows_issuance: bool,
     entries: Arc<Mutex<HashMap<CacheKey, Entry<T>>>>,
     in_flight: Arc<Mutex<HashMap<CacheKey, SharedFetch<T>>>>,
+    /// Tokens signed out recently: the forget count when it happened, and when.
+    forgotten: Arc<Mutex<HashMap<TokenDigest, (u64, Instant)>>>,
+    /// How many times a token was forgotten; a fetch notes it when it starts.
+    forgets: Arc<AtomicU64>,
     generation: Arc<AtomicU64>,
     hits: Arc<AtomicU64>,
     coalesced: Arc<AtomicU64>,
@@ -106,6 +134,8 @@ impl<T> Clone for ReadCache<T> {
             follows_issuance: self.follows_issuance,
             entries: Arc::clone(&self.entries),
             in_flight: Arc::clone(&self.in_flight),
+            forgotten: Arc::clone(&self.forgotten),
+            forgets: Arc::clone(&self.forgets),
             generation: Arc::clone(&self.generation),
             hits: Arc::clone(&self.hits),
             coalesced: Arc::clone(&self.coalesced),
@@ -144,6 +174,8 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
             follows_issuance,
             entries: Arc::default(),
             in_flight: Arc::default(),
+            forgotten: Arc::default(),
+            forgets: Arc::default(),
             generation: Arc::new(AtomicU64::new(0)),
             hits: Arc::default(),
             coalesced: Arc::default(),
@@ -163,6 +195,7 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
         Fut: Future<Output = Result<T, LicensingError>> + Send + 'static,
     {
         let generation = self.generation.load(Ordering::Acquire);
+        let started = self.forgets.load(Ordering::Acquire);
         if let Some(value) = self.fresh(key, generation) {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok((value, Freshness::Fresh));
@@ -193,7 +226,7 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
         };
         let result = shared.await;
         if leader && let Ok(value) = &result {
-            self.store(key, value.clone(), generation);
+            self.store(key, value.clone(), generation, started);
         }
         match result {
             Ok(value) => Ok((value, Freshness::Fresh)),
@@ -209,6 +242,19 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// Drops every answer cached for `token` (after `Logout`), and keeps any
+    /// fetch for it that is in flight now from being stored.
+    pub fn forget_token(&self, token: &UserToken) {
+        let digest = TokenDigest::new(token);
+        {
+            let mut forgotten = lock(&self.forgotten);
+            forgotten.retain(|_, (_, at)| at.elapsed() < FORGET_FOR);
+            let count = self.forgets.fetch_add(1, Ordering::AcqRel) + 1;
+            forgotten.insert(digest, (count, Instant::now()));
+        }
+        lock(&self.entries).retain(|key, _| key.token != digest);
     }
 
     /// Marks every entry outdated (after issuance changed someone's licenses).
@@ -235,8 +281,16 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
         (entry.stored_at.elapsed() < self.options.stale_for).then(|| entry.value.clone())
     }
 
-    fn store(&self, key: CacheKey, value: T, generation: u64) {
+    /// Stores the answer of a fetch that began when the forget count was
+    /// `started`, unless its token was forgotten since.
+    fn store(&self, key: CacheKey, value: T, generation: u64, started: u64) {
         if self.options.ttl.is_zero() && !self.options.serve_stale {
+            return;
+        }
+        if lock(&self.forgotten)
+            .get(&key.token)
+            .is_some_and(|&(count, _)| count > started)
+        {
             return;
         }
         let keep_for = if self.options.serve_stale {
@@ -356,6 +410,68 @@ mod tests {
         assert_eq!(
             cache.get_or_fetch(key("t"), fetch(4)).await.expect("v").0,
             4
+        );
+    }
+
+    #[tokio::test]
+    async fn forgetting_a_token_drops_its_answers_and_keeps_its_fetch_in_flight_out() {
+        let cache = ReadCache::new(
+            CacheOptions {
+                ttl: Duration::from_secs(60),
+                max_entries: 10,
+                serve_stale: false,
+                stale_for: Duration::from_secs(60),
+            },
+            true,
+        );
+        let fetch = |value| move || async move { Ok(value) };
+        let token = UserToken::parse("signed-out").expect("token");
+        let other = key("other");
+        cache
+            .get_or_fetch(key("signed-out"), fetch(1))
+            .await
+            .expect("v");
+        cache.get_or_fetch(other, fetch(1)).await.expect("v");
+
+        // A fetch for the token is in flight when it is forgotten.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let in_flight = tokio::spawn({
+            let cache = cache.clone();
+            let key = CacheKey::new(&token, "another call", "");
+            async move {
+                cache
+                    .get_or_fetch(key, || async move {
+                        let _ = released.await;
+                        Ok(5)
+                    })
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        cache.forget_token(&token);
+        release.send(()).expect("release");
+        assert_eq!(in_flight.await.expect("task").expect("v").0, 5);
+
+        // Nothing for the token is answered from memory; other tokens keep theirs.
+        assert_eq!(
+            cache
+                .get_or_fetch(key("signed-out"), fetch(2))
+                .await
+                .expect("v")
+                .0,
+            2
+        );
+        let again = CacheKey::new(&token, "another call", "");
+        assert_eq!(cache.get_or_fetch(again, fetch(6)).await.expect("v").0, 6);
+        assert_eq!(cache.get_or_fetch(other, fetch(3)).await.expect("v").0, 1);
+        // Answers fetched after the forget are cached again.
+        assert_eq!(
+            cache
+                .get_or_fetch(key("signed-out"), fetch(4))
+                .await
+                .expect("v")
+                .0,
+            2
         );
     }
 

@@ -344,18 +344,33 @@ async fn refresh_session_returns_a_new_pair_and_the_old_refresh_token_is_spent()
 }
 
 #[tokio::test]
-async fn logout_revokes_the_token() {
+async fn logout_revokes_the_token_even_for_answers_the_gateway_has_cached() {
     let app = spawn_app().await;
     let token = app.demo_token().await;
     let mut client = app.user_client().await;
+    // Both reads are now in the gateway's read cache (3 s).
+    let list = || ListMyLicensesRequest {
+        page_size: 10,
+        ..Default::default()
+    };
+    client
+        .get_profile(with_token(GetProfileRequest {}, &token))
+        .await
+        .expect("profile");
+    client
+        .list_my_licenses(with_token(list(), &token))
+        .await
+        .expect("licenses");
     client
         .logout(with_token(LogoutRequest {}, &token))
         .await
         .expect("logout");
-    let after = client
+    let profile = client
         .get_profile(with_token(GetProfileRequest {}, &token))
         .await;
-    assert_status(after, Code::Unauthenticated, "TOKEN_INVALID");
+    assert_status(profile, Code::Unauthenticated, "TOKEN_INVALID");
+    let licenses = client.list_my_licenses(with_token(list(), &token)).await;
+    assert_status(licenses, Code::Unauthenticated, "TOKEN_INVALID");
 }
 
 #[tokio::test]

@@ -60,6 +60,9 @@ try {
     step("an expired access token is refreshed with RefreshSession");
     const expired = await fetch(`${SANDBOX_URL}/__sandbox/expire-access-tokens`, { method: "POST" });
     assert.equal(expired.status, 204);
+    // Expired behind the gateway's back: it answers this token's reads from its
+    // read cache until they age out (cache.ttl, 3 s by default).
+    await new Promise((resolve) => setTimeout(resolve, 3_500));
     await page.goto(`${APP_URL}/profile`);
     await page.waitForURL((url) => url.pathname === "/profile" && url.searchParams.get("refreshed") === "1");
     assert.equal((await page.textContent('[data-testid="email"]'))?.trim(), "demo@example.com");
