@@ -113,6 +113,15 @@ impl CryptlexError {
         }
     }
 
+    /// Whether the gateway itself refused to send the call (its rate budget or
+    /// its circuit breaker): load shedding, not an upstream failure.
+    pub fn is_shed_by_gateway(&self) -> bool {
+        matches!(
+            self,
+            Self::BudgetExhausted { .. } | Self::CircuitOpen { .. }
+        )
+    }
+
     /// The HTTP status Cryptlex answered with, if it answered at all.
     pub fn http_status(&self) -> Option<u16> {
         match self {

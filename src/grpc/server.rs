@@ -17,10 +17,14 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::Connected;
 use tower::ServiceBuilder;
+use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{
+    DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, DefaultOnRequest, DefaultOnResponse,
+    TraceLayer,
+};
 
 use super::pb;
 use super::rpc_metrics::RpcMetricsLayer;
@@ -204,13 +208,41 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 type MakeRpcSpan = fn(&http::Request<tonic::body::Body>) -> tracing::Span;
 type RpcTraceLayer = TraceLayer<
-    tower_http::classify::SharedClassifier<tower_http::classify::GrpcErrorsAsFailures>,
+    tower_http::classify::SharedClassifier<GrpcErrorsAsFailures>,
     MakeRpcSpan,
+    DefaultOnRequest,
+    DefaultOnResponse,
+    DefaultOnBodyChunk,
+    DefaultOnEos,
+    DefaultOnFailure,
 >;
 
 /// One span per RPC, carrying the method and request id (never headers).
+///
+/// Only statuses that say the gateway or its upstream failed are logged as a
+/// failed response, at WARN: a wrong password or a bad argument is the caller's
+/// business (`grpc::status` logs those at INFO with their reason), and a flood
+/// of them must not read as an outage.
 fn trace_layer() -> RpcTraceLayer {
-    TraceLayer::new_for_grpc().make_span_with(rpc_span as MakeRpcSpan)
+    let classifier = [
+        GrpcCode::Cancelled,
+        GrpcCode::InvalidArgument,
+        GrpcCode::NotFound,
+        GrpcCode::AlreadyExists,
+        GrpcCode::PermissionDenied,
+        GrpcCode::FailedPrecondition,
+        GrpcCode::Aborted,
+        GrpcCode::OutOfRange,
+        GrpcCode::Unauthenticated,
+    ]
+    .into_iter()
+    .fold(
+        GrpcErrorsAsFailures::new(),
+        GrpcErrorsAsFailures::with_success,
+    );
+    TraceLayer::new(tower_http::classify::SharedClassifier::new(classifier))
+        .make_span_with(rpc_span as MakeRpcSpan)
+        .on_failure(DefaultOnFailure::new().level(tracing::Level::WARN))
 }
 
 fn rpc_span(request: &http::Request<tonic::body::Body>) -> tracing::Span {

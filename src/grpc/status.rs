@@ -116,7 +116,16 @@ impl From<LicensingError> for Status {
                 retry_after,
                 source,
             } => {
-                tracing::error!(error = %error, cause = %source, cause_debug = ?source.http_status(), "cryptlex unavailable");
+                if source.is_shed_by_gateway() {
+                    // The gateway's own budget or breaker: expected under load.
+                    tracing::warn!(cause = %source, "read shed before reaching cryptlex");
+                } else {
+                    tracing::error!(
+                        cause = %source,
+                        upstream_status = ?source.http_status(),
+                        "cryptlex unavailable"
+                    );
+                }
                 if let Some(status) = source.http_status() {
                     metadata.insert("upstreamStatus".to_owned(), status.to_string());
                 }

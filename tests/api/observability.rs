@@ -2,10 +2,10 @@
 
 use licensing_gateway::grpc::pb::issue_license_request::User;
 use licensing_gateway::grpc::pb::{GetProfileRequest, IssueLicenseRequest, LoginRequest};
-use licensing_gateway::sandbox::seed;
-use tonic::Request;
+use licensing_gateway::sandbox::{FaultAction, FaultRule, seed};
+use tonic::{Code, Request};
 
-use crate::helpers::{captured_logs, spawn_app, with_token};
+use crate::helpers::{TestOptions, captured_logs, reason, spawn_app, spawn_app_with, with_token};
 
 /// The value of the first sample of `name` whose labels include every one
 /// of `labels` (`key="value"` strings).
@@ -288,5 +288,126 @@ async fn no_secret_reaches_metrics_or_logs() {
         !metrics.contains(seed::DEMO_EMAIL),
         "an email in a metric label"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn log_levels_match_who_is_at_fault_callers_mistakes_shed_reads_and_upstream_failures() {
+    // Arrange: one gateway as deployed, and one whose reads may use 2 calls per 5 s
+    // (17 minus the reserves of 10 and 5) with no cache.
+    let logs = captured_logs();
+    let app = spawn_app().await;
+    let tight = spawn_app_with(TestOptions {
+        env: vec![
+            (
+                "LICENSING_GATEWAY__CRYPTLEX__BUDGET__MAX_REQUESTS".into(),
+                "17".into(),
+            ),
+            ("LICENSING_GATEWAY__CACHE__TTL".into(), "0s".into()),
+        ],
+        ..TestOptions::default()
+    })
+    .await;
+    fn with_id<T>(mut request: Request<T>, id: &str) -> Request<T> {
+        request
+            .metadata_mut()
+            .insert("x-request-id", id.parse().expect("metadata"));
+        request
+    }
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let id = |name: &str| format!("{name}-{run}");
+
+    // Act: a wrong password (the caller's mistake) ...
+    let mut client = app.user_client().await;
+    let wrong = client
+        .login(with_id(
+            Request::new(LoginRequest {
+                email: seed::DEMO_EMAIL.into(),
+                password: "not-the-password".into(),
+            }),
+            &id("wrong-password"),
+        ))
+        .await
+        .expect_err("a wrong password is refused");
+    // ... Cryptlex failing (every attempt, retries included) ...
+    let token = app.demo_token().await;
+    let fault = app
+        .cryptlex()
+        .add_fault(
+            FaultRule::always(FaultAction::json(
+                503,
+                &serde_json::json!({"message": "Service Unavailable"}),
+            ))
+            .method(http::Method::GET)
+            .path_prefix("/v3/me"),
+        )
+        .expect("fault");
+    let failed = client
+        .get_profile(with_id(
+            with_token(GetProfileRequest::default(), &token),
+            &id("upstream-503"),
+        ))
+        .await
+        .expect_err("the 503 reaches the caller as UNAVAILABLE");
+    app.cryptlex().remove_fault(fault);
+    // ... and reads beyond the budget, which the gateway sheds itself.
+    let token = tight.demo_token().await;
+    let mut client = tight.user_client().await;
+    let mut shed = None;
+    for attempt in 0..5 {
+        let request_id = id(&format!("read-{attempt}"));
+        let result = client
+            .get_profile(with_id(
+                with_token(GetProfileRequest::default(), &token),
+                &request_id,
+            ))
+            .await;
+        if let Err(status) = result {
+            shed = Some((request_id, status));
+            break;
+        }
+    }
+    let (shed_id, shed_status) = shed.expect("a read beyond the budget is shed");
+
+    // Assert
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert_eq!(failed.code(), Code::Unavailable);
+    assert_eq!(reason(&shed_status), "UPSTREAM_BUDGET_EXHAUSTED");
+    let by_level = |request_id: &str, level: &str| -> Vec<String> {
+        logs.lines()
+            .iter()
+            .filter(|line| line.contains(request_id))
+            .filter_map(|line| {
+                let json: serde_json::Value = serde_json::from_str(line).expect("JSON line");
+                (json["level"] == level).then(|| json["message"].as_str().unwrap_or("").to_owned())
+            })
+            .collect()
+    };
+
+    let wrong_id = id("wrong-password");
+    assert!(
+        by_level(&wrong_id, "INFO").contains(&"login refused: invalid credentials".to_owned()),
+        "{:?}",
+        logs.lines()
+    );
+    assert_eq!(
+        (by_level(&wrong_id, "WARN"), by_level(&wrong_id, "ERROR")),
+        (vec![], vec![]),
+        "a wrong password is not a gateway failure"
+    );
+    assert!(
+        by_level(&id("upstream-503"), "ERROR").contains(&"cryptlex unavailable".to_owned()),
+        "an upstream failure is an error"
+    );
+    assert!(
+        by_level(&shed_id, "WARN").contains(&"read shed before reaching cryptlex".to_owned()),
+        "a shed read is a warning"
+    );
+    assert_eq!(
+        by_level(&shed_id, "ERROR"),
+        Vec::<String>::new(),
+        "shedding is the gateway working as designed, not an error"
+    );
+    tight.stop().await;
     app.stop().await;
 }
