@@ -5,9 +5,9 @@
 //! cargo run --release --bin loadgen -- --smoke               # a few seconds, for CI
 //! ```
 //!
-//! It starts the sandbox Cryptlex in this process, the release gateway binary as a
-//! child process (`licensing-gateway serve` with the sandbox's effective configuration,
-//! so the child's memory is the gateway's alone) and a bare tonic `UserService` that
+//! It starts the sandbox Cryptlex in this process, the release gateway binary as
+//! child processes (`licensing-gateway serve` with the sandbox's effective configuration,
+//! so a child's memory is the gateway's alone) and a bare tonic `UserService` that
 //! answers from memory. Then it measures, with bounded counts:
 //!
 //! 1. Closed-loop throughput and latency of `GetProfile` and `ListMyLicenses` through
@@ -16,9 +16,14 @@
 //! 2. Latency at a fixed open-loop rate (1,000 rps), through the gateway and direct.
 //! 3. Upstream TCP connections per 10,000 gateway calls, idle and peak RSS of the
 //!    gateway, start-up time to the first SERVING health answer, binary size.
-//! 4. With the sandbox enforcing Cryptlex's 50 requests per 5 s: offered reads from
-//!    many users versus upstream calls, the share served without an upstream call
-//!    (cache / coalescing), and the 429s the sandbox sent.
+//! 4. With the sandbox enforcing Cryptlex's 50 requests per 5 s: page views from many
+//!    users (each page asks for the profile twice and the licenses once) versus upstream
+//!    calls, what the read cache and coalescing answered, and the 429s the sandbox sent.
+//!
+//! Sections 1-3 measure the cost of the hop, so they run against a gateway whose read
+//! cache is off and whose own upstream budget is lifted (every call reaches the sandbox),
+//! with one session per concurrent caller (no coalescing). Section 4 runs against a
+//! second gateway on its defaults, as deployed.
 //!
 //! Every gRPC status other than OK counts as an error. Nothing here is a timed
 //! assertion: `--smoke` only checks that the whole pipeline runs.
@@ -75,7 +80,8 @@ struct Plan {
     concurrency: usize,
     open_rate: u32,
     open_duration: Duration,
-    limited_rate: u32,
+    /// Page views per second in the rate-limited run; each makes [`READS_PER_PAGE`] reads.
+    page_views_per_second: u32,
     limited_duration: Duration,
     limited_users: usize,
 }
@@ -88,7 +94,7 @@ impl Plan {
             concurrency: 32,
             open_rate: 1_000,
             open_duration: Duration::from_secs(5),
-            limited_rate: 20,
+            page_views_per_second: 10,
             limited_duration: Duration::from_secs(15),
             limited_users: 20,
         }
@@ -101,7 +107,7 @@ impl Plan {
             concurrency: 8,
             open_rate: 100,
             open_duration: Duration::from_secs(1),
-            limited_rate: 20,
+            page_views_per_second: 10,
             limited_duration: Duration::from_secs(1),
             limited_users: 3,
         }
@@ -230,8 +236,11 @@ async fn measure(
     .await?;
     let controls = sandbox.cryptlex.controls();
 
-    eprintln!("starting the gateway ({})", gateway_bin.display());
-    let gateway = GatewayProcess::start(gateway_bin, &sandbox).await?;
+    eprintln!(
+        "starting the measurement gateway ({})",
+        gateway_bin.display()
+    );
+    let gateway = GatewayProcess::start(gateway_bin, &sandbox, Profile::HopCost).await?;
     let idle_rss = {
         tokio::time::sleep(Duration::from_millis(300)).await;
         gateway.rss_kib()?
@@ -239,28 +248,35 @@ async fn measure(
     let channel = connect(gateway.public_addr).await?;
     let gateway_client = UserServiceClient::new(channel);
 
-    // One signed-in demo user; the same token serves the direct HTTP runs.
-    let session = gateway_client
-        .clone()
-        .login(LoginRequest {
-            email: seed::DEMO_EMAIL.into(),
-            password: seed::DEMO_PASSWORD.into(),
-        })
-        .await?
-        .into_inner()
-        .session
-        .context("no session")?;
-    let token = session.access_token;
+    // One session of the demo user per concurrent caller, so that no two calls in
+    // flight are identical and the gateway cannot coalesce them: every gateway call
+    // is one upstream call. The direct HTTP runs use the same tokens.
+    let mut tokens = Vec::with_capacity(plan.concurrency);
+    for _ in 0..plan.concurrency {
+        let session = gateway_client
+            .clone()
+            .login(LoginRequest {
+                email: seed::DEMO_EMAIL.into(),
+                password: seed::DEMO_PASSWORD.into(),
+            })
+            .await
+            .context("logging in the demo user")?
+            .into_inner()
+            .session
+            .context("no session")?;
+        tokens.push(session.access_token);
+    }
+    let tokens: Arc<[String]> = tokens.into();
 
     // The bare tonic server answers with the gateway's own answers, so the payloads match.
     let profile = gateway_client
         .clone()
-        .get_profile(with_token(GetProfileRequest {}, &token))
+        .get_profile(with_token(GetProfileRequest {}, &tokens[0]))
         .await?
         .into_inner();
     let licenses = gateway_client
         .clone()
-        .list_my_licenses(with_token(list_request(), &token))
+        .list_my_licenses(with_token(list_request(), &tokens[0]))
         .await?
         .into_inner();
     let bare = BareServer::start(Canned { profile, licenses })?;
@@ -271,32 +287,36 @@ async fn measure(
         .tcp_nodelay(true)
         .build()?;
     let base = sandbox.cryptlex.base_url();
+    let caller = |rpc: Rpc, target: Target| Caller {
+        rpc,
+        target,
+        tokens: Arc::clone(&tokens),
+        gateway: gateway_client.clone(),
+        bare: bare_client.clone(),
+        http: http.clone(),
+        base: base.clone(),
+    };
 
     // === 1. closed loop ===
     let mut closed = Vec::new();
     let rss_peak = Arc::new(AtomicU64::new(0));
     let mut gateway_calls = 0usize;
     let mut gateway_connections = 0u64;
+    let mut gateway_upstream = 0u64;
     for rpc in [Rpc::GetProfile, Rpc::ListMyLicenses] {
         for target in [Target::Bare, Target::Direct, Target::Gateway] {
             eprintln!("closed loop: {} via {}", rpc.name(), target.name());
-            let call = Caller {
-                rpc,
-                target,
-                token: token.clone(),
-                gateway: gateway_client.clone(),
-                bare: bare_client.clone(),
-                http: http.clone(),
-                base: base.clone(),
-            };
-            let connections_before = controls.stats().connections_accepted;
+            let call = caller(rpc, target);
+            let before = controls.stats();
             closed_loop(plan.warmup, plan.concurrency, call.clone()).await;
             let sampler = (target == Target::Gateway).then(|| gateway.sample_rss(&rss_peak));
             let sample = closed_loop(plan.calls, plan.concurrency, call).await;
             if let Some(sampler) = sampler {
                 sampler.stop().await;
+                let after = controls.stats();
                 gateway_calls += plan.warmup + plan.calls;
-                gateway_connections += controls.stats().connections_accepted - connections_before;
+                gateway_connections += after.connections_accepted - before.connections_accepted;
+                gateway_upstream += after.requests - before.requests;
             }
             closed.push((rpc, target, sample));
         }
@@ -310,39 +330,67 @@ async fn measure(
             target.name(),
             plan.open_rate
         );
-        let call = Caller {
-            rpc: Rpc::GetProfile,
-            target,
-            token: token.clone(),
-            gateway: gateway_client.clone(),
-            bare: bare_client.clone(),
-            http: http.clone(),
-            base: base.clone(),
-        };
-        let connections_before = controls.stats().connections_accepted;
-        let sample = open_loop(plan.open_rate, plan.open_duration, call).await;
+        let before = controls.stats();
+        let sample = open_loop(
+            plan.open_rate,
+            plan.open_duration,
+            caller(Rpc::GetProfile, target),
+        )
+        .await;
         if target == Target::Gateway {
+            let after = controls.stats();
             gateway_calls += sample.sent();
-            gateway_connections += controls.stats().connections_accepted - connections_before;
+            gateway_connections += after.connections_accepted - before.connections_accepted;
+            gateway_upstream += after.requests - before.requests;
         }
         open.push((target, sample));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss_after = gateway.rss_kib()?;
 
-    // === 4. under the rate limit ===
+    // Users for the rate-limited run, signed up while nothing limits the rate.
+    let mut users = Vec::with_capacity(plan.limited_users);
+    for i in 0..plan.limited_users {
+        let response = gateway_client
+            .clone()
+            .sign_up(SignUpRequest {
+                email: format!("loadgen-{i}-{}@example.com", uuid::Uuid::new_v4().simple()),
+                password: "loadgen-password".into(),
+                first_name: format!("Load{i}"),
+                last_name: "Gen".into(),
+            })
+            .await
+            .context("signing up a load user")?
+            .into_inner();
+        users.push(response.session.context("no session")?.access_token);
+    }
+    let startup_hop = gateway.startup;
+    gateway.stop().await;
+    bare.stop();
+
+    // === 4. under the rate limit, against a gateway on its defaults ===
+    eprintln!("starting a gateway on its defaults");
+    let gateway = GatewayProcess::start(gateway_bin, &sandbox, Profile::Defaults).await?;
+    let client = UserServiceClient::new(connect(gateway.public_addr).await?);
     eprintln!(
-        "rate limited: {} rps of reads for {:?} from {} users",
-        plan.limited_rate, plan.limited_duration, plan.limited_users
+        "rate limited: {} page views/s for {:?} from {} users",
+        plan.page_views_per_second, plan.limited_duration, plan.limited_users
     );
-    let limited = rate_limited(&gateway_client, &controls, plan).await?;
+    let limited = rate_limited(&client, &gateway, &controls, &users, plan).await?;
+    let startup_defaults = gateway.startup;
+    gateway.stop().await;
 
     let report = Report {
         args,
         load_average,
         plan,
         binary_size,
-        startup: gateway.startup,
+        gateway_bin: gateway_bin
+            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .unwrap_or(gateway_bin)
+            .display()
+            .to_string(),
+        startup: [startup_hop, startup_defaults],
         idle_rss,
         idle_rss_after,
         peak_rss: rss_peak.load(Ordering::Relaxed),
@@ -350,11 +398,41 @@ async fn measure(
         open,
         gateway_calls,
         gateway_connections,
+        gateway_upstream,
         limited,
     };
-    gateway.stop().await;
-    bare.stop();
     Ok(report.render())
+}
+
+/// How a gateway child process is configured, on top of the sandbox's configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Profile {
+    /// The cost of the hop: every call goes upstream.
+    HopCost,
+    /// What `licensing-gateway sandbox` runs with; the rate-limited run.
+    Defaults,
+}
+
+impl Profile {
+    /// `LICENSING_GATEWAY__*` overrides, also printed in the report.
+    fn overrides(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            // No read cache; a budget far above what the run sends (the sandbox's limit is
+            // off); the loadgen signs in once per concurrent caller from one address.
+            Profile::HopCost => &[
+                ("LICENSING_GATEWAY__CACHE__TTL", "0s"),
+                (
+                    "LICENSING_GATEWAY__CRYPTLEX__BUDGET__MAX_REQUESTS",
+                    "1000000",
+                ),
+                (
+                    "LICENSING_GATEWAY__LIMITS__LOGIN_ATTEMPTS_PER_ADDRESS",
+                    "1000",
+                ),
+            ],
+            Profile::Defaults => &[],
+        }
+    }
 }
 
 // === targets ===
@@ -416,7 +494,8 @@ fn with_token<T>(message: T, token: &str) -> Request<T> {
 struct Caller {
     rpc: Rpc,
     target: Target,
-    token: String,
+    /// One session per concurrent caller.
+    tokens: Arc<[String]>,
     gateway: UserServiceClient<Channel>,
     bare: UserServiceClient<Channel>,
     http: reqwest::Client,
@@ -424,8 +503,10 @@ struct Caller {
 }
 
 impl Caller {
-    /// Ok, or a short description of the failure.
-    async fn call(&self) -> Result<(), String> {
+    /// One call with session `session` (taken modulo the sessions there are): Ok, or a
+    /// short description of the failure.
+    async fn call(&self, session: usize) -> Result<(), String> {
+        let token = &self.tokens[session % self.tokens.len()];
         match self.target {
             Target::Bare | Target::Gateway => {
                 let mut client = if self.target == Target::Bare {
@@ -435,11 +516,11 @@ impl Caller {
                 };
                 let result = match self.rpc {
                     Rpc::GetProfile => client
-                        .get_profile(with_token(GetProfileRequest {}, &self.token))
+                        .get_profile(with_token(GetProfileRequest {}, token))
                         .await
                         .map(|_| ()),
                     Rpc::ListMyLicenses => client
-                        .list_my_licenses(with_token(list_request(), &self.token))
+                        .list_my_licenses(with_token(list_request(), token))
                         .await
                         .map(|_| ()),
                 };
@@ -453,7 +534,7 @@ impl Caller {
                 let response = self
                     .http
                     .get(url)
-                    .bearer_auth(&self.token)
+                    .bearer_auth(token)
                     .timeout(CALL_TIMEOUT)
                     .send()
                     .await
@@ -508,14 +589,14 @@ async fn closed_loop(calls: usize, concurrency: usize, caller: Caller) -> Sample
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = JoinSet::new();
-    for _ in 0..concurrency {
+    for worker in 0..concurrency {
         let next = Arc::clone(&next);
         let caller = caller.clone();
         tasks.spawn(async move {
             let mut sample = Sample::default();
             while next.fetch_add(1, Ordering::Relaxed) < calls {
                 let start = Instant::now();
-                match caller.call().await {
+                match caller.call(worker).await {
                     Ok(()) => sample.latencies.push(start.elapsed()),
                     Err(error) => {
                         sample.errors += 1;
@@ -544,7 +625,8 @@ async fn open_loop(rate: u32, duration: Duration, caller: Caller) -> Sample {
         let caller = caller.clone();
         tasks.spawn(async move {
             let mut sample = Sample::default();
-            match caller.call().await {
+            let session = usize::try_from(i).unwrap_or_default();
+            match caller.call(session).await {
                 Ok(()) => sample.latencies.push(scheduled.elapsed()),
                 Err(error) => {
                     sample.errors = 1;
@@ -581,77 +663,78 @@ async fn merge(mut tasks: JoinSet<Sample>) -> Sample {
 
 // === the rate-limited scenario ===
 
+/// Reads per page view: the layout and the page each ask for the profile, and the
+/// page asks for the licenses, all at once (as server components rendering in parallel do).
+const READS_PER_PAGE: usize = 3;
+
 #[derive(Debug, Default)]
 struct Limited {
     users: usize,
+    page_views: usize,
     offered: usize,
     ok: usize,
     errors: BTreeMap<String, usize>,
     upstream_requests: u64,
+    /// The most upstream requests that arrived within any 5 s.
+    busiest_window: usize,
     responses_429: u64,
     connections: u64,
+    /// `licensing_gateway_cache_requests_total` by `result`, from the gateway's /metrics.
+    cache: BTreeMap<String, u64>,
     elapsed: Duration,
 }
 
 async fn rate_limited(
     gateway: &UserServiceClient<Channel>,
+    process: &GatewayProcess,
     controls: &Controls,
+    users: &[String],
     plan: Plan,
 ) -> anyhow::Result<Limited> {
-    // Distinct users, signed up while the limit is still off.
-    let mut tokens = Vec::new();
-    for i in 0..plan.limited_users {
-        let response = gateway
-            .clone()
-            .sign_up(SignUpRequest {
-                email: format!("loadgen-{i}-{}@example.com", uuid::Uuid::new_v4().simple()),
-                password: "loadgen-password".into(),
-                first_name: format!("Load{i}"),
-                last_name: "Gen".into(),
-            })
-            .await
-            .context("signing up a load user")?
-            .into_inner();
-        tokens.push(response.session.context("no session")?.access_token);
-    }
-    // Let any earlier window run out, then switch Cryptlex's limit on (fresh windows).
+    // Switch Cryptlex's limit on (fresh windows) and count from here.
     controls.set_rate_limit(Some(RateLimit::cryptlex_default()));
+    controls.clear_requests();
     let before = controls.stats();
 
-    let total =
-        (f64::from(plan.limited_rate) * plan.limited_duration.as_secs_f64()).round() as usize;
-    let interval = Duration::from_secs_f64(1.0 / f64::from(plan.limited_rate));
+    let page_views = (f64::from(plan.page_views_per_second) * plan.limited_duration.as_secs_f64())
+        .round() as usize;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(plan.page_views_per_second));
     let started = tokio::time::Instant::now();
     let mut tasks = JoinSet::new();
-    for i in 0..total {
+    for i in 0..page_views {
         tokio::time::sleep_until(started + interval.mul_f64(i as f64)).await;
-        let mut client = gateway.clone();
-        let token = tokens[i % tokens.len()].clone();
-        // Alternate the two reads; each user asks for both over the run.
-        let profile = (i / tokens.len()) % 2 == 0;
-        tasks.spawn(async move {
-            let result = if profile {
-                client
-                    .get_profile(with_token(GetProfileRequest {}, &token))
-                    .await
-                    .map(|_| ())
-            } else {
-                client
-                    .list_my_licenses(with_token(list_request(), &token))
-                    .await
-                    .map(|_| ())
-            };
-            result.map_err(|status| {
-                let reason = tonic_types::StatusExt::get_details_error_info(&status)
-                    .map(|info| info.reason)
-                    .unwrap_or_default();
-                format!("{:?} {reason}", status.code())
-            })
-        });
+        let token = &users[i % users.len()];
+        for read in 0..READS_PER_PAGE {
+            let mut client = gateway.clone();
+            let token = token.clone();
+            tasks.spawn(async move {
+                let result = if read < 2 {
+                    client
+                        .get_profile(with_token(GetProfileRequest {}, &token))
+                        .await
+                        .map(|_| ())
+                } else {
+                    client
+                        .list_my_licenses(with_token(list_request(), &token))
+                        .await
+                        .map(|_| ())
+                };
+                result.map_err(|status| {
+                    let reason = tonic_types::StatusExt::get_details_error_info(&status)
+                        .map(|info| info.reason)
+                        .unwrap_or_default();
+                    let retry = tonic_types::StatusExt::get_details_retry_info(&status)
+                        .map(|_| " +RetryInfo")
+                        .unwrap_or_default();
+                    format!("{:?} {reason}{retry}", status.code())
+                })
+            });
+        }
     }
     let mut limited = Limited {
-        users: tokens.len(),
-        offered: total,
+        users: users.len(),
+        page_views,
+        offered: page_views * READS_PER_PAGE,
         ..Limited::default()
     };
     while let Some(joined) = tasks.join_next().await {
@@ -667,7 +750,32 @@ async fn rate_limited(
     limited.upstream_requests = after.requests - before.requests;
     limited.responses_429 = after.responses_429 - before.responses_429;
     limited.connections = after.connections_accepted - before.connections_accepted;
+    limited.busiest_window = busiest_window(
+        &controls
+            .requests()
+            .iter()
+            .map(|request| request.received_at)
+            .collect::<Vec<_>>(),
+        chrono::Duration::seconds(5),
+    );
+    controls.clear_requests();
+    limited.cache = process.cache_results().await?;
     Ok(limited)
+}
+
+/// The most instants that fall within any span of length `window`.
+fn busiest_window(instants: &[chrono::DateTime<chrono::Utc>], window: chrono::Duration) -> usize {
+    let mut sorted = instants.to_vec();
+    sorted.sort_unstable();
+    let mut start = 0;
+    let mut most = 0;
+    for end in 0..sorted.len() {
+        while sorted[end] - sorted[start] >= window {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
 }
 
 // === the gateway child process ===
@@ -676,26 +784,30 @@ struct GatewayProcess {
     child: tokio::process::Child,
     pid: u32,
     public_addr: SocketAddr,
+    admin_addr: SocketAddr,
     startup: Duration,
 }
 
 impl GatewayProcess {
-    /// Starts `licensing-gateway serve` with the sandbox's configuration and waits for the
-    /// first SERVING answer of the health service for `licensing.v1.UserService`.
-    async fn start(bin: &Path, sandbox: &Sandbox) -> anyhow::Result<Self> {
-        // A free port picked now, so the health check can start polling at once.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let public_addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    /// Starts `licensing-gateway serve` with the sandbox's configuration and `profile`'s
+    /// overrides, and waits for the first SERVING answer of the health service for
+    /// `licensing.v1.UserService`.
+    async fn start(bin: &Path, sandbox: &Sandbox, profile: Profile) -> anyhow::Result<Self> {
+        // Free ports picked now, so the health check can start polling at once.
+        let public_addr = free_local_addr()?;
+        let admin_addr = free_local_addr()?;
         let started = Instant::now();
-        let mut child = tokio::process::Command::new(bin)
+        let mut command = tokio::process::Command::new(bin);
+        command
             .arg("--config")
             .arg(&sandbox.config_file)
             .args(["--public-addr", &public_addr.to_string()])
             .args(["--internal-addr", "127.0.0.1:0", "serve"])
             .env("LICENSING_GATEWAY__LOG__LEVEL", "warn")
-            .env_remove("RUST_LOG")
+            .env("LICENSING_GATEWAY__ADMIN__ADDR", admin_addr.to_string())
+            .envs(profile.overrides().iter().copied())
+            .env_remove("RUST_LOG");
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -748,8 +860,19 @@ impl GatewayProcess {
             child,
             pid,
             public_addr,
+            admin_addr,
             startup: started.elapsed(),
         })
+    }
+
+    /// `licensing_gateway_cache_requests_total` summed over both caches, by `result`.
+    async fn cache_results(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let text = reqwest::get(format!("http://{}/metrics", self.admin_addr))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(cache_results(&text))
     }
 
     /// The resident set size in KiB.
@@ -809,6 +932,31 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmRSS in /proc/<pid>/status")
+}
+
+/// Sums `licensing_gateway_cache_requests_total` in Prometheus text by its `result` label.
+fn cache_results(metrics: &str) -> BTreeMap<String, u64> {
+    let mut results = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("licensing_gateway_cache_requests_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let result = labels
+            .split(',')
+            .find_map(|label| label.strip_prefix("result=\""))
+            .map(|value| value.trim_end_matches('"'));
+        if let (Some(result), Ok(value)) = (result, value.trim().parse::<f64>()) {
+            *results.entry(result.to_owned()).or_default() += value as u64;
+        }
+    }
+    results
+}
+
+fn free_local_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 async fn serving(addr: SocketAddr) -> bool {
@@ -937,7 +1085,10 @@ struct Report<'a> {
     load_average: String,
     plan: Plan,
     binary_size: u64,
-    startup: Duration,
+    /// The gateway binary, relative to the repository when inside it.
+    gateway_bin: String,
+    /// Start-up of the hop-cost gateway and of the gateway on its defaults.
+    startup: [Duration; 2],
     idle_rss: u64,
     idle_rss_after: u64,
     peak_rss: u64,
@@ -945,6 +1096,8 @@ struct Report<'a> {
     open: Vec<(Target, Sample)>,
     gateway_calls: usize,
     gateway_connections: u64,
+    /// Requests the sandbox received during the gateway runs of sections 1 and 2.
+    gateway_upstream: u64,
     limited: Limited,
 }
 
@@ -981,7 +1134,7 @@ impl Report<'_> {
         let _ = writeln!(md, "| gateway commit | {} |", machine::git_commit());
         let _ = writeln!(
             md,
-            "| build | loadgen {} ; gateway `licensing-gateway serve` as a child process |",
+            "| build | loadgen {} ; gateway `licensing-gateway serve` as child processes |",
             if cfg!(debug_assertions) {
                 "debug"
             } else {
@@ -995,11 +1148,33 @@ impl Report<'_> {
              the sandbox answers from memory, so the `direct` rows are the floor that a real \
              Cryptlex (tens of ms away) would dwarf.\n"
         );
+        let overrides = |profile: Profile| {
+            profile
+                .overrides()
+                .iter()
+                .map(|(key, value)| format!("`{key}={value}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            md,
+            "Two gateways, both `licensing-gateway serve` with the configuration that \
+             `licensing-gateway sandbox` writes:\n\n\
+             - **hop cost** (sections 1 to 3): {}. Its read cache is off and its own upstream \
+             budget lifted, so every call reaches the sandbox; each concurrent caller has its own \
+             session, so no two calls in flight are identical and none are coalesced. \
+             {} gateway calls made {} upstream requests.\n\
+             - **defaults** (section 4): no overrides (3 s read cache, coalescing, 50 upstream \
+             requests per 5 s with reserves for issuance and sign-in).\n",
+            overrides(Profile::HopCost),
+            self.gateway_calls,
+            self.gateway_upstream,
+        );
 
         // 1. closed loop
         let _ = writeln!(
             md,
-            "## Throughput and latency (closed loop, sandbox rate limit off)\n\n\
+            "## 1. Throughput and latency (closed loop, sandbox rate limit off)\n\n\
              {} calls per row after {} warm-up calls, {} concurrent callers; gRPC on one HTTP/2 \
              connection, direct HTTP on a keep-alive pool. Latencies in ms.\n",
             plan.calls, plan.warmup, plan.concurrency
@@ -1063,7 +1238,7 @@ impl Report<'_> {
         // 2. open loop
         let _ = writeln!(
             md,
-            "\n## Added latency at a fixed rate (open loop)\n\n\
+            "\n## 2. Added latency at a fixed rate (open loop)\n\n\
              `GetProfile` at {} calls/s for {:?}, each call started on schedule whatever the \
              earlier ones did; latency counts from the scheduled start. Latencies in ms.\n",
             plan.open_rate, plan.open_duration
@@ -1106,7 +1281,7 @@ impl Report<'_> {
 
         // 3. resources
         let per_10k = self.gateway_connections as f64 * 10_000.0 / self.gateway_calls.max(1) as f64;
-        let _ = writeln!(md, "\n## Resources\n\n| metric | value |\n|---|--:|");
+        let _ = writeln!(md, "\n## 3. Resources\n\n| metric | value |\n|---|--:|");
         let _ = writeln!(
             md,
             "| upstream TCP connections opened per 10,000 gateway calls | {per_10k:.2} ({} over {} calls) |",
@@ -1129,19 +1304,20 @@ impl Report<'_> {
         );
         let _ = writeln!(
             md,
-            "| start-up: process spawn to first SERVING health answer | {:.0} ms |",
-            self.startup.as_secs_f64() * 1000.0
+            "| start-up: process spawn to first SERVING health answer (hop cost, defaults) | \
+             {:.0} ms, {:.0} ms |",
+            self.startup[0].as_secs_f64() * 1000.0,
+            self.startup[1].as_secs_f64() * 1000.0
         );
         let _ = writeln!(
             md,
-            "| binary size (release, symbols stripped) | {:.1} MiB |",
+            "| gateway binary size (`{}`) | {:.1} MiB |",
+            self.gateway_bin,
             self.binary_size as f64 / (1024.0 * 1024.0)
         );
 
         // 4. rate limited
         let l = &self.limited;
-        let served_without_upstream =
-            (l.offered as f64 - l.upstream_requests as f64).max(0.0) / l.offered.max(1) as f64;
         let errors = if l.errors.is_empty() {
             "none".to_owned()
         } else {
@@ -1151,17 +1327,51 @@ impl Report<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let cache = |result: &str| l.cache.get(result).copied().unwrap_or(0);
+        let answered_by_cache = cache("hit") + cache("coalesced") + cache("stale");
+        let ratio = |part: u64| part as f64 * 100.0 / l.offered.max(1) as f64;
         let _ = writeln!(
             md,
-            "\n## Under Cryptlex's rate limit (sandbox enforcing 50 requests per 5 s)\n\n\
-             {} `GetProfile`/`ListMyLicenses` reads at {} calls/s for {:?} (open loop), \
-             round-robin over {} distinct signed-in users.\n",
-            l.offered, plan.limited_rate, plan.limited_duration, l.users
+            "\n## 4. Under Cryptlex's rate limit (sandbox enforcing 50 requests per 5 s)\n\n\
+             The gateway on its defaults. {} page views at {} per second for {:?} (open loop), \
+             round-robin over {} signed-in users, so each user views a page every {:.1} s. \
+             Each page view makes {READS_PER_PAGE} reads at once: `GetProfile` twice (layout \
+             and page) and `ListMyLicenses` once. The offered load, {:.0} reads/s, is {:.1}× \
+             what Cryptlex allows the whole service (10 requests/s).\n",
+            l.page_views,
+            plan.page_views_per_second,
+            plan.limited_duration,
+            l.users,
+            l.users as f64 / f64::from(plan.page_views_per_second),
+            l.offered as f64 / plan.limited_duration.as_secs_f64(),
+            l.offered as f64 / plan.limited_duration.as_secs_f64() / 10.0,
         );
         let _ = writeln!(md, "| metric | value |\n|---|--:|");
         let _ = writeln!(md, "| reads offered to the gateway | {} |", l.offered);
         let _ = writeln!(md, "| answered OK | {} |", l.ok);
         let _ = writeln!(md, "| failed (gRPC code and ErrorInfo reason) | {errors} |");
+        let _ = writeln!(
+            md,
+            "| answered from the read cache | {} ({:.1} %) |",
+            cache("hit"),
+            ratio(cache("hit"))
+        );
+        let _ = writeln!(
+            md,
+            "| answered by joining an identical call in flight (coalesced) | {} ({:.1} %) |",
+            cache("coalesced"),
+            ratio(cache("coalesced"))
+        );
+        let _ = writeln!(
+            md,
+            "| cache and coalescing hit ratio (reads answered without an upstream call) | {:.1} % |",
+            ratio(answered_by_cache)
+        );
+        let _ = writeln!(
+            md,
+            "| cache misses (sent to Cryptlex, or refused when the budget was spent) | {} |",
+            cache("miss")
+        );
         let _ = writeln!(
             md,
             "| upstream calls made (requests the sandbox received) | {} |",
@@ -1174,8 +1384,8 @@ impl Report<'_> {
         );
         let _ = writeln!(
             md,
-            "| cache / coalescing hit ratio (reads served without an upstream call) | {:.1} % |",
-            served_without_upstream * 100.0
+            "| most upstream calls in any 5 s (Cryptlex allows 50) | {} |",
+            l.busiest_window
         );
         let _ = writeln!(md, "| 429s sent by the sandbox | **{}** |", l.responses_429);
         let _ = writeln!(md, "| upstream connections opened | {} |", l.connections);
@@ -1183,9 +1393,17 @@ impl Report<'_> {
         if l.responses_429 > 0 {
             let _ = writeln!(
                 md,
-                "\nThe goal is **zero** 429s: the gateway should keep its own upstream budget \
-                 below Cryptlex's and serve repeated reads from a short cache or one coalesced \
-                 call. Until it does, every read beyond the budget is a 429 upstream."
+                "\n**{} 429s reached the gateway.** The goal is zero: the gateway keeps its own \
+                 budget below Cryptlex's limit, so a 429 means the budget and the limit disagree.",
+                l.responses_429
+            );
+        } else if l.ok < l.offered {
+            let _ = writeln!(
+                md,
+                "\nReads beyond what the cache, coalescing and the budget can serve are refused \
+                 at once with `UNAVAILABLE` and a `RetryInfo` delay, instead of being sent to \
+                 Cryptlex and answered 429 there; the budget keeps a share for `IssueLicense` \
+                 and sign-in, which this run does not use."
             );
         }
 
@@ -1291,9 +1509,13 @@ mod machine {
         command(&rustc, &["--version"])
     }
 
+    /// The commit, with `-dirty` when the work tree has uncommitted changes.
     pub(super) fn git_commit() -> String {
         let dir = env!("CARGO_MANIFEST_DIR");
-        command("git", &["-C", dir, "rev-parse", "--short", "HEAD"])
+        command(
+            "git",
+            &["-C", dir, "describe", "--always", "--dirty", "--abbrev=7"],
+        )
     }
 
     fn command(program: &str, args: &[&str]) -> String {
@@ -1304,5 +1526,42 @@ mod machine {
             .filter(|output| output.status.success())
             .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
             .unwrap_or_else(|| "unknown".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_results_sum_both_caches_by_result() {
+        let text = "\
+# TYPE licensing_gateway_cache_requests_total counter
+licensing_gateway_cache_requests_total{cache=\"profile\",result=\"hit\"} 7
+licensing_gateway_cache_requests_total{cache=\"licenses\",result=\"hit\"} 3
+licensing_gateway_cache_requests_total{cache=\"profile\",result=\"miss\"} 2
+licensing_gateway_cache_requests_total_other{result=\"hit\"} 100
+licensing_gateway_rpc_requests_total{code=\"OK\"} 12
+";
+        let results = cache_results(text);
+        assert_eq!(results.get("hit"), Some(&10));
+        assert_eq!(results.get("miss"), Some(&2));
+        assert_eq!(results.len(), 2);
+    }
+
+    #[test]
+    fn busiest_window_counts_the_densest_span() {
+        let start = chrono::Utc::now();
+        let at = |ms: i64| start + chrono::Duration::milliseconds(ms);
+        // Spans are half-open: 6000 is not within 5 s of 1000, so the most are
+        // 1000, 3000 and 5999 (or 3000, 5999 and 6000).
+        let instants = [at(6000), at(0), at(1000), at(3000), at(5999)];
+        assert_eq!(busiest_window(&instants, chrono::Duration::seconds(5)), 3);
+        assert_eq!(
+            busiest_window(&instants, chrono::Duration::milliseconds(5001)),
+            4,
+            "a span a millisecond longer also holds 6000"
+        );
+        assert_eq!(busiest_window(&[], chrono::Duration::seconds(5)), 0);
     }
 }
