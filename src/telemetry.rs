@@ -12,13 +12,15 @@
 //! URLs.
 
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::layer::{Layered, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{LogFormat, OtlpSettings};
 
-type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+/// What the output layers sit on: the registry behind one global filter.
+type Filtered = Layered<EnvFilter, Registry>;
+type BoxedLayer = Box<dyn Layer<Filtered> + Send + Sync>;
 
 /// Flushes exported traces when dropped; keep it until the process exits.
 #[derive(Debug, Default)]
@@ -55,12 +57,10 @@ pub fn init<W>(
 where
     W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
-    let filter = || {
-        rust_log
-            .and_then(|directives| EnvFilter::try_new(directives).ok())
-            .or_else(|| EnvFilter::try_new(level).ok())
-            .unwrap_or_else(|| EnvFilter::new("info"))
-    };
+    let filter = rust_log
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let base = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .with_target(true);
@@ -70,9 +70,8 @@ where
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(true)
-            .with_filter(filter())
             .boxed(),
-        LogFormat::Text => base.with_filter(filter()).boxed(),
+        LogFormat::Text => base.boxed(),
     };
     #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
     let mut layers = vec![log_layer];
@@ -83,7 +82,7 @@ where
     if let Some(otlp) = otlp {
         match otlp_layer(otlp) {
             Ok((layer, provider)) => {
-                layers.push(layer.with_filter(filter()).boxed());
+                layers.push(layer);
                 guard.provider = Some(provider);
             }
             Err(error) => eprintln!("otlp trace export disabled: {error}"),
@@ -92,8 +91,15 @@ where
     #[cfg(not(feature = "otlp"))]
     let _ = otlp;
 
+    // One global filter, not per-layer filters: a per-layer filter carries
+    // its verdict from `enabled` to `on_event` in thread-local state, which
+    // `log` records (sqlx's query logger asks `log_enabled!` after every
+    // query) leave stale, and events were then silently dropped: with the
+    // PostgreSQL ledger, a process could lose every line after its first
+    // queries (tokio-rs/tracing#2519).
+    //
     // A second initialisation (tests) keeps the first subscriber.
-    let _ = Registry::default().with(layers).try_init();
+    let _ = Registry::default().with(filter).with(layers).try_init();
     guard
 }
 

@@ -372,10 +372,14 @@ async fn killed_between_create_and_ledger_write_then_restarted(backend: Backend)
         "exactly one license"
     );
     assert_eq!(license_posts(&cryptlex), 1, "no second create");
-    // `replayed` with a single POST after the first gateway died before its
-    // ledger write can only come from reconciliation by request id. (The
-    // restarted gateway's log line for it is not asserted: on PostgreSQL it
-    // was intermittently missing from the captured file; see the session note.)
+    // The operator can see what happened. (This line used to go missing on
+    // PostgreSQL: see `telemetry::init` on per-layer filters.)
+    let log = restarted.log_text();
+    assert!(
+        log.contains("licensing-gateway serving")
+            && log.contains("reconciled a license created by an earlier attempt"),
+        "the restarted gateway logged its start and the reconciliation:\n{log}"
+    );
     deployment.assert_no_secrets_in_logs();
 }
 

@@ -411,3 +411,22 @@ async fn log_levels_match_who_is_at_fault_callers_mistakes_shed_reads_and_upstre
     tight.stop().await;
     app.stop().await;
 }
+
+#[test]
+fn no_event_is_lost_after_a_log_crate_level_check() {
+    // sqlx's query logger asks `log_enabled!` after every query; with a
+    // per-layer filter that left stale state behind and the next event was
+    // dropped (every line after the ledger's first queries, on PostgreSQL).
+    let logs = captured_logs();
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    for i in 0..3 {
+        let _ = log::log_enabled!(target: "sqlx::query", log::Level::Debug);
+        tracing::info!(target: "licensing_gateway::probe", "probe {marker} {i}");
+    }
+    let seen = logs
+        .lines()
+        .iter()
+        .filter(|line| line.contains(&marker))
+        .count();
+    assert_eq!(seen, 3, "every probe line was logged");
+}
