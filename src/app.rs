@@ -18,6 +18,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::admin::{self, AdminState, Readiness};
 use crate::config::Settings;
 use crate::cryptlex::{self, ClientOptions};
+use crate::grpc::ledger_health;
 use crate::grpc::reload::{self, ReloadableTls, tls_incoming};
 use crate::grpc::server::{Introspection, PublicOptions, serve_internal, serve_public};
 use crate::grpc::{Deadlines, IssuanceApi, UserApi, pb};
@@ -257,6 +258,24 @@ impl Application {
             stopped(stop_rx.clone()),
         ));
 
+        // IssuanceService's health follows the ledger until shutdown, when
+        // the watcher stops before the drain sets NOT_SERVING for good.
+        let ledger_watch = match (&internal_health, self.licensing.ledger()) {
+            (Some(health), Some(ledger)) => {
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(ledger_health::watch(
+                    ledger.clone(),
+                    health.clone(),
+                    ledger_health::CHECK_INTERVAL,
+                    async move {
+                        let _ = stopped.await;
+                    },
+                ));
+                Some((stop, task))
+            }
+            _ => None,
+        };
+
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_server = self.admin.map(|admin| {
             tokio::spawn(admin::serve(admin.listener, admin.state, async move {
@@ -325,6 +344,10 @@ impl Application {
                 // Tell load balancers first, then stop accepting; tonic then
                 // waits for the calls in progress, bounded by the drain timeout.
                 readiness.set_draining();
+                if let Some((stop, task)) = ledger_watch {
+                    let _ = stop.send(());
+                    let _ = task.await;
+                }
                 public_health.set_not_serving::<UserServer>().await;
                 public_health
                     .set_service_status("", tonic_health::ServingStatus::NotServing)

@@ -14,6 +14,7 @@ mod rpc_metrics;
 mod status;
 mod user;
 
+pub mod ledger_health;
 pub mod reload;
 pub mod tls;
 
