@@ -82,6 +82,9 @@ where
     if let Some(otlp) = otlp {
         match otlp_layer(otlp) {
             Ok((layer, provider)) => {
+                opentelemetry::global::set_text_map_propagator(
+                    opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+                );
                 layers.push(layer);
                 guard.provider = Some(provider);
             }
@@ -101,6 +104,41 @@ where
     // A second initialisation (tests) keeps the first subscriber.
     let _ = Registry::default().with(filter).with(layers).try_init();
     guard
+}
+
+/// Continues the caller's W3C trace (`traceparent`, `tracestate` in
+/// `headers`) in `span`, so the gateway's spans join the website's trace.
+/// Without the `otlp` feature, or when no trace is exported, this does nothing.
+pub fn continue_remote_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    #[cfg(feature = "otlp")]
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        if headers.contains_key("traceparent") {
+            let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+                propagator.extract(&opentelemetry_http::HeaderExtractor(headers))
+            });
+            // Fails only when no OpenTelemetry layer is installed.
+            let _ = span.set_parent(parent);
+        }
+    }
+    #[cfg(not(feature = "otlp"))]
+    let _ = (span, headers);
+}
+
+/// Adds the current span's W3C trace context to an upstream request's
+/// `headers`, so Cryptlex calls appear in the same trace. Without the `otlp`
+/// feature, or when no trace is exported, this adds nothing.
+pub fn inject_trace_context(headers: &mut http::HeaderMap) {
+    #[cfg(feature = "otlp")]
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let context = tracing::Span::current().context();
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&context, &mut opentelemetry_http::HeaderInjector(headers));
+        });
+    }
+    #[cfg(not(feature = "otlp"))]
+    let _ = headers;
 }
 
 /// Builds the OTLP/HTTP span exporter and the tracing layer feeding it.
@@ -129,4 +167,56 @@ fn otlp_layer(
     let tracer = provider.tracer("licensing-gateway");
     let layer = tracing_opentelemetry::layer().with_tracer(tracer).boxed();
     Ok((layer, provider))
+}
+
+#[cfg(all(test, feature = "otlp"))]
+mod tests {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::*;
+
+    #[test]
+    fn a_callers_trace_is_continued_and_carried_upstream() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = Registry::default()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut incoming = http::HeaderMap::new();
+            incoming.insert(
+                "traceparent",
+                http::HeaderValue::from_static(
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            );
+            let span = tracing::info_span!("rpc");
+            continue_remote_trace(&span, &incoming);
+            let _entered = span.enter();
+
+            let mut outgoing = http::HeaderMap::new();
+            inject_trace_context(&mut outgoing);
+            let traceparent = outgoing
+                .get("traceparent")
+                .and_then(|value| value.to_str().ok())
+                .expect("a traceparent for Cryptlex");
+            assert!(
+                traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "the caller's trace id: {traceparent}"
+            );
+            assert!(
+                !traceparent.contains("00f067aa0ba902b7"),
+                "the gateway's own span id, not the caller's: {traceparent}"
+            );
+        });
+    }
+
+    #[test]
+    fn nothing_is_sent_upstream_outside_a_trace() {
+        let mut outgoing = http::HeaderMap::new();
+        inject_trace_context(&mut outgoing);
+        assert!(outgoing.get("traceparent").is_none());
+    }
 }

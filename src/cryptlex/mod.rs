@@ -646,6 +646,11 @@ impl Client {
             .timeout(timeout)
             .header(header::ACCEPT, "application/json")
             .header("x-request-id", &ctx.request_id);
+        let mut trace_context = http::HeaderMap::new();
+        crate::telemetry::inject_trace_context(&mut trace_context);
+        if !trace_context.is_empty() {
+            request = request.headers(trace_context);
+        }
         if let Some(token) = call.bearer {
             request = request.bearer_auth(token);
         }

@@ -252,7 +252,9 @@ fn rpc_span(request: &http::Request<tonic::body::Body>) -> tracing::Span {
         .and_then(|value| value.to_str().ok())
         .filter(|id| super::context::is_acceptable_request_id(id))
         .unwrap_or("-");
-    tracing::info_span!("rpc", method = %request.uri().path(), request_id = %request_id)
+    let span = tracing::info_span!("rpc", method = %request.uri().path(), request_id = %request_id);
+    crate::telemetry::continue_remote_trace(&span, request.headers());
+    span
 }
 
 /// CORS for gRPC-Web from the configured origins. Exposes the gRPC status
@@ -268,6 +270,8 @@ fn cors(allowed_origins: Vec<HeaderValue>) -> CorsLayer {
             HeaderName::from_static("x-user-agent"),
             HeaderName::from_static("grpc-timeout"),
             X_REQUEST_ID,
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
         ])
         .expose_headers([
             HeaderName::from_static("grpc-status"),
