@@ -220,23 +220,26 @@ pub struct RawLimits {
     pub client_address_header: Option<String>,
 }
 
+// The budget's and breaker's defaults live with them, in `cryptlex`.
 impl Default for RawBudget {
     fn default() -> Self {
+        let defaults = crate::cryptlex::BudgetOptions::default();
         Self {
-            max_requests: 50,
-            window: Duration::from_secs(5),
-            reserved_for_issuance: 10,
-            reserved_for_sign_in: 5,
-            max_read_wait: Duration::from_millis(500),
+            max_requests: defaults.max_requests,
+            window: defaults.window,
+            reserved_for_issuance: defaults.reserved_for_issuance,
+            reserved_for_sign_in: defaults.reserved_for_sign_in,
+            max_read_wait: defaults.max_read_wait,
         }
     }
 }
 
 impl Default for RawBreaker {
     fn default() -> Self {
+        let defaults = crate::cryptlex::BreakerOptions::default();
         Self {
-            failure_threshold: 5,
-            cooldown: Duration::from_secs(10),
+            failure_threshold: defaults.failure_threshold,
+            cooldown: defaults.cooldown,
         }
     }
 }

@@ -121,7 +121,7 @@ where
     let user_service = user_service.max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES);
     let mut routes = Routes::builder();
     routes.add_service(user_service);
-    introspection.add_to(&mut routes, &["licensing.v1.UserService"]);
+    introspection.add_to(&mut routes, &[pb::user_service_server::SERVICE_NAME]);
 
     let stack = ServiceBuilder::new()
         // Mark credentials sensitive before anything can log headers.
@@ -185,7 +185,7 @@ where
     let issuance_service = issuance_service.max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES);
     let mut routes = Routes::builder();
     routes.add_service(issuance_service);
-    introspection.add_to(&mut routes, &["licensing.v1.IssuanceService"]);
+    introspection.add_to(&mut routes, &[pb::issuance_service_server::SERVICE_NAME]);
     let stack = ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([
             AUTHORIZATION,
