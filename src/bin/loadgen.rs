@@ -115,7 +115,7 @@ impl Plan {
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// The gateway logs at `warn`; the rate-limited run makes it log every 429.
+/// The gateways log at `warn`; the rate-limited run makes one warn of every read it sheds.
 const MAX_GATEWAY_LINES: usize = 10;
 
 fn main() -> anyhow::Result<()> {
