@@ -16,7 +16,8 @@ const PROTO_FILES: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // protox + compile_fds cannot emit this for us (toolchain gotcha G9).
+    // protox + compile_fds cannot emit this for us, and without it edits to
+    // the .proto files would not trigger a rebuild.
     println!("cargo:rerun-if-changed=proto");
 
     let descriptors = protox::compile(PROTO_FILES, ["proto"])?;

@@ -34,7 +34,8 @@ use crate::metrics;
 pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// ALPN of the public listener with TLS: HTTP/2 for gRPC, HTTP/1.1 for
-/// gRPC-Web from fetch-only clients (toolchain G4).
+/// gRPC-Web from fetch-only clients (tonic's own TLS server offers only
+/// `h2`, which refuses clients that offer only `http/1.1`).
 const PUBLIC_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// ALPN of the internal listener: gRPC only.
 const INTERNAL_ALPN: &[&[u8]] = &[b"h2"];

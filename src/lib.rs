@@ -19,8 +19,6 @@
 //! - [`cryptlex`]: the only module that speaks HTTP to Cryptlex.
 //! - [`ledger`]: the durable issuance ledger (SQLite, or PostgreSQL for replicas).
 //! - [`grpc`]: the only module that knows tonic: adapters, status table, stacks.
-//! - [`sandbox`]: a faithful local stand-in for Cryptlex and a development PKI
-//!   (only the `sandbox` subcommand and tests start it).
 
 #![forbid(unsafe_code)]
 
@@ -34,5 +32,4 @@ pub mod grpc;
 pub mod ledger;
 pub mod licensing;
 pub mod metrics;
-pub mod sandbox;
 pub mod telemetry;

@@ -2,15 +2,14 @@
 //! configuration, set up logging, dispatch, and run until SIGTERM or Ctrl-C.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use licensing_gateway::app::Application;
 use licensing_gateway::commands::check_config;
 use licensing_gateway::commands::ledger::{self, LedgerAction};
+#[cfg(feature = "sandbox")]
 use licensing_gateway::commands::sandbox::{self, SandboxArgs};
 use licensing_gateway::config::{RawSettings, Settings};
 use licensing_gateway::ledger::State;
@@ -40,19 +39,28 @@ enum Command {
     Serve,
     /// Run against a local stand-in for Cryptlex, with demo users and a
     /// development PKI: no account needed.
+    #[cfg(feature = "sandbox")]
     Sandbox {
         /// Directory for the PKI, the PAT file, the ledger and the effective configuration.
         #[arg(long, default_value = "sandbox-data")]
         dir: PathBuf,
         /// Address of the sandbox Cryptlex HTTP server.
         #[arg(long, default_value = "127.0.0.1:8089")]
-        cryptlex_addr: SocketAddr,
+        cryptlex_addr: std::net::SocketAddr,
         /// Switch off the sandbox's Cryptlex rate limit (50 requests per 5 s).
         #[arg(long)]
         no_rate_limit: bool,
         /// Lifetime of sandbox access tokens, e.g. `15m` or `30s`.
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
-        access_token_ttl: Duration,
+        access_token_ttl: std::time::Duration,
+    },
+    /// Builds without the `sandbox` feature (production images) have no
+    /// sandbox; asking for it explains that instead of "unrecognized subcommand".
+    #[cfg(not(feature = "sandbox"))]
+    #[command(hide = true)]
+    Sandbox {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        ignored: Vec<String>,
     },
     /// Validate the configuration (files, certificates, URLs, account) and exit.
     CheckConfig,
@@ -84,7 +92,8 @@ enum LedgerCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // One rustls provider for the whole process (toolchain gotcha G1); must
+    // One rustls provider for the whole process (with none installed, the
+    // first TLS handshake panics rather than guess); must
     // precede every TLS config and HTTP client.
     rustls::crypto::ring::default_provider()
         .install_default()
@@ -112,6 +121,7 @@ async fn main() -> anyhow::Result<()> {
             let _telemetry = init_logging(&settings, rust_log);
             serve(settings, None).await
         }
+        #[cfg(feature = "sandbox")]
         Command::Sandbox {
             dir,
             cryptlex_addr,
@@ -127,7 +137,24 @@ async fn main() -> anyhow::Result<()> {
             let sandbox = sandbox::prepare(&args, raw).await?;
             let _telemetry = init_logging(&sandbox.settings, rust_log);
             let settings = sandbox.settings.clone();
-            serve(settings, Some(&sandbox)).await
+            let banner = |app: &Application| {
+                println!(
+                    "{}",
+                    sandbox::banner(
+                        &sandbox,
+                        app.public_addr(),
+                        app.internal_addr(),
+                        app.admin_addr()
+                    )
+                );
+            };
+            serve(settings, Some(Box::new(banner))).await
+        }
+        #[cfg(not(feature = "sandbox"))]
+        Command::Sandbox { .. } => {
+            anyhow::bail!(
+                "this build of licensing-gateway has no sandbox: it was built without the `sandbox` feature (production images are). Build with default features (`cargo run --release -- sandbox`) to run against the local stand-in for Cryptlex"
+            )
         }
         Command::CheckConfig => unreachable!("handled before loading"),
         Command::Ledger { action } => {
@@ -192,21 +219,16 @@ fn run_check_config(
     1
 }
 
-async fn serve(settings: Settings, sandbox: Option<&sandbox::Sandbox>) -> anyhow::Result<()> {
+/// What to print once the listeners are bound (the sandbox's banner).
+type OnServing<'a> = Option<Box<dyn FnOnce(&Application) + 'a>>;
+
+async fn serve(settings: Settings, on_serving: OnServing<'_>) -> anyhow::Result<()> {
     let app = Application::build(settings)
         .await
         .context("starting the gateway")?;
     tracing::info!(public = %app.public_addr(), internal = ?app.internal_addr(), admin = ?app.admin_addr(), "licensing-gateway serving");
-    if let Some(sandbox) = sandbox {
-        println!(
-            "{}",
-            sandbox::banner(
-                sandbox,
-                app.public_addr(),
-                app.internal_addr(),
-                app.admin_addr()
-            )
-        );
+    if let Some(on_serving) = on_serving {
+        on_serving(&app);
     }
     app.run_until_stopped(shutdown_signal()).await
 }

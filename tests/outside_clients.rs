@@ -12,7 +12,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use licensing_gateway::sandbox::seed;
+use cryptlex_sandbox::seed;
 use serde_json::Value;
 use tonic::Code;
 

@@ -12,13 +12,13 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
+use cryptlex_sandbox::seed;
 use licensing_gateway::grpc::pb::issuance_service_client::IssuanceServiceClient;
 use licensing_gateway::grpc::pb::user_service_client::UserServiceClient;
 use licensing_gateway::grpc::pb::{
     GetProfileRequest, IssueLicenseRequest, ListMyLicensesRequest, LoginRequest, LogoutRequest,
     RefreshSessionRequest, Session, SignUpRequest, issue_license_request,
 };
-use licensing_gateway::sandbox::seed;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request};
 

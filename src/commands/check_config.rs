@@ -167,7 +167,7 @@ mod tests {
 
     use super::*;
     use crate::config::RawAllowedClient;
-    use crate::sandbox::pki::DevPki;
+    use cryptlex_sandbox::pki::DevPki;
 
     const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 

@@ -4,4 +4,5 @@
 
 pub mod check_config;
 pub mod ledger;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;

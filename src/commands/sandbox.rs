@@ -16,8 +16,8 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
 
 use crate::config::{RawAllowedClient, RawSettings, Settings};
-use crate::sandbox::pki::DevPki;
-use crate::sandbox::{RateLimit, SandboxCryptlex, SandboxOptions, seed};
+use cryptlex_sandbox::pki::DevPki;
+use cryptlex_sandbox::{RateLimit, SandboxCryptlex, SandboxOptions, seed};
 
 /// Options of the `sandbox` subcommand.
 #[derive(Debug, Clone)]

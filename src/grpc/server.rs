@@ -147,7 +147,9 @@ where
         ))
         .into_inner();
     server_builder()
-        // gRPC-Web arrives as HTTP/1.1 from fetch-only runtimes (toolchain G3).
+        // gRPC-Web arrives as HTTP/1.1 from fetch-only runtimes; without
+        // this, HTTP/1.1 requests (and CORS preflights) get an HTTP/2
+        // SETTINGS frame back and fail as a malformed response.
         .accept_http1(true)
         .layer(stack)
         .add_routes(routes.routes())
@@ -258,7 +260,7 @@ fn rpc_span(request: &http::Request<tonic::body::Body>) -> tracing::Span {
 }
 
 /// CORS for gRPC-Web from the configured origins. Exposes the gRPC status
-/// headers, without which browsers cannot read errors (toolchain G6).
+/// headers, without which browsers cannot read errors (tonic-web adds no CORS of its own).
 fn cors(allowed_origins: Vec<HeaderValue>) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(allowed_origins))

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use licensing_gateway::grpc::pb::issuance_service_client::IssuanceServiceClient;
-use licensing_gateway::grpc::pb::{IssueLicenseRequest, IssueLicenseResponse};
-use licensing_gateway::sandbox::pki::DevPki;
-use licensing_gateway::sandbox::{
+use cryptlex_sandbox::pki::DevPki;
+use cryptlex_sandbox::{
     FaultAction, FaultRule, LicenseRecord, SandboxCryptlex, SandboxOptions, seed,
 };
+use licensing_gateway::grpc::pb::issuance_service_client::IssuanceServiceClient;
+use licensing_gateway::grpc::pb::{IssueLicenseRequest, IssueLicenseResponse};
 use secrecy::ExposeSecret as _;
 use tokio::process::{Child, Command};
 use tonic::Code;

@@ -1,10 +1,10 @@
 //! gRPC-Web over HTTP/1.1, as a `fetch`-only runtime or a browser speaks it,
 //! with CORS.
 
+use cryptlex_sandbox::seed;
 use licensing_gateway::grpc::pb::{
     GetProfileRequest, GetProfileResponse, LoginRequest, LoginResponse,
 };
-use licensing_gateway::sandbox::seed;
 use prost::Message;
 
 use crate::helpers::spawn_app;

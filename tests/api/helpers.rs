@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cryptlex_sandbox::seed;
+use cryptlex_sandbox::{Controls, RateLimit};
 use licensing_gateway::app::Application;
 use licensing_gateway::commands::sandbox::{self, Sandbox, SandboxArgs};
 use licensing_gateway::config::{RawAllowedClient, RawSettings};
@@ -13,8 +15,6 @@ use licensing_gateway::grpc::pb::issuance_service_client::IssuanceServiceClient;
 use licensing_gateway::grpc::pb::user_service_client::UserServiceClient;
 use licensing_gateway::grpc::pb::{self, LoginRequest};
 use licensing_gateway::ledger::{Ledger, LedgerOptions};
-use licensing_gateway::sandbox::seed;
-use licensing_gateway::sandbox::{Controls, RateLimit};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;

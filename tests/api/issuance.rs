@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use cryptlex_sandbox::pki::DevPki;
+use cryptlex_sandbox::{Controls, FaultAction, FaultRule, seed};
 use licensing_gateway::config::RawAllowedClient;
 use licensing_gateway::grpc::pb::issuance_service_client::IssuanceServiceClient;
 use licensing_gateway::grpc::pb::issue_license_request::User;
@@ -16,8 +18,6 @@ use licensing_gateway::grpc::pb::{
     IssueLicenseRequest, IssueLicenseResponse, IssuedLicense, ListMyLicensesRequest, SignUpRequest,
 };
 use licensing_gateway::ledger::State;
-use licensing_gateway::sandbox::pki::DevPki;
-use licensing_gateway::sandbox::{Controls, FaultAction, FaultRule, seed};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use tonic::{Code, Status};

@@ -1,8 +1,8 @@
 //! The admin listener, metrics, request ids and logs, seen from outside.
 
+use cryptlex_sandbox::{FaultAction, FaultRule, seed};
 use licensing_gateway::grpc::pb::issue_license_request::User;
 use licensing_gateway::grpc::pb::{GetProfileRequest, IssueLicenseRequest, LoginRequest};
-use licensing_gateway::sandbox::{FaultAction, FaultRule, seed};
 use tonic::{Code, Request};
 
 use crate::helpers::{TestOptions, captured_logs, reason, spawn_app, spawn_app_with, with_token};

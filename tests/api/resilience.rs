@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use cryptlex_sandbox::{FaultAction, FaultRule, RateLimit, seed};
 use licensing_gateway::grpc::pb::issue_license_request::User;
 use licensing_gateway::grpc::pb::{
     GetProfileRequest, IssueLicenseRequest, ListMyLicensesRequest, LoginRequest,
 };
-use licensing_gateway::sandbox::{FaultAction, FaultRule, RateLimit, seed};
 use reqwest::Method;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cryptlex_sandbox::seed;
 use licensing_gateway::grpc::pb::IssueLicenseRequest;
 use licensing_gateway::grpc::pb::issue_license_request::User;
-use licensing_gateway::sandbox::seed;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use secrecy::ExposeSecret as _;

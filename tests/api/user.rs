@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
+use cryptlex_sandbox::{AuthKind, seed};
+use cryptlex_sandbox::{FaultAction, FaultRule};
 use licensing_gateway::grpc::pb::{
     GetProfileRequest, ListMyLicensesRequest, LoginRequest, LogoutRequest, RefreshSessionRequest,
     SignUpRequest,
 };
-use licensing_gateway::sandbox::{AuthKind, seed};
-use licensing_gateway::sandbox::{FaultAction, FaultRule};
 use tonic::{Code, Request};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;

@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use cryptlex_sandbox::{Controls, RateLimit, seed};
 use licensing_gateway::commands::sandbox::{self, Sandbox, SandboxArgs};
 use licensing_gateway::config::RawSettings;
 use licensing_gateway::grpc::pb::user_service_client::UserServiceClient;
@@ -48,7 +49,6 @@ use licensing_gateway::grpc::pb::{
     LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshSessionRequest,
     RefreshSessionResponse, SignUpRequest, SignUpResponse,
 };
-use licensing_gateway::sandbox::{Controls, RateLimit, seed};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::task::JoinSet;
 use tonic::transport::{Channel, Server};
@@ -113,6 +113,9 @@ impl Plan {
         }
     }
 }
+
+/// The repository root (the gateway's package), two levels above this crate.
+const WORKSPACE_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The gateways log at `warn`; the rate-limited run makes one warn of every read it sheds.
@@ -195,7 +198,7 @@ fn build_gateway() -> anyhow::Result<PathBuf> {
             "licensing-gateway",
             "--manifest-path",
         ])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+        .arg(Path::new(WORKSPACE_ROOT).join("Cargo.toml"));
     if release {
         command.arg("--release");
     }
@@ -386,7 +389,7 @@ async fn measure(
         plan,
         binary_size,
         gateway_bin: gateway_bin
-            .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+            .strip_prefix(Path::new(WORKSPACE_ROOT))
             .unwrap_or(gateway_bin)
             .display()
             .to_string(),
@@ -1511,7 +1514,7 @@ mod machine {
 
     /// The commit, with `-dirty` when the work tree has uncommitted changes.
     pub(super) fn git_commit() -> String {
-        let dir = env!("CARGO_MANIFEST_DIR");
+        let dir = super::WORKSPACE_ROOT;
         command(
             "git",
             &["-C", dir, "describe", "--always", "--dirty", "--abbrev=7"],
