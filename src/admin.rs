@@ -128,7 +128,7 @@ async fn render_metrics(State(state): State<AdminState>) -> Response {
         refresh_ledger_gauges(ledger).await;
     }
     if let Some(licensing) = &state.licensing {
-        metrics::record_upstream_state(licensing);
+        record_upstream_state(licensing);
     }
     (
         [(
@@ -158,6 +158,33 @@ async fn refresh_ledger_gauges(ledger: &Ledger) {
         Err(_) => {
             tracing::warn!("counting ledger records timed out");
             ::metrics::gauge!(metrics::LEDGER_UP).set(0.0);
+        }
+    }
+}
+
+/// Publishes the upstream budget, breaker and read-cache state (read on
+/// scrape: they live in the use cases, not in the recorder).
+fn record_upstream_state(licensing: &crate::licensing::Licensing) {
+    let client = licensing.cryptlex_client();
+    let budget = client.budget();
+    ::metrics::gauge!(metrics::BUDGET_REMAINING).set(f64::from(budget.remaining));
+    ::metrics::gauge!(metrics::BUDGET_WAITERS).set(budget.waiters as f64);
+    let breaker = match client.breaker_state() {
+        crate::cryptlex::BreakerState::Closed => 0.0,
+        crate::cryptlex::BreakerState::HalfOpen => 1.0,
+        crate::cryptlex::BreakerState::Open => 2.0,
+    };
+    ::metrics::gauge!(metrics::BREAKER_STATE).set(breaker);
+    let (profiles, licenses) = licensing.cache_stats();
+    for (cache, stats) in [("profile", profiles), ("licenses", licenses)] {
+        for (result, value) in [
+            ("hit", stats.hits),
+            ("coalesced", stats.coalesced),
+            ("miss", stats.misses),
+            ("stale", stats.stale_served),
+        ] {
+            ::metrics::counter!(metrics::CACHE_REQUESTS_TOTAL, "cache" => cache, "result" => result)
+                .absolute(value);
         }
     }
 }

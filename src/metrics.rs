@@ -19,11 +19,11 @@
 //!   an id, an email, a token, a request id or anything a caller chooses;
 //!   unknown values collapse into `unknown` or `other`.
 //! - Add a new metric as a `pub const` here with a doc comment giving its
-//!   type and labels, and list it in `docs/operating.md`. For example the
-//!   upstream budget and cache (issue 4) would be
-//!   `licensing_gateway_budget_remaining` (gauge),
-//!   `licensing_gateway_budget_throttled_total{endpoint}` (counter) and
-//!   `licensing_gateway_cache_requests_total{cache, result="hit"|"miss"}`.
+//!   type and labels, and list it in `docs/operating.md`.
+//!
+//! This module is a leaf: it imports nothing of the gateway. State that lives
+//! in the use cases (budget, breaker, cache counters) is read at scrape time
+//! by the admin listener, which knows both.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -142,31 +142,4 @@ pub fn set_certificate_expiry(listener: &'static str, certificate: &'static str,
         "certificate" => certificate
     )
     .set(not_after as f64);
-}
-
-/// Publishes the upstream budget, breaker and read-cache state (read on
-/// scrape: they live in the use cases, not in the recorder).
-pub fn record_upstream_state(licensing: &crate::licensing::Licensing) {
-    let client = licensing.cryptlex_client();
-    let budget = client.budget();
-    ::metrics::gauge!(BUDGET_REMAINING).set(f64::from(budget.remaining));
-    ::metrics::gauge!(BUDGET_WAITERS).set(budget.waiters as f64);
-    let breaker = match client.breaker_state() {
-        crate::cryptlex::BreakerState::Closed => 0.0,
-        crate::cryptlex::BreakerState::HalfOpen => 1.0,
-        crate::cryptlex::BreakerState::Open => 2.0,
-    };
-    ::metrics::gauge!(BREAKER_STATE).set(breaker);
-    let (profiles, licenses) = licensing.cache_stats();
-    for (cache, stats) in [("profile", profiles), ("licenses", licenses)] {
-        for (result, value) in [
-            ("hit", stats.hits),
-            ("coalesced", stats.coalesced),
-            ("miss", stats.misses),
-            ("stale", stats.stale_served),
-        ] {
-            ::metrics::counter!(CACHE_REQUESTS_TOTAL, "cache" => cache, "result" => result)
-                .absolute(value);
-        }
-    }
 }

@@ -16,7 +16,27 @@ use tracing_subscriber::layer::{Layered, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::config::{LogFormat, OtlpSettings};
+use serde::Deserialize;
+use url::Url;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Where to export traces (`[otlp]` in the configuration, once validated).
+#[derive(Debug, Clone)]
+pub struct OtlpSettings {
+    /// The OTLP/HTTP traces endpoint, e.g. `http://otel-collector:4318/v1/traces`.
+    pub endpoint: Url,
+    pub service_name: String,
+}
 
 /// What the output layers sit on: the registry behind one global filter.
 type Filtered = Layered<EnvFilter, Registry>;

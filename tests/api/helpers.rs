@@ -379,7 +379,7 @@ pub fn captured_logs() -> CapturedLogs {
             let capture = CapturedLogs::default();
             let _guard = licensing_gateway::telemetry::init(
                 "info,tower_http=debug,licensing_gateway=debug",
-                licensing_gateway::config::LogFormat::Json,
+                licensing_gateway::telemetry::LogFormat::Json,
                 None,
                 capture.clone(),
                 None,

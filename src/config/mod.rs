@@ -1,0 +1,219 @@
+//! The gateway's settings: one typed tree, loaded once from a TOML file and
+//! `LICENSING_GATEWAY__...` environment variables, and validated before
+//! anything binds.
+//!
+//! Loading takes the environment as a map (the process environment in
+//! `main`, a literal map in tests), so tests never touch global state.
+//! Validation reports every problem at once, each naming the key to fix.
+//!
+//! - `raw`: the serde shapes of the file, with their defaults.
+//! - `validate`: one function per section, no I/O.
+//! - `settings`: the validated, typed tree.
+
+mod raw;
+mod settings;
+mod validate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use url::Url;
+
+pub use raw::{
+    RawAdmin, RawAllowedClient, RawBreaker, RawBudget, RawCache, RawCryptlex, RawInternal,
+    RawIssuance, RawLedger, RawLimits, RawLog, RawOtlp, RawPublic, RawSettings, RawSignUp, RawTls,
+};
+pub use settings::{
+    AllowedClient, CryptlexSettings, InternalSettings, IssuanceSettings, LedgerSettings,
+    PublicSettings, Settings, TlsFiles,
+};
+
+/// Prefix of environment overrides: `LICENSING_GATEWAY__CRYPTLEX__ACCOUNT_ALIAS`
+/// sets `cryptlex.account_alias`.
+pub const ENV_PREFIX: &str = "LICENSING_GATEWAY";
+
+/// Everything wrong with a configuration, one line per problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(problem: impl Into<String>) -> Self {
+        Self {
+            problems: vec![problem.into()],
+        }
+    }
+}
+
+impl RawSettings {
+    /// Reads `file` (if given) and overlays `LICENSING_GATEWAY__*` entries of
+    /// `env`. List values in the environment are comma-separated.
+    pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(ConfigError::one(format!(
+                    "configuration file {} does not exist or is not a file",
+                    file.display()
+                )));
+            }
+            builder = builder.add_source(config::File::from(file).format(config::FileFormat::Toml));
+        }
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("public.cors_allowed_origins")
+            .source(Some(
+                env.iter()
+                    .filter(|(key, _)| key.starts_with(ENV_PREFIX))
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
+            ));
+        builder
+            .add_source(environment)
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|error| ConfigError::one(error.to_string()))
+    }
+
+    /// Reads the one file the settings name by content (`cryptlex.pat_file`),
+    /// then checks every setting and returns the typed tree, or every problem.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let pat_file = self.cryptlex.pat_file.as_ref().map(std::fs::read_to_string);
+        validate::settings(self, pat_file)
+    }
+}
+
+/// Hides the password of a database URL in messages.
+pub fn redact_url_password(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("REDACTED"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cryptlex::Account;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    fn minimal_env() -> HashMap<String, String> {
+        env(&[
+            ("LICENSING_GATEWAY__CRYPTLEX__ACCOUNT_ALIAS", "acme"),
+            ("LICENSING_GATEWAY__INTERNAL__ENABLED", "false"),
+            ("LICENSING_GATEWAY__SIGN_UP__ENABLED", "false"),
+        ])
+    }
+
+    #[test]
+    fn defaults_plus_an_account_are_a_valid_public_only_configuration() {
+        let settings = RawSettings::load(None, &minimal_env())
+            .expect("loads")
+            .validate()
+            .expect("valid");
+        assert_eq!(
+            settings.public.addr,
+            "127.0.0.1:50051".parse().expect("addr")
+        );
+        assert_eq!(settings.cryptlex.account, Account::Alias("acme".into()));
+        assert!(settings.internal.is_none());
+    }
+
+    #[test]
+    fn a_missing_account_is_reported_with_the_keys_to_set() {
+        let mut environment = minimal_env();
+        environment.remove("LICENSING_GATEWAY__CRYPTLEX__ACCOUNT_ALIAS");
+        let error = RawSettings::load(None, &environment)
+            .expect("loads")
+            .validate()
+            .expect_err("no account");
+        assert!(
+            error
+                .problems
+                .iter()
+                .any(|problem| problem.contains("account_id or account_alias")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let environment = env(&[
+            ("LICENSING_GATEWAY__PUBLIC__ADDR", "nowhere"),
+            ("LICENSING_GATEWAY__CRYPTLEX__BASE_URL", "ftp://x"),
+            (
+                "LICENSING_GATEWAY__PUBLIC__CORS_ALLOWED_ORIGINS",
+                "https://ok.example,not an origin",
+            ),
+        ]);
+        let error = RawSettings::load(None, &environment)
+            .expect("loads")
+            .validate()
+            .expect_err("invalid");
+        let text = error.to_string();
+        for expected in [
+            "public.addr",
+            "cryptlex.base_url",
+            "not an origin",
+            "account_id or account_alias",
+            "internal.tls_cert_file",
+            "personal access token",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, "[cryptlex]\naccount_alais = \"typo\"\n").expect("write");
+        let error = RawSettings::load(Some(&file), &HashMap::new()).expect_err("typo");
+        assert!(error.to_string().contains("account_alais"), "{error}");
+    }
+
+    #[test]
+    fn the_pat_is_read_from_a_file_and_never_shown_in_debug_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pat_file = dir.path().join("pat");
+        std::fs::write(&pat_file, "pat-secret-value\n").expect("write");
+        let mut environment = minimal_env();
+        environment.insert(
+            "LICENSING_GATEWAY__CRYPTLEX__PAT_FILE".into(),
+            pat_file.display().to_string(),
+        );
+        let settings = RawSettings::load(None, &environment)
+            .expect("loads")
+            .validate()
+            .expect("valid");
+        let pat = settings.cryptlex.admin_token.as_ref().expect("pat read");
+        assert_eq!(pat.expose_secret(), "pat-secret-value");
+        assert!(!format!("{settings:?}").contains("pat-secret-value"));
+    }
+}

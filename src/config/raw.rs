@@ -1,0 +1,374 @@
+//! The settings as written in the TOML file and the environment, before
+//! validation: serde shapes with a default for every field, so an empty file
+//! is a valid starting point. Nothing here checks values; see `validate`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::cryptlex::{BreakerOptions, BudgetOptions};
+use crate::telemetry::LogFormat;
+
+/// The settings as written in the file and environment, before validation.
+/// Every field has a default, so an empty file is a valid starting point.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSettings {
+    pub public: RawPublic,
+    pub internal: RawInternal,
+    pub cryptlex: RawCryptlex,
+    pub issuance: RawIssuance,
+    pub sign_up: RawSignUp,
+    pub ledger: RawLedger,
+    pub cache: RawCache,
+    pub limits: RawLimits,
+    pub log: RawLog,
+    pub admin: RawAdmin,
+    pub tls: RawTls,
+    pub otlp: RawOtlp,
+}
+
+/// `[admin]`: the operations HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmin {
+    pub enabled: bool,
+    /// Loopback by default: metrics are not for the internet. Containers set
+    /// `0.0.0.0:9090` so Prometheus can scrape the pod.
+    pub addr: String,
+}
+
+/// `[tls]`: certificate reloading for both listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    /// How often certificate files are checked for changes; `0s` turns
+    /// polling off (SIGHUP still reloads).
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+/// `[otlp]`: OpenTelemetry trace export (needs the `otlp` cargo feature).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOtlp {
+    pub enabled: bool,
+    /// The OTLP/HTTP traces endpoint, e.g. `http://otel-collector:4318/v1/traces`.
+    pub endpoint: String,
+    pub service_name: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            addr: "127.0.0.1:9090".into(),
+        }
+    }
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            reload_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for RawOtlp {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: "http://127.0.0.1:4318/v1/traces".into(),
+            service_name: "licensing-gateway".into(),
+        }
+    }
+}
+
+/// `[public]`: the user-facing listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPublic {
+    pub addr: String,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub cors_allowed_origins: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub default_deadline: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_deadline: Duration,
+}
+
+/// `[internal]`: the mutual-TLS listener for the payment service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawInternal {
+    pub enabled: bool,
+    pub addr: String,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub client_ca_file: Option<PathBuf>,
+    pub allowed_clients: Vec<RawAllowedClient>,
+}
+
+/// One `[[internal.allowed_clients]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAllowedClient {
+    /// The client certificate's SAN: a URI (e.g. a SPIFFE id) or a DNS name.
+    pub identity: String,
+    /// Products this client may issue; empty means any.
+    #[serde(default)]
+    pub products: Vec<String>,
+}
+
+/// `[cryptlex]`: the upstream API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCryptlex {
+    pub base_url: String,
+    pub account_id: Option<String>,
+    pub account_alias: Option<String>,
+    /// The PAT itself; prefer `pat_file` or the environment.
+    pub pat: Option<SecretString>,
+    pub pat_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Most retries of one safe call (reads, login).
+    pub max_retries: u32,
+    pub budget: RawBudget,
+    pub breaker: RawBreaker,
+}
+
+/// `[cryptlex.budget]`: this replica's share of Cryptlex's rate limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBudget {
+    /// Calls per window for this replica (Cryptlex allows 50 per 5 s per
+    /// source IP: divide it among replicas that share an egress IP).
+    pub max_requests: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    pub reserved_for_issuance: u32,
+    pub reserved_for_sign_in: u32,
+    #[serde(with = "humantime_serde")]
+    pub max_read_wait: Duration,
+}
+
+/// `[cryptlex.breaker]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBreaker {
+    pub failure_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+/// `[cache]`: the short per-token read cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawCache {
+    /// How long a profile or license page is reused; 0 disables caching
+    /// (identical concurrent reads are still coalesced).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    pub max_entries: usize,
+    /// Serve the last known license page, marked stale, when Cryptlex is
+    /// unavailable.
+    pub serve_stale: bool,
+    #[serde(with = "humantime_serde")]
+    pub stale_for: Duration,
+}
+
+/// `[limits]`: the front door.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Calls in progress at once per listener; more are shed at once.
+    pub max_concurrent_requests: usize,
+    /// Failed logins per email per window before that email is throttled.
+    pub login_failures_per_email: u32,
+    #[serde(with = "humantime_serde")]
+    pub login_email_window: Duration,
+    /// Login and sign-up attempts per client address per window.
+    pub login_attempts_per_address: u32,
+    #[serde(with = "humantime_serde")]
+    pub login_address_window: Duration,
+    /// How long in-flight calls may finish after a shutdown signal.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// A header carrying the real client address when the gateway sits
+    /// behind a proxy (e.g. `x-forwarded-for`: its first entry is used).
+    /// Only set it when the proxy overwrites the header; otherwise clients
+    /// could forge it. Empty: the TCP peer address.
+    pub client_address_header: Option<String>,
+}
+
+// The budget's and breaker's defaults live with them, in `cryptlex`.
+impl Default for RawBudget {
+    fn default() -> Self {
+        let defaults = BudgetOptions::default();
+        Self {
+            max_requests: defaults.max_requests,
+            window: defaults.window,
+            reserved_for_issuance: defaults.reserved_for_issuance,
+            reserved_for_sign_in: defaults.reserved_for_sign_in,
+            max_read_wait: defaults.max_read_wait,
+        }
+    }
+}
+
+impl Default for RawBreaker {
+    fn default() -> Self {
+        let defaults = BreakerOptions::default();
+        Self {
+            failure_threshold: defaults.failure_threshold,
+            cooldown: defaults.cooldown,
+        }
+    }
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(3),
+            max_entries: 10_000,
+            serve_stale: false,
+            stale_for: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_requests: 512,
+            login_failures_per_email: 5,
+            login_email_window: Duration::from_secs(15 * 60),
+            login_attempts_per_address: 30,
+            login_address_window: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(20),
+            client_address_header: None,
+        }
+    }
+}
+
+/// `[issuance]`: `IssueLicense` behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIssuance {
+    pub default_product_id: Option<String>,
+    pub request_id_metadata_key: String,
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub wait_for_in_flight: Duration,
+}
+
+/// `[sign_up]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSignUp {
+    pub enabled: bool,
+}
+
+/// `[ledger]`: the durable issuance ledger.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLedger {
+    pub url: String,
+    pub schema: Option<String>,
+    pub max_connections: u32,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// A `tracing` filter, e.g. `info` or `licensing_gateway=debug,info`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for RawPublic {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:50051".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            cors_allowed_origins: Vec::new(),
+            default_deadline: Duration::from_secs(10),
+            max_deadline: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for RawInternal {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            addr: "127.0.0.1:50052".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            client_ca_file: None,
+            allowed_clients: Vec::new(),
+        }
+    }
+}
+
+impl Default for RawCryptlex {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.cryptlex.com".into(),
+            account_id: None,
+            account_alias: None,
+            pat: None,
+            pat_file: None,
+            request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            max_retries: 2,
+            budget: RawBudget::default(),
+            breaker: RawBreaker::default(),
+        }
+    }
+}
+
+impl Default for RawIssuance {
+    fn default() -> Self {
+        Self {
+            default_product_id: None,
+            request_id_metadata_key: "licensing_gateway_request_id".into(),
+            lease: Duration::from_secs(30),
+            wait_for_in_flight: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for RawSignUp {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+impl Default for RawLedger {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://licensing-gateway.db".into(),
+            schema: None,
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
