@@ -97,12 +97,6 @@ impl Application {
             default: settings.public.default_deadline,
             max: settings.public.max_deadline,
         };
-        let reserved_metadata_keys: Vec<String> = issuance_options(&settings)
-            .reserved_keys()
-            .iter()
-            .map(|key| (*key).to_owned())
-            .collect();
-
         let public_tls = match &settings.public.tls {
             Some(files) => Some(Arc::new(
                 ReloadableTls::load("public", files, None, PUBLIC_ALPN).context("public TLS")?,
@@ -164,12 +158,7 @@ impl Application {
                     listener,
                     tls: Arc::new(tls),
                     introspection,
-                    api: IssuanceApi::new(
-                        licensing.clone(),
-                        deadlines,
-                        internal.allowed_clients.clone(),
-                        reserved_metadata_keys,
-                    ),
+                    api: IssuanceApi::new(licensing.clone(), deadlines),
                 })
             }
             None => None,
@@ -442,5 +431,10 @@ fn issuance_options(settings: &Settings) -> IssuanceOptions {
         request_id_metadata_key: settings.issuance.request_id_metadata_key.clone(),
         lease: settings.issuance.lease,
         wait_for_in_flight: settings.issuance.wait_for_in_flight,
+        allow_list: settings
+            .internal
+            .as_ref()
+            .map(|internal| internal.allowed_clients.clone())
+            .unwrap_or_default(),
     }
 }

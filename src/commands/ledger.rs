@@ -65,7 +65,7 @@ pub async fn run(settings: Settings, action: LedgerAction) -> anyhow::Result<Str
                 let _ = writeln!(
                     out,
                     "{:<48} {:<40} {:?}",
-                    result.caller, result.request_id, result.outcome
+                    result.client, result.request_id, result.outcome
                 );
             }
         }
@@ -79,7 +79,7 @@ fn one_line(record: &Record) -> String {
         "{:<9} {:<40} {:<48} attempts={} license={} updated={}",
         record.state.as_str(),
         record.request_id,
-        record.caller,
+        record.client,
         record.attempts,
         record.license_id.as_deref().unwrap_or("-"),
         record.updated_at.to_rfc3339(),
@@ -88,9 +88,9 @@ fn one_line(record: &Record) -> String {
 
 fn details(record: &Record) -> String {
     format!(
-        "request_id:   {}\ncaller:       {}\nstate:        {}\nfingerprint:  {}\nattempts:     {}\nlicense_id:   {}\nerror:        {}\ncreated_at:   {}\nupdated_at:   {}\nlease_until:  {}\n",
+        "request_id:   {}\nclient:       {}\nstate:        {}\nfingerprint:  {}\nattempts:     {}\nlicense_id:   {}\nerror:        {}\ncreated_at:   {}\nupdated_at:   {}\nlease_until:  {}\n",
         record.request_id,
-        record.caller,
+        record.client,
         record.state.as_str(),
         record.fingerprint,
         record.attempts,

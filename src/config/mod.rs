@@ -25,8 +25,8 @@ pub use raw::{
     RawIssuance, RawLedger, RawLimits, RawLog, RawOtlp, RawPublic, RawSettings, RawSignUp, RawTls,
 };
 pub use settings::{
-    AllowedClient, CryptlexSettings, InternalSettings, IssuanceSettings, LedgerSettings,
-    PublicSettings, Settings, TlsFiles,
+    CryptlexSettings, InternalSettings, IssuanceSettings, LedgerSettings, PublicSettings, Settings,
+    TlsFiles,
 };
 
 /// Prefix of environment overrides: `LICENSING_GATEWAY__CRYPTLEX__ACCOUNT_ALIAS`

@@ -9,7 +9,7 @@ use url::Url;
 
 use super::raw::{RawCache, RawLimits, RawLog};
 use crate::cryptlex::{Account, BreakerOptions, BudgetOptions};
-use crate::domain::{AdminToken, CryptlexId};
+use crate::domain::{AdminToken, AllowList, CryptlexId};
 use crate::telemetry::OtlpSettings;
 
 /// A certificate chain and its private key, as PEM files.
@@ -56,15 +56,8 @@ pub struct InternalSettings {
     pub addr: SocketAddr,
     pub tls: TlsFiles,
     pub client_ca: PathBuf,
-    pub allowed_clients: Vec<AllowedClient>,
-}
-
-/// A client allowed on the internal listener.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AllowedClient {
-    pub identity: String,
-    /// Empty means any product.
-    pub products: Vec<CryptlexId>,
+    /// Who may call the internal listener, and for which products.
+    pub allowed_clients: AllowList,
 }
 
 /// Validated `[cryptlex]`.

@@ -15,12 +15,12 @@ use super::raw::{
     RawOtlp, RawPublic, RawSettings,
 };
 use super::settings::{
-    AllowedClient, CryptlexSettings, InternalSettings, IssuanceSettings, LedgerSettings,
-    PublicSettings, Settings, TlsFiles,
+    CryptlexSettings, InternalSettings, IssuanceSettings, LedgerSettings, PublicSettings, Settings,
+    TlsFiles,
 };
 use super::{ConfigError, redact_url_password};
 use crate::cryptlex::{Account, BreakerOptions, BudgetOptions};
-use crate::domain::{AdminToken, CryptlexId};
+use crate::domain::{AdminToken, AllowList, AllowedClient, ClientIdentity, CryptlexId};
 use crate::telemetry::OtlpSettings;
 
 /// What reading `cryptlex.pat_file` gave, when it is set.
@@ -162,7 +162,7 @@ fn internal(problems: &mut Problems, raw: &RawInternal) -> Option<InternalSettin
             }
         }
         allowed_clients.push(AllowedClient {
-            identity: identity.to_owned(),
+            identity: ClientIdentity::parse_entry(identity),
             products,
         });
     }
@@ -170,7 +170,7 @@ fn internal(problems: &mut Problems, raw: &RawInternal) -> Option<InternalSettin
         addr: addr?,
         tls: TlsFiles { cert, key },
         client_ca,
-        allowed_clients,
+        allowed_clients: AllowList::new(allowed_clients),
     })
 }
 

@@ -6,14 +6,50 @@
 
 use std::time::Duration;
 
+/// What a 4xx answer from Cryptlex means, decided here once from the status
+/// and Cryptlex's error `code`, so the use cases match on meaning rather than
+/// on numbers and strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// 400 or 422: the request was refused as invalid.
+    Invalid,
+    /// 401: the credential the call carried is not accepted.
+    Unauthenticated,
+    /// 403: the credential is good but may not do this.
+    Forbidden,
+    /// 404: what the call named does not exist (for this credential).
+    NotFound,
+    /// 409, or 400 with `DUPLICATE_FIELD_VALUE`: a uniqueness conflict, such
+    /// as an email address that already has an account.
+    Conflict,
+    /// Any other 4xx.
+    Other,
+}
+
+impl Rejection {
+    /// Classifies a 4xx status and Cryptlex's error `code`.
+    pub(crate) fn classify(status: u16, code: Option<&str>) -> Self {
+        match (status, code) {
+            (409, _) | (400, Some("DUPLICATE_FIELD_VALUE")) => Self::Conflict,
+            (400 | 422, _) => Self::Invalid,
+            (401, _) => Self::Unauthenticated,
+            (403, _) => Self::Forbidden,
+            (404, _) => Self::NotFound,
+            _ => Self::Other,
+        }
+    }
+}
+
 /// A failed Cryptlex call.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptlexError {
-    /// Cryptlex answered with a non-success status.
+    /// Cryptlex refused the call with a 4xx answer (other than 429).
     #[error("cryptlex answered http {status}")]
-    Status {
+    Rejected {
         status: u16,
-        /// Cryptlex's error `code`, when it sent one.
+        /// What the refusal means, classified once (see [`Rejection`]).
+        kind: Rejection,
+        /// Cryptlex's error `code`, when it sent one (for logs).
         code: Option<String>,
         /// Cryptlex's error `message`, for logs only (never shown to callers).
         message: Option<String>,
@@ -85,7 +121,7 @@ impl CryptlexError {
             // A success status with a body we could not read: the work was
             // done and we do not know its result.
             Self::Malformed { .. } | Self::TooLarge { .. } => true,
-            Self::Status { .. }
+            Self::Rejected { .. }
             | Self::RateLimited { .. }
             | Self::Connect(_)
             | Self::Redirected { .. }
@@ -105,7 +141,7 @@ impl CryptlexError {
             | Self::Malformed { .. }
             | Self::TooLarge { .. }
             | Self::Redirected { .. } => true,
-            Self::Status { .. }
+            Self::Rejected { .. }
             | Self::RateLimited { .. }
             | Self::DeadlineExceeded { .. }
             | Self::BudgetExhausted { .. }
@@ -125,7 +161,7 @@ impl CryptlexError {
     /// The HTTP status Cryptlex answered with, if it answered at all.
     pub fn http_status(&self) -> Option<u16> {
         match self {
-            Self::Status { status, .. }
+            Self::Rejected { status, .. }
             | Self::ServerError { status, .. }
             | Self::Redirected { status } => Some(*status),
             Self::RateLimited { .. } => Some(429),

@@ -38,7 +38,7 @@ pub(super) fn record(
     let (status, outcome) = match result {
         Ok(status) => (Some(*status), "success"),
         Err(error) => match error {
-            CryptlexError::Status { status, .. } => (Some(*status), "client_error"),
+            CryptlexError::Rejected { status, .. } => (Some(*status), "client_error"),
             CryptlexError::RateLimited { .. } => (Some(429), "rate_limited"),
             CryptlexError::ServerError { status, .. } => (Some(*status), "server_error"),
             CryptlexError::Redirected { status } => (Some(*status), "redirected"),

@@ -1,6 +1,8 @@
 //! Per-call context that travels from the transport edge to the upstream
-//! client: the correlation id and the caller's deadline.
+//! client: the correlation id, the caller's deadline and where the call came
+//! from.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -13,6 +15,9 @@ pub struct RequestContext {
     pub request_id: String,
     /// When the caller stops waiting. All upstream work is bounded by it.
     pub deadline: Instant,
+    /// The caller's address (behind a proxy, as the trusted proxy reported
+    /// it), for per-address limits; `None` when it is not known.
+    pub client_address: Option<IpAddr>,
 }
 
 impl RequestContext {
@@ -21,6 +26,15 @@ impl RequestContext {
         Self {
             request_id: request_id.into(),
             deadline: Instant::now() + budget,
+            client_address: None,
+        }
+    }
+
+    /// The same context, for a call that came from `address`.
+    pub fn from_address(self, address: Option<IpAddr>) -> Self {
+        Self {
+            client_address: address,
+            ..self
         }
     }
 

@@ -7,12 +7,14 @@
 //!
 //! This module knows nothing of gRPC or HTTP.
 
+mod client;
 mod context;
 mod identifiers;
 mod license;
 mod secrets;
 mod validation;
 
+pub use client::{AllowList, AllowedClient, ClientIdentity};
 pub use context::RequestContext;
 pub use identifiers::{CryptlexId, Email, MetadataMap, PersonName, RequestId};
 pub use license::{IssuedLicense, Page, PageRequest, Session, UserLicense, UserProfile};

@@ -55,6 +55,11 @@ impl ValidationErrors {
     }
 
     /// Returns `Err(self)` when any violation was recorded.
+    /// Whether no violation was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.violations.is_empty()
+    }
+
     pub fn into_result(self) -> Result<(), ValidationErrors> {
         if self.violations.is_empty() {
             Ok(())

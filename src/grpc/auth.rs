@@ -1,8 +1,14 @@
-//! Reading the caller's credentials from request metadata.
+//! Reading who the caller is from the request: the bearer token of a user
+//! call, the verified client certificate of an internal call, and the
+//! caller's network address (the TCP peer, or a trusted proxy's header).
+
+use std::net::IpAddr;
 
 use tonic::Request;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::domain::UserToken;
+use crate::domain::{ClientIdentity, UserToken};
 use crate::licensing::LicensingError;
 
 /// Returns the access token from `authorization: Bearer <token>` metadata.
@@ -23,6 +29,53 @@ pub(super) fn user_token<T>(request: &Request<T>) -> Result<UserToken, Licensing
         return Err(LicensingError::TokenMissing);
     }
     UserToken::parse(token.trim_start()).map_err(|_| LicensingError::TokenMissing)
+}
+
+/// Returns the URI and DNS names of the verified client certificate's
+/// subject alternative names, each with its kind.
+///
+/// Empty when the call came without a certificate (which the internal
+/// listener's TLS never lets through) or the certificate cannot be read:
+/// then nothing matches the allow-list.
+pub(super) fn peer_identities<T>(request: &Request<T>) -> Vec<ClientIdentity> {
+    let Some(certs) = request.peer_certs() else {
+        return Vec::new();
+    };
+    let Some(leaf) = certs.first() else {
+        return Vec::new();
+    };
+    let Ok((_, certificate)) = X509Certificate::from_der(leaf.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = certificate.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => Some(ClientIdentity::Uri((*uri).to_owned())),
+            GeneralName::DNSName(dns) => Some(ClientIdentity::Dns((*dns).to_owned())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Returns the caller's address: from `proxy_header` when the gateway sits
+/// behind a proxy that sets it, else the TCP peer.
+pub(super) fn client_address<T>(
+    request: &Request<T>,
+    proxy_header: Option<&str>,
+) -> Option<IpAddr> {
+    if let Some(header) = proxy_header {
+        return request
+            .metadata()
+            .get(header)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .and_then(|first| first.trim().parse().ok());
+    }
+    request.remote_addr().map(|addr| addr.ip())
 }
 
 #[cfg(test)]

@@ -1,10 +1,17 @@
-//! Conversions between domain values and generated `pb` messages.
+//! Conversions between generated `pb` messages and domain values: requests
+//! are parsed into commands (every field checked, all violations reported at
+//! once), results are turned into response messages.
 
 use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
-use super::pb;
-use crate::domain::{IssuedLicense, Session, UserLicense, UserProfile};
+use super::pb::{self, issue_license_request::User};
+use crate::domain::{
+    CryptlexId, Email, FieldViolation, IssuedLicense, MetadataMap, PageRequest, Password,
+    PersonName, RefreshToken, RequestId, Session, UserLicense, UserProfile, ValidationErrors,
+};
+use crate::licensing::pagination::page_request;
+use crate::licensing::{IssueCommand, LicenseHolder, LoginCommand, SignUpCommand};
 
 pub(super) fn timestamp(at: DateTime<Utc>) -> Timestamp {
     Timestamp {
@@ -78,5 +85,134 @@ impl From<IssuedLicense> for pb::IssuedLicense {
             created_at: license.created_at.map(timestamp),
             metadata: license.metadata.into_iter().collect(),
         }
+    }
+}
+
+// === requests: generated messages into parsed commands ===
+//
+// Each conversion checks every field and reports all violations at once
+// (`INVALID_ARGUMENT` with `BadRequest`), before any upstream call.
+
+impl TryFrom<pb::LoginRequest> for LoginCommand {
+    type Error = ValidationErrors;
+
+    fn try_from(request: pb::LoginRequest) -> Result<Self, Self::Error> {
+        let mut errors = ValidationErrors::new();
+        let email = errors.check(Email::parse("email", &request.email));
+        let password = errors.check(Password::parse_for_login("password", request.password));
+        match (email, password) {
+            (Some(email), Some(password)) if errors.is_empty() => Ok(Self { email, password }),
+            _ => Err(errors),
+        }
+    }
+}
+
+impl TryFrom<pb::SignUpRequest> for SignUpCommand {
+    type Error = ValidationErrors;
+
+    fn try_from(request: pb::SignUpRequest) -> Result<Self, Self::Error> {
+        let mut errors = ValidationErrors::new();
+        let email = errors.check(Email::parse("email", &request.email));
+        let password = errors.check(Password::parse("password", request.password));
+        let first_name = errors.check(PersonName::parse("first_name", &request.first_name, 1));
+        let last_name = errors.check(PersonName::parse("last_name", &request.last_name, 0));
+        match (email, password, first_name, last_name) {
+            (Some(email), Some(password), Some(first_name), Some(last_name))
+                if errors.is_empty() =>
+            {
+                Ok(Self {
+                    email,
+                    password,
+                    first_name,
+                    last_name: (!last_name.as_str().is_empty()).then_some(last_name),
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+impl TryFrom<pb::RefreshSessionRequest> for RefreshToken {
+    type Error = ValidationErrors;
+
+    fn try_from(request: pb::RefreshSessionRequest) -> Result<Self, Self::Error> {
+        Ok(Self::parse("refresh_token", request.refresh_token)?)
+    }
+}
+
+impl TryFrom<pb::ListMyLicensesRequest> for PageRequest {
+    type Error = ValidationErrors;
+
+    fn try_from(request: pb::ListMyLicensesRequest) -> Result<Self, Self::Error> {
+        let mut errors = ValidationErrors::new();
+        let product_id = optional_id(&mut errors, "product_id", &request.product_id);
+        let page = errors.check(page_request(
+            request.page_size,
+            &request.page_token,
+            product_id.clone(),
+        ));
+        match page {
+            Some(page) if errors.is_empty() => Ok(page),
+            _ => Err(errors),
+        }
+    }
+}
+
+impl TryFrom<pb::IssueLicenseRequest> for IssueCommand {
+    type Error = ValidationErrors;
+
+    fn try_from(request: pb::IssueLicenseRequest) -> Result<Self, Self::Error> {
+        let mut errors = ValidationErrors::new();
+        let request_id = errors.check(RequestId::parse("request_id", &request.request_id));
+        let user = match request.user {
+            Some(User::UserId(id)) => {
+                errors.check(CryptlexId::parse("user_id", &id).map(LicenseHolder::Id))
+            }
+            Some(User::UserEmail(email)) => {
+                errors.check(Email::parse("user_email", &email).map(LicenseHolder::Email))
+            }
+            None => {
+                errors.push(FieldViolation::new(
+                    "user",
+                    "one of user_id or user_email is required",
+                ));
+                None
+            }
+        };
+        let product_id = optional_id(&mut errors, "product_id", &request.product_id);
+        let license_template_id = optional_id(
+            &mut errors,
+            "license_template_id",
+            &request.license_template_id,
+        );
+        // Reserved keys depend on the configuration; the use case checks them.
+        let metadata = match MetadataMap::parse("metadata", request.metadata, &[]) {
+            Ok(metadata) => Some(metadata),
+            Err(metadata_errors) => {
+                for violation in metadata_errors.violations() {
+                    errors.push(violation.clone());
+                }
+                None
+            }
+        };
+        match (request_id, user, metadata) {
+            (Some(request_id), Some(user), Some(metadata)) if errors.is_empty() => Ok(Self {
+                request_id,
+                user,
+                product_id,
+                license_template_id,
+                metadata,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// An optional id field: empty means unset.
+fn optional_id(errors: &mut ValidationErrors, field: &str, value: &str) -> Option<CryptlexId> {
+    if value.is_empty() {
+        None
+    } else {
+        errors.check(CryptlexId::parse(field, value))
     }
 }

@@ -9,14 +9,9 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::Semaphore;
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
-
-use super::status::ERROR_DOMAIN;
 
 /// Limits calls in progress to `max` and sheds the rest.
 #[derive(Debug, Clone)]
@@ -75,14 +70,7 @@ where
         }
         let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
             tracing::warn!(path = %request.uri().path(), "overloaded: call shed");
-            let mut details = ErrorDetails::new();
-            details.set_error_info("OVERLOADED", ERROR_DOMAIN, std::collections::HashMap::new());
-            details.set_retry_info(Some(Duration::from_millis(250)));
-            let status = Status::with_error_details(
-                Code::Unavailable,
-                "the gateway is overloaded; retry shortly",
-                details,
-            );
+            let status = super::status::overloaded();
             return Box::pin(async move { Ok(status.into_http()) });
         };
         let future = self.inner.call(request);

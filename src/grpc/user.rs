@@ -1,13 +1,17 @@
 //! `licensing.v1.UserService`: the public, user-facing RPCs.
+//!
+//! Each method authenticates (the bearer token, where the call needs one),
+//! converts the request into a command, calls the use case and converts the
+//! result; errors become statuses through the one table in `status`.
 
 use tonic::{Request, Response, Status};
 
 use super::auth;
 use super::context::{Deadlines, request_context};
 use super::pb::{self, user_service_server::UserService};
-use crate::domain::{CryptlexId, Email, Password, RefreshToken, ValidationErrors};
-use crate::licensing::pagination::{page_request, page_token};
-use crate::licensing::{Licensing, LoginCommand, SignUpCommand};
+use crate::domain::{PageRequest, RefreshToken, RequestContext};
+use crate::licensing::pagination::page_token;
+use crate::licensing::{Licensing, LicensingError, LoginCommand, SignUpCommand};
 
 /// The adapter from `UserService` to the use cases.
 #[derive(Debug, Clone)]
@@ -34,23 +38,15 @@ impl UserApi {
         }
     }
 
-    /// The caller's address: from the configured proxy header, else the TCP
-    /// peer.
-    fn client_address<T>(&self, request: &Request<T>) -> Option<std::net::IpAddr> {
-        if let Some(header) = &self.client_address_header {
-            return request
-                .metadata()
-                .get(header.as_str())
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.split(',').next())
-                .and_then(|first| first.trim().parse().ok());
-        }
-        request.remote_addr().map(|addr| addr.ip())
-    }
-
     /// Wraps the adapter in its generated tonic service.
     pub fn into_server(self) -> pb::user_service_server::UserServiceServer<Self> {
         pb::user_service_server::UserServiceServer::new(self)
+    }
+
+    /// The call's context: request id, deadline and the caller's address.
+    fn context<T>(&self, request: &Request<T>) -> RequestContext {
+        let address = auth::client_address(request, self.client_address_header.as_deref());
+        request_context(request, self.deadlines).from_address(address)
     }
 }
 
@@ -60,26 +56,9 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::LoginRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
-        let ctx = request_context(&request, self.deadlines);
-        let client_address = self.client_address(&request);
-        let pb::LoginRequest { email, password } = request.into_inner();
-        let mut errors = ValidationErrors::new();
-        let email = errors.check(Email::parse("email", &email));
-        let password = errors.check(Password::parse_for_login("password", password));
-        let (Some(email), Some(password)) = (email, password) else {
-            return Err(crate::licensing::LicensingError::from(errors).into());
-        };
-        let session = self
-            .licensing
-            .login(
-                &ctx,
-                LoginCommand {
-                    email,
-                    password,
-                    client_address,
-                },
-            )
-            .await?;
+        let ctx = self.context(&request);
+        let command = LoginCommand::try_from(request.into_inner()).map_err(LicensingError::from)?;
+        let session = self.licensing.login(&ctx, command).await?;
         Ok(Response::new(pb::LoginResponse {
             session: Some(session.into()),
         }))
@@ -89,10 +68,9 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::RefreshSessionRequest>,
     ) -> Result<Response<pb::RefreshSessionResponse>, Status> {
-        let ctx = request_context(&request, self.deadlines);
+        let ctx = self.context(&request);
         let refresh_token =
-            RefreshToken::parse("refresh_token", request.into_inner().refresh_token)
-                .map_err(crate::licensing::LicensingError::from)?;
+            RefreshToken::try_from(request.into_inner()).map_err(LicensingError::from)?;
         let session = self.licensing.refresh_session(&ctx, &refresh_token).await?;
         Ok(Response::new(pb::RefreshSessionResponse {
             session: Some(session.into()),
@@ -103,7 +81,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
-        let ctx = request_context(&request, self.deadlines);
+        let ctx = self.context(&request);
         let token = auth::user_token(&request)?;
         self.licensing.logout(&ctx, &token).await?;
         Ok(Response::new(pb::LogoutResponse {}))
@@ -113,17 +91,9 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::SignUpRequest>,
     ) -> Result<Response<pb::SignUpResponse>, Status> {
-        let ctx = request_context(&request, self.deadlines);
-        let client_address = self.client_address(&request);
-        let pb::SignUpRequest {
-            email,
-            password,
-            first_name,
-            last_name,
-        } = request.into_inner();
-        let mut command = SignUpCommand::parse(&email, password, &first_name, &last_name)
-            .map_err(crate::licensing::LicensingError::from)?;
-        command.client_address = client_address;
+        let ctx = self.context(&request);
+        let command =
+            SignUpCommand::try_from(request.into_inner()).map_err(LicensingError::from)?;
         let signed_up = self.licensing.sign_up(&ctx, command).await?;
         Ok(Response::new(pb::SignUpResponse {
             user_id: signed_up.user_id.to_string(),
@@ -135,7 +105,7 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::GetProfileRequest>,
     ) -> Result<Response<pb::GetProfileResponse>, Status> {
-        let ctx = request_context(&request, self.deadlines);
+        let ctx = self.context(&request);
         let token = auth::user_token(&request)?;
         let profile = self.licensing.profile(&ctx, &token).await?;
         Ok(Response::new(pb::GetProfileResponse {
@@ -147,26 +117,9 @@ impl UserService for UserApi {
         &self,
         request: Request<pb::ListMyLicensesRequest>,
     ) -> Result<Response<pb::ListMyLicensesResponse>, Status> {
-        let ctx = request_context(&request, self.deadlines);
+        let ctx = self.context(&request);
         let token = auth::user_token(&request)?;
-        let pb::ListMyLicensesRequest {
-            page_size,
-            page_token: token_in,
-            product_id,
-        } = request.into_inner();
-        let mut errors = ValidationErrors::new();
-        let product_id = if product_id.is_empty() {
-            None
-        } else {
-            errors.check(CryptlexId::parse("product_id", &product_id))
-        };
-        let page = errors.check(page_request(page_size, &token_in, product_id));
-        let Some(page) = page else {
-            return Err(crate::licensing::LicensingError::from(errors).into());
-        };
-        errors
-            .into_result()
-            .map_err(crate::licensing::LicensingError::from)?;
+        let page = PageRequest::try_from(request.into_inner()).map_err(LicensingError::from)?;
         let result = self.licensing.my_licenses(&ctx, &token, page).await?;
         Ok(Response::new(pb::ListMyLicensesResponse {
             licenses: result.items.into_iter().map(pb::License::from).collect(),

@@ -1,6 +1,6 @@
 //! The issuance ledger: durable idempotency records that make license issuance exactly-once.
 //!
-//! Every IssueLicense call is keyed by `(caller, request_id)`. Before the gateway asks Cryptlex
+//! Every IssueLicense call is keyed by `(client, request_id)`. Before the gateway asks Cryptlex
 //! for a license it claims that key with [`Ledger::begin`], which writes a `pending` record
 //! holding a time-limited *lease* and a *fencing token* (a UUID unique to the attempt). The
 //! holder then calls Cryptlex and settles the record with [`Ledger::complete`] (issued),
@@ -48,7 +48,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-/// The shortest `retry_after` handed out, so callers never spin on a lease about to expire.
+/// The shortest `retry_after` handed out, so clients never spin on a lease about to expire.
 const MIN_RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// How many claim rounds `begin` runs before giving up with `InProgress`. A round is only
@@ -173,7 +173,7 @@ impl fmt::Debug for Outcome {
 /// The right to issue for one key, held by exactly one attempt at a time.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attempt {
-    caller: String,
+    client: String,
     request_id: String,
     token: Uuid,
     number: u32,
@@ -181,12 +181,12 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// Returns the caller identity the record belongs to.
-    pub fn caller(&self) -> &str {
-        &self.caller
+    /// Returns the client identity the record belongs to.
+    pub fn client(&self) -> &str {
+        &self.client
     }
 
-    /// Returns the caller's idempotency key.
+    /// Returns the client's idempotency key.
     pub fn request_id(&self) -> &str {
         &self.request_id
     }
@@ -254,7 +254,7 @@ pub struct ParseStateError(String);
 /// One ledger record, as the operator view and tests see it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Record {
-    pub caller: String,
+    pub client: String,
     pub request_id: String,
     pub fingerprint: String,
     pub state: State,
@@ -272,7 +272,7 @@ pub struct Record {
 impl fmt::Debug for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Record")
-            .field("caller", &self.caller)
+            .field("client", &self.client)
             .field("request_id", &self.request_id)
             .field("fingerprint", &self.fingerprint)
             .field("state", &self.state)
@@ -317,7 +317,7 @@ pub enum LedgerError {
     /// was changed.
     #[error("the issuance attempt was taken over by another attempt")]
     StaleAttempt,
-    /// This attempt already settled the record with a different outcome (a caller bug).
+    /// This attempt already settled the record with a different outcome (a client bug).
     #[error("the issuance attempt already finished as {0}")]
     AlreadyFinished(State),
     /// A stored row breaks the ledger's invariants (edited by hand, or a bug).
@@ -408,14 +408,14 @@ impl Ledger {
         with_pool!(self, |pool| pool.close().await);
     }
 
-    /// Claims the right to issue for `(caller, request_id)`.
+    /// Claims the right to issue for `(client, request_id)`.
     ///
     /// `fingerprint` identifies the request's content (compare exactly, so pass it in one
     /// canonical form, e.g. lower-case hex); `lease` is how long the claim stays exclusive
     /// before another attempt may take it over.
     pub async fn begin(
         &self,
-        caller: &str,
+        client: &str,
         request_id: &str,
         fingerprint: &str,
         lease: Duration,
@@ -428,7 +428,7 @@ impl Ledger {
             let lease_until = now.saturating_add(lease_ms);
             let token = Uuid::new_v4();
             let attempt = |number| Attempt {
-                caller: caller.to_owned(),
+                client: client.to_owned(),
                 request_id: request_id.to_owned(),
                 token,
                 number,
@@ -436,7 +436,7 @@ impl Ledger {
             };
 
             let inserted = with_writer!(self, |pool| sqlx::query(INSERT_FRESH)
-                .bind(caller)
+                .bind(client)
                 .bind(request_id)
                 .bind(fingerprint)
                 .bind(token.to_string())
@@ -449,7 +449,7 @@ impl Ledger {
                 return Ok(Begin::Fresh(attempt(1)));
             }
 
-            let Some(row) = self.fetch(caller, request_id).await? else {
+            let Some(row) = self.fetch(client, request_id).await? else {
                 // Deleted between our insert and this read (only an operator does that):
                 // the key is free again, so claim it afresh.
                 continue;
@@ -476,7 +476,7 @@ impl Ledger {
             // attempt got there first it changed the token, our UPDATE matches nothing, and
             // the next round reads what that attempt did.
             let taken = with_writer!(self, |pool| sqlx::query_scalar::<_, i64>(TAKE_OVER)
-                .bind(caller)
+                .bind(client)
                 .bind(request_id)
                 .bind(token.to_string())
                 .bind(lease_until)
@@ -509,7 +509,7 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let now = now_millis();
         let changed = with_writer!(self, |pool| sqlx::query(COMPLETE)
-            .bind(&attempt.caller)
+            .bind(&attempt.client)
             .bind(&attempt.request_id)
             .bind(attempt.token.to_string())
             .bind(license_id)
@@ -535,7 +535,7 @@ impl Ledger {
     ) -> Result<(), LedgerError> {
         let now = now_millis();
         let changed = with_writer!(self, |pool| sqlx::query(REJECT)
-            .bind(&attempt.caller)
+            .bind(&attempt.client)
             .bind(&attempt.request_id)
             .bind(attempt.token.to_string())
             .bind(reason)
@@ -560,7 +560,7 @@ impl Ledger {
     pub async fn release(&self, attempt: &Attempt) -> Result<(), LedgerError> {
         let now = now_millis();
         let changed = with_writer!(self, |pool| sqlx::query(RELEASE)
-            .bind(&attempt.caller)
+            .bind(&attempt.client)
             .bind(&attempt.request_id)
             .bind(attempt.token.to_string())
             .bind(now)
@@ -570,15 +570,15 @@ impl Ledger {
         self.settled(attempt, changed, |_| true).await
     }
 
-    /// Returns the record for `(caller, request_id)`, if any.
-    pub async fn get(&self, caller: &str, request_id: &str) -> Result<Option<Record>, LedgerError> {
-        self.fetch(caller, request_id)
+    /// Returns the record for `(client, request_id)`, if any.
+    pub async fn get(&self, client: &str, request_id: &str) -> Result<Option<Record>, LedgerError> {
+        self.fetch(client, request_id)
             .await?
             .map(Record::try_from)
             .transpose()
     }
 
-    /// Returns every caller's record for `request_id` (the operator view), ordered by caller.
+    /// Returns every client's record for `request_id` (the operator view), ordered by client.
     pub async fn find_by_request_id(&self, request_id: &str) -> Result<Vec<Record>, LedgerError> {
         let rows = with_pool!(self, |pool| sqlx::query_as::<_, Row>(FIND_BY_REQUEST_ID)
             .bind(request_id)
@@ -645,11 +645,11 @@ impl Ledger {
         Ok(counts)
     }
 
-    async fn fetch(&self, caller: &str, request_id: &str) -> Result<Option<Row>, LedgerError> {
+    async fn fetch(&self, client: &str, request_id: &str) -> Result<Option<Row>, LedgerError> {
         Ok(with_pool!(self, |pool| sqlx::query_as::<_, Row>(
             SELECT_ONE
         )
-        .bind(caller)
+        .bind(client)
         .bind(request_id)
         .fetch_optional(pool)
         .await)?)
@@ -667,7 +667,7 @@ impl Ledger {
         if changed == 1 {
             return Ok(());
         }
-        match self.fetch(&attempt.caller, &attempt.request_id).await? {
+        match self.fetch(&attempt.client, &attempt.request_id).await? {
             Some(row) if row.attempt_token == attempt.token.to_string() => {
                 if same_outcome(&row) {
                     Ok(())
@@ -742,7 +742,9 @@ const COUNT_BY_STATE: &str = "SELECT state, COUNT(*) FROM issuance_records GROUP
 /// A row exactly as stored; `Record` is its checked, typed form.
 #[derive(Debug, sqlx::FromRow)]
 struct Row {
-    caller: String,
+    /// The `caller` column: the authorized client identity.
+    #[sqlx(rename = "caller")]
+    client: String,
     request_id: String,
     fingerprint: String,
     state: String,
@@ -813,7 +815,7 @@ impl TryFrom<Row> for Record {
             created_at: time(row.created_at)?,
             updated_at: time(row.updated_at)?,
             lease_expires_at: time(row.lease_expires_at)?,
-            caller: row.caller,
+            client: row.client,
             request_id: row.request_id,
             fingerprint: row.fingerprint,
             license_id: row.license_id,

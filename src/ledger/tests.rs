@@ -13,7 +13,7 @@ use tokio::{sync::Barrier, task::JoinSet};
 use super::*;
 
 const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-const CALLER: &str = "spiffe://x/payment-service";
+const CLIENT: &str = "spiffe://x/payment-service";
 const OTHER_CALLER: &str = "spiffe://x/refund-service";
 /// Long enough never to run out during a test.
 const LONG: Duration = Duration::from_secs(30);
@@ -174,7 +174,7 @@ ledger_tests!(
     an_expired_lease_is_resumed_and_the_stale_attempt_can_no_longer_settle,
     a_rejection_is_recorded_and_replayed,
     a_released_attempt_is_resumed_at_once,
-    the_same_request_id_from_two_callers_is_two_independent_records,
+    the_same_request_id_from_two_clients_is_two_independent_records,
     fifty_concurrent_begins_for_one_key_yield_exactly_one_claim,
     listing_is_newest_first_and_counts_cover_every_state,
     records_survive_a_reconnect_and_rerunning_migrations_is_harmless,
@@ -184,12 +184,12 @@ async fn a_fresh_claim_completed_once_is_replayed_for_the_same_fingerprint(db: &
     let ledger = db.connect().await;
     let attempt = fresh(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
     assert_eq!(attempt.number(), 1);
-    assert_eq!(attempt.caller(), CALLER);
+    assert_eq!(attempt.client(), CLIENT);
     assert_eq!(attempt.request_id(), "req-1");
 
     ledger
@@ -199,12 +199,12 @@ async fn a_fresh_claim_completed_once_is_replayed_for_the_same_fingerprint(db: &
 
     let outcome = replayed(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
     assert_eq!(outcome, issued("lic-1"));
-    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    let record = ledger.get(CLIENT, "req-1").await.unwrap().expect("record");
     assert_eq!(record.state, State::Issued);
     assert_eq!(record.fingerprint, fingerprint('a'));
     assert_eq!(record.license_id.as_deref(), Some("lic-1"));
@@ -219,7 +219,7 @@ async fn completing_again_with_the_same_license_is_a_no_op_and_with_another_is_r
     let ledger = db.connect().await;
     let attempt = fresh(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
@@ -243,7 +243,7 @@ async fn completing_again_with_the_same_license_is_a_no_op_and_with_another_is_r
     // Releasing after settling is harmless, so clean-up paths may always call it.
     ledger.release(&attempt).await.unwrap();
 
-    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    let record = ledger.get(CLIENT, "req-1").await.unwrap().expect("record");
     assert_eq!(record.license_id.as_deref(), Some("lic-1"));
     assert_eq!(record.state, State::Issued);
 }
@@ -252,14 +252,14 @@ async fn a_different_fingerprint_for_the_same_key_is_a_conflict(db: &TestDb) {
     let ledger = db.connect().await;
     let attempt = fresh(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
 
     // While pending...
     let begin = ledger
-        .begin(CALLER, "req-1", &fingerprint('b'), LONG)
+        .begin(CLIENT, "req-1", &fingerprint('b'), LONG)
         .await
         .unwrap();
     assert!(matches!(begin, Begin::Conflict), "{begin:?}");
@@ -270,12 +270,12 @@ async fn a_different_fingerprint_for_the_same_key_is_a_conflict(db: &TestDb) {
         .await
         .unwrap();
     let begin = ledger
-        .begin(CALLER, "req-1", &fingerprint('b'), LONG)
+        .begin(CLIENT, "req-1", &fingerprint('b'), LONG)
         .await
         .unwrap();
     assert!(matches!(begin, Begin::Conflict), "{begin:?}");
 
-    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    let record = ledger.get(CLIENT, "req-1").await.unwrap().expect("record");
     assert_eq!(record.fingerprint, fingerprint('a'));
 }
 
@@ -283,13 +283,13 @@ async fn a_second_begin_while_the_lease_is_live_is_in_progress_with_a_retry_hint
     let ledger = db.connect().await;
     fresh(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
 
     match ledger
-        .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+        .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
         .await
         .unwrap()
     {
@@ -299,7 +299,7 @@ async fn a_second_begin_while_the_lease_is_live_is_in_progress_with_a_retry_hint
         }
         other => panic!("expected InProgress, got {other:?}"),
     }
-    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    let record = ledger.get(CLIENT, "req-1").await.unwrap().expect("record");
     assert_eq!(record.state, State::Pending);
     assert_eq!(record.attempts, 1);
 }
@@ -309,7 +309,7 @@ async fn a_retry_hint_is_never_shorter_than_a_hundred_milliseconds(db: &TestDb) 
     fresh(
         ledger
             .begin(
-                CALLER,
+                CLIENT,
                 "req-1",
                 &fingerprint('a'),
                 Duration::from_millis(500),
@@ -320,7 +320,7 @@ async fn a_retry_hint_is_never_shorter_than_a_hundred_milliseconds(db: &TestDb) 
     // Wait until less than 100 ms of the lease are left.
     tokio::time::sleep(Duration::from_millis(450)).await;
     match ledger
-        .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+        .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
         .await
         .unwrap()
     {
@@ -335,7 +335,7 @@ async fn an_expired_lease_is_resumed_and_the_stale_attempt_can_no_longer_settle(
     let ledger = db.connect().await;
     let stale = fresh(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), SHORT)
+            .begin(CLIENT, "req-1", &fingerprint('a'), SHORT)
             .await
             .unwrap(),
     );
@@ -343,7 +343,7 @@ async fn an_expired_lease_is_resumed_and_the_stale_attempt_can_no_longer_settle(
 
     let current = resumed(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
@@ -361,14 +361,14 @@ async fn an_expired_lease_is_resumed_and_the_stale_attempt_can_no_longer_settle(
     assert!(matches!(err, LedgerError::StaleAttempt), "{err:?}");
     let err = ledger.release(&stale).await.unwrap_err();
     assert!(matches!(err, LedgerError::StaleAttempt), "{err:?}");
-    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    let record = ledger.get(CLIENT, "req-1").await.unwrap().expect("record");
     assert_eq!(record.state, State::Pending);
     assert_eq!(record.attempts, 2);
     assert_eq!(record.lease_expires_at, current.lease_expires_at());
 
     // The live lease keeps a third attempt out, and the new holder settles normally.
     let begin = ledger
-        .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+        .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
         .await
         .unwrap();
     assert!(matches!(begin, Begin::InProgress { .. }), "{begin:?}");
@@ -383,7 +383,7 @@ async fn an_expired_lease_is_resumed_and_the_stale_attempt_can_no_longer_settle(
     assert!(matches!(err, LedgerError::StaleAttempt), "{err:?}");
     let outcome = replayed(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
@@ -394,7 +394,7 @@ async fn a_rejection_is_recorded_and_replayed(db: &TestDb) {
     let ledger = db.connect().await;
     let attempt = fresh(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
@@ -423,7 +423,7 @@ async fn a_rejection_is_recorded_and_replayed(db: &TestDb) {
 
     let outcome = replayed(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
@@ -434,7 +434,7 @@ async fn a_rejection_is_recorded_and_replayed(db: &TestDb) {
             message: "no such product".to_owned(),
         }
     );
-    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    let record = ledger.get(CLIENT, "req-1").await.unwrap().expect("record");
     assert_eq!(record.state, State::Rejected);
     assert_eq!(record.error_reason.as_deref(), Some("product_not_found"));
     assert_eq!(record.error_message.as_deref(), Some("no such product"));
@@ -445,17 +445,17 @@ async fn a_released_attempt_is_resumed_at_once(db: &TestDb) {
     let ledger = db.connect().await;
     let first = fresh(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
     ledger.release(&first).await.unwrap();
-    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    let record = ledger.get(CLIENT, "req-1").await.unwrap().expect("record");
     assert_eq!(record.state, State::Pending);
 
     let second = resumed(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
@@ -469,21 +469,21 @@ async fn a_released_attempt_is_resumed_at_once(db: &TestDb) {
         .complete(&second, "lic-1", &license_json("lic-1"))
         .await
         .unwrap();
-    let record = ledger.get(CALLER, "req-1").await.unwrap().expect("record");
+    let record = ledger.get(CLIENT, "req-1").await.unwrap().expect("record");
     assert_eq!(record.attempts, 2);
     assert_eq!(record.state, State::Issued);
 }
 
-async fn the_same_request_id_from_two_callers_is_two_independent_records(db: &TestDb) {
+async fn the_same_request_id_from_two_clients_is_two_independent_records(db: &TestDb) {
     let ledger = db.connect().await;
     let mine = fresh(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
-    // Another caller's key is free even while ours is held, and a different payload is
-    // no conflict: keys never cross callers.
+    // Another client's key is free even while ours is held, and a different payload is
+    // no conflict: keys never cross clients.
     let theirs = fresh(
         ledger
             .begin(OTHER_CALLER, "req-1", &fingerprint('b'), LONG)
@@ -504,7 +504,7 @@ async fn the_same_request_id_from_two_callers_is_two_independent_records(db: &Te
 
     let outcome = replayed(
         ledger
-            .begin(CALLER, "req-1", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
@@ -521,10 +521,10 @@ async fn the_same_request_id_from_two_callers_is_two_independent_records(db: &Te
         None
     );
 
-    // The operator view sees both, ordered by caller.
+    // The operator view sees both, ordered by client.
     let records = ledger.find_by_request_id("req-1").await.unwrap();
-    let callers: Vec<&str> = records.iter().map(|r| r.caller.as_str()).collect();
-    assert_eq!(callers, [CALLER, OTHER_CALLER]);
+    let clients: Vec<&str> = records.iter().map(|r| r.client.as_str()).collect();
+    assert_eq!(clients, [CLIENT, OTHER_CALLER]);
     assert!(ledger.find_by_request_id("req-2").await.unwrap().is_empty());
 }
 
@@ -587,7 +587,7 @@ async fn fifty_concurrent_begins_for_one_key_yield_exactly_one_claim(db: &TestDb
         "{outcomes:?}"
     );
     let record = replicas[0]
-        .get(CALLER, "req-race")
+        .get(CLIENT, "req-race")
         .await
         .unwrap()
         .expect("record");
@@ -607,7 +607,7 @@ async fn listing_is_newest_first_and_counts_cover_every_state(db: &TestDb) {
 
     let a = fresh(
         ledger
-            .begin(CALLER, "req-a", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-a", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
@@ -619,7 +619,7 @@ async fn listing_is_newest_first_and_counts_cover_every_state(db: &TestDb) {
     tokio::time::sleep(Duration::from_millis(5)).await;
     let b = fresh(
         ledger
-            .begin(CALLER, "req-b", &fingerprint('b'), LONG)
+            .begin(CLIENT, "req-b", &fingerprint('b'), LONG)
             .await
             .unwrap(),
     );
@@ -634,7 +634,7 @@ async fn listing_is_newest_first_and_counts_cover_every_state(db: &TestDb) {
     tokio::time::sleep(Duration::from_millis(5)).await;
     fresh(
         ledger
-            .begin(CALLER, "req-d", &fingerprint('d'), LONG)
+            .begin(CLIENT, "req-d", &fingerprint('d'), LONG)
             .await
             .unwrap(),
     );
@@ -674,7 +674,7 @@ async fn records_survive_a_reconnect_and_rerunning_migrations_is_harmless(db: &T
     let ledger = db.connect().await;
     let done = fresh(
         ledger
-            .begin(CALLER, "req-done", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-done", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
@@ -684,7 +684,7 @@ async fn records_survive_a_reconnect_and_rerunning_migrations_is_harmless(db: &T
         .unwrap();
     let held = fresh(
         ledger
-            .begin(CALLER, "req-held", &fingerprint('b'), LONG)
+            .begin(CLIENT, "req-held", &fingerprint('b'), LONG)
             .await
             .unwrap(),
     );
@@ -697,14 +697,14 @@ async fn records_survive_a_reconnect_and_rerunning_migrations_is_harmless(db: &T
     assert_eq!(ledger.list(None, 10).await.unwrap(), before);
     let outcome = replayed(
         ledger
-            .begin(CALLER, "req-done", &fingerprint('a'), LONG)
+            .begin(CLIENT, "req-done", &fingerprint('a'), LONG)
             .await
             .unwrap(),
     );
     assert_eq!(outcome, issued("lic-1"));
     // The lease taken before the restart still holds, and its holder can still finish.
     let begin = ledger
-        .begin(CALLER, "req-held", &fingerprint('b'), LONG)
+        .begin(CLIENT, "req-held", &fingerprint('b'), LONG)
         .await
         .unwrap();
     assert!(matches!(begin, Begin::InProgress { .. }), "{begin:?}");
@@ -729,7 +729,7 @@ async fn race(replicas: &[Ledger], lease: Duration) -> Vec<Begin> {
         tasks.spawn(async move {
             start.wait().await;
             ledger
-                .begin(CALLER, "req-race", &fingerprint('a'), lease)
+                .begin(CLIENT, "req-race", &fingerprint('a'), lease)
                 .await
         });
     }

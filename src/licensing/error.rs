@@ -3,12 +3,14 @@
 //! Upstream failures are translated here once, with the context that decides
 //! their meaning (a 401 is the user's bad token on a user call, but a server
 //! fault on a call made with the gateway's own PAT). The gRPC layer maps each
-//! variant to a status in one exhaustive table (`grpc::status`).
+//! variant to a status, an `ErrorInfo.reason` and a log level in one
+//! exhaustive table (`grpc::status`); variants carry meanings (enums), never
+//! wire strings.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cryptlex::CryptlexError;
+use crate::cryptlex::{CryptlexError, Rejection};
 use crate::domain::ValidationErrors;
 
 /// A failed use case.
@@ -31,11 +33,11 @@ pub enum LicensingError {
     #[error("token is invalid or expired")]
     TokenInvalid,
     /// The caller is authenticated but not allowed to do this.
-    #[error("permission denied: {reason}")]
-    PermissionDenied { reason: &'static str },
+    #[error("permission denied: {0:?}")]
+    PermissionDenied(Denial),
     /// What the caller asked for does not exist (for them).
-    #[error("{what} not found")]
-    NotFound { what: &'static str },
+    #[error("{0:?} not found")]
+    NotFound(Missing),
     /// Too many login or sign-up attempts for this email or from this
     /// address; nothing was sent upstream.
     #[error("too many attempts")]
@@ -53,9 +55,11 @@ pub enum LicensingError {
     #[error("request is already in progress")]
     RequestInProgress { retry_after: Duration },
     /// Cryptlex permanently refused the issuance (for example an unknown
-    /// product); the same answer is replayed for this request id.
-    #[error("cryptlex rejected the request ({reason})")]
-    IssuanceRejected { reason: String, message: String },
+    /// product); the same answer is replayed for this request id. `detail`
+    /// is the gateway's own description (never Cryptlex's text), as stored
+    /// in the ledger.
+    #[error("cryptlex rejected the request: {detail}")]
+    IssuanceRejected { detail: String },
     /// Cryptlex could not be reached or did not answer properly; the call may
     /// succeed later.
     #[error("cryptlex is unavailable")]
@@ -93,53 +97,46 @@ impl LicensingError {
     pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Internal(Arc::from(error.into()))
     }
-
-    /// The stable machine-readable reason sent in `google.rpc.ErrorInfo`.
-    pub fn reason(&self) -> &str {
-        match self {
-            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
-            Self::InvalidCredentials => "INVALID_CREDENTIALS",
-            Self::TokenMissing => "TOKEN_MISSING",
-            Self::TokenInvalid => "TOKEN_INVALID",
-            Self::PermissionDenied { reason } => reason,
-            Self::NotFound { .. } => "NOT_FOUND",
-            Self::TooManyAttempts { .. } => "TOO_MANY_ATTEMPTS",
-            Self::EmailTaken => "EMAIL_TAKEN",
-            Self::SignUpDisabled => "SIGN_UP_DISABLED",
-            Self::RequestIdReused => "REQUEST_ID_REUSED",
-            Self::RequestInProgress { .. } => "REQUEST_IN_PROGRESS",
-            Self::IssuanceRejected { reason, .. } => reason,
-            Self::Unavailable { source, .. } => match source.as_ref() {
-                CryptlexError::RateLimited { .. } => "UPSTREAM_RATE_LIMITED",
-                CryptlexError::BudgetExhausted { .. } => "UPSTREAM_BUDGET_EXHAUSTED",
-                CryptlexError::CircuitOpen { .. } => "UPSTREAM_CIRCUIT_OPEN",
-                CryptlexError::Timeout { .. } => "UPSTREAM_TIMEOUT",
-                CryptlexError::Malformed { .. }
-                | CryptlexError::TooLarge { .. }
-                | CryptlexError::Redirected { .. } => "UPSTREAM_BAD_RESPONSE",
-                _ => "UPSTREAM_UNAVAILABLE",
-            },
-            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            Self::AdminTokenRejected(_) | Self::Internal(_) => "INTERNAL",
-        }
-    }
 }
 
-/// Whose token a Cryptlex call carried; decides what 401/403 mean.
+/// Why a caller may not do what it asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Caller {
-    /// `POST /v3/accounts/login`: any 4xx means the credentials did not work.
-    Login,
-    /// A refresh-token exchange: any 4xx means the refresh token is no good.
-    Refresh,
-    /// A call with the user's own access token.
-    User,
-    /// A call with the gateway's PAT.
-    Admin,
+pub enum Denial {
+    /// The internal caller's certificate is not on the allow-list.
+    ClientNotAllowed,
+    /// The internal caller may not issue licenses for this product.
+    ProductNotAllowed,
+    /// Cryptlex refused the user's own token for this call (403).
+    UpstreamDenied,
 }
 
-/// Translates a Cryptlex failure for a call made as `caller`.
-pub(crate) fn upstream(caller: Caller, error: CryptlexError) -> LicensingError {
+/// What was not found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// The user a license was to be issued for.
+    User,
+    /// Whatever a user call named (Cryptlex answered 404).
+    Resource,
+}
+
+/// Which credential a Cryptlex call carried; decides what a refusal means
+/// (a 401 is the user's expired token on a user call, but a server fault on a
+/// call made with the gateway's PAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credential {
+    /// `POST /v3/accounts/login`: any refusal means the email and password
+    /// did not work.
+    Password,
+    /// A refresh-token exchange: any refusal means the refresh token is no good.
+    RefreshToken,
+    /// The user's own access token.
+    UserToken,
+    /// The gateway's personal access token.
+    Pat,
+}
+
+/// Translates a Cryptlex failure for a call made with `credential`.
+pub(crate) fn upstream(credential: Credential, error: CryptlexError) -> LicensingError {
     match error {
         CryptlexError::RateLimited { retry_after }
         | CryptlexError::ServerError { retry_after, .. } => LicensingError::Unavailable {
@@ -161,15 +158,19 @@ pub(crate) fn upstream(caller: Caller, error: CryptlexError) -> LicensingError {
             source: Arc::new(error),
         },
         CryptlexError::DeadlineExceeded { .. } => LicensingError::DeadlineExceeded,
-        CryptlexError::Status { status, .. } => match (caller, status) {
-            (Caller::Login, 400..=499) => LicensingError::InvalidCredentials,
-            (Caller::Refresh, 400..=499) => LicensingError::TokenInvalid,
-            (Caller::User, 401) => LicensingError::TokenInvalid,
-            (Caller::User, 403) => LicensingError::PermissionDenied {
-                reason: "UPSTREAM_PERMISSION_DENIED",
-            },
-            (Caller::Admin, 401 | 403) => LicensingError::AdminTokenRejected(Arc::new(error)),
-            (Caller::User | Caller::Admin, 404) => LicensingError::NotFound { what: "resource" },
+        CryptlexError::Rejected { kind, .. } => match (credential, kind) {
+            (Credential::Password, _) => LicensingError::InvalidCredentials,
+            (Credential::RefreshToken, _) => LicensingError::TokenInvalid,
+            (Credential::UserToken, Rejection::Unauthenticated) => LicensingError::TokenInvalid,
+            (Credential::UserToken, Rejection::Forbidden) => {
+                LicensingError::PermissionDenied(Denial::UpstreamDenied)
+            }
+            (Credential::Pat, Rejection::Unauthenticated | Rejection::Forbidden) => {
+                LicensingError::AdminTokenRejected(Arc::new(error))
+            }
+            (Credential::UserToken | Credential::Pat, Rejection::NotFound) => {
+                LicensingError::NotFound(Missing::Resource)
+            }
             // Anything else means we sent something Cryptlex considers wrong
             // after our own validation passed: our bug, not the caller's.
             _ => LicensingError::internal(error),

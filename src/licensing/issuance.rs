@@ -15,9 +15,12 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 
-use super::{Caller, Licensing, LicensingError, upstream};
-use crate::cryptlex::{CryptlexError, NewLicense};
-use crate::domain::{CryptlexId, Email, IssuedLicense, MetadataMap, RequestContext, RequestId};
+use super::{Credential, Denial, Licensing, LicensingError, Missing, upstream};
+use crate::cryptlex::{CryptlexError, NewLicense, Rejection};
+use crate::domain::{
+    AllowList, AllowedClient, ClientIdentity, CryptlexId, Email, FieldViolation, IssuedLicense,
+    MetadataMap, RequestContext, RequestId, ValidationErrors,
+};
 use crate::ledger::{Attempt, Begin, Outcome};
 
 /// Metadata key naming the client identity that issued a license. Together
@@ -25,12 +28,16 @@ use crate::ledger::{Attempt, Begin, Outcome};
 /// callers may use the same request id.
 pub const CLIENT_METADATA_KEY: &str = "licensing_gateway_client";
 
+/// The reason stored in the ledger for a permanent rejection (the ledger
+/// keeps a reason column for the operator's view).
+const REJECTED_REASON: &str = "UPSTREAM_REJECTED";
+
 /// How often a concurrent duplicate re-reads the ledger while it waits.
 const IN_FLIGHT_POLL: Duration = Duration::from_millis(50);
 
 /// Who the license is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UserRef {
+pub enum LicenseHolder {
     Id(CryptlexId),
     Email(Email),
 }
@@ -39,19 +46,10 @@ pub enum UserRef {
 #[derive(Debug, Clone)]
 pub struct IssueCommand {
     pub request_id: RequestId,
-    pub user: UserRef,
+    pub user: LicenseHolder,
     pub product_id: Option<CryptlexId>,
     pub license_template_id: Option<CryptlexId>,
     pub metadata: MetadataMap,
-}
-
-/// An authenticated internal caller, as allowed by the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InternalCaller {
-    /// The certificate identity (SAN) that matched the allow-list.
-    pub identity: String,
-    /// Products it may issue; empty means any.
-    pub allowed_products: Vec<CryptlexId>,
 }
 
 /// The answer to `IssueLicense`.
@@ -71,6 +69,8 @@ pub struct IssuanceOptions {
     pub lease: Duration,
     /// How long a concurrent duplicate waits for the first attempt.
     pub wait_for_in_flight: Duration,
+    /// The internal callers that may issue, and for which products.
+    pub allow_list: AllowList,
 }
 
 impl IssuanceOptions {
@@ -79,18 +79,64 @@ impl IssuanceOptions {
     pub fn reserved_keys(&self) -> [&str; 2] {
         [self.request_id_metadata_key.as_str(), CLIENT_METADATA_KEY]
     }
+
+    /// Refuses caller metadata that uses one of the gateway's own keys.
+    fn check_reserved_keys(&self, metadata: &MetadataMap) -> Result<(), ValidationErrors> {
+        let reserved = self.reserved_keys();
+        let mut errors = ValidationErrors::new();
+        for key in metadata.entries().keys() {
+            if reserved
+                .iter()
+                .any(|reserved_key| reserved_key.eq_ignore_ascii_case(key))
+            {
+                errors.push(FieldViolation::new(
+                    format!("metadata[{key}]"),
+                    "is reserved by the gateway",
+                ));
+            }
+        }
+        errors.into_result()
+    }
+}
+
+/// Where an attempt that owns its ledger record starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// A new record: nothing was sent for this request id yet.
+    Fresh,
+    /// A record an earlier attempt left pending: its create may have
+    /// happened, so look the license up before creating.
+    Resume,
 }
 
 impl Licensing {
+    /// Returns the allow-list entry of the internal caller whose verified
+    /// certificate names `presented`. Called before anything else about the
+    /// request is looked at.
+    pub fn authorize_client(
+        &self,
+        presented: &[ClientIdentity],
+    ) -> Result<AllowedClient, LicensingError> {
+        let (_, options) = self.issuance()?;
+        match options.allow_list.find(presented) {
+            Some(client) => Ok(client.clone()),
+            None => {
+                tracing::warn!(identities = ?presented, "client certificate not on the allow-list");
+                Err(LicensingError::PermissionDenied(Denial::ClientNotAllowed))
+            }
+        }
+    }
+
     /// Issues (or replays) the license for `command` on behalf of `caller`.
     #[tracing::instrument(name = "licensing.issue_license", skip_all, fields(client = %caller.identity, issuance_request_id = %command.request_id))]
     pub async fn issue_license(
         &self,
         ctx: &RequestContext,
-        caller: &InternalCaller,
+        caller: &AllowedClient,
         command: IssueCommand,
     ) -> Result<Issued, LicensingError> {
         let (ledger, options) = self.issuance()?;
+        options.check_reserved_keys(&command.metadata)?;
         let product_id = match command
             .product_id
             .clone()
@@ -105,10 +151,8 @@ impl Licensing {
                 .into());
             }
         };
-        if !caller.allowed_products.is_empty() && !caller.allowed_products.contains(&product_id) {
-            return Err(LicensingError::PermissionDenied {
-                reason: "PRODUCT_NOT_ALLOWED",
-            });
+        if !caller.may_issue(&product_id) {
+            return Err(LicensingError::PermissionDenied(Denial::ProductNotAllowed));
         }
         let fingerprint = fingerprint(&command, &product_id);
         let wait_until =
@@ -117,7 +161,7 @@ impl Licensing {
         loop {
             let begin = ledger
                 .begin(
-                    &caller.identity,
+                    caller.identity.as_str(),
                     command.request_id.as_str(),
                     &fingerprint,
                     options.lease,
@@ -134,8 +178,8 @@ impl Licensing {
                         replayed: true,
                     });
                 }
-                Begin::Replay(Outcome::Rejected { reason, message }) => {
-                    return Err(LicensingError::IssuanceRejected { reason, message });
+                Begin::Replay(Outcome::Rejected { message, .. }) => {
+                    return Err(LicensingError::IssuanceRejected { detail: message });
                 }
                 Begin::Conflict => return Err(LicensingError::RequestIdReused),
                 Begin::InProgress { retry_after } => {
@@ -147,12 +191,26 @@ impl Licensing {
                 }
                 Begin::Fresh(attempt) => {
                     return self
-                        .attempt_to_the_end(ctx, caller, &command, &product_id, attempt, false)
+                        .attempt_to_the_end(
+                            ctx,
+                            caller,
+                            &command,
+                            &product_id,
+                            attempt,
+                            Start::Fresh,
+                        )
                         .await;
                 }
                 Begin::Resume(attempt) => {
                     return self
-                        .attempt_to_the_end(ctx, caller, &command, &product_id, attempt, true)
+                        .attempt_to_the_end(
+                            ctx,
+                            caller,
+                            &command,
+                            &product_id,
+                            attempt,
+                            Start::Resume,
+                        )
                         .await;
                 }
             }
@@ -167,11 +225,11 @@ impl Licensing {
     async fn attempt_to_the_end(
         &self,
         ctx: &RequestContext,
-        caller: &InternalCaller,
+        caller: &AllowedClient,
         command: &IssueCommand,
         product_id: &CryptlexId,
         attempt: Attempt,
-        reconcile: bool,
+        start: Start,
     ) -> Result<Issued, LicensingError> {
         let licensing = self.clone();
         let ctx = ctx.clone();
@@ -181,7 +239,7 @@ impl Licensing {
         let task = tokio::spawn(
             async move {
                 licensing
-                    .attempt(&ctx, &caller, &command, &product_id, attempt, reconcile)
+                    .attempt(&ctx, &caller, &command, &product_id, attempt, start)
                     .await
             }
             .in_current_span(),
@@ -198,15 +256,15 @@ impl Licensing {
     async fn attempt(
         &self,
         ctx: &RequestContext,
-        caller: &InternalCaller,
+        caller: &AllowedClient,
         command: &IssueCommand,
         product_id: &CryptlexId,
         attempt: Attempt,
-        reconcile: bool,
+        start: Start,
     ) -> Result<Issued, LicensingError> {
         let (ledger, _) = self.issuance()?;
         let result = self
-            .reconcile_or_create(ctx, caller, command, product_id, reconcile)
+            .reconcile_or_create(ctx, caller, command, product_id, start)
             .await;
         match result {
             Ok((license, replayed)) => {
@@ -221,11 +279,11 @@ impl Licensing {
                 tracing::info!(license_id = %license.id, replayed, "license issued");
                 Ok(Issued { license, replayed })
             }
-            Err(AttemptError::Permanent { reason, message }) => {
-                if let Err(error) = ledger.reject(&attempt, &reason, &message).await {
+            Err(AttemptError::Permanent { detail }) => {
+                if let Err(error) = ledger.reject(&attempt, REJECTED_REASON, &detail).await {
                     tracing::error!(%error, "could not record the rejection");
                 }
-                Err(LicensingError::IssuanceRejected { reason, message })
+                Err(LicensingError::IssuanceRejected { detail })
             }
             Err(AttemptError::NotFinal(error)) => {
                 // Outcome unknown or not attempted: leave the record pending
@@ -241,19 +299,19 @@ impl Licensing {
     async fn reconcile_or_create(
         &self,
         ctx: &RequestContext,
-        caller: &InternalCaller,
+        caller: &AllowedClient,
         command: &IssueCommand,
         product_id: &CryptlexId,
-        reconcile: bool,
+        start: Start,
     ) -> Result<(IssuedLicense, bool), AttemptError> {
         let (_, options) = self.issuance().map_err(AttemptError::NotFinal)?;
         let pat = self.admin_token().map_err(AttemptError::NotFinal)?;
         let hidden = options.reserved_keys();
         let request_id = command.request_id.as_str();
 
-        if reconcile {
+        if start == Start::Resume {
             let found = self
-                .find_issued(ctx, pat, options, &caller.identity, request_id)
+                .find_issued(ctx, pat, options, caller.identity.as_str(), request_id)
                 .await
                 .map_err(AttemptError::NotFinal)?;
             if let Some(license) = found {
@@ -280,13 +338,13 @@ impl Licensing {
         };
         match self.cryptlex().create_license(ctx, pat, &new_license).await {
             Ok(license) => Ok((license, false)),
-            Err(CryptlexError::Status {
-                status: status @ (400 | 404 | 409 | 422),
+            Err(CryptlexError::Rejected {
+                status,
+                kind: Rejection::Invalid | Rejection::NotFound | Rejection::Conflict,
                 code,
                 ..
             }) => Err(AttemptError::Permanent {
-                reason: "UPSTREAM_REJECTED".to_owned(),
-                message: format!(
+                detail: format!(
                     "cryptlex rejected the license (http {status}{}); check product_id, license_template_id and user",
                     code.map(|code| format!(", {code}")).unwrap_or_default()
                 ),
@@ -295,7 +353,7 @@ impl Licensing {
                 if error.outcome_unknown() {
                     tracing::warn!(%error, "license creation outcome unknown; the next attempt reconciles");
                 }
-                Err(AttemptError::NotFinal(upstream(Caller::Admin, error)))
+                Err(AttemptError::NotFinal(upstream(Credential::Pat, error)))
             }
         }
     }
@@ -304,18 +362,20 @@ impl Licensing {
         &self,
         ctx: &RequestContext,
         pat: &crate::domain::AdminToken,
-        user: &UserRef,
+        user: &LicenseHolder,
     ) -> Result<CryptlexId, AttemptError> {
         let found = match user {
-            UserRef::Id(id) => self.cryptlex().get_user(ctx, pat, id).await,
-            UserRef::Email(email) => self.cryptlex().find_user_by_email(ctx, pat, email).await,
+            LicenseHolder::Id(id) => self.cryptlex().get_user(ctx, pat, id).await,
+            LicenseHolder::Email(email) => {
+                self.cryptlex().find_user_by_email(ctx, pat, email).await
+            }
         };
         match found {
             Ok(Some(user)) => Ok(user.id),
-            Ok(None) => Err(AttemptError::NotFinal(LicensingError::NotFound {
-                what: "user",
-            })),
-            Err(error) => Err(AttemptError::NotFinal(upstream(Caller::Admin, error))),
+            Ok(None) => Err(AttemptError::NotFinal(LicensingError::NotFound(
+                Missing::User,
+            ))),
+            Err(error) => Err(AttemptError::NotFinal(upstream(Credential::Pat, error))),
         }
     }
 
@@ -338,7 +398,7 @@ impl Licensing {
         for record in pending {
             let begin = ledger
                 .begin(
-                    &record.caller,
+                    &record.client,
                     &record.request_id,
                     &record.fingerprint,
                     options.lease,
@@ -357,7 +417,7 @@ impl Licensing {
                 }
             };
             let found = self
-                .find_issued(ctx, pat, options, &record.caller, &record.request_id)
+                .find_issued(ctx, pat, options, &record.client, &record.request_id)
                 .await;
             let mine = match found {
                 Ok(found) => found,
@@ -404,7 +464,7 @@ impl Licensing {
             .cryptlex()
             .find_licenses_by_metadata(ctx, pat, &options.request_id_metadata_key, request_id, &[])
             .await
-            .map_err(|error| upstream(Caller::Admin, error))?;
+            .map_err(|error| upstream(Credential::Pat, error))?;
         let hidden = options.reserved_keys();
         Ok(found
             .into_iter()
@@ -436,7 +496,7 @@ impl Licensing {
 /// What reconciliation did with one pending record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconciled {
-    pub caller: String,
+    pub client: String,
     pub request_id: String,
     pub outcome: ReconcileOutcome,
 }
@@ -444,7 +504,7 @@ pub struct Reconciled {
 impl Reconciled {
     fn new(record: &crate::ledger::Record, outcome: ReconcileOutcome) -> Self {
         Self {
-            caller: record.caller.clone(),
+            client: record.client.clone(),
             request_id: record.request_id.clone(),
             outcome,
         }
@@ -468,7 +528,7 @@ pub enum ReconcileOutcome {
 #[derive(Debug)]
 enum AttemptError {
     /// Cryptlex refused for good; record and replay it.
-    Permanent { reason: String, message: String },
+    Permanent { detail: String },
     /// Not recorded: the next attempt tries again (reconciling first).
     NotFinal(LicensingError),
 }
@@ -477,8 +537,8 @@ enum AttemptError {
 /// request id with different content is detected.
 fn fingerprint(command: &IssueCommand, product_id: &CryptlexId) -> String {
     let user = match &command.user {
-        UserRef::Id(id) => format!("id:{id}"),
-        UserRef::Email(email) => format!("email:{}", email.as_str().to_lowercase()),
+        LicenseHolder::Id(id) => format!("id:{id}"),
+        LicenseHolder::Email(email) => format!("email:{}", email.as_str().to_lowercase()),
     };
     let canonical = serde_json::json!({
         "v": 1,
@@ -497,7 +557,7 @@ mod tests {
     fn command(email: &str, metadata: &[(&str, &str)]) -> IssueCommand {
         IssueCommand {
             request_id: RequestId::parse("request_id", "pay_1").expect("id"),
-            user: UserRef::Email(Email::parse("user_email", email).expect("email")),
+            user: LicenseHolder::Email(Email::parse("user_email", email).expect("email")),
             product_id: None,
             license_template_id: None,
             metadata: MetadataMap::parse(

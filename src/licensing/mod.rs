@@ -10,29 +10,28 @@ pub mod pagination;
 pub mod read_cache;
 pub mod throttle;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::cryptlex::{self, CryptlexError, NewUser};
+use crate::cryptlex::{self, CryptlexError, NewUser, Rejection};
 use crate::domain::{
-    AdminToken, CryptlexId, Email, Page, Password, PersonName, RefreshToken, RequestContext,
-    Session, UserLicense, UserProfile, UserToken, ValidationErrors,
+    AdminToken, CryptlexId, Email, Page, PageRequest, Password, PersonName, RefreshToken,
+    RequestContext, Session, UserLicense, UserProfile, UserToken,
 };
 
 pub use error::LicensingError;
-pub(crate) use error::{Caller, upstream};
+use error::{Credential, upstream};
+pub use error::{Denial, Missing};
 pub use issuance::{
-    CLIENT_METADATA_KEY, InternalCaller, IssuanceOptions, IssueCommand, Issued, ReconcileOutcome,
-    Reconciled, UserRef,
+    CLIENT_METADATA_KEY, IssuanceOptions, IssueCommand, Issued, LicenseHolder, ReconcileOutcome,
+    Reconciled,
 };
+use read_cache::Invalidation;
 
 /// A parsed `Login` request.
 #[derive(Debug)]
 pub struct LoginCommand {
     pub email: Email,
     pub password: Password,
-    /// The caller's address, for brute-force protection.
-    pub client_address: Option<IpAddr>,
 }
 
 /// A parsed `SignUp` request.
@@ -42,35 +41,6 @@ pub struct SignUpCommand {
     pub password: Password,
     pub first_name: PersonName,
     pub last_name: Option<PersonName>,
-    /// The caller's address, for brute-force protection.
-    pub client_address: Option<IpAddr>,
-}
-
-impl SignUpCommand {
-    /// Parses and validates every field, reporting all violations at once.
-    pub fn parse(
-        email: &str,
-        password: String,
-        first_name: &str,
-        last_name: &str,
-    ) -> Result<Self, ValidationErrors> {
-        let mut errors = ValidationErrors::new();
-        let email = errors.check(Email::parse("email", email));
-        let password = errors.check(Password::parse("password", password));
-        let first_name = errors.check(PersonName::parse("first_name", first_name, 1));
-        let last_name = errors.check(PersonName::parse("last_name", last_name, 0));
-        errors.into_result()?;
-        match (email, password, first_name, last_name) {
-            (Some(email), Some(password), Some(first_name), Some(last_name)) => Ok(Self {
-                email,
-                password,
-                first_name,
-                last_name: (!last_name.as_str().is_empty()).then_some(last_name),
-                client_address: None,
-            }),
-            _ => unreachable!("every field parsed when no violation was recorded"),
-        }
-    }
 }
 
 /// The result of a sign-up.
@@ -120,8 +90,8 @@ impl Licensing {
         options: LicensingOptions,
         ledger: Option<crate::ledger::Ledger>,
     ) -> Self {
-        let profiles = read_cache::ReadCache::new(options.cache, false);
-        let license_pages = read_cache::ReadCache::new(options.cache, true);
+        let profiles = read_cache::ReadCache::new(options.cache, Invalidation::SignOutOnly);
+        let license_pages = read_cache::ReadCache::new(options.cache, Invalidation::AlsoOnIssuance);
         let throttle = throttle::Throttle::new(options.throttle);
         Self {
             shared: Arc::new(Shared {
@@ -167,7 +137,7 @@ impl Licensing {
     ) -> Result<Session, LicensingError> {
         let throttle = &self.shared.throttle;
         throttle
-            .attempt(&command.email, command.client_address)
+            .attempt(&command.email, ctx.client_address)
             .map_err(|retry_after| LicensingError::TooManyAttempts { retry_after })?;
         // Cryptlex refuses such passwords at sign-up, so none can match; the
         // answer is the same as for a wrong password and costs no upstream call.
@@ -179,7 +149,7 @@ impl Licensing {
             .cryptlex()
             .login(ctx, &command.email, &command.password)
             .await
-            .map_err(|error| upstream(Caller::Login, error));
+            .map_err(|error| upstream(Credential::Password, error));
         match &result {
             Ok(_) => throttle.succeeded(&command.email),
             Err(LicensingError::InvalidCredentials) => throttle.failed(&command.email),
@@ -198,7 +168,7 @@ impl Licensing {
         self.cryptlex()
             .refresh(ctx, refresh_token)
             .await
-            .map_err(|error| upstream(Caller::Refresh, error))
+            .map_err(|error| upstream(Credential::RefreshToken, error))
     }
 
     /// Ends the session of `token`, and forgets what was cached for it.
@@ -212,7 +182,7 @@ impl Licensing {
             .cryptlex()
             .logout(ctx, token)
             .await
-            .map_err(|error| upstream(Caller::User, error));
+            .map_err(|error| upstream(Credential::UserToken, error));
         // Whatever Cryptlex answered, the caller is done with this token.
         self.shared.profiles.forget_token(token);
         self.shared.license_pages.forget_token(token);
@@ -236,7 +206,7 @@ impl Licensing {
                 cryptlex
                     .me(&ctx, &token)
                     .await
-                    .map_err(|error| upstream(Caller::User, error))
+                    .map_err(|error| upstream(Credential::UserToken, error))
             })
             .await?;
         Ok(profile)
@@ -248,7 +218,7 @@ impl Licensing {
         &self,
         ctx: &RequestContext,
         token: &UserToken,
-        request: crate::domain::PageRequest,
+        request: PageRequest,
     ) -> Result<Page<UserLicense>, LicensingError> {
         let arguments = format!(
             "{}/{}/{}",
@@ -272,7 +242,7 @@ impl Licensing {
                         request.product_id.as_ref(),
                     )
                     .await
-                    .map_err(|error| upstream(Caller::User, error))?;
+                    .map_err(|error| upstream(Credential::UserToken, error))?;
                 // Cryptlex sends no total count. A full page may be the last
                 // one: ask for the single item after it (page `n * size + 1`
                 // of size 1 is exactly that item) so the token is empty at the
@@ -291,9 +261,9 @@ impl Licensing {
                             request.product_id.as_ref(),
                         )
                         .await
-                        .map_err(|error| upstream(Caller::User, error))?
+                        .map_err(|error| upstream(Credential::UserToken, error))?
                         .is_empty();
-                let next = more.then(|| crate::domain::PageRequest {
+                let next = more.then(|| PageRequest {
                     page: request.page + 1,
                     ..request.clone()
                 });
@@ -320,7 +290,7 @@ impl Licensing {
         }
         self.shared
             .throttle
-            .attempt(&command.email, command.client_address)
+            .attempt(&command.email, ctx.client_address)
             .map_err(|retry_after| LicensingError::TooManyAttempts { retry_after })?;
         let pat = self.admin_token()?;
         let new_user = NewUser {
@@ -331,24 +301,20 @@ impl Licensing {
         };
         let user = match self.cryptlex().create_user(ctx, pat, &new_user).await {
             Ok(user) => user,
-            Err(CryptlexError::Status { status: 409, .. }) => {
-                return Err(LicensingError::EmailTaken);
-            }
-            Err(CryptlexError::Status {
-                status: 400,
-                code: Some(code),
+            Err(CryptlexError::Rejected {
+                kind: Rejection::Conflict,
                 ..
-            }) if code == "DUPLICATE_FIELD_VALUE" => {
+            }) => {
                 return Err(LicensingError::EmailTaken);
             }
-            Err(error) => return Err(upstream(Caller::Admin, error)),
+            Err(error) => return Err(upstream(Credential::Pat, error)),
         };
         tracing::info!(user_id = %user.id, "created cryptlex user");
         let session = self
             .cryptlex()
             .login(ctx, &command.email, &command.password)
             .await
-            .map_err(|error| upstream(Caller::Login, error))?;
+            .map_err(|error| upstream(Credential::Password, error))?;
         Ok(SignedUp {
             user_id: user.id,
             session,

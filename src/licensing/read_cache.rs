@@ -109,11 +109,20 @@ struct Entry<T> {
     generation: u64,
 }
 
+/// Which writes through the gateway invalidate a cache's entries (besides a
+/// sign-out, which always drops the signed-out token's entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidation {
+    /// Issuance changes nothing this cache holds (profiles).
+    SignOutOnly,
+    /// Every license issued may change any user's pages (license lists).
+    AlsoOnIssuance,
+}
+
 /// A read cache for values of type `T`. Cloning is cheap and shares it.
 pub struct ReadCache<T> {
     options: CacheOptions,
-    /// Whether issuance invalidates this cache's entries.
-    follows_issuance: bool,
+    invalidation: Invalidation,
     entries: Arc<Mutex<HashMap<CacheKey, Entry<T>>>>,
     in_flight: Arc<Mutex<HashMap<CacheKey, SharedFetch<T>>>>,
     /// Tokens signed out recently: the forget count when it happened, and when.
@@ -131,7 +140,7 @@ impl<T> Clone for ReadCache<T> {
     fn clone(&self) -> Self {
         Self {
             options: self.options,
-            follows_issuance: self.follows_issuance,
+            invalidation: self.invalidation,
             entries: Arc::clone(&self.entries),
             in_flight: Arc::clone(&self.in_flight),
             forgotten: Arc::clone(&self.forgotten),
@@ -167,11 +176,11 @@ impl<T> ReadCache<T> {
 }
 
 impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
-    /// Creates a cache; `follows_issuance` makes issuance invalidate it.
-    pub fn new(options: CacheOptions, follows_issuance: bool) -> Self {
+    /// Creates a cache whose entries `invalidation` also drops.
+    pub fn new(options: CacheOptions, invalidation: Invalidation) -> Self {
         Self {
             options,
-            follows_issuance,
+            invalidation,
             entries: Arc::default(),
             in_flight: Arc::default(),
             forgotten: Arc::default(),
@@ -259,7 +268,7 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
 
     /// Marks every entry outdated (after issuance changed someone's licenses).
     pub fn invalidate_all(&self) {
-        if self.follows_issuance {
+        if self.invalidation == Invalidation::AlsoOnIssuance {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -271,7 +280,7 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
         let entries = lock(&self.entries);
         let entry = entries.get(&key)?;
         let fresh = entry.stored_at.elapsed() < self.options.ttl
-            && (!self.follows_issuance || entry.generation == generation);
+            && (self.invalidation == Invalidation::SignOutOnly || entry.generation == generation);
         fresh.then(|| entry.value.clone())
     }
 
@@ -356,7 +365,7 @@ mod tests {
                 serve_stale,
                 stale_for: Duration::from_secs(60),
             },
-            true,
+            Invalidation::AlsoOnIssuance,
         )
     }
 
@@ -422,7 +431,7 @@ mod tests {
                 serve_stale: false,
                 stale_for: Duration::from_secs(60),
             },
-            true,
+            Invalidation::AlsoOnIssuance,
         );
         let fetch = |value| move || async move { Ok(value) };
         let token = UserToken::parse("signed-out").expect("token");

@@ -1,0 +1,410 @@
+//! Sending one described request to Cryptlex: the circuit breaker and the
+//! rate budget first, then the HTTP exchange within the caller's deadline,
+//! then the answer: rate-limit headers observed, the body size capped, and a
+//! non-success status turned into a classified [`CryptlexError`]. Retries of
+//! safe calls happen here too, as `retry` allows.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::{Method, StatusCode, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use super::retry::Retry;
+use super::{Client, CryptlexError, Priority, Rejection, observe, wire};
+use crate::domain::RequestContext;
+
+/// Largest response body accepted. Cryptlex's largest answers here are pages
+/// of at most 100 licenses, far below this.
+const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// One upstream call's description: what to send, at which budget priority,
+/// and whether it may be repeated.
+#[derive(Debug)]
+pub(super) struct Request<'a> {
+    method: Method,
+    /// Path segments after `/v3`; each is percent-encoded on its own.
+    path: &'a [&'a str],
+    query: &'a [(&'a str, &'a str)],
+    bearer: Option<&'a str>,
+    /// The JSON body, already serialized.
+    body: Option<Vec<u8>>,
+    priority: Priority,
+    retry: Retry,
+}
+
+impl<'a> Request<'a> {
+    /// A read: safe to retry after transient faults.
+    pub(super) fn get(path: &'a [&'a str], priority: Priority) -> Self {
+        Self::new(Method::GET, path, priority, Retry::Safe)
+    }
+
+    /// A `POST`, retried only as `retry` allows.
+    pub(super) fn post(path: &'a [&'a str], priority: Priority, retry: Retry) -> Self {
+        Self::new(Method::POST, path, priority, retry)
+    }
+
+    fn new(method: Method, path: &'a [&'a str], priority: Priority, retry: Retry) -> Self {
+        Self {
+            method,
+            path,
+            query: &[],
+            bearer: None,
+            body: None,
+            priority,
+            retry,
+        }
+    }
+
+    /// Sends `token` as `Authorization: Bearer`.
+    pub(super) fn bearer(mut self, token: &'a str) -> Self {
+        self.bearer = Some(token);
+        self
+    }
+
+    /// Adds query parameters (escaped when the URL is built).
+    pub(super) fn query(mut self, query: &'a [(&'a str, &'a str)]) -> Self {
+        self.query = query;
+        self
+    }
+
+    /// Sends `body` as JSON.
+    pub(super) fn json(mut self, body: &impl Serialize) -> Self {
+        self.body = Some(
+            serde_json::to_vec(body)
+                .expect("request bodies are structs of strings and lists, which always serialize"),
+        );
+        self
+    }
+}
+
+/// A successful answer: status and body bytes.
+pub(super) struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Client {
+    /// Sends `request` within the rate budget and the circuit breaker,
+    /// retrying what is safe to retry, and returns the body of a 2xx answer.
+    pub(super) async fn call(
+        &self,
+        ctx: &RequestContext,
+        request: Request<'_>,
+    ) -> Result<Answer, CryptlexError> {
+        self.retry_budget.deposit();
+        let mut retries = 0;
+        loop {
+            let error = match self.attempt(ctx, &request).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) => error,
+            };
+            let Some(delay) = request.retry.delay(&error, retries, self.max_retries) else {
+                return Err(error);
+            };
+            // Retry only if the wait leaves time for the call itself.
+            if delay + Duration::from_millis(50) >= ctx.remaining() || !self.retry_budget.withdraw()
+            {
+                return Err(error);
+            }
+            retries += 1;
+            tracing::debug!(%error, retries, delay_ms = delay.as_millis() as u64, "retrying cryptlex call");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One attempt: breaker, budget, then the request itself.
+    async fn attempt(
+        &self,
+        ctx: &RequestContext,
+        call: &Request<'_>,
+    ) -> Result<Answer, CryptlexError> {
+        let endpoint = observe::endpoint(&call.method, call.path);
+        let started = tokio::time::Instant::now();
+        // Calls refused here never reach Cryptlex; they are still counted
+        // (as throttled or short-circuited) so operators see them.
+        let admitted = match self.breaker.check() {
+            Err(retry_after) => Err(CryptlexError::CircuitOpen { retry_after }),
+            Ok(()) => self
+                .budget
+                .acquire(call.priority, ctx.deadline)
+                .await
+                .map_err(|exhausted| CryptlexError::BudgetExhausted {
+                    retry_after: exhausted.retry_after,
+                    priority: call.priority,
+                }),
+        };
+        if let Err(refused) = admitted {
+            observe::record(endpoint, &Err(&refused), started.elapsed());
+            return Err(refused);
+        }
+        let started = tokio::time::Instant::now();
+        let result = self.send_once(ctx, call).await;
+        let observed = result.as_ref().map(|answer| answer.status);
+        observe::record(endpoint, &observed, started.elapsed());
+        match &result {
+            Ok(_) => self.breaker.record_success(),
+            Err(error) if error.is_upstream_fault() => self.breaker.record_failure(),
+            // 4xx answers and our own deadline say nothing about Cryptlex's health.
+            Err(_) => self.breaker.record_success(),
+        }
+        if let Err(CryptlexError::RateLimited { retry_after }) = &result {
+            // Whoever else shares our IP spent the budget: everyone waits.
+            self.budget
+                .pause(retry_after.unwrap_or(Duration::from_secs(1)));
+            tracing::warn!(retry_after_ms = ?retry_after.map(|wait| wait.as_millis() as u64), "cryptlex answered 429");
+        }
+        result
+    }
+
+    /// Sends one request and returns the body of a 2xx answer.
+    async fn send_once(
+        &self,
+        ctx: &RequestContext,
+        call: &Request<'_>,
+    ) -> Result<Answer, CryptlexError> {
+        let url = self.url(call.path, call.query);
+        let remaining = ctx.remaining();
+        if remaining.is_zero() {
+            return Err(CryptlexError::DeadlineExceeded { maybe_sent: false });
+        }
+        // Whichever ends first bounds the request; remember which, so a
+        // timeout can be reported as the caller's deadline or as ours.
+        let deadline_binds = remaining < self.request_timeout;
+        let timeout = remaining.min(self.request_timeout);
+
+        let mut request = self
+            .http
+            .request(call.method.clone(), url)
+            .timeout(timeout)
+            .header(header::ACCEPT, "application/json")
+            .header("x-request-id", &ctx.request_id);
+        let mut trace_context = http::HeaderMap::new();
+        crate::telemetry::inject_trace_context(&mut trace_context);
+        if !trace_context.is_empty() {
+            request = request.headers(trace_context);
+        }
+        if let Some(token) = call.bearer {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = &call.body {
+            request = request
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+
+        let timed_out = |maybe_sent| {
+            if deadline_binds {
+                CryptlexError::DeadlineExceeded { maybe_sent }
+            } else {
+                CryptlexError::Timeout { maybe_sent }
+            }
+        };
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            // URLs carry emails in query strings: strip them from errors.
+            Err(error) if error.is_connect() => {
+                return Err(CryptlexError::Connect(error.without_url()));
+            }
+            Err(error) if error.is_timeout() => return Err(timed_out(true)),
+            Err(error) => return Err(CryptlexError::Transport(error.without_url())),
+        };
+
+        let status = response.status();
+        let headers = response.headers();
+        self.budget
+            .observe_headers(rate_limit_remaining(headers), rate_limit_reset(headers));
+        let retry_after = retry_after(headers);
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_BODY_BYTES as u64)
+        {
+            return Err(CryptlexError::TooLarge {
+                limit: MAX_BODY_BYTES,
+            });
+        }
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_BODY_BYTES {
+                        return Err(CryptlexError::TooLarge {
+                            limit: MAX_BODY_BYTES,
+                        });
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(error) if error.is_timeout() => return Err(timed_out(true)),
+                Err(error) => return Err(CryptlexError::Transport(error.without_url())),
+            }
+        }
+
+        if status.is_success() {
+            return Ok(Answer {
+                status: status.as_u16(),
+                body,
+            });
+        }
+        Err(error_for(status, retry_after, &body))
+    }
+
+    fn url(&self, path: &[&str], query: &[(&str, &str)]) -> Url {
+        let mut url = self.base_url.clone();
+        {
+            // `Url::path_segments_mut` percent-encodes each segment, so an id
+            // can never add a path component or a query.
+            let mut segments = url.path_segments_mut().expect(
+                "configuration accepts only http(s) base URLs with a host, which can always be a base",
+            );
+            segments.pop_if_empty().push("v3");
+            segments.extend(path);
+        }
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+}
+
+/// Maps a non-success answer to an error, keeping Cryptlex's message for logs.
+fn error_for(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> CryptlexError {
+    let code = status.as_u16();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return CryptlexError::RateLimited { retry_after };
+    }
+    if status.is_server_error() {
+        return CryptlexError::ServerError {
+            status: code,
+            retry_after,
+        };
+    }
+    if status.is_redirection() {
+        return CryptlexError::Redirected { status: code };
+    }
+    let parsed = serde_json::from_slice::<wire::ErrorDto>(body).ok();
+    let (message, error_code) = parsed
+        .map(|error| (error.message, error.code))
+        .unwrap_or_default();
+    let error_code = error_code.map(|code| truncate(&code, 64));
+    CryptlexError::Rejected {
+        status: code,
+        kind: Rejection::classify(code, error_code.as_deref()),
+        code: error_code,
+        message: message.map(|message| truncate(&message, 200)),
+    }
+}
+
+pub(super) fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T, CryptlexError> {
+    serde_json::from_slice(&answer.body).map_err(|error| CryptlexError::Malformed {
+        // serde's message names the field and position, never the content.
+        detail: error.to_string(),
+    })
+}
+
+/// Reads `X-Rate-Limit-Remaining`.
+fn rate_limit_remaining(headers: &header::HeaderMap) -> Option<u32> {
+    headers
+        .get("x-rate-limit-remaining")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Reads `X-Rate-Limit-Reset` (a UTC date-time) as time from now.
+fn rate_limit_reset(headers: &header::HeaderMap) -> Option<Duration> {
+    let value = headers.get("x-rate-limit-reset")?.to_str().ok()?.trim();
+    let at = DateTime::parse_from_rfc3339(value)
+        .or_else(|_| DateTime::parse_from_rfc2822(value))
+        .ok()?;
+    (at.with_timezone(&Utc) - Utc::now()).to_std().ok()
+}
+
+/// Reads `Retry-After` as seconds or as an HTTP date.
+fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = date.with_timezone(&Utc) - Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(max_chars)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cryptlex::{Account, BreakerOptions, BudgetOptions, ClientOptions};
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        let mut headers = header::HeaderMap::new();
+        headers.insert(header::RETRY_AFTER, "7".parse().expect("header"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+
+        let later = Utc::now() + chrono::Duration::seconds(30);
+        let date = later.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        headers.insert(header::RETRY_AFTER, date.parse().expect("header"));
+        let wait = retry_after(&headers).expect("a date parses");
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
+
+        headers.insert(header::RETRY_AFTER, "soon".parse().expect("header"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn path_segments_and_query_values_are_escaped() {
+        // Building a client needs a crypto provider (see `main`).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::new(ClientOptions {
+            base_url: Url::parse("http://127.0.0.1:1/").expect("url"),
+            account: Account::Alias("a".to_owned()),
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            budget: BudgetOptions::default(),
+            breaker: BreakerOptions::default(),
+            max_retries: 0,
+        })
+        .expect("client builds");
+        let url = client.url(
+            &["users", "../admin?x=1"],
+            &[("email[eq]", "a+b@c.d&limit=100")],
+        );
+        assert_eq!(url.path(), "/v3/users/..%2Fadmin%3Fx=1");
+        assert_eq!(url.query(), Some("email%5Beq%5D=a%2Bb%40c.d%26limit%3D100"));
+    }
+
+    #[test]
+    fn rejections_are_classified_by_status_and_code() {
+        let kind = |status, body: &str| match error_for(
+            StatusCode::from_u16(status).expect("status"),
+            None,
+            body.as_bytes(),
+        ) {
+            CryptlexError::Rejected { kind, .. } => Some(kind),
+            _ => None,
+        };
+        assert_eq!(kind(409, "{}"), Some(Rejection::Conflict));
+        assert_eq!(
+            kind(400, r#"{"message":"taken","code":"DUPLICATE_FIELD_VALUE"}"#),
+            Some(Rejection::Conflict)
+        );
+        assert_eq!(kind(400, r#"{"message":"bad"}"#), Some(Rejection::Invalid));
+        assert_eq!(kind(401, ""), Some(Rejection::Unauthenticated));
+        assert_eq!(kind(403, ""), Some(Rejection::Forbidden));
+        assert_eq!(kind(404, ""), Some(Rejection::NotFound));
+        assert_eq!(kind(418, ""), Some(Rejection::Other));
+        assert_eq!(kind(503, ""), None);
+    }
+}
