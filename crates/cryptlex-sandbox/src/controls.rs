@@ -15,11 +15,13 @@ use http::StatusCode;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::faults::{FaultId, FaultRule, FaultRuleJson, InvalidFaultRule};
-use super::rate_limit::RateLimit;
-use super::state::{LicenseRecord, UserRecord};
-use super::wire::ApiError;
-use super::{ReceivedRequest, Shared, Stats, lock, seed};
+use crate::faults::{FaultId, FaultRule, FaultRuleJson, InvalidFaultRule};
+use crate::journal::{ReceivedRequest, Stats};
+use crate::rate_limit::RateLimit;
+use crate::seed;
+use crate::shared::{Shared, lock};
+use crate::state::{LicenseRecord, UserRecord};
+use crate::wire::ApiError;
 
 /// A handle to a running sandbox's state. Cloning is shallow: every clone steers the same
 /// sandbox, and the handle keeps working (on stale state) after the server stops.

@@ -85,7 +85,9 @@ impl FaultAction {
         self
     }
 
-    /// Returns the action's name, as recorded in [`ReceivedRequest::fault`](super::ReceivedRequest).
+    /// Returns the action's name, as recorded in [`ReceivedRequest::fault`].
+    ///
+    /// [`ReceivedRequest::fault`]: crate::journal::ReceivedRequest
     pub fn kind(&self) -> FaultKind {
         match self {
             FaultAction::Delay(_) => FaultKind::Delay,
@@ -172,7 +174,9 @@ impl FaultRule {
     }
 }
 
-/// Identifies an added rule, for [`Controls::remove_fault`](super::Controls::remove_fault).
+/// Identifies an added rule, for [`Controls::remove_fault`].
+///
+/// [`Controls::remove_fault`]: crate::controls::Controls::remove_fault
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct FaultId(pub u64);

@@ -11,22 +11,32 @@
 //! canned responses, connection resets before or after the work, truncated bodies).
 //!
 //! # Layout
-//! - `mod.rs`: the public entry points, options, seed constants and the shared state.
+//! - `lib.rs`: the public entry points and options, and the re-exports.
+//! - `seed.rs`: the fixed account, users, licenses and scopes every sandbox starts with.
+//! - `shared.rs`: the state the server and the controls share, and its lock helper.
+//! - `journal.rs`: the recorded requests and the counters.
 //! - `controls.rs`: the test-control handle and its HTTP form.
 //! - `pipeline.rs`: the middleware every API request passes (record, limit, fault).
 //! - `routes.rs`: the `/v3` handlers and request validation.
-//! - `state.rs`: users, licenses and the seed; `tokens.rs`: tokens.
-//! - `wire.rs`: Cryptlex's JSON shapes; `faults.rs`: fault rules; `rate_limit.rs`: the limiter.
+//! - `state.rs`: users, licenses and their metadata, seeded from `seed.rs`.
+//! - `tokens.rs`: tokens.
+//! - `wire.rs`: Cryptlex's JSON shapes.
+//! - `faults.rs`: fault rules.
+//! - `rate_limit.rs`: the limiter.
 //! - `server.rs`: the accept loop with a per-connection reset switch.
 //! - `pki.rs`: development certificates for the gateway's TLS listeners.
+//! - `tests.rs`: black-box tests over real HTTP.
 
 mod controls;
 mod faults;
+mod journal;
 mod pipeline;
 pub mod pki;
 mod rate_limit;
 mod routes;
+pub mod seed;
 mod server;
+mod shared;
 mod state;
 mod tokens;
 mod wire;
@@ -34,80 +44,21 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
-use http::StatusCode;
 use secrecy::SecretString;
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use controls::Controls;
 pub use faults::{FaultAction, FaultId, FaultKind, FaultRule, InvalidFaultRule};
+pub use journal::{AuthKind, ReceivedRequest, Stats};
 pub use rate_limit::RateLimit;
 pub use state::{LicenseRecord, MetadataRecord, UserRecord};
-pub use wire::timestamp;
 
-use faults::FaultTable;
-use rate_limit::RateLimiter;
-use state::Domain;
-use tokens::TokenTable;
-
-/// Paths under this prefix are the test controls: never rate-limited, faulted or recorded.
-pub const CONTROL_PREFIX: &str = "/__sandbox/";
-
-/// The fixed data every sandbox starts with. Ids are constants so tests and demo configs can
-/// name them; only tokens (and so [`SandboxCryptlex::admin_pat`]) change per start.
-pub mod seed {
-    /// The account alias login accepts (`accountAlias`).
-    pub const ACCOUNT_ALIAS: &str = "sandbox";
-    /// The account id login accepts (`accountId`).
-    pub const ACCOUNT_ID: &str = "3f1c2b8e-6d4a-4c1e-9b7a-2e5d8f0a1c34";
-    pub const PRODUCT_ID: &str = "8a6f4e2d-1b3c-4d5e-8f70-9a1b2c3d4e5f";
-    pub const PRODUCT_NAME: &str = "Demo Desktop App";
-    /// Accepted by `POST /v3/licenses`; any other non-empty template id is accepted as well.
-    pub const LICENSE_TEMPLATE_ID: &str = "c2d4e6f8-0a1b-4c3d-9e5f-7a8b9c0d1e2f";
-
-    pub const DEMO_USER_ID: &str = "5b7e9c1d-3f2a-4b6c-8d0e-1a2b3c4d5e6f";
-    pub const DEMO_EMAIL: &str = "demo@example.com";
-    pub const DEMO_PASSWORD: &str = "demo-password";
-    /// The demo user's two licenses, oldest first.
-    pub const DEMO_LICENSE_IDS: [&str; 2] = [
-        "9e0b2f4a-6c5d-4e9f-b031-4d5e6f708192",
-        "a01c3a5b-7d6e-4fa0-8142-5e6f708192a3",
-    ];
-
-    pub const OTHER_USER_ID: &str = "6c8f0d2e-4a3b-4c7d-9e1f-2b3c4d5e6f70";
-    pub const OTHER_EMAIL: &str = "other@example.com";
-    pub const OTHER_PASSWORD: &str = "other-password";
-    pub const OTHER_LICENSE_ID: &str = "b12d4b6c-8e7f-4ab1-9253-6f708192a3b4";
-
-    /// The admin (role `admin`) who owns the seeded PAT. It has no password: it cannot log in.
-    pub const ADMIN_USER_ID: &str = "7d9a1e3f-5b4c-4d8e-af20-3c4d5e6f7081";
-    pub const ADMIN_EMAIL: &str = "admin@example.com";
-
-    /// The scopes of [`SandboxCryptlex::admin_pat`](super::SandboxCryptlex::admin_pat).
-    pub const ALL_SCOPES: &[&str] = &[
-        "account:read",
-        "account:write",
-        "activation:read",
-        "license:read",
-        "license:write",
-        "licenseTemplate:read",
-        "licenseTemplate:write",
-        "product:read",
-        "product:write",
-        "user:read",
-        "user:write",
-        "webhook:read",
-        "webhook:write",
-        "personalAccessToken:write",
-    ];
-}
+use shared::Shared;
 
 /// How a sandbox behaves.
 #[derive(Clone, Debug)]
@@ -148,7 +99,12 @@ impl SandboxCryptlex {
     pub async fn start(addr: SocketAddr, options: SandboxOptions) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(&options));
+        let shared = Arc::new(Shared::new(
+            options.rate_limit,
+            options.access_token_ttl,
+            options.refresh_token_ttl,
+            options.max_recorded_requests,
+        ));
         let controls = Controls::new(Arc::clone(&shared));
         let admin_pat = controls.create_pat(seed::ALL_SCOPES);
         let router = routes::router(Arc::clone(&shared));
@@ -198,179 +154,4 @@ impl Drop for SandboxCryptlex {
             server.abort();
         }
     }
-}
-
-/// How a recorded request authenticated.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(
-    tag = "kind",
-    rename_all = "camelCase",
-    rename_all_fields = "camelCase"
-)]
-pub enum AuthKind {
-    /// No `Authorization` header.
-    None,
-    /// A valid personal access token.
-    Pat,
-    /// A valid user access token.
-    User { user_id: String, email: String },
-    /// A header that is not a currently valid token: unknown, expired, revoked or malformed.
-    Invalid,
-}
-
-/// One request the sandbox received (control requests excluded).
-#[derive(Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ReceivedRequest {
-    /// Arrival order, counting from 1 over the sandbox's life (not reset by clearing).
-    pub sequence: u64,
-    pub received_at: DateTime<Utc>,
-    pub method: String,
-    pub path: String,
-    /// The raw query string, without the `?`.
-    pub query: Option<String>,
-    /// The `x-request-id` header.
-    pub request_id: Option<String>,
-    pub auth: AuthKind,
-    /// The raw bearer token (or the whole `Authorization` value if it is not `Bearer ...`).
-    /// Test infrastructure only: `Debug` redacts it, and it must never be logged.
-    pub bearer_token: Option<String>,
-    /// The status the sandbox produced; `None` while in flight or when a reset fault struck
-    /// before the handler ran. After `ResetAfterProcessing` it is the status the client never saw.
-    pub status: Option<u16>,
-    /// The fault applied to this request, if any.
-    pub fault: Option<FaultKind>,
-}
-
-impl std::fmt::Debug for ReceivedRequest {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("ReceivedRequest")
-            .field("sequence", &self.sequence)
-            .field("received_at", &self.received_at)
-            .field("method", &self.method)
-            .field("path", &self.path)
-            .field("query", &self.query)
-            .field("request_id", &self.request_id)
-            .field("auth", &self.auth)
-            .field(
-                "bearer_token",
-                &self.bearer_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("status", &self.status)
-            .field("fault", &self.fault)
-            .finish()
-    }
-}
-
-/// Counters over the sandbox's life (control requests excluded).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Stats {
-    /// TCP connections accepted, control connections included: a client that reuses its
-    /// connections keeps this small however many requests it sends.
-    pub connections_accepted: u64,
-    pub requests: u64,
-    /// Every 429 sent, whether by the rate limiter or by a `Respond` fault.
-    pub responses_429: u64,
-    /// 429s sent by the rate limiter alone.
-    pub rate_limited: u64,
-    pub faults_applied: u64,
-    pub connections_reset: u64,
-    pub logins: u64,
-    pub licenses_created: u64,
-    pub users_created: u64,
-}
-
-/// State shared by the server and every [`Controls`] handle.
-///
-/// Each part has its own std `Mutex` because no critical section awaits and each is short;
-/// code never holds two of them at once, so there is no lock order to get wrong.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) domain: Mutex<Domain>,
-    pub(crate) tokens: Mutex<TokenTable>,
-    pub(crate) journal: Mutex<Journal>,
-    pub(crate) faults: Mutex<FaultTable>,
-    pub(crate) limiter: Mutex<RateLimiter>,
-}
-
-/// The request log and the counters.
-#[derive(Debug)]
-pub(crate) struct Journal {
-    requests: VecDeque<ReceivedRequest>,
-    capacity: usize,
-    next_sequence: u64,
-    pub(crate) stats: Stats,
-}
-
-impl Shared {
-    fn new(options: &SandboxOptions) -> Self {
-        let ttl = |duration: Duration| TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX);
-        Shared {
-            domain: Mutex::new(Domain::seeded(Utc::now())),
-            tokens: Mutex::new(TokenTable::new(
-                ttl(options.access_token_ttl),
-                ttl(options.refresh_token_ttl),
-            )),
-            journal: Mutex::new(Journal {
-                requests: VecDeque::new(),
-                capacity: options.max_recorded_requests.max(1),
-                next_sequence: 0,
-                stats: Stats::default(),
-            }),
-            faults: Mutex::new(FaultTable::default()),
-            limiter: Mutex::new(RateLimiter::new(options.rate_limit)),
-        }
-    }
-
-    /// Records an arriving request and returns its sequence number.
-    pub(crate) fn record(&self, mut request: ReceivedRequest) -> u64 {
-        let mut journal = lock(&self.journal);
-        journal.next_sequence += 1;
-        request.sequence = journal.next_sequence;
-        journal.stats.requests += 1;
-        if journal.requests.len() >= journal.capacity {
-            journal.requests.pop_front();
-        }
-        journal.requests.push_back(request);
-        journal.next_sequence
-    }
-
-    /// Completes a recorded request with its outcome and updates the counters.
-    pub(crate) fn finish(
-        &self,
-        sequence: u64,
-        status: Option<StatusCode>,
-        fault: Option<FaultKind>,
-        rate_limited: bool,
-    ) {
-        let mut journal = lock(&self.journal);
-        // A response lost to a reset was never sent, so it does not count as a 429 sent.
-        let delivered = fault != Some(FaultKind::ResetAfterProcessing);
-        if delivered && status == Some(StatusCode::TOO_MANY_REQUESTS) {
-            journal.stats.responses_429 += 1;
-        }
-        if rate_limited {
-            journal.stats.rate_limited += 1;
-        }
-        if fault.is_some() {
-            journal.stats.faults_applied += 1;
-        }
-        if let Some(entry) = journal
-            .requests
-            .iter_mut()
-            .rev()
-            .find(|entry| entry.sequence == sequence)
-        {
-            entry.status = status.map(|status| status.as_u16());
-            entry.fault = fault;
-        }
-    }
-}
-
-/// Locks a mutex, shrugging off poisoning: every critical section leaves the data consistent
-/// at each step, so a panic elsewhere (a failing test thread) must not wedge the sandbox.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -17,12 +17,13 @@ use http::header::{CONTENT_LENGTH, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt as _;
 
-use super::faults::{CannedResponse, PlannedFault};
-use super::rate_limit::{Quota, Verdict};
-use super::server::{ConnectionHandle, PeerAddr};
-use super::tokens::Grant;
-use super::wire::{ApiError, timestamp};
-use super::{AuthKind, CONTROL_PREFIX, ReceivedRequest, Shared, lock};
+use crate::faults::{CannedResponse, PlannedFault};
+use crate::journal::{AuthKind, ReceivedRequest};
+use crate::rate_limit::{Quota, Verdict};
+use crate::server::{ConnectionHandle, PeerAddr};
+use crate::shared::{CONTROL_PREFIX, Shared, lock};
+use crate::tokens::Grant;
+use crate::wire::{ApiError, timestamp};
 
 /// Who sent a request, as the handlers see it; inserted by [`front_door`].
 #[derive(Clone, Debug)]

@@ -19,14 +19,16 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::pipeline::{Caller, front_door};
-use super::state::{DomainError, NewLicense, NewMetadata, NewUser, add_interval};
-use super::tokens::TokenPair;
-use super::wire::{
+use crate::controls;
+use crate::pipeline::{Caller, front_door};
+use crate::seed;
+use crate::shared::{Shared, lock};
+use crate::state::{DomainError, NewLicense, NewMetadata, NewUser, add_interval};
+use crate::tokens::TokenPair;
+use crate::wire::{
     AUTHENTICATION_FAILED_MESSAGE, AccessTokenDto, ApiError, BaseProfileDto, LicenseDto, UserDto,
     UserLicenseDto,
 };
-use super::{Shared, controls, lock, seed};
 
 /// The page size when a list request gives no `limit` (an inference; Cryptlex does not say).
 const DEFAULT_PAGE_SIZE: usize = 10;

@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
-use super::{Shared, lock};
+use crate::shared::{Shared, lock};
 
 /// Lets request-handling code abort the connection its request arrived on.
 #[derive(Clone, Debug)]

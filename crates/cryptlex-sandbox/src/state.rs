@@ -1,9 +1,11 @@
 //! The sandbox's in-memory Cryptlex account: users, licenses and their metadata, plus the seed.
 //!
-//! Everything here is plain data behind one `std::sync::Mutex` held by [`Shared`](super::Shared);
-//! no method awaits, so the lock is never held across an `.await`. This module knows nothing
-//! about HTTP: the routes translate requests into these calls and [`DomainError`]s into
-//! Cryptlex-shaped error bodies. Tokens live in `tokens.rs`, not here.
+//! Everything here is plain data behind one `std::sync::Mutex` held by [`Shared`]; no method
+//! awaits, so the lock is never held across an `.await`. This module knows nothing about HTTP:
+//! the routes translate requests into these calls and [`DomainError`]s into Cryptlex-shaped
+//! error bodies. Tokens live in `tokens.rs`, not here.
+//!
+//! [`Shared`]: crate::shared::Shared
 
 use std::collections::HashMap;
 
@@ -13,7 +15,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::seed;
+use crate::seed;
 
 /// A user of the sandbox account, as an admin sees it.
 ///

@@ -224,7 +224,7 @@ impl TokenTable {
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
         let claims = serde_json::json!({
             "sub": subject,
-            "tid": super::seed::ACCOUNT_ID,
+            "tid": crate::seed::ACCOUNT_ID,
             "scope": scope,
             "jti": Uuid::new_v4().to_string(),
             "iat": issued_at.timestamp(),

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use http::StatusCode;
 use serde::Serialize;
 
-use super::state::{LicenseRecord, MetadataRecord, UserRecord};
+use crate::state::{LicenseRecord, MetadataRecord, UserRecord};
 
 /// The 401/403 message Cryptlex sends for a missing, bad or under-privileged token.
 pub(crate) const INVALID_TOKEN_MESSAGE: &str =
@@ -23,7 +23,7 @@ pub(crate) const INVALID_TOKEN_MESSAGE: &str =
 pub(crate) const AUTHENTICATION_FAILED_MESSAGE: &str = "Authentication Failed. Please try again!";
 
 /// Formats a timestamp as .NET's round-trip format does: 7 fractional digits and `Z`.
-pub fn timestamp(at: DateTime<Utc>) -> String {
+pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
     // A leap second shows up as nanos >= 1e9; clamping keeps the field 7 digits wide.
     let ticks = (at.timestamp_subsec_nanos() / 100).min(9_999_999);
     format!("{}.{ticks:07}Z", at.format("%Y-%m-%dT%H:%M:%S"))
