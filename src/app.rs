@@ -1,9 +1,10 @@
-//! Start-up: builds everything from [`Settings`], binds the listeners (port 0
-//! works, for tests) and serves until told to stop.
+//! The composition root: builds the use cases from [`Settings`], binds the
+//! listeners (port 0 works, for tests) and serves until told to stop, then
+//! drains.
 //!
 //! Three listeners: public (gRPC + gRPC-Web, TLS optional), internal (mutual
-//! TLS) and admin (HTTP: metrics and probes). TLS certificates are reloaded
-//! while serving (see [`crate::grpc::reload`]).
+//! TLS) and admin (HTTP: metrics and probes). This module knows no tonic: the
+//! gRPC side of a listener is a [`GrpcListener`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,25 +14,21 @@ use std::time::Duration;
 use anyhow::Context as _;
 use http::HeaderValue;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::config::Settings;
 use crate::cryptlex::{self, ClientOptions};
-use crate::grpc::ledger_health;
-use crate::grpc::reload::{self, ReloadableTls, tls_incoming};
-use crate::grpc::server::{Introspection, PublicOptions, serve_internal, serve_public};
-use crate::grpc::{Deadlines, IssuanceApi, UserApi, pb};
+use crate::grpc::{
+    Deadlines, GrpcListener, IssuanceApi, PublicOptions, ServeError, ServingHealth, UserApi,
+};
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::licensing::read_cache::CacheOptions;
 use crate::licensing::throttle::ThrottleOptions;
 use crate::licensing::{IssuanceOptions, Licensing, LicensingOptions};
 use crate::metrics;
-
-/// A health-check service name that stays SERVING until the process exits
-/// (unlike `""` and the API services, which turn NOT_SERVING while
-/// draining), for Kubernetes liveness probes.
-pub const LIVENESS_SERVICE: &str = "liveness";
+use crate::tls::{self, ReloadableTls};
 
 /// ALPN of the public listener with TLS: HTTP/2 for gRPC, HTTP/1.1 for
 /// gRPC-Web from fetch-only clients (tonic's own TLS server offers only
@@ -40,40 +37,16 @@ const PUBLIC_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 /// ALPN of the internal listener: gRPC only.
 const INTERNAL_ALPN: &[&[u8]] = &[b"h2"];
 
-type UserServer = pb::user_service_server::UserServiceServer<UserApi>;
-type IssuanceServer = pb::issuance_service_server::IssuanceServiceServer<IssuanceApi>;
-
 /// A built, bound gateway, ready to serve.
 #[derive(Debug)]
 pub struct Application {
-    public: PublicListener,
-    internal: Option<InternalListener>,
+    public: GrpcListener,
+    internal: Option<GrpcListener>,
     admin: Option<AdminListener>,
     readiness: Readiness,
     tls_reload_interval: Duration,
-    max_concurrent_requests: usize,
     drain_timeout: Duration,
     licensing: Licensing,
-}
-
-#[derive(Debug)]
-struct PublicListener {
-    listener: TcpListener,
-    addr: SocketAddr,
-    options: PublicOptions,
-    /// Server TLS; `None` serves plaintext h2c (behind an ingress).
-    tls: Option<Arc<ReloadableTls>>,
-    introspection: Introspection,
-    api: UserApi,
-}
-
-#[derive(Debug)]
-struct InternalListener {
-    listener: TcpListener,
-    addr: SocketAddr,
-    tls: Arc<ReloadableTls>,
-    introspection: Introspection,
-    api: IssuanceApi,
 }
 
 #[derive(Debug)]
@@ -81,6 +54,14 @@ struct AdminListener {
     listener: TcpListener,
     addr: SocketAddr,
     state: AdminState,
+}
+
+/// The tasks that run beside the listeners until shutdown.
+struct BackgroundTasks {
+    /// Tells every task to stop.
+    stop: watch::Sender<bool>,
+    tls_reload: JoinHandle<()>,
+    ledger_health: Option<JoinHandle<()>>,
 }
 
 impl Application {
@@ -97,6 +78,7 @@ impl Application {
             default: settings.public.default_deadline,
             max: settings.public.max_deadline,
         };
+
         let public_tls = match &settings.public.tls {
             Some(files) => Some(Arc::new(
                 ReloadableTls::load("public", files, None, PUBLIC_ALPN).context("public TLS")?,
@@ -113,27 +95,16 @@ impl Application {
         let listener = TcpListener::bind(settings.public.addr)
             .await
             .with_context(|| format!("binding the public listener on {}", settings.public.addr))?;
-        let introspection = Introspection::new();
-        introspection.health.set_serving::<UserServer>().await;
-        introspection
-            .health
-            .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
-            .await;
-        let public = PublicListener {
-            addr: listener.local_addr()?,
-            listener,
-            options: PublicOptions {
-                cors_allowed_origins,
-                max_concurrent_requests: settings.limits.max_concurrent_requests,
-            },
-            tls: public_tls,
-            introspection,
-            api: UserApi::new(
-                licensing.clone(),
-                deadlines,
-                settings.limits.client_address_header.clone(),
-            ),
+        let user_api = UserApi::new(
+            licensing.clone(),
+            deadlines,
+            settings.limits.client_address_header.clone(),
+        );
+        let options = PublicOptions {
+            cors_allowed_origins,
+            max_concurrent_requests: settings.limits.max_concurrent_requests,
         };
+        let public = GrpcListener::public(listener, public_tls, user_api, options).await?;
 
         let internal = match &settings.internal {
             Some(internal) => {
@@ -147,19 +118,12 @@ impl Application {
                 let listener = TcpListener::bind(internal.addr).await.with_context(|| {
                     format!("binding the internal listener on {}", internal.addr)
                 })?;
-                let introspection = Introspection::new();
-                introspection.health.set_serving::<IssuanceServer>().await;
-                introspection
-                    .health
-                    .set_service_status(LIVENESS_SERVICE, tonic_health::ServingStatus::Serving)
-                    .await;
-                Some(InternalListener {
-                    addr: listener.local_addr()?,
-                    listener,
-                    tls: Arc::new(tls),
-                    introspection,
-                    api: IssuanceApi::new(licensing.clone(), deadlines),
-                })
+                let api = IssuanceApi::new(licensing.clone(), deadlines);
+                let max_concurrent_requests = settings.limits.max_concurrent_requests;
+                Some(
+                    GrpcListener::internal(listener, Arc::new(tls), api, max_concurrent_requests)
+                        .await?,
+                )
             }
             None => None,
         };
@@ -188,7 +152,6 @@ impl Application {
             admin,
             readiness,
             tls_reload_interval: settings.tls_reload_interval,
-            max_concurrent_requests: settings.limits.max_concurrent_requests,
             drain_timeout: settings.limits.drain_timeout,
             licensing,
         })
@@ -201,12 +164,12 @@ impl Application {
 
     /// The address the public listener is bound to.
     pub fn public_addr(&self) -> SocketAddr {
-        self.public.addr
+        self.public.local_addr()
     }
 
     /// The address the internal listener is bound to, when enabled.
     pub fn internal_addr(&self) -> Option<SocketAddr> {
-        self.internal.as_ref().map(|internal| internal.addr)
+        self.internal.as_ref().map(GrpcListener::local_addr)
     }
 
     /// The address the admin (metrics and probes) listener is bound to, when
@@ -215,145 +178,67 @@ impl Application {
         self.admin.as_ref().map(|admin| admin.addr)
     }
 
-    /// Serves until `shutdown` resolves, then reports NOT_SERVING (gRPC
-    /// health) and 503 (`/readyz`), stops accepting, and lets calls in
-    /// progress finish for at most the drain timeout. The admin listener
-    /// stays up until the gRPC listeners have drained, so probes see it.
+    /// Serves until `shutdown` resolves, then drains: reports NOT_SERVING
+    /// (gRPC health) and 503 (`/readyz`), stops accepting, and lets calls in
+    /// progress finish for at most the drain timeout.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let readiness = self.readiness.clone();
-        let public_health = self.public.introspection.health.clone();
-        let internal_health = self
-            .internal
-            .as_ref()
-            .map(|internal| internal.introspection.health.clone());
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = receiver.wait_for(|stopped| *stopped).await;
-        };
-
-        // Certificates are reloaded until shutdown.
-        let reloadable: Vec<Arc<ReloadableTls>> = self
-            .public
-            .tls
-            .iter()
-            .chain(self.internal.as_ref().map(|internal| &internal.tls))
-            .cloned()
+        let Self {
+            public,
+            internal,
+            admin,
+            readiness,
+            tls_reload_interval,
+            drain_timeout,
+            licensing,
+        } = self;
+        let health: Vec<ServingHealth> = std::iter::once(&public)
+            .chain(internal.as_ref())
+            .map(GrpcListener::health)
             .collect();
-        tokio::spawn(reload::watch(
-            reloadable,
-            self.tls_reload_interval,
-            stopped(stop_rx.clone()),
-        ));
 
-        // IssuanceService's health follows the ledger until shutdown, when
-        // the watcher stops before the drain sets NOT_SERVING for good.
-        let ledger_watch = match (&internal_health, self.licensing.ledger()) {
-            (Some(health), Some(ledger)) => {
-                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-                let task = tokio::spawn(ledger_health::watch(
-                    ledger.clone(),
-                    health.clone(),
-                    ledger_health::CHECK_INTERVAL,
-                    async move {
-                        let _ = stopped.await;
-                    },
-                ));
-                Some((stop, task))
-            }
-            _ => None,
-        };
+        // 1. The background tasks first, so certificates are reloaded and the
+        //    issuance service's health follows its ledger from the first call.
+        let background = BackgroundTasks::start(
+            &public,
+            internal.as_ref(),
+            licensing.ledger(),
+            tls_reload_interval,
+        );
 
+        // 2. The admin listener before the gRPC ones, and it stops after they
+        //    have drained: probes and metrics must answer through the drain.
         let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin_server = self.admin.map(|admin| {
+        let admin_server = admin.map(|admin| {
             tokio::spawn(admin::serve(admin.listener, admin.state, async move {
                 let _ = admin_stopped.await;
             }))
         });
 
-        let public = self.public;
-        let public_stop = stop_rx.clone();
-        let public_server = tokio::spawn(async move {
-            let service = public.api.into_server();
-            let result = match public.tls {
-                Some(tls) => {
-                    serve_public(
-                        tls_incoming(public.listener, tls),
-                        service,
-                        &public.introspection,
-                        public.options,
-                        stopped(public_stop),
-                    )
-                    .await
-                }
-                None => {
-                    serve_public(
-                        TcpIncoming::from(public.listener).with_nodelay(Some(true)),
-                        service,
-                        &public.introspection,
-                        public.options,
-                        stopped(public_stop),
-                    )
-                    .await
-                }
-            };
-            result.context("serving the public listener")
-        });
-        let max_concurrent_requests = self.max_concurrent_requests;
-        let internal_server = self.internal.map(|internal| {
-            let internal_stop = stop_rx.clone();
-            tokio::spawn(async move {
-                serve_internal(
-                    tls_incoming(internal.listener, internal.tls),
-                    internal.api.into_server(),
-                    &internal.introspection,
-                    max_concurrent_requests,
-                    stopped(internal_stop),
-                )
-                .await
-                .context("serving the internal listener")
-            })
-        });
-        let servers = async {
-            let public_result = public_server.await.context("public listener task")?;
-            let internal_result = match internal_server {
-                Some(task) => task.await.context("internal listener task")?,
-                None => Ok(()),
-            };
-            public_result.and(internal_result)
-        };
-        tokio::pin!(servers);
-        self.readiness.set_serving();
+        // 3. The gRPC listeners; only then is the gateway ready.
+        let (stop_listeners, listeners_stopped) = watch::channel(false);
+        let mut servers = Listeners::serve(public, internal, &listeners_stopped);
+        readiness.set_serving();
 
+        // 4. Serve until asked to stop, or until a listener fails on its own.
         let grpc_result = tokio::select! {
-            // A listener failed on its own (not after a stop).
-            result = &mut servers => result,
+            result = servers.finished() => result,
             () = shutdown => {
-                // Tell load balancers first, then stop accepting; tonic then
-                // waits for the calls in progress, bounded by the drain timeout.
+                // 5. Drain: tell load balancers first, then stop accepting and
+                //    give the calls in progress the drain timeout to finish.
                 readiness.set_draining();
-                if let Some((stop, task)) = ledger_watch {
-                    let _ = stop.send(());
-                    let _ = task.await;
+                background.stop().await;
+                for listener in &health {
+                    listener.set_draining().await;
                 }
-                public_health.set_not_serving::<UserServer>().await;
-                public_health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
-                if let Some(health) = internal_health {
-                    health.set_not_serving::<IssuanceServer>().await;
-                    health
-                        .set_service_status("", tonic_health::ServingStatus::NotServing)
-                        .await;
-                }
-                let _ = stop_tx.send(true);
-                match tokio::time::timeout(self.drain_timeout, &mut servers).await {
+                let _ = stop_listeners.send(true);
+                match tokio::time::timeout(drain_timeout, servers.finished()).await {
                     Ok(result) => result,
                     Err(_) => {
                         tracing::warn!(
-                            drain_timeout_ms = self.drain_timeout.as_millis() as u64,
+                            drain_timeout_ms = drain_timeout.as_millis() as u64,
                             "drain timeout reached; abandoning calls still in progress"
                         );
                         Ok(())
@@ -362,6 +247,7 @@ impl Application {
             }
         };
 
+        // 6. Last, the admin listener.
         let _ = admin_stop.send(());
         if let Some(admin_server) = admin_server {
             admin_server
@@ -371,6 +257,103 @@ impl Application {
         }
         grpc_result
     }
+}
+
+impl BackgroundTasks {
+    /// Starts certificate reloading for both listeners and, where licenses
+    /// are issued, the ledger's health watch.
+    fn start(
+        public: &GrpcListener,
+        internal: Option<&GrpcListener>,
+        ledger: Option<&Ledger>,
+        tls_reload_interval: Duration,
+    ) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let reloadable: Vec<Arc<ReloadableTls>> = std::iter::once(public)
+            .chain(internal)
+            .filter_map(|listener| listener.tls().cloned())
+            .collect();
+        let tls_reload = tokio::spawn(tls::watch(
+            reloadable,
+            tls_reload_interval,
+            until_true(stopped.clone()),
+        ));
+        let ledger_health = match (internal, ledger) {
+            (Some(internal), Some(ledger)) => Some(tokio::spawn(
+                internal
+                    .health()
+                    .follow_ledger(ledger.clone(), until_true(stopped)),
+            )),
+            _ => None,
+        };
+        Self {
+            stop,
+            tls_reload,
+            ledger_health,
+        }
+    }
+
+    /// Stops the tasks and waits for the ledger watch, so it cannot set the
+    /// issuance service SERVING again after the drain set it NOT_SERVING.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.ledger_health {
+            let _ = task.await;
+        }
+        // Certificate reloading holds nothing the drain needs; let it end.
+        drop(self.tls_reload);
+    }
+}
+
+/// The running gRPC listeners.
+struct Listeners {
+    public: Option<JoinHandle<Result<(), ServeError>>>,
+    internal: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl Listeners {
+    /// Serves each listener on a task of its own until `stopped` turns true.
+    fn serve(
+        public: GrpcListener,
+        internal: Option<GrpcListener>,
+        stopped: &watch::Receiver<bool>,
+    ) -> Self {
+        let spawn =
+            |listener: GrpcListener| tokio::spawn(listener.serve(until_true(stopped.clone())));
+        Self {
+            public: Some(spawn(public)),
+            internal: internal.map(spawn),
+        }
+    }
+
+    /// Waits until every listener has stopped; the first failure wins.
+    /// Can be called again after a timeout: finished listeners are not
+    /// awaited twice.
+    async fn finished(&mut self) -> anyhow::Result<()> {
+        let mut result = Ok(());
+        for (name, task) in [
+            ("public", &mut self.public),
+            ("internal", &mut self.internal),
+        ] {
+            let Some(handle) = task.as_mut() else {
+                continue;
+            };
+            let outcome = handle
+                .await
+                .with_context(|| format!("the {name} listener task"))
+                .and_then(|served| served.map_err(anyhow::Error::from));
+            *task = None;
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    }
+}
+
+/// Resolves once `receiver` holds `true` (or its sender is gone).
+async fn until_true(mut receiver: watch::Receiver<bool>) {
+    let _ = receiver.wait_for(|stopped| *stopped).await;
 }
 
 /// Builds the use cases (Cryptlex client, and the ledger when this gateway

@@ -33,3 +33,4 @@ pub mod ledger;
 pub mod licensing;
 pub mod metrics;
 pub mod telemetry;
+pub mod tls;

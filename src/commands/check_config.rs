@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use url::Url;
 
 use crate::config::RawSettings;
-use crate::grpc::tls::{self, TlsError};
+use crate::tls::{self, TlsError};
 
 /// Certificates expiring sooner than this are reported as warnings.
 pub const EXPIRY_WARNING_DAYS: i64 = 14;

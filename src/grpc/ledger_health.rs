@@ -12,20 +12,20 @@ use std::time::Duration;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use super::pb::issuance_service_server::SERVICE_NAME;
 use crate::ledger::Ledger;
 
 /// How often the ledger is checked.
-pub const CHECK_INTERVAL: Duration = Duration::from_secs(5);
+pub(super) const CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// How long one check may take before the ledger counts as unreachable.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Checks the ledger every `interval` and sets the issuance service's health
 /// on each change, until `stop` resolves. Starts from SERVING: start-up only
 /// succeeds with a reachable ledger.
-pub async fn watch(
+pub(super) async fn watch(
     ledger: Ledger,
     health: HealthReporter,
+    service_name: &'static str,
     interval: Duration,
     stop: impl Future<Output = ()>,
 ) {
@@ -62,7 +62,7 @@ pub async fn watch(
             } else {
                 ServingStatus::NotServing
             };
-            health.set_service_status(SERVICE_NAME, status).await;
+            health.set_service_status(service_name, status).await;
         }
     }
 }
@@ -78,6 +78,7 @@ mod tests {
     use tonic_health::server::HealthService;
 
     use super::*;
+    use crate::grpc::pb::issuance_service_server::SERVICE_NAME;
     use crate::ledger::LedgerOptions;
 
     async fn status(service: &HealthService) -> i32 {
@@ -101,6 +102,7 @@ mod tests {
         tokio::spawn(watch(
             ledger,
             health,
+            SERVICE_NAME,
             Duration::from_millis(20),
             async move {
                 let _ = stopped.await;

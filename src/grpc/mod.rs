@@ -9,19 +9,18 @@ mod auth;
 mod context;
 mod convert;
 mod issuance;
+mod ledger_health;
+mod listener;
 mod overload;
 mod rpc_metrics;
+mod server;
 mod status;
 mod user;
 
-pub mod ledger_health;
-pub mod reload;
-pub mod tls;
-
-pub mod server;
-
 pub use context::Deadlines;
 pub use issuance::IssuanceApi;
+pub use listener::{GrpcListener, LIVENESS_SERVICE, ServeError, ServingHealth};
+pub use server::{MAX_REQUEST_MESSAGE_BYTES, PublicOptions};
 pub use status::ERROR_DOMAIN;
 pub use user::UserApi;
 

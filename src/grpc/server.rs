@@ -43,20 +43,24 @@ const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// Health checking and reflection for one listener.
 #[derive(Debug)]
-pub struct Introspection {
-    pub health: tonic_health::server::HealthReporter,
+pub(super) struct Introspection {
+    pub(super) health: tonic_health::server::HealthReporter,
+    /// The API service this listener serves (`licensing.v1.UserService` or
+    /// `licensing.v1.IssuanceService`).
+    pub(super) service_name: &'static str,
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
 }
 
 impl Introspection {
     /// Creates a health service whose overall status starts as SERVING.
-    pub fn new() -> Self {
+    pub(super) fn new(service_name: &'static str) -> Self {
         let health = tonic_health::server::HealthReporter::new();
         let health_service =
             tonic_health::server::HealthService::from_health_reporter(health.clone());
         Self {
             health,
+            service_name,
             health_service: tonic_health::pb::health_server::HealthServer::new(health_service),
         }
     }
@@ -89,12 +93,6 @@ impl Introspection {
     }
 }
 
-impl Default for Introspection {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Settings of the public listener's HTTP behaviour.
 #[derive(Debug, Clone)]
 pub struct PublicOptions {
@@ -105,9 +103,9 @@ pub struct PublicOptions {
 }
 
 /// Serves the public listener on the connections of `incoming` (plain TCP,
-/// or TLS streams from `grpc::reload::tls_incoming`) until `shutdown`
+/// or TLS streams from `tls::tls_incoming`) until `shutdown`
 /// resolves.
-pub async fn serve_public<IO, IE>(
+pub(super) async fn serve_public<IO, IE>(
     incoming: impl Stream<Item = Result<IO, IE>>,
     user_service: pb::user_service_server::UserServiceServer<super::UserApi>,
     introspection: &Introspection,
@@ -169,11 +167,11 @@ fn server_builder() -> Server {
 }
 
 /// Serves the internal listener on the mutual-TLS connections of `incoming`
-/// (from `grpc::reload::tls_incoming`) until `shutdown` resolves.
+/// (from `tls::tls_incoming`) until `shutdown` resolves.
 ///
 /// Only `IssuanceService`, health and reflection: the browser-facing layers
 /// (gRPC-Web, CORS, HTTP/1.1) have no business here.
-pub async fn serve_internal<IO, IE>(
+pub(super) async fn serve_internal<IO, IE>(
     incoming: impl Stream<Item = Result<IO, IE>>,
     issuance_service: pb::issuance_service_server::IssuanceServiceServer<super::IssuanceApi>,
     introspection: &Introspection,

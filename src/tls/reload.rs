@@ -6,8 +6,8 @@
 //! certificate resolver and client-certificate verifier read the *current*
 //! certificate and CA from a lock, and [`tls_incoming`] accepts TCP, runs the
 //! handshake per connection (bounded by a timeout, in its own task so a slow
-//! client never blocks the accept loop) and hands the TLS streams to tonic.
-//! tonic implements `Connected` for `tokio_rustls` streams, so
+//! client never blocks the accept loop) and hands the TLS streams to the gRPC
+//! server. tonic implements `Connected` for `tokio_rustls` streams, so
 //! `Request::peer_certs()` keeps working.
 //!
 //! [`watch`] reloads on SIGHUP and when a file's modification time or size
@@ -35,7 +35,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::tls::{self, TlsError};
+use super::load::{self as tls, TlsError};
 use crate::config::TlsFiles;
 use crate::metrics;
 

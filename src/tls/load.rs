@@ -1,4 +1,4 @@
-//! Loading and checking TLS material for the listeners.
+//! Loading and checking TLS material for the listeners and `check-config`.
 //!
 //! Certificates and keys are read from PEM files and checked before the
 //! server starts: a missing file, a key that does not belong to the
@@ -12,7 +12,6 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::Identity;
 use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 /// A TLS set-up problem, naming the file at fault.
@@ -142,14 +141,6 @@ fn parse_x509<'a>(
         })
 }
 
-/// Reads and checks a certificate chain and its key, for a server identity.
-pub fn load_identity(cert_path: &Path, key_path: &Path) -> Result<Identity, TlsError> {
-    let cert_pem = read(cert_path)?;
-    let key_pem = read(key_path)?;
-    certified_key(cert_path, &cert_pem, key_path, &key_pem)?;
-    Ok(Identity::from_pem(cert_pem, key_pem))
-}
-
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.display().to_string(),
@@ -157,7 +148,7 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-pub(crate) fn parse_certificates(
+pub(super) fn parse_certificates(
     path: &Path,
     pem: &[u8],
 ) -> Result<Vec<CertificateDer<'static>>, TlsError> {

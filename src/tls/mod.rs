@@ -1,0 +1,17 @@
+//! TLS for the two gRPC listeners: loading and checking certificate files,
+//! and serving with certificates that are reloaded while the gateway runs.
+//!
+//! - `load`: PEM files into rustls types, with checks that name the file at
+//!   fault (also used by `check-config`).
+//! - `reload`: the listeners' rustls configuration with swappable
+//!   certificates, the TLS accept loop, and the watcher that reloads them.
+//!
+//! Nothing here knows gRPC: the accept loop yields `tokio_rustls` streams.
+
+mod load;
+mod reload;
+
+pub use load::{
+    TlsError, crypto_provider, load_certified_key, load_client_verifier, validity, validity_of,
+};
+pub use reload::{HANDSHAKE_TIMEOUT, ReloadableTls, tls_incoming, watch};
