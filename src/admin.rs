@@ -169,6 +169,10 @@ fn record_upstream_state(licensing: &crate::licensing::Licensing) {
     let budget = client.budget();
     ::metrics::gauge!(metrics::BUDGET_REMAINING).set(f64::from(budget.remaining));
     ::metrics::gauge!(metrics::BUDGET_WAITERS).set(budget.waiters as f64);
+    for (priority, waiters) in budget.waiters_by_priority.iter() {
+        ::metrics::gauge!(metrics::BUDGET_WAITERS_BY_PRIORITY, "priority" => priority.as_str())
+            .set(*waiters as f64);
+    }
     let breaker = match client.breaker_state() {
         crate::cryptlex::BreakerState::Closed => 0.0,
         crate::cryptlex::BreakerState::HalfOpen => 1.0,

@@ -12,9 +12,40 @@
 //! time (before the caller's deadline, and within its class's maximum wait)
 //! fails at once with the time to come back; there is no unbounded queue.
 //!
+//! # Waiting
+//!
+//! A call that cannot start at once waits in line, and the line is part of
+//! the arithmetic: a call's slot is the one left after every call ahead of it
+//! has taken one (all waiting calls of a higher priority, and those of its own
+//! priority that came earlier). So whether a wait can succeed is known before
+//! it begins, and a read whose slot is further away than `max_read_wait` is
+//! refused at once, with that slot's time as `retry_after`, instead of waiting
+//! only to fail. (A call that arrives later with a higher priority can still
+//! push a waiting call past its limit; then it fails when it wakes.) A newcomer
+//! never takes a slot that a waiting call of its own or a higher priority is
+//! about to take.
+//!
+//! Each priority has its own bounded number of waiting places, so reads (and
+//! junk sent as reads) can never take the places of sign-in or issuance, nor
+//! sign-in those of issuance. A waiting call holds its place through a guard,
+//! so the place is given back on every path, a caller that goes away included.
+//!
 //! The budget also follows what Cryptlex says: `X-Rate-Limit-Remaining` and
 //! `X-Rate-Limit-Reset` cap it when another client on the same IP spends
 //! part of the window, and a 429's `Retry-After` pauses every call.
+//!
+//! # Bounds
+//! | bound | default | where set |
+//! |---|---|---|
+//! | calls starting per window | 50 per 5 s | `cryptlex.budget.max_requests`, `cryptlex.budget.window` |
+//! | slots only issuance may use | 10 | `cryptlex.budget.reserved_for_issuance` |
+//! | further slots reads may not use | 5 | `cryptlex.budget.reserved_for_sign_in` |
+//! | longest a read waits | 500 ms | `cryptlex.budget.max_read_wait` |
+//! | longest sign-in and issuance wait | the caller's deadline | `public.default_deadline`, `public.max_deadline`, `grpc-timeout` |
+//! | reads waiting at once | 128 | [`BudgetOptions::max_waiters`] (in code, not configurable) |
+//! | sign-in calls waiting at once | 64 | [`BudgetOptions::max_waiters`] (in code, not configurable) |
+//! | issuance calls waiting at once | 64 | [`BudgetOptions::max_waiters`] (in code, not configurable) |
+//! | margin a call stays in the log after its window | 250 ms | `WINDOW_MARGIN` |
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -40,6 +71,9 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// Every priority, lowest first.
+    pub const ALL: [Priority; 3] = [Self::Read, Self::SignIn, Self::Issuance];
+
     /// A label for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -47,6 +81,40 @@ impl Priority {
             Self::SignIn => "sign_in",
             Self::Issuance => "issuance",
         }
+    }
+}
+
+/// One value for each priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PerPriority<T> {
+    pub read: T,
+    pub sign_in: T,
+    pub issuance: T,
+}
+
+impl<T> PerPriority<T> {
+    /// The value for `priority`.
+    pub fn get(&self, priority: Priority) -> &T {
+        match priority {
+            Priority::Read => &self.read,
+            Priority::SignIn => &self.sign_in,
+            Priority::Issuance => &self.issuance,
+        }
+    }
+
+    fn get_mut(&mut self, priority: Priority) -> &mut T {
+        match priority {
+            Priority::Read => &mut self.read,
+            Priority::SignIn => &mut self.sign_in,
+            Priority::Issuance => &mut self.issuance,
+        }
+    }
+
+    /// Each priority with its value, lowest priority first.
+    pub fn iter(&self) -> impl Iterator<Item = (Priority, &T)> {
+        Priority::ALL
+            .into_iter()
+            .map(move |priority| (priority, self.get(priority)))
     }
 }
 
@@ -63,8 +131,9 @@ pub struct BudgetOptions {
     pub reserved_for_sign_in: u32,
     /// Longest a read waits for a slot before failing.
     pub max_read_wait: Duration,
-    /// Most calls waiting for a slot at once; more fail at once.
-    pub max_waiters: usize,
+    /// Most calls of each priority waiting for a slot at once; more fail at
+    /// once. Separate counts, so that no class can crowd out another.
+    pub max_waiters: PerPriority<usize>,
 }
 
 impl Default for BudgetOptions {
@@ -75,7 +144,14 @@ impl Default for BudgetOptions {
             reserved_for_issuance: 10,
             reserved_for_sign_in: 5,
             max_read_wait: Duration::from_millis(500),
-            max_waiters: 256,
+            // 256 in all, as when the places were shared. Reads get the most
+            // because they are most of the traffic, although at most the slots
+            // freeing within `max_read_wait` can hold one usefully.
+            max_waiters: PerPriority {
+                read: 128,
+                sign_in: 64,
+                issuance: 64,
+            },
         }
     }
 }
@@ -103,7 +179,11 @@ struct State {
     upstream: Option<(u32, Instant)>,
     /// No call may start before this (after a 429).
     paused_until: Option<Instant>,
-    waiters: usize,
+    /// The tickets of the calls waiting for a slot, per priority, in the
+    /// order they arrived.
+    waiting: PerPriority<VecDeque<u64>>,
+    /// The next waiting call's ticket.
+    next_ticket: u64,
 }
 
 /// A snapshot for metrics and tests.
@@ -111,7 +191,36 @@ struct State {
 pub struct BudgetSnapshot {
     /// Slots left in the current window (for issuance; reads see fewer).
     pub remaining: u32,
+    /// Calls waiting for a slot, all priorities.
     pub waiters: usize,
+    pub waiters_by_priority: PerPriority<usize>,
+}
+
+/// A waiting call's place in line; dropping it (the call started, gave up or
+/// was cancelled) gives the place back.
+#[derive(Debug)]
+struct WaitingPlace<'a> {
+    budget: &'a Budget,
+    priority: Priority,
+    ticket: u64,
+}
+
+impl Drop for WaitingPlace<'_> {
+    fn drop(&mut self) {
+        self.budget.lock().leave(self.priority, self.ticket);
+    }
+}
+
+/// What one look at the budget decided.
+enum Step {
+    Started,
+    Refused(Exhausted),
+    /// Sleep until then and look again; `joined` is the ticket of a place
+    /// taken in line by this look.
+    Wait {
+        until: Instant,
+        joined: Option<u64>,
+    },
 }
 
 impl Budget {
@@ -123,7 +232,8 @@ impl Budget {
                 started: VecDeque::with_capacity(options.max_requests as usize),
                 upstream: None,
                 paused_until: None,
-                waiters: 0,
+                waiting: PerPriority::default(),
+                next_ticket: 0,
             })),
         }
     }
@@ -141,38 +251,69 @@ impl Budget {
             Priority::SignIn | Priority::Issuance => Duration::MAX,
         };
         let give_up_at = deadline.min(Instant::now().checked_add(max_wait).unwrap_or(deadline));
-        let mut waiting = false;
-        let result = loop {
-            let now = Instant::now();
-            let next_free = {
-                let mut state = self.lock();
-                match state.try_take(&self.options, priority, now) {
-                    Ok(()) => break Ok(()),
-                    Err(next_free) => {
-                        if !waiting {
-                            if state.waiters >= self.options.max_waiters {
-                                break Err(Exhausted {
-                                    retry_after: next_free.saturating_duration_since(now),
-                                });
-                            }
-                            state.waiters += 1;
-                            waiting = true;
-                        }
-                        next_free
+        // Declared before the loop so that it lives through every sleep and
+        // is dropped on every way out, including this future being dropped.
+        let mut place: Option<WaitingPlace<'_>> = None;
+        loop {
+            let ticket = place.as_ref().map(|place| place.ticket);
+            let step = self.step(priority, ticket, give_up_at);
+            let until = match step {
+                Step::Started => return Ok(()),
+                Step::Refused(exhausted) => return Err(exhausted),
+                Step::Wait { until, joined } => {
+                    if let Some(ticket) = joined {
+                        place = Some(WaitingPlace {
+                            budget: self,
+                            priority,
+                            ticket,
+                        });
                     }
+                    until
                 }
             };
-            if next_free > give_up_at {
-                break Err(Exhausted {
-                    retry_after: next_free.saturating_duration_since(now),
-                });
-            }
-            tokio::time::sleep_until(next_free).await;
-        };
-        if waiting {
-            self.lock().waiters -= 1;
+            tokio::time::sleep_until(until).await;
         }
-        result
+    }
+
+    /// Takes a slot, or decides between waiting (taking a place in line if
+    /// `ticket` holds none yet) and refusing.
+    fn step(&self, priority: Priority, ticket: Option<u64>, give_up_at: Instant) -> Step {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let next_free = match state.try_take(&self.options, priority, ticket, now) {
+            Ok(()) => {
+                // Leave the line now, under the same lock, so that no other
+                // call counts this one both in the window and ahead of it.
+                if let Some(ticket) = ticket {
+                    state.leave(priority, ticket);
+                }
+                return Step::Started;
+            }
+            Err(next_free) => next_free,
+        };
+        let refused = Step::Refused(Exhausted {
+            retry_after: next_free.saturating_duration_since(now),
+        });
+        if next_free > give_up_at {
+            return refused;
+        }
+        if ticket.is_some() {
+            return Step::Wait {
+                until: next_free,
+                joined: None,
+            };
+        }
+        let line = state.waiting.get(priority).len();
+        if line >= *self.options.max_waiters.get(priority) {
+            return refused;
+        }
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.waiting.get_mut(priority).push_back(ticket);
+        Step::Wait {
+            until: next_free,
+            joined: Some(ticket),
+        }
     }
 
     /// Records what Cryptlex said about its own count in a response.
@@ -206,9 +347,15 @@ impl Budget {
         if let Some((upstream_remaining, _)) = state.upstream {
             remaining = remaining.min(upstream_remaining);
         }
+        let waiters_by_priority = PerPriority {
+            read: state.waiting.read.len(),
+            sign_in: state.waiting.sign_in.len(),
+            issuance: state.waiting.issuance.len(),
+        };
         BudgetSnapshot {
             remaining,
-            waiters: state.waiters,
+            waiters: waiters_by_priority.iter().map(|(_, count)| count).sum(),
+            waiters_by_priority,
         }
     }
 
@@ -238,28 +385,66 @@ impl State {
         }
     }
 
-    /// Takes a slot, or says when one may be free.
+    /// How many waiting calls take a slot before a call of `priority`
+    /// holding `ticket` (or arriving now, without one): all those of higher
+    /// priority, and those of its own that came earlier.
+    fn ahead(&self, priority: Priority, ticket: Option<u64>) -> usize {
+        let higher: usize = self
+            .waiting
+            .iter()
+            .filter(|(other, _)| *other > priority)
+            .map(|(_, line)| line.len())
+            .sum();
+        let own_line = self.waiting.get(priority);
+        let earlier = match ticket {
+            Some(ticket) => own_line
+                .iter()
+                .take_while(|other| **other != ticket)
+                .count(),
+            None => own_line.len(),
+        };
+        higher + earlier
+    }
+
+    /// Gives a waiting call's place back; nothing if it was already given.
+    fn leave(&mut self, priority: Priority, ticket: u64) {
+        let line = self.waiting.get_mut(priority);
+        if let Some(position) = line.iter().position(|other| *other == ticket) {
+            line.remove(position);
+        }
+    }
+
+    /// Takes a slot, or says when one may be free for this call once the
+    /// calls ahead of it have taken theirs.
     fn try_take(
         &mut self,
         options: &BudgetOptions,
         priority: Priority,
+        ticket: Option<u64>,
         now: Instant,
     ) -> Result<(), Instant> {
         self.expire(options, now);
         if let Some(until) = self.paused_until {
             return Err(until);
         }
+        let ahead = self.ahead(priority, ticket);
         let reserve = match priority {
             Priority::Read => options.reserved_for_issuance + options.reserved_for_sign_in,
             Priority::SignIn => options.reserved_for_issuance,
             Priority::Issuance => 0,
         };
         let limit = options.max_requests.saturating_sub(reserve).max(1) as usize;
-        if self.started.len() >= limit {
+        // The window as it will be once every call ahead has started.
+        let in_window = self.started.len() + ahead;
+        if in_window >= limit {
             // The slot we need frees when enough of the oldest calls leave the
-            // window.
-            let index = self.started.len() - limit;
-            let frees_at = self.started[index] + options.window + WINDOW_MARGIN;
+            // window. When calls that have not started yet would have to leave
+            // it, the earliest that can happen is a whole window from now:
+            // look again then.
+            let leaving = in_window - limit;
+            let frees_at = self.started.get(leaving).map_or(now, |started| *started)
+                + options.window
+                + WINDOW_MARGIN;
             return Err(frees_at);
         }
         if let Some((remaining, reset)) = &mut self.upstream {
@@ -268,7 +453,8 @@ impl State {
                 Priority::SignIn => options.reserved_for_issuance.min(reserve),
                 Priority::Issuance => 0,
             };
-            if *remaining <= upstream_reserve {
+            let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
+            if *remaining <= upstream_reserve.saturating_add(ahead) {
                 return Err(*reset);
             }
             *remaining -= 1;
@@ -289,8 +475,24 @@ mod tests {
             reserved_for_issuance: 2,
             reserved_for_sign_in: 1,
             max_read_wait: Duration::from_millis(100),
-            max_waiters: 8,
+            max_waiters: PerPriority {
+                read: 8,
+                sign_in: 8,
+                issuance: 8,
+            },
         })
+    }
+
+    /// Lets the spawned tasks run until `done` holds (they join the line on
+    /// their first poll).
+    async fn until(mut done: impl FnMut() -> bool) {
+        for _ in 0..100 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the spawned tasks never got there");
     }
 
     #[tokio::test(start_paused = true)]
@@ -398,5 +600,159 @@ mod tests {
                 .count();
             assert!(in_window <= 5, "{in_window} calls in one window");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_calls_that_are_dropped_give_their_places_back() {
+        let budget = budget(3);
+        let far = Instant::now() + Duration::from_secs(30);
+        for _ in 0..3 {
+            budget.acquire(Priority::Issuance, far).await.expect("slot");
+        }
+        let mut waiting = Vec::new();
+        for priority in [Priority::SignIn, Priority::SignIn, Priority::Issuance] {
+            let budget = budget.clone();
+            waiting.push(tokio::spawn(
+                async move { budget.acquire(priority, far).await },
+            ));
+        }
+        until(|| budget.snapshot().waiters == 3).await;
+        assert_eq!(
+            budget.snapshot().waiters_by_priority,
+            PerPriority {
+                read: 0,
+                sign_in: 2,
+                issuance: 1
+            }
+        );
+
+        for call in &waiting {
+            call.abort();
+        }
+        for call in waiting {
+            assert!(call.await.expect_err("aborted").is_cancelled());
+        }
+
+        assert_eq!(budget.snapshot().waiters, 0);
+        assert_eq!(
+            budget.snapshot().waiters_by_priority,
+            PerPriority::default()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_cannot_take_the_waiting_places_of_sign_in_and_issuance() {
+        let budget = Budget::new(BudgetOptions {
+            max_requests: 10,
+            window: Duration::from_secs(5),
+            reserved_for_issuance: 2,
+            reserved_for_sign_in: 1,
+            // Long enough for reads to wait for the window to slide.
+            max_read_wait: Duration::from_secs(10),
+            max_waiters: PerPriority {
+                read: 2,
+                sign_in: 1,
+                issuance: 1,
+            },
+        });
+        let far = Instant::now() + Duration::from_secs(30);
+        for _ in 0..10 {
+            budget.acquire(Priority::Issuance, far).await.expect("slot");
+        }
+        let mut reads = Vec::new();
+        for _ in 0..2 {
+            let budget = budget.clone();
+            reads.push(tokio::spawn(async move {
+                budget.acquire(Priority::Read, far).await
+            }));
+        }
+        until(|| budget.snapshot().waiters_by_priority.read == 2).await;
+
+        let third_read = budget.acquire(Priority::Read, far).await;
+        assert!(third_read.is_err(), "the reads' places are taken");
+        let started = Instant::now();
+        let (sign_in, issuance) = tokio::join!(
+            budget.acquire(Priority::SignIn, far),
+            budget.acquire(Priority::Issuance, far),
+        );
+
+        sign_in.expect("sign-in waited in a place of its own");
+        issuance.expect("issuance waited in a place of its own");
+        assert_eq!(started.elapsed(), Duration::from_secs(5) + WINDOW_MARGIN);
+        for read in reads {
+            read.await
+                .expect("task")
+                .expect("the waiting reads get slots too");
+        }
+        assert_eq!(budget.snapshot().waiters, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_whose_slot_a_waiting_call_will_take_is_refused_at_once() {
+        let budget = budget(10);
+        let far = Instant::now() + Duration::from_secs(30);
+        // Reads may use 7 slots: one started now, six two seconds later.
+        budget.acquire(Priority::Read, far).await.expect("slot");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for _ in 0..6 {
+            budget.acquire(Priority::Read, far).await.expect("slot");
+        }
+        // 50 ms before the first slot frees; reads may wait 100 ms.
+        tokio::time::advance(Duration::from_millis(3200)).await;
+        let first = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.acquire(Priority::Read, far).await }
+        });
+        until(|| budget.snapshot().waiters == 1).await;
+
+        let arrived = Instant::now();
+        let refused = budget
+            .acquire(Priority::Read, far)
+            .await
+            .expect_err("the only slot within reach is the first read's");
+
+        assert_eq!(arrived.elapsed(), Duration::ZERO, "refused without waiting");
+        assert_eq!(
+            refused.retry_after,
+            Duration::from_secs(2) + Duration::from_millis(50),
+            "told when the next slot after the waiting read's frees"
+        );
+        first
+            .await
+            .expect("task")
+            .expect("the waiting read gets its slot");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_newcomer_does_not_take_the_slot_a_waiting_call_is_about_to_take() {
+        let budget = budget(3);
+        let far = Instant::now() + Duration::from_secs(30);
+        budget.acquire(Priority::Issuance, far).await.expect("slot");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        for _ in 0..2 {
+            budget.acquire(Priority::Issuance, far).await.expect("slot");
+        }
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move {
+                budget.acquire(Priority::Issuance, far).await?;
+                Ok::<_, Exhausted>(Instant::now())
+            }
+        });
+        until(|| budget.snapshot().waiters == 1).await;
+
+        let newcomer = budget
+            .acquire(Priority::Issuance, far)
+            .await
+            .map(|()| Instant::now());
+
+        let waiting = waiting.await.expect("task").expect("slot");
+        let newcomer = newcomer.expect("slot");
+        assert!(waiting < newcomer, "first come, first served");
+        assert_eq!(
+            newcomer - waiting,
+            Duration::from_secs(1),
+            "the newcomer took the next slot to free"
+        );
     }
 }

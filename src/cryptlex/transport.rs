@@ -124,31 +124,38 @@ impl Client {
         let endpoint = observe::endpoint(&call.method, call.path);
         let started = tokio::time::Instant::now();
         // Calls refused here never reach Cryptlex; they are still counted
-        // (as throttled or short-circuited) so operators see them.
-        let admitted = match self.breaker.check() {
+        // (as throttled or short-circuited) so operators see them. A probe's
+        // admission dropped unsettled (budget refused, caller gone) hands the
+        // breaker back.
+        let admitted = match self.breaker.admit() {
             Err(retry_after) => Err(CryptlexError::CircuitOpen { retry_after }),
-            Ok(()) => self
+            Ok(admission) => self
                 .budget
                 .acquire(call.priority, ctx.deadline)
                 .await
+                .map(|()| admission)
                 .map_err(|exhausted| CryptlexError::BudgetExhausted {
                     retry_after: exhausted.retry_after,
                     priority: call.priority,
                 }),
         };
-        if let Err(refused) = admitted {
-            observe::record(endpoint, &Err(&refused), started.elapsed());
-            return Err(refused);
-        }
+        let mut admission = match admitted {
+            Ok(admission) => admission,
+            Err(refused) => {
+                observe::record(endpoint, &Err(&refused), started.elapsed());
+                return Err(refused);
+            }
+        };
         let started = tokio::time::Instant::now();
+        admission.sending();
         let result = self.send_once(ctx, call).await;
         let observed = result.as_ref().map(|answer| answer.status);
         observe::record(endpoint, &observed, started.elapsed());
         match &result {
-            Ok(_) => self.breaker.record_success(),
-            Err(error) if error.is_upstream_fault() => self.breaker.record_failure(),
+            Ok(_) => admission.record_success(),
+            Err(error) if error.is_upstream_fault() => admission.record_failure(),
             // 4xx answers and our own deadline say nothing about Cryptlex's health.
-            Err(_) => self.breaker.record_success(),
+            Err(_) => admission.record_success(),
         }
         if let Err(CryptlexError::RateLimited { retry_after }) = &result {
             // Whoever else shares our IP spent the budget: everyone waits.

@@ -298,20 +298,26 @@ async fn reads_are_retried_after_a_transient_fault_but_license_creation_never_is
     assert_eq!(posts, 1, "a license creation is never repeated blindly");
 }
 
-#[tokio::test]
-async fn the_circuit_breaker_fails_fast_and_recovers_on_its_own() {
-    let app = spawn_app_with(TestOptions {
+/// A gateway without a read cache whose breaker opens after
+/// `failure_threshold` faults and cools down for 1 s.
+async fn breaker_app(failure_threshold: &str) -> TestApp {
+    spawn_app_with(TestOptions {
         env: env(&[
             ("LICENSING_GATEWAY__CACHE__TTL", "0s"),
             (
                 "LICENSING_GATEWAY__CRYPTLEX__BREAKER__FAILURE_THRESHOLD",
-                "3",
+                failure_threshold,
             ),
             ("LICENSING_GATEWAY__CRYPTLEX__BREAKER__COOLDOWN", "1s"),
         ]),
         ..TestOptions::default()
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn the_circuit_breaker_fails_fast_and_recovers_on_its_own() {
+    let app = breaker_app("3").await;
     let token = app.demo_token().await;
     let cryptlex = app.cryptlex();
     cryptlex
@@ -341,6 +347,49 @@ async fn the_circuit_breaker_fails_fast_and_recovers_on_its_own() {
         .get_profile(with_token(GetProfileRequest {}, &token))
         .await
         .expect("the probe succeeds and closes the breaker");
+    client
+        .get_profile(with_token(GetProfileRequest {}, &token))
+        .await
+        .expect("closed again");
+}
+
+#[tokio::test]
+async fn a_probe_whose_client_goes_away_does_not_keep_the_breaker_open() {
+    let app = breaker_app("1").await;
+    let token = app.demo_token().await;
+    let cryptlex = app.cryptlex();
+    let mut client = app.user_client().await;
+    // One fault (a 500 is not retried) opens the breaker.
+    cryptlex
+        .add_fault(FaultRule::once(FaultAction::empty(500)).path_prefix("/v3/me"))
+        .expect("fault");
+    let _ = client
+        .get_profile(with_token(GetProfileRequest {}, &token))
+        .await
+        .expect_err("the fault");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The probe hangs upstream and its client gives up: the call is dropped
+    // without an outcome.
+    cryptlex
+        .add_fault(
+            FaultRule::once(FaultAction::Delay(Duration::from_secs(3))).path_prefix("/v3/me"),
+        )
+        .expect("fault");
+    cryptlex.clear_requests();
+    let probe = tokio::time::timeout(
+        Duration::from_millis(300),
+        client.get_profile(with_token(GetProfileRequest {}, &token)),
+    )
+    .await;
+    assert!(probe.is_err(), "the client went away before the answer");
+    assert_eq!(cryptlex.requests().len(), 1, "the probe was sent");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client
+        .get_profile(with_token(GetProfileRequest {}, &token))
+        .await
+        .expect("the next call after the cooldown probes and succeeds");
     client
         .get_profile(with_token(GetProfileRequest {}, &token))
         .await
