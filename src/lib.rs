@@ -7,18 +7,37 @@
 //! mutual-TLS listener; the gateway holds the Cryptlex personal access token
 //! for that and issues exactly one license per payment.
 //!
+//! A request flows one way: [`grpc`] adapter → [`licensing`] use case →
+//! [`cryptlex`] client and [`ledger`] → back, with errors converted once at
+//! each boundary ([`cryptlex::CryptlexError`] → [`licensing::LicensingError`]
+//! → gRPC status in `grpc::status`).
+//!
 //! # Layout
-//! - [`config`]: the typed settings tree, loaded from TOML and environment.
-//! - [`app`]: start-up; binds the listeners and serves until shutdown.
-//! - [`telemetry`]: logging (and optional OTLP trace export) set-up.
-//! - [`metrics`]: metric names, the naming convention, the Prometheus recorder.
-//! - [`admin`]: the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+//! - [`app`]: the composition root: builds the use cases, binds the
+//!   listeners, serves, drains.
+//! - [`config`]: the settings: raw file shapes, validation per section, the
+//!   typed tree.
+//! - [`telemetry`]: logging and optional OTLP trace export, with its own
+//!   settings types.
+//! - [`metrics`]: metric names and recording helpers (imports nothing of the
+//!   gateway).
+//! - [`admin`]: the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`,
+//!   and the state read at scrape time.
+//! - [`tls`]: certificate loading and checks, hot reload, the TLS accept loop.
 //! - [`commands`]: the `sandbox`, `check-config` and `ledger` subcommands.
-//! - [`domain`]: parsed newtypes and values (emails, tokens, licenses).
-//! - [`licensing`]: the use cases and their error enum.
-//! - [`cryptlex`]: the only module that speaks HTTP to Cryptlex.
-//! - [`ledger`]: the durable issuance ledger (SQLite, or PostgreSQL for replicas).
-//! - [`grpc`]: the only module that knows tonic: adapters, status table, stacks.
+//! - [`domain`]: parsed newtypes the rest speaks (emails, tokens, request ids,
+//!   client identities and the allow-list, licenses).
+//! - [`licensing`]: the use cases and their error enum; the read cache and
+//!   the sign-in throttle.
+//! - [`cryptlex`]: the only module that speaks HTTP to Cryptlex: endpoints,
+//!   transport, retries, the rate budget, the circuit breaker.
+//! - [`ledger`]: the durable exactly-once issuance ledger (SQLite, or
+//!   PostgreSQL for replicas).
+//! - [`grpc`]: the only module that knows tonic: adapters, conversions,
+//!   credential extraction, the one status table, the listeners' stacks.
+//!
+//! The stand-in for Cryptlex used by the `sandbox` subcommand and the tests
+//! is its own crate, `cryptlex-sandbox`, behind the default `sandbox` feature.
 
 #![forbid(unsafe_code)]
 

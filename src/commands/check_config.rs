@@ -17,7 +17,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use url::Url;
 
-use crate::config::RawSettings;
+use crate::config::{ConfigError, RawSettings};
 use crate::tls::{self, TlsError};
 
 /// Certificates expiring sooner than this are reported as warnings.
@@ -156,6 +156,34 @@ fn check_ledger_url(report: &mut Report, url: &str) {
             ));
         }
     }
+}
+
+/// Runs `check-config` on what loading gave: prints every problem (stderr)
+/// or "configuration is valid" (stdout), with any warnings, and returns the
+/// exit code: 0 valid, 1 invalid.
+pub fn run(loaded: Result<RawSettings, ConfigError>, now: DateTime<Utc>) -> i32 {
+    let report = match loaded {
+        Ok(raw) => check(&raw, now),
+        Err(error) => Report {
+            problems: error.problems,
+            warnings: Vec::new(),
+        },
+    };
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if report.is_valid() {
+        println!("configuration is valid");
+        return 0;
+    }
+    eprintln!(
+        "invalid configuration ({} problems):",
+        report.problems.len()
+    );
+    for problem in &report.problems {
+        eprintln!("  - {problem}");
+    }
+    1
 }
 
 #[cfg(test)]

@@ -1,0 +1,81 @@
+//! The command line: the subcommands and their flags (clap).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use licensing_gateway::ledger::State;
+
+/// A safe, fast gRPC and gRPC-Web front for the Cryptlex licensing API.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub(crate) struct Cli {
+    /// TOML configuration file; `LICENSING_GATEWAY__SECTION__KEY` environment
+    /// variables override it.
+    #[arg(long, global = true, env = "LICENSING_GATEWAY_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Public listener address (overrides `public.addr`).
+    #[arg(long, global = true)]
+    pub(crate) public_addr: Option<String>,
+    /// Internal listener address (overrides `internal.addr`).
+    #[arg(long, global = true)]
+    pub(crate) internal_addr: Option<String>,
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve with the given configuration (the default).
+    Serve,
+    /// Run against a local stand-in for Cryptlex, with demo users and a
+    /// development PKI: no account needed.
+    #[cfg(feature = "sandbox")]
+    Sandbox {
+        /// Directory for the PKI, the PAT file, the ledger and the effective configuration.
+        #[arg(long, default_value = "sandbox-data")]
+        dir: PathBuf,
+        /// Address of the sandbox Cryptlex HTTP server.
+        #[arg(long, default_value = "127.0.0.1:8089")]
+        cryptlex_addr: std::net::SocketAddr,
+        /// Switch off the sandbox's Cryptlex rate limit (50 requests per 5 s).
+        #[arg(long)]
+        no_rate_limit: bool,
+        /// Lifetime of sandbox access tokens, e.g. `15m` or `30s`.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        access_token_ttl: std::time::Duration,
+    },
+    /// Builds without the `sandbox` feature (production images) have no
+    /// sandbox; asking for it explains that instead of "unrecognized subcommand".
+    #[cfg(not(feature = "sandbox"))]
+    #[command(hide = true)]
+    Sandbox {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        ignored: Vec<String>,
+    },
+    /// Validate the configuration (files, certificates, URLs, account) and exit.
+    CheckConfig,
+    /// Inspect the issuance ledger.
+    Ledger {
+        #[command(subcommand)]
+        action: LedgerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LedgerCommand {
+    /// List records, newest first.
+    List {
+        /// Only records in this state: pending, issued or rejected.
+        #[arg(long)]
+        state: Option<State>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show the records of one request id.
+    Show { request_id: String },
+    /// Look up pending records' licenses in Cryptlex and complete them.
+    Reconcile {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
