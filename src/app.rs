@@ -79,55 +79,8 @@ impl Application {
             max: settings.public.max_deadline,
         };
 
-        let public_tls = match &settings.public.tls {
-            Some(files) => Some(Arc::new(
-                ReloadableTls::load("public", files, None, PUBLIC_ALPN).context("public TLS")?,
-            )),
-            None => None,
-        };
-        let cors_allowed_origins = settings
-            .public
-            .cors_allowed_origins
-            .iter()
-            .map(|origin| HeaderValue::from_str(origin))
-            .collect::<Result<Vec<_>, _>>()
-            .context("public.cors_allowed_origins")?;
-        let listener = TcpListener::bind(settings.public.addr)
-            .await
-            .with_context(|| format!("binding the public listener on {}", settings.public.addr))?;
-        let user_api = UserApi::new(
-            licensing.clone(),
-            deadlines,
-            settings.limits.client_address_header.clone(),
-        );
-        let options = PublicOptions {
-            cors_allowed_origins,
-            max_concurrent_requests: settings.limits.max_concurrent_requests,
-        };
-        let public = GrpcListener::public(listener, public_tls, user_api, options).await?;
-
-        let internal = match &settings.internal {
-            Some(internal) => {
-                let tls = ReloadableTls::load(
-                    "internal",
-                    &internal.tls,
-                    Some(&internal.client_ca),
-                    INTERNAL_ALPN,
-                )
-                .context("internal listener TLS")?;
-                let listener = TcpListener::bind(internal.addr).await.with_context(|| {
-                    format!("binding the internal listener on {}", internal.addr)
-                })?;
-                let api = IssuanceApi::new(licensing.clone(), deadlines);
-                let max_concurrent_requests = settings.limits.max_concurrent_requests;
-                Some(
-                    GrpcListener::internal(listener, Arc::new(tls), api, max_concurrent_requests)
-                        .await?,
-                )
-            }
-            None => None,
-        };
-
+        let public = bind_public(&settings, &licensing, deadlines).await?;
+        let internal = bind_internal(&settings, &licensing, deadlines).await?;
         let admin = match (settings.admin_addr, prometheus) {
             (Some(addr), Some(prometheus)) => {
                 let listener = TcpListener::bind(addr)
@@ -354,6 +307,66 @@ impl Listeners {
 /// Resolves once `receiver` holds `true` (or its sender is gone).
 async fn until_true(mut receiver: watch::Receiver<bool>) {
     let _ = receiver.wait_for(|stopped| *stopped).await;
+}
+
+/// Binds the public listener, with TLS when configured.
+async fn bind_public(
+    settings: &Settings,
+    licensing: &Licensing,
+    deadlines: Deadlines,
+) -> anyhow::Result<GrpcListener> {
+    let public_tls = match &settings.public.tls {
+        Some(files) => Some(Arc::new(
+            ReloadableTls::load("public", files, None, PUBLIC_ALPN).context("public TLS")?,
+        )),
+        None => None,
+    };
+    let cors_allowed_origins = settings
+        .public
+        .cors_allowed_origins
+        .iter()
+        .map(|origin| HeaderValue::from_str(origin))
+        .collect::<Result<Vec<_>, _>>()
+        .context("public.cors_allowed_origins")?;
+    let listener = TcpListener::bind(settings.public.addr)
+        .await
+        .with_context(|| format!("binding the public listener on {}", settings.public.addr))?;
+    let user_api = UserApi::new(
+        licensing.clone(),
+        deadlines,
+        settings.limits.client_address_header.clone(),
+    );
+    let options = PublicOptions {
+        cors_allowed_origins,
+        max_concurrent_requests: settings.limits.max_concurrent_requests,
+    };
+    Ok(GrpcListener::public(listener, public_tls, user_api, options).await?)
+}
+
+/// Binds the internal (mutual TLS) listener, when enabled.
+async fn bind_internal(
+    settings: &Settings,
+    licensing: &Licensing,
+    deadlines: Deadlines,
+) -> anyhow::Result<Option<GrpcListener>> {
+    let Some(internal) = &settings.internal else {
+        return Ok(None);
+    };
+    let tls = ReloadableTls::load(
+        "internal",
+        &internal.tls,
+        Some(&internal.client_ca),
+        INTERNAL_ALPN,
+    )
+    .context("internal listener TLS")?;
+    let listener = TcpListener::bind(internal.addr)
+        .await
+        .with_context(|| format!("binding the internal listener on {}", internal.addr))?;
+    let api = IssuanceApi::new(licensing.clone(), deadlines);
+    let max_concurrent_requests = settings.limits.max_concurrent_requests;
+    Ok(Some(
+        GrpcListener::internal(listener, Arc::new(tls), api, max_concurrent_requests).await?,
+    ))
 }
 
 /// Builds the use cases (Cryptlex client, and the ledger when this gateway
