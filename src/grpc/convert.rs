@@ -149,7 +149,7 @@ impl TryFrom<pb::ListMyLicensesRequest> for PageRequest {
         let page = errors.check(page_request(
             request.page_size,
             &request.page_token,
-            product_id.clone(),
+            product_id,
         ));
         match page {
             Some(page) if errors.is_empty() => Ok(page),
