@@ -21,7 +21,7 @@ use crate::cryptlex::{self, ClientOptions};
 use crate::grpc::ledger_health;
 use crate::grpc::reload::{self, ReloadableTls, tls_incoming};
 use crate::grpc::server::{Introspection, PublicOptions, serve_internal, serve_public};
-use crate::grpc::{Deadlines, IssuanceApi, UserApi, pb};
+use crate::grpc::{ClientAddressPolicy, Deadlines, IssuanceApi, UserApi, pb};
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::licensing::read_cache::CacheOptions;
 use crate::licensing::throttle::ThrottleOptions;
@@ -137,7 +137,10 @@ impl Application {
             api: UserApi::new(
                 licensing.clone(),
                 deadlines,
-                settings.limits.client_address_header.clone(),
+                ClientAddressPolicy::new(
+                    settings.limits.client_address_header.as_deref(),
+                    settings.limits.trusted_proxy_hops,
+                ),
             ),
         };
 
@@ -428,8 +431,14 @@ pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
             throttle: ThrottleOptions {
                 failures_per_email: settings.limits.login_failures_per_email,
                 email_window: settings.limits.login_email_window,
+                backoff_base: settings.limits.login_backoff_base,
+                backoff_max: settings.limits.login_backoff_max,
+                known_address_ttl: settings.limits.login_known_address_ttl,
+                known_addresses_per_email: settings.limits.login_known_addresses_per_email,
+                max_tracked_emails: settings.limits.max_tracked_emails,
                 attempts_per_address: settings.limits.login_attempts_per_address,
                 address_window: settings.limits.login_address_window,
+                max_tracked_addresses: settings.limits.max_tracked_addresses,
             },
         },
         ledger,

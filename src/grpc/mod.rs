@@ -6,6 +6,7 @@
 //! case, convert out. Business rules, retries and upstream HTTP live elsewhere.
 
 mod auth;
+mod client_address;
 mod context;
 mod convert;
 mod issuance;
@@ -20,6 +21,7 @@ pub mod tls;
 
 pub mod server;
 
+pub use client_address::ClientAddressPolicy;
 pub use context::Deadlines;
 pub use issuance::IssuanceApi;
 pub use status::ERROR_DOMAIN;

@@ -3,10 +3,12 @@
 use tonic::{Request, Response, Status};
 
 use super::auth;
+use super::client_address::{self, ClientAddressPolicy};
 use super::context::{Deadlines, request_context};
 use super::pb::{self, user_service_server::UserService};
 use crate::domain::{CryptlexId, Email, Password, RefreshToken, ValidationErrors};
 use crate::licensing::pagination::{page_request, page_token};
+use crate::licensing::throttle::ClientAddress;
 use crate::licensing::{Licensing, LoginCommand, SignUpCommand};
 
 /// The adapter from `UserService` to the use cases.
@@ -15,7 +17,7 @@ pub struct UserApi {
     licensing: Licensing,
     deadlines: Deadlines,
     /// Where the real client address is, behind a proxy.
-    client_address_header: Option<String>,
+    client_address_policy: ClientAddressPolicy,
 }
 
 impl UserApi {
@@ -23,29 +25,18 @@ impl UserApi {
     pub fn new(
         licensing: Licensing,
         deadlines: Deadlines,
-        client_address_header: Option<String>,
+        client_address_policy: ClientAddressPolicy,
     ) -> Self {
         Self {
             licensing,
             deadlines,
-            client_address_header: client_address_header
-                .map(|header| header.trim().to_ascii_lowercase())
-                .filter(|header| !header.is_empty()),
+            client_address_policy,
         }
     }
 
-    /// The caller's address: from the configured proxy header, else the TCP
-    /// peer.
-    fn client_address<T>(&self, request: &Request<T>) -> Option<std::net::IpAddr> {
-        if let Some(header) = &self.client_address_header {
-            return request
-                .metadata()
-                .get(header.as_str())
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.split(',').next())
-                .and_then(|first| first.trim().parse().ok());
-        }
-        request.remote_addr().map(|addr| addr.ip())
+    /// The caller's address: see [`client_address`].
+    fn client_address<T>(&self, request: &Request<T>) -> ClientAddress {
+        client_address::of_request(request, &self.client_address_policy)
     }
 
     /// Wraps the adapter in its generated tonic service.

@@ -10,7 +10,6 @@ pub mod pagination;
 pub mod read_cache;
 pub mod throttle;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::cryptlex::{self, CryptlexError, NewUser};
@@ -32,7 +31,7 @@ pub struct LoginCommand {
     pub email: Email,
     pub password: Password,
     /// The caller's address, for brute-force protection.
-    pub client_address: Option<IpAddr>,
+    pub client_address: throttle::ClientAddress,
 }
 
 /// A parsed `SignUp` request.
@@ -43,7 +42,7 @@ pub struct SignUpCommand {
     pub first_name: PersonName,
     pub last_name: Option<PersonName>,
     /// The caller's address, for brute-force protection.
-    pub client_address: Option<IpAddr>,
+    pub client_address: throttle::ClientAddress,
 }
 
 impl SignUpCommand {
@@ -66,7 +65,7 @@ impl SignUpCommand {
                 password,
                 first_name,
                 last_name: (!last_name.as_str().is_empty()).then_some(last_name),
-                client_address: None,
+                client_address: throttle::ClientAddress::Unknown,
             }),
             _ => unreachable!("every field parsed when no violation was recorded"),
         }
@@ -165,14 +164,16 @@ impl Licensing {
         ctx: &RequestContext,
         command: LoginCommand,
     ) -> Result<Session, LicensingError> {
-        let throttle = &self.shared.throttle;
-        throttle
-            .attempt(&command.email, command.client_address)
+        // Reserved before the upstream call: concurrent guesses count at once.
+        let attempt = self
+            .shared
+            .throttle
+            .begin_login(&command.email, command.client_address)
             .map_err(|retry_after| LicensingError::TooManyAttempts { retry_after })?;
         // Cryptlex refuses such passwords at sign-up, so none can match; the
         // answer is the same as for a wrong password and costs no upstream call.
         if !command.password.could_match_an_account() {
-            throttle.failed(&command.email);
+            attempt.failed();
             return Err(LicensingError::InvalidCredentials);
         }
         let result = self
@@ -181,9 +182,10 @@ impl Licensing {
             .await
             .map_err(|error| upstream(Caller::Login, error));
         match &result {
-            Ok(_) => throttle.succeeded(&command.email),
-            Err(LicensingError::InvalidCredentials) => throttle.failed(&command.email),
-            Err(_) => {}
+            Ok(_) => attempt.succeeded(),
+            Err(LicensingError::InvalidCredentials) => attempt.failed(),
+            // No verdict (an upstream fault): the attempt is released uncounted.
+            Err(_) => drop(attempt),
         }
         result
     }
@@ -320,7 +322,7 @@ impl Licensing {
         }
         self.shared
             .throttle
-            .attempt(&command.email, command.client_address)
+            .begin_sign_up(&command.email, command.client_address)
             .map_err(|retry_after| LicensingError::TooManyAttempts { retry_after })?;
         let pat = self.admin_token()?;
         let new_user = NewUser {
