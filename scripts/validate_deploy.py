@@ -17,6 +17,7 @@ Prints one line per failure and exits 1 if there was any.
 import argparse
 import pathlib
 import sys
+import tomllib
 
 import kubernetes_validate
 import yaml
@@ -129,7 +130,12 @@ def check_promises(documents):
               "only selected pods (the payment service) may reach port 50052")
     config_maps = find(documents, "ConfigMap")
     if check(len(config_maps) == 1 and "gateway.toml" in config_maps[0]["data"], "a ConfigMap holds gateway.toml"):
-        return config_maps[0]["data"]["gateway.toml"]
+        gateway_toml = config_maps[0]["data"]["gateway.toml"]
+        limits = tomllib.loads(gateway_toml).get("limits", {})
+        # Behind the ingress every user shares one TCP peer.
+        check(limits.get("client_address_header") == "x-forwarded-for" and limits.get("trusted_proxy_hops", 0) >= 1,
+              "gateway.toml reads the client address from X-Forwarded-For, with the proxies it trusts")
+        return gateway_toml
     return None
 
 
@@ -147,6 +153,8 @@ def check_envoy():
                 names = [http_filter["name"] for http_filter in manager.get("http_filters", [])]
                 check(names == ["envoy.filters.http.cors", "envoy.filters.http.grpc_web", "envoy.filters.http.router"],
                       f"envoy: http filters are cors, grpc_web, router in that order (got {names})")
+                check(manager.get("use_remote_address") is True,
+                      "envoy: use_remote_address appends the client's address to X-Forwarded-For")
                 for http_filter in manager.get("http_filters", []):
                     check("@type" in http_filter.get("typed_config", {}), f"envoy: {http_filter['name']} has a typed_config")
                 for host in manager["route_config"]["virtual_hosts"]:

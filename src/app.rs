@@ -21,7 +21,8 @@ use crate::admin::{self, AdminState, Readiness};
 use crate::config::Settings;
 use crate::cryptlex::{self, ClientOptions};
 use crate::grpc::{
-    Deadlines, GrpcListener, IssuanceApi, PublicOptions, ServeError, ServingHealth, UserApi,
+    ClientAddressPolicy, Deadlines, GrpcListener, IssuanceApi, PublicOptions, ServeError,
+    ServingHealth, UserApi,
 };
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::licensing::read_cache::CacheOptions;
@@ -334,7 +335,10 @@ async fn bind_public(
     let user_api = UserApi::new(
         licensing.clone(),
         deadlines,
-        settings.limits.client_address_header.clone(),
+        ClientAddressPolicy::new(
+            settings.limits.client_address_header.as_deref(),
+            settings.limits.trusted_proxy_hops,
+        ),
     );
     let options = PublicOptions {
         cors_allowed_origins,
@@ -413,8 +417,14 @@ pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
             throttle: ThrottleOptions {
                 failures_per_email: settings.limits.login_failures_per_email,
                 email_window: settings.limits.login_email_window,
+                backoff_base: settings.limits.login_backoff_base,
+                backoff_max: settings.limits.login_backoff_max,
+                known_address_ttl: settings.limits.login_known_address_ttl,
+                known_addresses_per_email: settings.limits.login_known_addresses_per_email,
+                max_tracked_emails: settings.limits.max_tracked_emails,
                 attempts_per_address: settings.limits.login_attempts_per_address,
                 address_window: settings.limits.login_address_window,
+                max_tracked_addresses: settings.limits.max_tracked_addresses,
             },
         },
         ledger,

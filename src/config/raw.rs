@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::cryptlex::{BreakerOptions, BudgetOptions};
+use crate::licensing::throttle::ThrottleOptions;
 use crate::telemetry::LogFormat;
 
 /// The settings as written in the file and environment, before validation.
@@ -190,22 +191,43 @@ pub struct RawCache {
 pub struct RawLimits {
     /// Calls in progress at once per listener; more are shed at once.
     pub max_concurrent_requests: usize,
-    /// Failed logins per email per window before that email is throttled.
+    /// Failed logins for one email before its back-off starts (counted apart
+    /// for each network it signed in from, and for all others together).
     pub login_failures_per_email: u32,
+    /// How long failures are remembered after the last one.
     #[serde(with = "humantime_serde")]
     pub login_email_window: Duration,
-    /// Login and sign-up attempts per client address per window.
+    /// The first wait past the allowance; it doubles with each failure.
+    #[serde(with = "humantime_serde")]
+    pub login_backoff_base: Duration,
+    /// The longest wait between two login attempts for one email.
+    #[serde(with = "humantime_serde")]
+    pub login_backoff_max: Duration,
+    /// How long a network an email signed in from keeps its own back-off.
+    #[serde(with = "humantime_serde")]
+    pub login_known_address_ttl: Duration,
+    /// Networks remembered per email.
+    pub login_known_addresses_per_email: usize,
+    /// Emails the sign-in throttle tracks at once (its memory bound).
+    pub max_tracked_emails: usize,
+    /// Login and sign-up attempts per client network (IPv4 address, IPv6
+    /// /64) per window.
     pub login_attempts_per_address: u32,
     #[serde(with = "humantime_serde")]
     pub login_address_window: Duration,
+    /// Client networks the sign-in throttle tracks at once.
+    pub max_tracked_addresses: usize,
     /// How long in-flight calls may finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
     /// A header carrying the real client address when the gateway sits
-    /// behind a proxy (e.g. `x-forwarded-for`: its first entry is used).
-    /// Only set it when the proxy overwrites the header; otherwise clients
-    /// could forge it. Empty: the TCP peer address.
+    /// behind proxies (e.g. `x-forwarded-for`). Only set it when every path
+    /// to the public listener goes through them. Empty: the TCP peer address.
     pub client_address_header: Option<String>,
+    /// Proxies of ours that append to `client_address_header`: the client
+    /// is that many entries from the right; entries further left are the
+    /// caller's own and never read.
+    pub trusted_proxy_hops: u8,
 }
 
 // The budget's and breaker's defaults live with them, in `cryptlex`.
@@ -243,16 +265,25 @@ impl Default for RawCache {
     }
 }
 
+// The throttle's defaults live with it, in `licensing::throttle`.
 impl Default for RawLimits {
     fn default() -> Self {
+        let throttle = ThrottleOptions::default();
         Self {
             max_concurrent_requests: 512,
-            login_failures_per_email: 5,
-            login_email_window: Duration::from_secs(15 * 60),
-            login_attempts_per_address: 30,
-            login_address_window: Duration::from_secs(60),
+            login_failures_per_email: throttle.failures_per_email,
+            login_email_window: throttle.email_window,
+            login_backoff_base: throttle.backoff_base,
+            login_backoff_max: throttle.backoff_max,
+            login_known_address_ttl: throttle.known_address_ttl,
+            login_known_addresses_per_email: throttle.known_addresses_per_email,
+            max_tracked_emails: throttle.max_tracked_emails,
+            login_attempts_per_address: throttle.attempts_per_address,
+            login_address_window: throttle.address_window,
+            max_tracked_addresses: throttle.max_tracked_addresses,
             drain_timeout: Duration::from_secs(20),
             client_address_header: None,
+            trusted_proxy_hops: 1,
         }
     }
 }

@@ -338,7 +338,34 @@ fn limits(problems: &mut Problems, raw: &RawLimits) {
     if raw.max_concurrent_requests == 0 {
         problems.push("limits.max_concurrent_requests must be above zero".into());
     }
+    if !(1..=MAX_TRUSTED_PROXY_HOPS).contains(&raw.trusted_proxy_hops) {
+        problems.push(format!(
+            "limits.trusted_proxy_hops must be 1 to {MAX_TRUSTED_PROXY_HOPS} (the proxies in front of the gateway that append to limits.client_address_header), not {}",
+            raw.trusted_proxy_hops
+        ));
+    }
+    if raw.login_backoff_base.is_zero() || raw.login_backoff_max < raw.login_backoff_base {
+        problems.push(
+            "limits.login_backoff_base must be above zero and at most limits.login_backoff_max"
+                .into(),
+        );
+    }
+    if raw.login_known_addresses_per_email > MAX_KNOWN_ADDRESSES_PER_EMAIL {
+        problems.push(format!(
+            "limits.login_known_addresses_per_email must be at most {MAX_KNOWN_ADDRESSES_PER_EMAIL}"
+        ));
+    }
+    if raw.max_tracked_emails == 0 || raw.max_tracked_addresses == 0 {
+        problems.push(
+            "limits.max_tracked_emails and limits.max_tracked_addresses must be above zero".into(),
+        );
+    }
 }
+
+/// The most proxies `limits.trusted_proxy_hops` may count.
+const MAX_TRUSTED_PROXY_HOPS: u8 = 10;
+/// The most networks `limits.login_known_addresses_per_email` may keep.
+const MAX_KNOWN_ADDRESSES_PER_EMAIL: usize = 16;
 
 /// `[ledger]`: a SQLite or PostgreSQL URL.
 fn ledger(problems: &mut Problems, raw: &RawLedger) -> LedgerSettings {

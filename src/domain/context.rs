@@ -16,8 +16,17 @@ pub struct RequestContext {
     /// When the caller stops waiting. All upstream work is bounded by it.
     pub deadline: Instant,
     /// The caller's address (behind a proxy, as the trusted proxy reported
-    /// it), for per-address limits; `None` when it is not known.
-    pub client_address: Option<IpAddr>,
+    /// it), for per-address limits.
+    pub client_address: ClientAddress,
+}
+
+/// Where a call comes from, as far as the gateway can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAddress {
+    Ip(IpAddr),
+    /// Behind a proxy that sent no usable address (or for calls that did not
+    /// come over the network): all such callers share one allowance.
+    Unknown,
 }
 
 impl RequestContext {
@@ -26,12 +35,12 @@ impl RequestContext {
         Self {
             request_id: request_id.into(),
             deadline: Instant::now() + budget,
-            client_address: None,
+            client_address: ClientAddress::Unknown,
         }
     }
 
     /// The same context, for a call that came from `address`.
-    pub fn from_address(self, address: Option<IpAddr>) -> Self {
+    pub fn from_address(self, address: ClientAddress) -> Self {
         Self {
             client_address: address,
             ..self

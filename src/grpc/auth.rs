@@ -1,8 +1,6 @@
 //! Reading who the caller is from the request: the bearer token of a user
-//! call, the verified client certificate of an internal call, and the
-//! caller's network address (the TCP peer, or a trusted proxy's header).
-
-use std::net::IpAddr;
+//! call and the verified client certificate of an internal call. (Where a
+//! call comes from is `client_address`'s.)
 
 use tonic::Request;
 use x509_parser::extensions::GeneralName;
@@ -59,23 +57,6 @@ pub(super) fn peer_identities<T>(request: &Request<T>) -> Vec<ClientIdentity> {
             _ => None,
         })
         .collect()
-}
-
-/// Returns the caller's address: from `proxy_header` when the gateway sits
-/// behind a proxy that sets it, else the TCP peer.
-pub(super) fn client_address<T>(
-    request: &Request<T>,
-    proxy_header: Option<&str>,
-) -> Option<IpAddr> {
-    if let Some(header) = proxy_header {
-        return request
-            .metadata()
-            .get(header)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(',').next())
-            .and_then(|first| first.trim().parse().ok());
-    }
-    request.remote_addr().map(|addr| addr.ip())
 }
 
 #[cfg(test)]

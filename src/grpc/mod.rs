@@ -6,6 +6,7 @@
 //! case, convert out. Business rules, retries and upstream HTTP live elsewhere.
 
 mod auth;
+mod client_address;
 mod context;
 mod convert;
 mod issuance;
@@ -17,6 +18,7 @@ mod server;
 mod status;
 mod user;
 
+pub use client_address::ClientAddressPolicy;
 pub use context::Deadlines;
 pub use issuance::IssuanceApi;
 pub use listener::{GrpcListener, LIVENESS_SERVICE, ServeError, ServingHealth};

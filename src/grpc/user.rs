@@ -7,6 +7,7 @@
 use tonic::{Request, Response, Status};
 
 use super::auth;
+use super::client_address::{self, ClientAddressPolicy};
 use super::context::{Deadlines, request_context};
 use super::pb::{self, user_service_server::UserService};
 use crate::domain::{PageRequest, RefreshToken, RequestContext};
@@ -18,8 +19,8 @@ use crate::licensing::{Licensing, LicensingError, LoginCommand, SignUpCommand};
 pub struct UserApi {
     licensing: Licensing,
     deadlines: Deadlines,
-    /// Where the real client address is, behind a proxy.
-    client_address_header: Option<String>,
+    /// Where the real client address is, behind proxies.
+    client_address_policy: ClientAddressPolicy,
 }
 
 impl UserApi {
@@ -27,14 +28,12 @@ impl UserApi {
     pub fn new(
         licensing: Licensing,
         deadlines: Deadlines,
-        client_address_header: Option<String>,
+        client_address_policy: ClientAddressPolicy,
     ) -> Self {
         Self {
             licensing,
             deadlines,
-            client_address_header: client_address_header
-                .map(|header| header.trim().to_ascii_lowercase())
-                .filter(|header| !header.is_empty()),
+            client_address_policy,
         }
     }
 
@@ -45,7 +44,7 @@ impl UserApi {
 
     /// The call's context: request id, deadline and the caller's address.
     fn context<T>(&self, request: &Request<T>) -> RequestContext {
-        let address = auth::client_address(request, self.client_address_header.as_deref());
+        let address = client_address::of_request(request, &self.client_address_policy);
         request_context(request, self.deadlines).from_address(address)
     }
 }

@@ -135,14 +135,16 @@ impl Licensing {
         ctx: &RequestContext,
         command: LoginCommand,
     ) -> Result<Session, LicensingError> {
-        let throttle = &self.shared.throttle;
-        throttle
-            .attempt(&command.email, ctx.client_address)
+        // Reserved before the upstream call: concurrent guesses count at once.
+        let attempt = self
+            .shared
+            .throttle
+            .begin_login(&command.email, ctx.client_address)
             .map_err(|retry_after| LicensingError::TooManyAttempts { retry_after })?;
         // Cryptlex refuses such passwords at sign-up, so none can match; the
         // answer is the same as for a wrong password and costs no upstream call.
         if !command.password.could_match_an_account() {
-            throttle.failed(&command.email);
+            attempt.failed();
             return Err(LicensingError::InvalidCredentials);
         }
         let result = self
@@ -151,9 +153,10 @@ impl Licensing {
             .await
             .map_err(|error| upstream(Credential::Password, error));
         match &result {
-            Ok(_) => throttle.succeeded(&command.email),
-            Err(LicensingError::InvalidCredentials) => throttle.failed(&command.email),
-            Err(_) => {}
+            Ok(_) => attempt.succeeded(),
+            Err(LicensingError::InvalidCredentials) => attempt.failed(),
+            // No verdict (an upstream fault): the attempt is released uncounted.
+            Err(_) => drop(attempt),
         }
         result
     }
@@ -290,7 +293,7 @@ impl Licensing {
         }
         self.shared
             .throttle
-            .attempt(&command.email, ctx.client_address)
+            .begin_sign_up(&command.email, ctx.client_address)
             .map_err(|retry_after| LicensingError::TooManyAttempts { retry_after })?;
         let pat = self.admin_token()?;
         let new_user = NewUser {

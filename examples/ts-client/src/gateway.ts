@@ -19,6 +19,7 @@ import type { License, Profile, Session } from "./gen/licensing/v1/types_pb";
 import { UserService } from "./gen/licensing/v1/user_service_pb";
 
 export { Code } from "@connectrpc/connect";
+export type { CallOptions } from "@connectrpc/connect";
 export type { License, Profile, Session } from "./gen/licensing/v1/types_pb";
 export { UserService } from "./gen/licensing/v1/user_service_pb";
 
@@ -230,22 +231,31 @@ export class Gateway {
     this.client = createUserClient(options);
   }
 
-  login(email: string, password: string): Promise<SessionTokens> {
-    return wrap(async () => tokens((await this.client.login({ email, password })).session));
+  /**
+   * `options` carries extra metadata; a server-side caller passes the end
+   * user's address on in it (see `examples/nextjs/lib/gateway.ts`), so the
+   * gateway's sign-in limits count per user, not per website backend.
+   */
+  login(email: string, password: string, options: CallOptions = {}): Promise<SessionTokens> {
+    return wrap(async () => tokens((await this.client.login({ email, password }, options)).session));
   }
 
   refresh(refreshToken: string): Promise<SessionTokens> {
     return wrap(async () => tokens((await this.client.refreshSession({ refreshToken })).session));
   }
 
-  signUp(input: {
-    email: string;
-    password: string;
-    firstName: string;
-    lastName?: string;
-  }): Promise<{ userId: string; session: SessionTokens }> {
+  /** `options` as for `login`. */
+  signUp(
+    input: {
+      email: string;
+      password: string;
+      firstName: string;
+      lastName?: string;
+    },
+    options: CallOptions = {},
+  ): Promise<{ userId: string; session: SessionTokens }> {
     return wrap(async () => {
-      const response = await this.client.signUp(input);
+      const response = await this.client.signUp(input, options);
       return { userId: response.userId, session: tokens(response.session) };
     });
   }

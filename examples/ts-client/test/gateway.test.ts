@@ -60,6 +60,21 @@ describe("licensing-gateway over gRPC-Web (fetch, HTTP/1.1)", () => {
     assert.ok(session.expiresAt.getTime() > Date.now(), "expires in the future");
   });
 
+  test("Login passes call options on as metadata, such as the end user's address", async () => {
+    const sent: Headers[] = [];
+    const capturing = new Gateway({
+      baseUrl: GATEWAY_URL,
+      fetch: async (input, init) => {
+        sent.push(new Headers(init?.headers));
+        return fetch(input, init);
+      },
+    });
+    await capturing.login(DEMO_EMAIL, DEMO_PASSWORD, {
+      headers: { "x-forwarded-for": "198.51.100.7" },
+    });
+    assert.equal(sent[0]?.get("x-forwarded-for"), "198.51.100.7");
+  });
+
   test("calls go out as binary gRPC-Web to the gateway's routes", () => {
     const login = exchanges.find((e) => e.url.endsWith("/licensing.v1.UserService/Login"));
     assert.ok(login, "Login went through the recording fetch");

@@ -3,7 +3,7 @@
 import type { NextRequest, NextResponse } from "next/server";
 import { toGatewayError } from "@licensing-gateway/client";
 
-import { gateway } from "@/lib/gateway";
+import { clientAddress, gateway } from "@/lib/gateway";
 import { seeOther, setSession } from "@/lib/session";
 
 export const runtime = "edge";
@@ -13,7 +13,7 @@ export async function POST(request: NextRequest): Promise<NextResponse> {
   const email = String(form.get("email") ?? "");
   const password = String(form.get("password") ?? "");
   try {
-    const session = await gateway().login(email, password);
+    const session = await gateway().login(email, password, clientAddress(request));
     const response = seeOther("/profile");
     setSession(response, request, session);
     return response;
