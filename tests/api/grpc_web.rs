@@ -39,7 +39,7 @@ fn unframe(body: &[u8]) -> (Vec<Vec<u8>>, String) {
 }
 
 fn http1_client() -> reqwest::Client {
-    crate::helpers::install_crypto_provider();
+    crate::support::client::install_crypto_provider();
     reqwest::Client::builder()
         .http1_only()
         .build()

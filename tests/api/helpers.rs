@@ -15,9 +15,10 @@ use licensing_gateway::grpc::pb::issuance_service_client::IssuanceServiceClient;
 use licensing_gateway::grpc::pb::user_service_client::UserServiceClient;
 use licensing_gateway::grpc::pb::{self, LoginRequest};
 use licensing_gateway::ledger::{Ledger, LedgerOptions};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tonic::{Code, Request, Status};
-use tonic_types::StatusExt;
+use tonic::transport::Channel;
+
+use crate::support::client::{install_crypto_provider, mtls_channel};
+use crate::support::ledger::{Backend, TestSchema, postgres_url};
 
 /// How to start the gateway for one test.
 #[derive(Debug, Clone)]
@@ -46,13 +47,7 @@ impl Default for TestOptions {
     }
 }
 
-/// Where a test's issuance ledger lives; exactly-once tests run against both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
+// `Backend` is shared with the `process` binary; its options are this harness's.
 impl Backend {
     /// Returns default test options with this ledger backend.
     pub fn options(self) -> TestOptions {
@@ -66,43 +61,6 @@ impl Backend {
     }
 }
 
-/// The PostgreSQL server for ledger tests: `LEDGER_TEST_POSTGRES_URL`, by default the local
-/// trust-auth server.
-pub fn postgres_url() -> String {
-    std::env::var("LEDGER_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// Returns a fresh PostgreSQL schema name for one test.
-pub fn fresh_schema() -> String {
-    format!("lgw_it_{}", uuid::Uuid::new_v4().simple())
-}
-
-/// Drops a test's PostgreSQL schema. Callable from `Drop`: it runs on a thread and runtime of
-/// its own, since the test's runtime may be the one dropping. Failing to clean up is not a
-/// test failure.
-pub fn drop_schema(schema: &str) {
-    use sqlx::Connection as _;
-    let ddl = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-    let _ = std::thread::spawn(move || {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        runtime.block_on(async {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_url()).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(ddl))
-                    .execute(&mut conn)
-                    .await;
-                let _ = conn.close().await;
-            }
-        });
-    })
-    .join();
-}
-
 /// A running gateway and its sandbox.
 pub struct TestApp {
     pub public_addr: SocketAddr,
@@ -110,8 +68,9 @@ pub struct TestApp {
     pub admin_addr: Option<SocketAddr>,
     pub sandbox: Sandbox,
     pub dir: tempfile::TempDir,
-    /// The PostgreSQL schema to drop at the end, if the ledger is on PostgreSQL.
-    schema: Option<String>,
+    /// The PostgreSQL schema, if the ledger is on PostgreSQL; dropped with the app, after
+    /// the shutdown signal.
+    _schema: Option<TestSchema>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -122,11 +81,6 @@ impl std::fmt::Debug for TestApp {
             .field("public_addr", &self.public_addr)
             .finish_non_exhaustive()
     }
-}
-
-/// Installs the process-wide rustls provider (once).
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Starts a gateway with default test options.
@@ -149,10 +103,13 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     );
     env.entry("LICENSING_GATEWAY__ADMIN__ADDR".into())
         .or_insert_with(|| "127.0.0.1:0".into());
-    let schema = options.postgres.as_ref().map(|_| fresh_schema());
+    let schema = options.postgres.as_ref().map(|_| TestSchema::fresh());
     if let (Some(url), Some(schema)) = (&options.postgres, &schema) {
         env.insert("LICENSING_GATEWAY__LEDGER__URL".into(), url.clone());
-        env.insert("LICENSING_GATEWAY__LEDGER__SCHEMA".into(), schema.clone());
+        env.insert(
+            "LICENSING_GATEWAY__LEDGER__SCHEMA".into(),
+            schema.name().to_owned(),
+        );
     }
     let mut raw = RawSettings::load(None, &env).expect("test settings load");
     if !options.allowed_clients.is_empty() {
@@ -187,7 +144,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         admin_addr,
         sandbox,
         dir,
-        schema,
+        _schema: schema,
         shutdown: Some(shutdown),
         server: Some(server),
     }
@@ -305,68 +262,7 @@ impl Drop for TestApp {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        if let Some(schema) = self.schema.take() {
-            drop_schema(&schema);
-        }
     }
-}
-
-/// A mutual-TLS channel to an internal listener on `localhost:port` that trusts `ca_pem`,
-/// presenting the given client certificate and key (or none).
-pub async fn mtls_channel(
-    port: u16,
-    ca_pem: &str,
-    client: Option<(&str, &str)>,
-) -> Result<Channel, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .domain_name("localhost");
-    if let Some((cert, key)) = client {
-        tls = tls.identity(Identity::from_pem(cert, key));
-    }
-    Channel::from_shared(format!("https://localhost:{port}"))
-        .expect("uri")
-        .tls_config(tls)?
-        .connect()
-        .await
-}
-
-/// Wraps `message` with `authorization: Bearer <token>` metadata.
-pub fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("metadata value"),
-    );
-    request
-}
-
-/// The `ErrorInfo.reason` of a status.
-pub fn reason(status: &Status) -> String {
-    status
-        .get_details_error_info()
-        .map(|info| {
-            assert_eq!(info.domain, "licensing-gateway", "error domain");
-            info.reason
-        })
-        .unwrap_or_else(|| panic!("no ErrorInfo on {status:?}"))
-}
-
-/// Asserts the code and `ErrorInfo.reason` of a failed call.
-#[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(
-    result: Result<T, Status>,
-    code: Code,
-    expected_reason: &str,
-) -> Status {
-    let status = result.expect_err("the call should fail");
-    assert_eq!(status.code(), code, "unexpected status: {status:?}");
-    assert_eq!(
-        reason(&status),
-        expected_reason,
-        "unexpected reason: {status:?}"
-    );
-    status
 }
 
 /// Log lines (JSON, one per line) written by every gateway in this test

@@ -4,31 +4,30 @@
 //!
 //! Tests whose subject is the ledger run once per backend (`<name>::sqlite` and
 //! `<name>::postgres`); the others run on the default SQLite ledger. Crash tests that kill the
-//! gateway process live in `gateway_process.rs`.
+//! gateway process live in the `process` test binary (`tests/process/gateway_process.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use cryptlex_sandbox::pki::DevPki;
-use cryptlex_sandbox::{Controls, FaultAction, FaultRule, seed};
+use cryptlex_sandbox::{FaultAction, FaultRule, seed};
 use licensing_gateway::config::RawAllowedClient;
 use licensing_gateway::grpc::pb::issuance_service_client::IssuanceServiceClient;
 use licensing_gateway::grpc::pb::issue_license_request::User;
 use licensing_gateway::grpc::pb::{
-    IssueLicenseRequest, IssueLicenseResponse, IssuedLicense, ListMyLicensesRequest, SignUpRequest,
+    IssueLicenseRequest, IssuedLicense, ListMyLicensesRequest, SignUpRequest,
 };
 use licensing_gateway::ledger::State;
-use tokio::task::JoinSet;
-use tonic::transport::Channel;
-use tonic::{Code, Status};
+use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{
-    Backend, TestApp, TestOptions, assert_status, reason, spawn_app, spawn_app_with, with_token,
+use crate::helpers::{TestApp, TestOptions, spawn_app, spawn_app_with};
+use crate::support::client::{assert_status, with_token};
+use crate::support::issuance::{
+    REQUEST_ID_KEY, issue_concurrently, issue_for_demo, license_or_in_progress, license_posts,
+    retry_delay,
 };
-
-/// The metadata key carrying the request id on every issued license (the default setting).
-pub const REQUEST_ID_KEY: &str = "licensing_gateway_request_id";
+use crate::support::ledger::Backend;
 
 /// Runs each named `async fn(Backend)` once per ledger backend, as `<name>::sqlite` and
 /// `<name>::postgres`. The bodies stay plain functions so rustfmt and the IDE see them.
@@ -38,12 +37,12 @@ macro_rules! on_both_ledgers {
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$name(crate::helpers::Backend::Sqlite).await;
+                    super::$name(crate::support::ledger::Backend::Sqlite).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    super::$name(crate::helpers::Backend::Postgres).await;
+                    super::$name(crate::support::ledger::Backend::Postgres).await;
                 }
             }
         )*
@@ -63,81 +62,6 @@ on_both_ledgers!(
 );
 
 // === Helpers ===
-
-/// An `IssueLicense` request for the seeded demo user, by email, for the default product.
-pub fn issue_for_demo(request_id: &str) -> IssueLicenseRequest {
-    IssueLicenseRequest {
-        request_id: request_id.into(),
-        user: Some(User::UserEmail(seed::DEMO_EMAIL.into())),
-        ..Default::default()
-    }
-}
-
-/// How many `POST /v3/licenses` the sandbox has received.
-pub fn license_posts(cryptlex: &Controls) -> usize {
-    cryptlex
-        .requests()
-        .iter()
-        .filter(|request| request.method == "POST" && request.path == "/v3/licenses")
-        .count()
-}
-
-/// The `RetryInfo` delay of a status, which must carry one.
-#[track_caller]
-pub fn retry_delay(status: &Status) -> Duration {
-    let delay = status
-        .get_details_retry_info()
-        .unwrap_or_else(|| panic!("no RetryInfo on {status:?}"))
-        .retry_delay
-        .unwrap_or_else(|| panic!("RetryInfo without a delay on {status:?}"));
-    assert!(!delay.is_zero(), "a zero retry delay on {status:?}");
-    delay
-}
-
-/// Checks one answer to a burst of identical calls: the license, or ABORTED with RetryInfo.
-/// Returns the license and whether it was replayed, or `None` for ABORTED.
-#[track_caller]
-pub fn license_or_in_progress(
-    result: Result<IssueLicenseResponse, Status>,
-) -> Option<(IssuedLicense, bool)> {
-    match result {
-        Ok(response) => Some((response.license.expect("a license"), response.replayed)),
-        Err(status) => {
-            assert_eq!(
-                status.code(),
-                Code::Aborted,
-                "unexpected status: {status:?}"
-            );
-            assert_eq!(reason(&status), "REQUEST_IN_PROGRESS");
-            retry_delay(&status);
-            None
-        }
-    }
-}
-
-/// Issues `request` on `calls` concurrent tasks spread over `channels` connections, and
-/// returns every answer.
-pub async fn issue_concurrently(
-    channels: &[Channel],
-    calls: usize,
-    request: &IssueLicenseRequest,
-) -> Vec<Result<IssueLicenseResponse, Status>> {
-    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(calls));
-    let mut tasks = JoinSet::new();
-    for call in 0..calls {
-        let mut client = IssuanceServiceClient::new(channels[call % channels.len()].clone());
-        let request = request.clone();
-        let barrier = barrier.clone();
-        tasks.spawn(async move {
-            barrier.wait().await;
-            client
-                .issue_license(request)
-                .await
-                .map(tonic::Response::into_inner)
-        });
-    }
-    tasks.join_all().await
-}
 
 /// The payment service's certificate and key from the sandbox PKI.
 fn payment_service_identity(app: &TestApp) -> (String, String) {

@@ -1,10 +1,13 @@
 #![allow(unreachable_pub)]
 
-//! Black-box tests: each starts the real gateway on port 0 against the
-//! sandbox Cryptlex (a real HTTP server) and calls it like a client would.
+//! In-process black-box tests: each starts the gateway's `Application` in
+//! this test process, on port 0 against the sandbox Cryptlex (a real HTTP
+//! server), and calls it over real sockets like a client would. Tests that
+//! run the `licensing-gateway` executable itself are in `tests/process/`.
 
-mod check_config;
-mod gateway_process;
+#[path = "../support/mod.rs"]
+mod support;
+
 mod grpc_web;
 mod helpers;
 mod issuance;

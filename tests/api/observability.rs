@@ -5,7 +5,8 @@ use licensing_gateway::grpc::pb::issue_license_request::User;
 use licensing_gateway::grpc::pb::{GetProfileRequest, IssueLicenseRequest, LoginRequest};
 use tonic::{Code, Request};
 
-use crate::helpers::{TestOptions, captured_logs, reason, spawn_app, spawn_app_with, with_token};
+use crate::helpers::{TestOptions, captured_logs, spawn_app, spawn_app_with};
+use crate::support::client::{reason, with_token};
 
 /// The value of the first sample of `name` whose labels include every one
 /// of `labels` (`key="value"` strings).

@@ -16,7 +16,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestApp, TestOptions, reason, spawn_app_with, with_token};
+use crate::helpers::{TestApp, TestOptions, spawn_app_with};
+use crate::support::client::{reason, with_token};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs

@@ -12,7 +12,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestApp, TestOptions, reason, spawn_app_with};
+use crate::helpers::{TestApp, TestOptions, spawn_app_with};
+use crate::support::client::reason;
 
 const LOGIN_PATH: &str = "/v3/accounts/login";
 

@@ -14,7 +14,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestOptions, assert_status, spawn_app, spawn_app_with, with_token};
+use crate::helpers::{TestOptions, spawn_app, spawn_app_with};
+use crate::support::client::{assert_status, with_token};
 
 #[tokio::test]
 async fn health_reports_serving_overall_and_for_the_user_service() {

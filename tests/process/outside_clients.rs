@@ -7,8 +7,6 @@
 //! (`LGW_BUF`, `LGW_PYTHON`; `scripts/test` sets both). Without them the
 //! tests print SKIPPED, unless `CI` is set, where they fail.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 
@@ -16,7 +14,8 @@ use cryptlex_sandbox::seed;
 use serde_json::Value;
 use tonic::Code;
 
-use support::{Buf, SandboxProcess};
+use crate::outside_tools::{self, Buf};
+use crate::sandbox_process::SandboxProcess;
 
 fn login_body(password: &str) -> String {
     serde_json::json!({ "email": seed::DEMO_EMAIL, "password": password }).to_string()
@@ -84,8 +83,10 @@ fn demo_license_ids() -> BTreeSet<String> {
 }
 
 #[tokio::test]
-async fn buf_curl_over_grpc_with_reflection() {
-    let Some(buf) = support::buf("buf_curl_over_grpc_with_reflection") else {
+async fn buf_curl_finds_the_public_services_by_reflection_and_calls_them_over_grpc() {
+    let Some(buf) = outside_tools::buf(
+        "buf_curl_finds_the_public_services_by_reflection_and_calls_them_over_grpc",
+    ) else {
         return;
     };
     let gateway = SandboxProcess::start(&[]).await;
@@ -162,8 +163,9 @@ async fn buf_curl_over_grpc_with_reflection() {
 }
 
 #[tokio::test]
-async fn buf_curl_over_grpc_web_on_http_1_1() {
-    let Some(buf) = support::buf("buf_curl_over_grpc_web_on_http_1_1") else {
+async fn buf_curl_calls_the_user_service_over_grpc_web_on_http_1_1() {
+    let Some(buf) = outside_tools::buf("buf_curl_calls_the_user_service_over_grpc_web_on_http_1_1")
+    else {
         return;
     };
     let gateway = SandboxProcess::start(&[]).await;
@@ -242,7 +244,7 @@ async fn buf_curl_over_grpc_web_on_http_1_1() {
 
 #[tokio::test]
 async fn buf_curl_issues_a_license_over_mutual_tls() {
-    let Some(buf) = support::buf("buf_curl_issues_a_license_over_mutual_tls") else {
+    let Some(buf) = outside_tools::buf("buf_curl_issues_a_license_over_mutual_tls") else {
         return;
     };
     let gateway = SandboxProcess::start(&[]).await;
@@ -323,8 +325,10 @@ async fn buf_curl_issues_a_license_over_mutual_tls() {
 }
 
 #[tokio::test]
-async fn python_grpcio_health_reflection_and_mutual_tls() {
-    let Some(python) = support::python("python_grpcio_health_reflection_and_mutual_tls") else {
+async fn python_grpcio_checks_health_lists_services_and_issues_a_license_over_mutual_tls() {
+    let Some(python) = outside_tools::python(
+        "python_grpcio_checks_health_lists_services_and_issues_a_license_over_mutual_tls",
+    ) else {
         return;
     };
     let gateway = SandboxProcess::start(&[]).await;
@@ -332,7 +336,7 @@ async fn python_grpcio_health_reflection_and_mutual_tls() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/health_and_reflection.py"
     );
-    let outcome = support::run(
+    let outcome = outside_tools::run(
         Command::new(&python)
             .arg(script)
             .args(["--public", &gateway.public.to_string()])

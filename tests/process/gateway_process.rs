@@ -19,11 +19,12 @@ use tokio::process::{Child, Command};
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::helpers::{Backend, drop_schema, fresh_schema, install_crypto_provider, mtls_channel};
-use crate::issuance::{
+use crate::support::client::{install_crypto_provider, mtls_channel};
+use crate::support::issuance::{
     REQUEST_ID_KEY, issue_concurrently, issue_for_demo, license_or_in_progress, license_posts,
     retry_delay,
 };
+use crate::support::ledger::{Backend, TestSchema, postgres_url};
 
 /// How long a gateway process may take to start listening (a debug build, migrations).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,8 +38,8 @@ struct Deployment {
     cryptlex: SandboxCryptlex,
     pki: DevPki,
     ledger_url: String,
-    /// The PostgreSQL schema, dropped at the end.
-    schema: Option<String>,
+    /// The PostgreSQL schema, dropped with the deployment.
+    schema: Option<TestSchema>,
 }
 
 /// A running gateway process; killed if the test ends without doing so.
@@ -72,7 +73,7 @@ impl Deployment {
                 format!("sqlite://{}", dir.path().join("ledger.db").display()),
                 None,
             ),
-            Backend::Postgres => (crate::helpers::postgres_url(), Some(fresh_schema())),
+            Backend::Postgres => (postgres_url(), Some(TestSchema::fresh())),
         };
         Deployment {
             dir,
@@ -90,7 +91,7 @@ impl Deployment {
         let schema = self
             .schema
             .as_ref()
-            .map(|schema| format!("schema = {}\n", toml_string(schema)))
+            .map(|schema| format!("schema = {}\n", toml_string(schema.name())))
             .unwrap_or_default();
         let config = format!(
             "[admin]\naddr = \"127.0.0.1:0\"\n\n[public]\naddr = \"127.0.0.1:{public}\"\n\n\
@@ -278,14 +279,6 @@ impl Deployment {
 
         assert!(lost.is_err(), "the killed gateway never answered: {lost:?}");
         created
-    }
-}
-
-impl Drop for Deployment {
-    fn drop(&mut self) {
-        if let Some(schema) = self.schema.take() {
-            drop_schema(&schema);
-        }
     }
 }
 

@@ -7,8 +7,6 @@
 //! sent, the PAT and the private keys of the sandbox's PKI. Runs once with
 //! text logs and once with JSON logs.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,10 +17,11 @@ use licensing_gateway::grpc::pb::{
     GetProfileRequest, IssueLicenseRequest, ListMyLicensesRequest, LoginRequest, LogoutRequest,
     RefreshSessionRequest, Session, SignUpRequest, issue_license_request,
 };
+use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-use tonic::{Code, Request};
 
-use support::SandboxProcess;
+use crate::sandbox_process::SandboxProcess;
+use crate::support::client::{install_crypto_provider, with_token};
 
 const SIGN_UP_PASSWORD: &str = "Sup3r-Secret-Pa55word-XYZ";
 const WRONG_PASSWORD: &str = "Wr0ng-Guess-Pa55word-QJK";
@@ -84,15 +83,6 @@ impl Secrets {
     }
 }
 
-fn bearer<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("metadata"),
-    );
-    request
-}
-
 async fn user_client(gateway: &SandboxProcess) -> UserServiceClient<Channel> {
     let channel = Channel::from_shared(gateway.public_url())
         .expect("uri")
@@ -104,7 +94,7 @@ async fn user_client(gateway: &SandboxProcess) -> UserServiceClient<Channel> {
 }
 
 async fn payment_client(gateway: &SandboxProcess) -> IssuanceServiceClient<Channel> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_crypto_provider();
     let read = |name: &str| std::fs::read_to_string(gateway.dir().join(name)).expect(name);
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(read("ca.pem")))
@@ -170,7 +160,7 @@ async fn drive_flows(gateway: &SandboxProcess, email: &str) -> Secrets {
     secrets.add_session("refreshed", &refreshed);
 
     let profile = users
-        .get_profile(bearer(GetProfileRequest {}, &refreshed.access_token))
+        .get_profile(with_token(GetProfileRequest {}, &refreshed.access_token))
         .await
         .expect("profile")
         .into_inner()
@@ -191,7 +181,7 @@ async fn drive_flows(gateway: &SandboxProcess, email: &str) -> Secrets {
     assert!(issued.license.is_some());
 
     let listed = users
-        .list_my_licenses(bearer(
+        .list_my_licenses(with_token(
             ListMyLicensesRequest {
                 page_size: 10,
                 ..Default::default()
@@ -216,7 +206,10 @@ async fn drive_flows(gateway: &SandboxProcess, email: &str) -> Secrets {
         .expect("session");
     secrets.add_session("demo login", &demo);
     users
-        .list_my_licenses(bearer(ListMyLicensesRequest::default(), &demo.access_token))
+        .list_my_licenses(with_token(
+            ListMyLicensesRequest::default(),
+            &demo.access_token,
+        ))
         .await
         .expect("demo list");
 
@@ -231,7 +224,7 @@ async fn drive_flows(gateway: &SandboxProcess, email: &str) -> Secrets {
     assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
     for garbage in [GARBAGE_JWT, GARBAGE_OPAQUE] {
         let refused = users
-            .get_profile(bearer(GetProfileRequest {}, garbage))
+            .get_profile(with_token(GetProfileRequest {}, garbage))
             .await
             .expect_err("garbage token");
         assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
@@ -253,7 +246,7 @@ async fn drive_flows(gateway: &SandboxProcess, email: &str) -> Secrets {
     assert_eq!(replayed.code(), Code::Unauthenticated, "{replayed:?}");
 
     users
-        .logout(bearer(LogoutRequest {}, &refreshed.access_token))
+        .logout(with_token(LogoutRequest {}, &refreshed.access_token))
         .await
         .expect("logout");
     secrets

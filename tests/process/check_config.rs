@@ -1,9 +1,10 @@
-//! `licensing-gateway check-config` as an operator runs it.
+//! `licensing-gateway check-config` as an operator runs it: against the
+//! configuration a running `licensing-gateway sandbox` wrote.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::helpers::spawn_app;
+use crate::sandbox_process::SandboxProcess;
 
 fn check_config(config: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_licensing-gateway"))
@@ -18,15 +19,16 @@ fn check_config(config: &Path) -> Output {
 #[tokio::test]
 async fn the_sandbox_configuration_passes_and_a_broken_one_fails_with_one_line_per_problem() {
     // Arrange: the configuration the sandbox wrote, and a broken copy
-    let app = spawn_app().await;
-    let valid = app.sandbox.config_file.clone();
-    let broken = app.sandbox_dir().join("broken.toml");
-    let files = app.sandbox.pki.files();
+    let gateway = SandboxProcess::start(&[]).await;
+    // The sandbox names its files by their resolved paths.
+    let dir = gateway.dir().canonicalize().expect("sandbox dir");
+    let valid = dir.join("gateway.toml");
+    let broken = dir.join("broken.toml");
     let text = std::fs::read_to_string(&valid)
         .expect("config")
         .replace(
-            &files.ca_cert.display().to_string(),
-            &files.server_cert.display().to_string(),
+            &dir.join("ca.pem").display().to_string(),
+            &dir.join("server.pem").display().to_string(),
         )
         .replace("[ledger]\nurl = ", "[ledger]\nurl = \"mysql://db\"\n# ")
         + "\n[admin]\naddr = \"not-an-address\"\n";
@@ -35,7 +37,7 @@ async fn the_sandbox_configuration_passes_and_a_broken_one_fails_with_one_line_p
     // Act
     let ok = check_config(&valid);
     let failed = check_config(&broken);
-    let missing = check_config(&app.sandbox_dir().join("nope.toml"));
+    let missing = check_config(&dir.join("nope.toml"));
 
     // Assert
     assert!(
@@ -65,5 +67,5 @@ async fn the_sandbox_configuration_passes_and_a_broken_one_fails_with_one_line_p
     }
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
-    app.stop().await;
+    gateway.stop();
 }
