@@ -119,6 +119,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let settings = raw.validate()?;
             let _telemetry = init_logging(&settings, rust_log);
+            for warning in raw.warnings() {
+                tracing::warn!(%warning, "configuration needs attention");
+            }
             serve(settings, None).await
         }
         #[cfg(feature = "sandbox")]
