@@ -230,6 +230,20 @@ mod tests {
             path
         }
 
+        /// Checks, asserting a valid configuration with exactly one warning
+        /// containing `expected`.
+        #[track_caller]
+        fn assert_one_warning(&self, expected: &str) {
+            let report = check(&self.raw, Utc::now());
+            assert!(report.is_valid(), "{report:#?}");
+            assert_eq!(report.warnings.len(), 1, "{report:#?}");
+            assert!(
+                report.warnings[0].contains(expected),
+                "{:?} does not mention {expected:?}",
+                report.warnings[0]
+            );
+        }
+
         /// Checks, asserting exactly one problem containing `expected`.
         #[track_caller]
         fn assert_one_problem(&self, expected: &str) {
@@ -424,10 +438,7 @@ mod tests {
     fn an_admin_listener_on_every_interface_is_a_warning() {
         let mut fixture = Fixture::new();
         fixture.raw.admin.addr = "0.0.0.0:9090".into();
-        let report = check(&fixture.raw, Utc::now());
-        assert!(report.is_valid(), "{report:#?}");
-        assert_eq!(report.warnings.len(), 1, "{report:#?}");
-        assert!(report.warnings[0].starts_with("admin.addr 0.0.0.0:9090"));
+        fixture.assert_one_warning("admin.addr 0.0.0.0:9090 is reachable from other machines");
     }
 
     #[cfg(unix)]
@@ -441,10 +452,7 @@ mod tests {
         )
         .expect("chmod");
         fixture.raw.cryptlex.pat_file = Some(pat_file);
-        let report = check(&fixture.raw, Utc::now());
-        assert!(report.is_valid(), "{report:#?}");
-        assert_eq!(report.warnings.len(), 1, "{report:#?}");
-        assert!(report.warnings[0].contains("can be read by every user"));
+        fixture.assert_one_warning("can be read by every user");
     }
 
     #[test]
@@ -453,12 +461,7 @@ mod tests {
         let ca = fixture.pki.files().ca_cert.display().to_string();
         fixture.raw.ledger.url =
             "postgres://gateway@db.internal:5432/ledger?sslmode=require".into();
-        let report = check(&fixture.raw, Utc::now());
-        assert!(report.is_valid(), "{report:#?}");
-        assert!(
-            report.warnings[0].contains("sslmode=require"),
-            "{report:#?}"
-        );
+        fixture.assert_one_warning("sslmode=require");
 
         fixture.raw.ledger.url = format!(
             "postgres://gateway@db.internal:5432/ledger?sslmode=verify-full&sslrootcert={ca}"

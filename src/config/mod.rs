@@ -227,16 +227,23 @@ mod tests {
         assert!(error.to_string().contains("account_alais"), "{error}");
     }
 
-    #[test]
-    fn the_pat_is_read_from_a_file_and_never_shown_in_debug_output() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pat_file = dir.path().join("pat");
+    /// The minimal environment with `cryptlex.pat_file` set to a file in
+    /// `dir` holding `pat-secret-value`, and that file's path.
+    fn env_with_pat_file(dir: &Path) -> (HashMap<String, String>, std::path::PathBuf) {
+        let pat_file = dir.join("pat");
         std::fs::write(&pat_file, "pat-secret-value\n").expect("write");
         let mut environment = minimal_env();
         environment.insert(
             "LICENSING_GATEWAY__CRYPTLEX__PAT_FILE".into(),
             pat_file.display().to_string(),
         );
+        (environment, pat_file)
+    }
+
+    #[test]
+    fn the_pat_is_read_from_a_file_and_never_shown_in_debug_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (environment, _) = env_with_pat_file(dir.path());
         let settings = RawSettings::load(None, &environment)
             .expect("loads")
             .validate()
@@ -251,13 +258,7 @@ mod tests {
     fn a_world_readable_pat_file_is_a_warning_and_a_private_one_is_not() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().expect("tempdir");
-        let pat_file = dir.path().join("pat");
-        std::fs::write(&pat_file, "pat-secret-value\n").expect("write");
-        let mut environment = minimal_env();
-        environment.insert(
-            "LICENSING_GATEWAY__CRYPTLEX__PAT_FILE".into(),
-            pat_file.display().to_string(),
-        );
+        let (environment, pat_file) = env_with_pat_file(dir.path());
         let raw = RawSettings::load(None, &environment).expect("loads");
         let chmod = |mode| {
             std::fs::set_permissions(&pat_file, std::fs::Permissions::from_mode(mode))

@@ -568,6 +568,15 @@ mod tests {
         raw
     }
 
+    /// Asserts that `lines` is one line mentioning `expected`.
+    #[track_caller]
+    fn assert_one(lines: &[String], expected: &str, case: &str) {
+        assert!(
+            lines.len() == 1 && lines[0].contains(expected),
+            "{case}: {lines:?}"
+        );
+    }
+
     fn problems(raw: &RawSettings) -> Vec<String> {
         settings(raw, None)
             .err()
@@ -583,11 +592,7 @@ mod tests {
             "http://localhost.example.com",
         ] {
             let raw = raw_with(|raw| raw.cryptlex.base_url = remote.into());
-            let found = problems(&raw);
-            assert!(
-                found.len() == 1 && found[0].contains("plain http to another machine"),
-                "{remote}: {found:?}"
-            );
+            assert_one(&problems(&raw), "plain http to another machine", remote);
         }
         for local in [
             "http://127.0.0.1:8089",
@@ -613,11 +618,7 @@ mod tests {
             "sqlite:",
         ] {
             let raw = raw_with(|raw| raw.ledger.url = memory.into());
-            let found = problems(&raw);
-            assert!(
-                found.len() == 1 && found[0].contains("in-memory SQLite"),
-                "{memory}: {found:?}"
-            );
+            assert_one(&problems(&raw), "in-memory SQLite", memory);
         }
         for file in [
             "sqlite://licensing-gateway.db",
@@ -633,11 +634,7 @@ mod tests {
     fn an_admin_listener_off_loopback_is_a_warning() {
         for open in ["0.0.0.0:9090", "[::]:9090", "10.0.0.7:9090"] {
             let raw = raw_with(|raw| raw.admin.addr = open.into());
-            let found = warnings(&raw, None);
-            assert!(
-                found.len() == 1 && found[0].starts_with("admin.addr"),
-                "{open}: {found:?}"
-            );
+            assert_one(&warnings(&raw, None), "admin.addr", open);
         }
         let local = raw_with(|raw| raw.admin.addr = "127.0.0.1:9090".into());
         assert_eq!(warnings(&local, None), Vec::<String>::new());
@@ -660,15 +657,15 @@ mod tests {
                 }),
             )
         };
-        let world = warn(0o644, true);
-        assert!(
-            world.len() == 1 && world[0].contains("every user") && world[0].contains("0644"),
-            "{world:?}"
+        assert_one(
+            &warn(0o644, true),
+            "every user of this machine (mode 0644)",
+            "o+r",
         );
-        let group = warn(0o640, false);
-        assert!(
-            group.len() == 1 && group[0].contains("a group the gateway does not run as"),
-            "{group:?}"
+        assert_one(
+            &warn(0o640, false),
+            "a group the gateway does not run as (mode 0640)",
+            "g+r",
         );
         for private in [(0o600, false), (0o400, false), (0o440, true), (0o640, true)] {
             assert_eq!(
@@ -698,10 +695,7 @@ mod tests {
         ] {
             let raw = raw_with(|raw| raw.ledger.url = url.into());
             let found = warnings(&raw, None);
-            assert!(
-                found.len() == 1 && found[0].contains(&format!("sslmode={mode} ")),
-                "{url}: {found:?}"
-            );
+            assert_one(&found, &format!("sslmode={mode} "), url);
             assert!(found[0].contains("verify-full") && found[0].contains("sslrootcert"));
         }
         for fine in [

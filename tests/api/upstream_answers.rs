@@ -21,17 +21,25 @@ fn on_license_creates(action: FaultAction) -> FaultRule {
         .path_prefix("/v3/licenses")
 }
 
+/// Answers every `method` request under `path` with an HTML page, as a proxy in between would.
+fn proxy_page(method: http::Method, path: &str, status: u16, page: &str) -> FaultRule {
+    FaultRule::always(FaultAction::body(status, "text/html", page))
+        .method(method)
+        .path_prefix(path)
+}
+
 #[tokio::test]
 async fn an_html_404_from_a_proxy_does_not_reject_the_request_id_and_a_later_retry_issues() {
     // Arrange: every create meets the proxy's error page until the route is fixed.
     let app = spawn_app().await;
     let cryptlex = app.cryptlex();
     let proxy = cryptlex
-        .add_fault(on_license_creates(FaultAction::body(
+        .add_fault(proxy_page(
+            http::Method::POST,
+            "/v3/licenses",
             404,
-            "text/html",
             PROXY_404_PAGE,
-        )))
+        ))
         .expect("fault");
     let mut client = app.payment_client().await;
     let request = issue_for_demo("order-behind-a-broken-proxy");
@@ -125,15 +133,12 @@ async fn a_proxy_401_page_is_unavailable_while_cryptlex_s_own_401_still_means_th
     let cryptlex = app.cryptlex();
     let token = app.demo_token().await;
     let proxy = cryptlex
-        .add_fault(
-            FaultRule::always(FaultAction::body(
-                401,
-                "text/html",
-                "<html><body><h1>401 Authorization Required</h1></body></html>",
-            ))
-            .method(http::Method::GET)
-            .path_prefix("/v3/me"),
-        )
+        .add_fault(proxy_page(
+            http::Method::GET,
+            "/v3/me",
+            401,
+            "<html><body><h1>401 Authorization Required</h1></body></html>",
+        ))
         .expect("fault");
     let mut client = app.user_client().await;
 
@@ -156,16 +161,14 @@ async fn a_proxy_401_page_is_unavailable_while_cryptlex_s_own_401_still_means_th
 async fn a_proxy_error_page_on_login_is_unavailable_not_a_wrong_password() {
     // Arrange
     let app = spawn_app().await;
-    app.cryptlex()
-        .add_fault(
-            FaultRule::once(FaultAction::body(
-                400,
-                "text/html",
-                "<html><body>400 Bad Request: request header too large</body></html>",
-            ))
-            .method(http::Method::POST)
-            .path_prefix("/v3/accounts/login"),
-        )
+    let cryptlex = app.cryptlex();
+    let proxy = cryptlex
+        .add_fault(proxy_page(
+            http::Method::POST,
+            "/v3/accounts/login",
+            400,
+            "<html><body>400 Bad Request: request header too large</body></html>",
+        ))
         .expect("fault");
     let mut client = app.user_client().await;
     let login = LoginRequest {
@@ -175,6 +178,7 @@ async fn a_proxy_error_page_on_login_is_unavailable_not_a_wrong_password() {
 
     // Act
     let during = client.login(login.clone()).await;
+    cryptlex.remove_fault(proxy);
     let after = client.login(login).await;
 
     // Assert
