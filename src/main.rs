@@ -47,8 +47,12 @@ async fn main() -> anyhow::Result<()> {
         // Reports every problem, including the file's, rather than the first.
         Command::CheckConfig => std::process::exit(check_config::run(loaded, chrono::Utc::now())),
         Command::Serve => {
-            let settings = loaded?.validate()?;
+            let raw = loaded?;
+            let settings = raw.validate()?;
             let _telemetry = init_logging(&settings, rust_log);
+            for warning in raw.warnings() {
+                tracing::warn!(%warning, "configuration needs attention");
+            }
             serve(settings, None).await
         }
         #[cfg(feature = "sandbox")]

@@ -5,9 +5,13 @@
 //! the account, addresses) it opens every referenced file: certificates and
 //! keys must parse and belong together, the client CA bundle must hold only
 //! CA certificates, no certificate may be expired or not yet valid, and the
-//! ledger URL must name a database it could open. Each problem is one line
-//! naming the key to fix; certificates expiring within
-//! [`EXPIRY_WARNING_DAYS`] are warnings, not problems.
+//! ledger URL must name a database it could open (and the CA file its
+//! `sslrootcert` names must exist). Each problem is one line naming the key
+//! to fix. Warnings do not make a configuration invalid: certificates
+//! expiring within [`EXPIRY_WARNING_DAYS`], and what
+//! [`RawSettings::warnings`] finds (an admin listener reachable from other
+//! machines, a PAT file others can read, a PostgreSQL ledger whose server is
+//! not verified), which `serve` also logs at start-up.
 //!
 //! It does not contact Cryptlex or the database: a configuration is checked
 //! in CI and in init containers, where neither may be reachable.
@@ -43,6 +47,7 @@ pub fn check(raw: &RawSettings, now: DateTime<Utc>) -> Report {
     if let Err(error) = raw.validate() {
         report.problems.extend(error.problems);
     }
+    report.warnings.extend(raw.warnings());
 
     if let (Some(cert), Some(key)) = (&raw.public.tls_cert_file, &raw.public.tls_key_file) {
         check_key_pair(&mut report, "public", cert, key, now);
@@ -125,11 +130,24 @@ fn check_validity(report: &mut Report, key: &str, path: &Path, what: &str, now: 
 }
 
 /// The ledger URL beyond its scheme (which `validate` checks): a PostgreSQL
-/// URL must parse and name a host; a SQLite file's directory must exist.
+/// URL must parse and name a host, and the CA file its `sslrootcert` names
+/// must exist; a SQLite file's directory must exist.
 fn check_ledger_url(report: &mut Report, url: &str) {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         match Url::parse(url) {
-            Ok(parsed) if parsed.has_host() && !parsed.host_str().unwrap_or_default().is_empty() => {}
+            Ok(parsed) if parsed.has_host() && !parsed.host_str().unwrap_or_default().is_empty() => {
+                // sqlx reads these three spellings of the CA file parameter.
+                let root_certs = parsed.query_pairs().filter(|(key, _)| {
+                    matches!(key.as_ref(), "sslrootcert" | "ssl-root-cert" | "ssl-ca")
+                });
+                for (_, ca) in root_certs {
+                    if !Path::new(ca.as_ref()).is_file() {
+                        report.problems.push(format!(
+                            "ledger.url: the sslrootcert file {ca} does not exist (the CA that signed the database server's certificate)"
+                        ));
+                    }
+                }
+            }
             Ok(_) => report.problems.push(format!(
                 "ledger.url: {:?} names no database host (postgres://user@host:5432/database)",
                 crate::config::redact_url_password(url)
@@ -212,6 +230,13 @@ mod tests {
             let pki = DevPki::generate(&dir.path().join("pki")).expect("pki");
             let pat_file = dir.path().join("pat");
             std::fs::write(&pat_file, "a-pat\n").expect("pat");
+            // Readable by its owner only, as a PAT file should be.
+            #[cfg(unix)]
+            std::fs::set_permissions(
+                &pat_file,
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .expect("chmod pat");
             let files = pki.files().clone();
             let mut raw = RawSettings::default();
             raw.cryptlex.account_alias = Some("acme".into());
@@ -231,6 +256,20 @@ mod tests {
             let path = self.dir.path().join(name);
             std::fs::write(&path, contents).expect("write");
             path
+        }
+
+        /// Checks, asserting a valid configuration with exactly one warning
+        /// containing `expected`.
+        #[track_caller]
+        fn assert_one_warning(&self, expected: &str) {
+            let report = check(&self.raw, Utc::now());
+            assert!(report.is_valid(), "{report:#?}");
+            assert_eq!(report.warnings.len(), 1, "{report:#?}");
+            assert!(
+                report.warnings[0].contains(expected),
+                "{:?} does not mention {expected:?}",
+                report.warnings[0]
+            );
         }
 
         /// Checks, asserting exactly one problem containing `expected`.
@@ -403,6 +442,64 @@ mod tests {
                 .any(|problem| problem.contains("otlp.endpoint")),
             "{report:#?}"
         );
+    }
+
+    #[test]
+    fn plain_http_to_a_remote_cryptlex_is_refused_and_the_loopback_sandbox_is_not() {
+        let mut fixture = Fixture::new();
+        fixture.raw.cryptlex.base_url = "http://api.cryptlex.com".into();
+        fixture.assert_one_problem("plain http to another machine");
+        fixture.raw.cryptlex.base_url = "http://127.0.0.1:8089".into();
+        assert!(check(&fixture.raw, Utc::now()).is_valid());
+    }
+
+    #[test]
+    fn an_in_memory_sqlite_ledger_is_refused() {
+        let mut fixture = Fixture::new();
+        fixture.raw.ledger.url = "sqlite::memory:".into();
+        fixture.assert_one_problem("in-memory SQLite");
+        fixture.raw.ledger.url = "sqlite://ledger.db?mode=memory".into();
+        fixture.assert_one_problem("in-memory SQLite");
+    }
+
+    #[test]
+    fn an_admin_listener_on_every_interface_is_a_warning() {
+        let mut fixture = Fixture::new();
+        fixture.raw.admin.addr = "0.0.0.0:9090".into();
+        fixture.assert_one_warning("admin.addr 0.0.0.0:9090 is reachable from other machines");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_world_readable_pat_file_is_a_warning() {
+        let mut fixture = Fixture::new();
+        let pat_file = fixture.file("open-pat", "a-pat\n");
+        std::fs::set_permissions(
+            &pat_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .expect("chmod");
+        fixture.raw.cryptlex.pat_file = Some(pat_file);
+        fixture.assert_one_warning("can be read by every user");
+    }
+
+    #[test]
+    fn a_postgres_ledger_is_verified_with_a_ca_file_that_exists() {
+        let mut fixture = Fixture::new();
+        let ca = fixture.pki.files().ca_cert.display().to_string();
+        fixture.raw.ledger.url =
+            "postgres://gateway@db.internal:5432/ledger?sslmode=require".into();
+        fixture.assert_one_warning("sslmode=require");
+
+        fixture.raw.ledger.url = format!(
+            "postgres://gateway@db.internal:5432/ledger?sslmode=verify-full&sslrootcert={ca}"
+        );
+        let report = check(&fixture.raw, Utc::now());
+        assert!(report.is_valid(), "{report:#?}");
+        assert!(report.warnings.is_empty(), "{report:#?}");
+
+        fixture.raw.ledger.url = "postgres://gateway@db.internal:5432/ledger?sslmode=verify-full&sslrootcert=/no/such/ca.crt".into();
+        fixture.assert_one_problem("sslrootcert file /no/such/ca.crt does not exist");
     }
 
     #[test]

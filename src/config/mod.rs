@@ -98,6 +98,35 @@ impl RawSettings {
         let pat_file = self.cryptlex.pat_file.as_ref().map(std::fs::read_to_string);
         validate::settings(self, pat_file)
     }
+
+    /// Returns what these settings allow but an operator should look at, one
+    /// line each (check-config prints them, `serve` logs them at start-up).
+    /// Reads the permissions of `cryptlex.pat_file`, nothing else.
+    pub fn warnings(&self) -> Vec<String> {
+        let pat_file = self.cryptlex.pat_file.as_deref().and_then(pat_file_access);
+        validate::warnings(self, pat_file)
+    }
+}
+
+/// Who may read the PAT file, from its Unix permissions; `None` when they
+/// cannot be read (validation reports an unreadable file) or on a system
+/// without them.
+#[cfg(unix)]
+fn pat_file_access(path: &Path) -> Option<validate::PatFileAccess> {
+    use std::os::unix::fs::MetadataExt as _;
+    let metadata = std::fs::metadata(path).ok()?;
+    // Linux's /proc/self belongs to the process's effective user and group;
+    // where there is none, a group-readable file is judged as another group's.
+    let our_group = std::fs::metadata("/proc/self").ok().map(|own| own.gid());
+    Some(validate::PatFileAccess {
+        mode: metadata.mode() & 0o777,
+        group_is_ours: our_group == Some(metadata.gid()),
+    })
+}
+
+#[cfg(not(unix))]
+fn pat_file_access(_path: &Path) -> Option<validate::PatFileAccess> {
+    None
 }
 
 /// Hides the password of a database URL in messages.
@@ -198,16 +227,23 @@ mod tests {
         assert!(error.to_string().contains("account_alais"), "{error}");
     }
 
-    #[test]
-    fn the_pat_is_read_from_a_file_and_never_shown_in_debug_output() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pat_file = dir.path().join("pat");
+    /// The minimal environment with `cryptlex.pat_file` set to a file in
+    /// `dir` holding `pat-secret-value`, and that file's path.
+    fn env_with_pat_file(dir: &Path) -> (HashMap<String, String>, std::path::PathBuf) {
+        let pat_file = dir.join("pat");
         std::fs::write(&pat_file, "pat-secret-value\n").expect("write");
         let mut environment = minimal_env();
         environment.insert(
             "LICENSING_GATEWAY__CRYPTLEX__PAT_FILE".into(),
             pat_file.display().to_string(),
         );
+        (environment, pat_file)
+    }
+
+    #[test]
+    fn the_pat_is_read_from_a_file_and_never_shown_in_debug_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (environment, _) = env_with_pat_file(dir.path());
         let settings = RawSettings::load(None, &environment)
             .expect("loads")
             .validate()
@@ -215,5 +251,31 @@ mod tests {
         let pat = settings.cryptlex.admin_token.as_ref().expect("pat read");
         assert_eq!(pat.expose_secret(), "pat-secret-value");
         assert!(!format!("{settings:?}").contains("pat-secret-value"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_world_readable_pat_file_is_a_warning_and_a_private_one_is_not() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (environment, pat_file) = env_with_pat_file(dir.path());
+        let raw = RawSettings::load(None, &environment).expect("loads");
+        let chmod = |mode| {
+            std::fs::set_permissions(&pat_file, std::fs::Permissions::from_mode(mode))
+                .expect("chmod")
+        };
+
+        chmod(0o644);
+        let world_readable = raw.warnings();
+        chmod(0o600);
+        let private = raw.warnings();
+
+        assert!(
+            world_readable.len() == 1 && world_readable[0].contains("every user"),
+            "{world_readable:?}"
+        );
+        assert!(!world_readable[0].contains("pat-secret-value"));
+        assert_eq!(private, Vec::<String>::new());
+        raw.validate().expect("a warning never stops start-up");
     }
 }

@@ -3,8 +3,13 @@
 //! key to fix. Nothing here reads files or the environment: the PAT file's
 //! contents arrive already read (see [`super::RawSettings::validate`]), so
 //! every rule can be tested with literal values.
+//!
+//! Besides problems (which stop start-up) there are [`warnings`]: settings
+//! that are allowed because a deployment can have a good reason for them,
+//! but that an operator should look at. check-config prints them and `serve`
+//! logs them at start-up.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -191,6 +196,12 @@ fn cryptlex(
             Url::parse("https://api.cryptlex.com").expect("a valid literal URL")
         }
     };
+    if base_url.scheme() == "http" && !base_url.host_str().is_some_and(is_loopback_host) {
+        problems.push(format!(
+            "cryptlex.base_url: http://{} is plain http to another machine: the personal access token and users' passwords would cross the network unencrypted; use https (plain http is allowed only to a loopback address, such as the sandbox on 127.0.0.1)",
+            base_url.host_str().unwrap_or_default()
+        ));
+    }
     let account = match (non_empty(&raw.account_id), non_empty(&raw.account_alias)) {
         (Some(id), None) => Account::Id(id),
         (None, Some(alias)) => Account::Alias(alias),
@@ -379,6 +390,11 @@ fn ledger(problems: &mut Problems, raw: &RawLedger) -> LedgerSettings {
             redact_url_password(&url)
         ));
     }
+    if sqlite_without_a_file(&url) {
+        problems.push(
+            "ledger.url names an in-memory SQLite database (:memory:, mode=memory, or no file name), which forgets every request when the process stops: a payment retried after a restart would get a second license; name a file (sqlite://path/to/ledger.db) or use PostgreSQL".into(),
+        );
+    }
     if raw.max_connections == 0 {
         problems.push("ledger.max_connections must be above zero".into());
     }
@@ -387,6 +403,21 @@ fn ledger(problems: &mut Problems, raw: &RawLedger) -> LedgerSettings {
         schema: raw.schema.clone(),
         max_connections: raw.max_connections,
     }
+}
+
+/// Whether a SQLite URL names no durable file, read as sqlx reads it:
+/// `:memory:`, `mode=memory`, or an empty name (a temporary database that
+/// SQLite deletes when it is closed).
+fn sqlite_without_a_file(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("sqlite:") else {
+        return false;
+    };
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (database, params) = rest.split_once('?').unwrap_or((rest, ""));
+    database.is_empty()
+        || database.contains(":memory:")
+        || url::form_urlencoded::parse(params.as_bytes())
+            .any(|(key, value)| key == "mode" && value == "memory")
 }
 
 /// `[log]`: the level must be a valid `tracing` filter.
@@ -436,6 +467,99 @@ fn otlp(problems: &mut Problems, raw: &RawOtlp) -> Option<OtlpSettings> {
     }
 }
 
+/// Who can read `cryptlex.pat_file`, from its Unix permissions (read by the
+/// caller: this module does no I/O).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PatFileAccess {
+    /// The permission bits (`0o777` at most).
+    pub(super) mode: u32,
+    /// Whether the file's group is the group the gateway runs as.
+    pub(super) group_is_ours: bool,
+}
+
+/// Returns what `raw` allows but an operator should look at, one line each:
+/// an admin listener reachable from other machines, a PAT file others can
+/// read, a PostgreSQL ledger whose server is not verified. These are
+/// warnings, not problems: each can be right for a deployment (a pod's admin
+/// port behind a NetworkPolicy; a PAT file whose mode the platform sets, as
+/// Docker's secrets at 0444), and refusing to start would not make it safer.
+pub(super) fn warnings(raw: &RawSettings, pat_file: Option<PatFileAccess>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if raw.admin.enabled
+        && let Ok(addr) = raw.admin.addr.parse::<SocketAddr>()
+        && !addr.ip().is_loopback()
+    {
+        warnings.push(format!(
+            "admin.addr {addr} is reachable from other machines, and /metrics, /healthz and /readyz answer anyone without credentials: bind 127.0.0.1, or let only the monitoring system reach the port (a NetworkPolicy, a firewall)"
+        ));
+    }
+    if let (Some(path), Some(access)) = (&raw.cryptlex.pat_file, pat_file) {
+        // The group bit alone is accepted when the group is the gateway's
+        // own: that is how Kubernetes hands a non-root container its Secret
+        // files (the pod's fsGroup, at least 0440).
+        let readers = if access.mode & 0o004 != 0 {
+            Some("every user of this machine")
+        } else if access.mode & 0o040 != 0 && !access.group_is_ours {
+            Some("a group the gateway does not run as")
+        } else {
+            None
+        };
+        if let Some(readers) = readers {
+            warnings.push(format!(
+                "cryptlex.pat_file {} can be read by {readers} (mode {:04o}), and the PAT can create licenses and users in the Cryptlex account: make it readable by the gateway only (chmod 600, or defaultMode 0400 on a Kubernetes Secret volume)",
+                path.display(),
+                access.mode
+            ));
+        }
+    }
+    if let Some(mode) = unverified_postgres_tls(raw.ledger.url.trim()) {
+        warnings.push(format!(
+            "ledger.url: sslmode={mode} does not check the database server's certificate and host name, so whoever sits on the path can pose as the ledger: use sslmode=verify-full, with sslrootcert=/path/to/ca.crt when the server's CA is not a public one"
+        ));
+    }
+    warnings
+}
+
+/// The `sslmode` of a PostgreSQL URL to another machine when it is weaker
+/// than `verify-full`, or `None` (not PostgreSQL, loopback or a Unix socket,
+/// or verified).
+fn unverified_postgres_tls(url: &str) -> Option<String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return None;
+    }
+    let parsed = Url::parse(url).ok()?;
+    let param = |names: &[&str]| {
+        parsed
+            .query_pairs()
+            .find(|(key, _)| names.contains(&key.as_ref()))
+            .map(|(_, value)| value.into_owned())
+    };
+    // sqlx lets `host=` override the URL's host; a path is a Unix socket.
+    let host = param(&["host"]).or_else(|| parsed.host_str().map(str::to_owned))?;
+    if host.starts_with('/') || is_loopback_host(&host) {
+        return None;
+    }
+    match param(&["sslmode", "ssl-mode"]) {
+        Some(mode) if mode.eq_ignore_ascii_case("verify-full") => None,
+        Some(mode) => Some(mode),
+        // sqlx's default (unless PGSSLMODE says otherwise).
+        None => Some("prefer".to_owned()),
+    }
+}
+
+/// Whether `host` (as a URL spells it) is this machine: `localhost` or a
+/// loopback address.
+fn is_loopback_host(host: &str) -> bool {
+    let unbracketed = host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host);
+    unbracketed.eq_ignore_ascii_case("localhost")
+        || unbracketed
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn parse_addr(problems: &mut Problems, key: &str, value: &str) -> Option<SocketAddr> {
     match value.parse() {
         Ok(addr) => Some(addr),
@@ -455,4 +579,161 @@ fn non_empty(value: &Option<String>) -> Option<String> {
         .map(str::trim)
         .filter(|value| !value.is_empty())
         .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid public-only configuration, changed by `change`.
+    fn raw_with(change: impl FnOnce(&mut RawSettings)) -> RawSettings {
+        let mut raw = RawSettings::default();
+        raw.cryptlex.account_alias = Some("acme".into());
+        raw.internal.enabled = false;
+        raw.sign_up.enabled = false;
+        change(&mut raw);
+        raw
+    }
+
+    /// Asserts that `lines` is one line mentioning `expected`.
+    #[track_caller]
+    fn assert_one(lines: &[String], expected: &str, case: &str) {
+        assert!(
+            lines.len() == 1 && lines[0].contains(expected),
+            "{case}: {lines:?}"
+        );
+    }
+
+    fn problems(raw: &RawSettings) -> Vec<String> {
+        settings(raw, None)
+            .err()
+            .map(|error| error.problems)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn plain_http_to_a_remote_cryptlex_is_refused_and_loopback_http_is_allowed() {
+        for remote in [
+            "http://api.cryptlex.com",
+            "http://10.0.0.7:8080/",
+            "http://localhost.example.com",
+        ] {
+            let raw = raw_with(|raw| raw.cryptlex.base_url = remote.into());
+            assert_one(&problems(&raw), "plain http to another machine", remote);
+        }
+        for local in [
+            "http://127.0.0.1:8089",
+            "http://127.1.2.3",
+            "http://localhost:8089/",
+            "http://[::1]:8089",
+            "https://api.cryptlex.com",
+            "https://api.eu.cryptlex.com",
+        ] {
+            let raw = raw_with(|raw| raw.cryptlex.base_url = local.into());
+            assert_eq!(problems(&raw), Vec::<String>::new(), "{local}");
+        }
+    }
+
+    #[test]
+    fn an_in_memory_sqlite_ledger_is_refused() {
+        for memory in [
+            "sqlite::memory:",
+            "sqlite://:memory:",
+            "sqlite://?mode=memory",
+            "sqlite://ledger.db?mode=memory&cache=shared",
+            "sqlite://",
+            "sqlite:",
+        ] {
+            let raw = raw_with(|raw| raw.ledger.url = memory.into());
+            assert_one(&problems(&raw), "in-memory SQLite", memory);
+        }
+        for file in [
+            "sqlite://licensing-gateway.db",
+            "sqlite:///var/lib/gateway/ledger.db?mode=rwc",
+            "postgres://gateway@db:5432/ledger?sslmode=verify-full",
+        ] {
+            let raw = raw_with(|raw| raw.ledger.url = file.into());
+            assert_eq!(problems(&raw), Vec::<String>::new(), "{file}");
+        }
+    }
+
+    #[test]
+    fn an_admin_listener_off_loopback_is_a_warning() {
+        for open in ["0.0.0.0:9090", "[::]:9090", "10.0.0.7:9090"] {
+            let raw = raw_with(|raw| raw.admin.addr = open.into());
+            assert_one(&warnings(&raw, None), "admin.addr", open);
+        }
+        let local = raw_with(|raw| raw.admin.addr = "127.0.0.1:9090".into());
+        assert_eq!(warnings(&local, None), Vec::<String>::new());
+        let off = raw_with(|raw| {
+            raw.admin.addr = "0.0.0.0:9090".into();
+            raw.admin.enabled = false;
+        });
+        assert_eq!(warnings(&off, None), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_pat_file_others_can_read_is_a_warning_naming_who() {
+        let raw = raw_with(|raw| raw.cryptlex.pat_file = Some("/etc/gateway/pat".into()));
+        let warn = |mode, group_is_ours| {
+            warnings(
+                &raw,
+                Some(PatFileAccess {
+                    mode,
+                    group_is_ours,
+                }),
+            )
+        };
+        assert_one(
+            &warn(0o644, true),
+            "every user of this machine (mode 0644)",
+            "o+r",
+        );
+        assert_one(
+            &warn(0o640, false),
+            "a group the gateway does not run as (mode 0640)",
+            "g+r",
+        );
+        for private in [(0o600, false), (0o400, false), (0o440, true), (0o640, true)] {
+            assert_eq!(
+                warn(private.0, private.1),
+                Vec::<String>::new(),
+                "{private:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_postgres_ledger_that_does_not_verify_its_server_is_a_warning() {
+        for (url, mode) in [
+            (
+                "postgres://gateway@db.internal:5432/ledger?sslmode=require",
+                "require",
+            ),
+            (
+                "postgres://gateway@db.internal/ledger?sslmode=verify-ca",
+                "verify-ca",
+            ),
+            ("postgresql://gateway@db.internal/ledger", "prefer"),
+            (
+                "postgres://gateway@127.0.0.1/ledger?host=db.internal",
+                "prefer",
+            ),
+        ] {
+            let raw = raw_with(|raw| raw.ledger.url = url.into());
+            let found = warnings(&raw, None);
+            assert_one(&found, &format!("sslmode={mode} "), url);
+            assert!(found[0].contains("verify-full") && found[0].contains("sslrootcert"));
+        }
+        for fine in [
+            "postgres://gateway@db.internal/ledger?sslmode=verify-full&sslrootcert=/etc/ca.crt",
+            "postgres://postgres@127.0.0.1:5432/test",
+            "postgres://postgres@localhost/test?sslmode=disable",
+            "postgres://gateway@/ledger?host=/run/postgresql",
+            "sqlite://ledger.db",
+        ] {
+            let raw = raw_with(|raw| raw.ledger.url = fine.into());
+            assert_eq!(warnings(&raw, None), Vec::<String>::new(), "{fine}");
+        }
+    }
 }

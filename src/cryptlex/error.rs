@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-/// What a 4xx answer from Cryptlex means, decided here once from the status
-/// and Cryptlex's error `code`, so the use cases match on meaning rather than
-/// on numbers and strings.
+/// What a 4xx answer means, decided here once from the status and Cryptlex's
+/// error `code`, so the use cases match on meaning rather than on numbers and
+/// strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
     /// 400 or 422: the request was refused as invalid.
@@ -24,13 +24,21 @@ pub enum Rejection {
     Conflict,
     /// Any other 4xx.
     Other,
+    /// A 4xx whose body is not Cryptlex's error body (`{"message": ...}` as
+    /// JSON), so something in between answered: a proxy, a load balancer, a
+    /// web application firewall, a captive portal. It says nothing about the
+    /// request itself, so it is treated as a transient fault of the way to
+    /// Cryptlex, never as a refusal (which would, for example, reject an
+    /// issuance request id for good).
+    Unrecognized,
 }
 
 impl Rejection {
-    /// Classifies a 4xx status and Cryptlex's error `code`.
-    pub(crate) fn classify(status: u16, code: Option<&str>) -> Self {
+    /// Classifies a 4xx status and Cryptlex's error `code`, for an answer
+    /// known to come from Cryptlex.
+    pub(crate) fn classify(status: u16, code: Option<ErrorCode>) -> Self {
         match (status, code) {
-            (409, _) | (400, Some("DUPLICATE_FIELD_VALUE")) => Self::Conflict,
+            (409, _) | (400, Some(ErrorCode::DuplicateFieldValue)) => Self::Conflict,
             (400 | 422, _) => Self::Invalid,
             (401, _) => Self::Unauthenticated,
             (403, _) => Self::Forbidden,
@@ -40,17 +48,86 @@ impl Rejection {
     }
 }
 
+/// The error `code`s Cryptlex documents (its OpenAPI document and the
+/// activation clients' constants, see `cryptlex-api.md`). Only these are kept
+/// from an answer: any other string (which could hold markup, or anything at
+/// all, when a proxy or an attacker on the path writes the body) is dropped,
+/// so nothing Cryptlex-controlled but this fixed set can reach a caller's
+/// message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// An email address (or another unique field) is already taken.
+    DuplicateFieldValue,
+    AuthenticationFailed,
+    InvalidProductId,
+    InvalidLicenseKey,
+    InvalidLicenseType,
+    RevokedLicense,
+    ActivationLimitReached,
+    DeactivationLimitReached,
+    InvalidActivationFingerprint,
+    VmActivationNotAllowed,
+    CountryNotAllowed,
+    IpAddressNotAllowed,
+    MeterAttributeUsesLimitReached,
+}
+
+impl ErrorCode {
+    const ALL: [Self; 13] = [
+        Self::DuplicateFieldValue,
+        Self::AuthenticationFailed,
+        Self::InvalidProductId,
+        Self::InvalidLicenseKey,
+        Self::InvalidLicenseType,
+        Self::RevokedLicense,
+        Self::ActivationLimitReached,
+        Self::DeactivationLimitReached,
+        Self::InvalidActivationFingerprint,
+        Self::VmActivationNotAllowed,
+        Self::CountryNotAllowed,
+        Self::IpAddressNotAllowed,
+        Self::MeterAttributeUsesLimitReached,
+    ];
+
+    /// The documented code spelled exactly `code`, or `None` for any other
+    /// string.
+    pub fn parse(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|known| known.as_str() == code)
+    }
+
+    /// The code as Cryptlex spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DuplicateFieldValue => "DUPLICATE_FIELD_VALUE",
+            Self::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            Self::InvalidProductId => "INVALID_PRODUCT_ID",
+            Self::InvalidLicenseKey => "INVALID_LICENSE_KEY",
+            Self::InvalidLicenseType => "INVALID_LICENSE_TYPE",
+            Self::RevokedLicense => "REVOKED_LICENSE",
+            Self::ActivationLimitReached => "ACTIVATION_LIMIT_REACHED",
+            Self::DeactivationLimitReached => "DEACTIVATION_LIMIT_REACHED",
+            Self::InvalidActivationFingerprint => "INVALID_ACTIVATION_FINGERPRINT",
+            Self::VmActivationNotAllowed => "VM_ACTIVATION_NOT_ALLOWED",
+            Self::CountryNotAllowed => "COUNTRY_NOT_ALLOWED",
+            Self::IpAddressNotAllowed => "IP_ADDRESS_NOT_ALLOWED",
+            Self::MeterAttributeUsesLimitReached => "METER_ATTRIBUTE_USES_LIMIT_REACHED",
+        }
+    }
+}
+
 /// A failed Cryptlex call.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptlexError {
-    /// Cryptlex refused the call with a 4xx answer (other than 429).
+    /// Cryptlex (or, for [`Rejection::Unrecognized`], something in between)
+    /// refused the call with a 4xx answer (other than 429).
     #[error("cryptlex answered http {status}")]
     Rejected {
         status: u16,
         /// What the refusal means, classified once (see [`Rejection`]).
         kind: Rejection,
-        /// Cryptlex's error `code`, when it sent one (for logs).
-        code: Option<String>,
+        /// Cryptlex's error `code`, when it sent a documented one: the only
+        /// part of an error body that may be shown to a caller.
+        code: Option<ErrorCode>,
         /// Cryptlex's error `message`, for logs only (never shown to callers).
         message: Option<String>,
     },
@@ -121,6 +198,12 @@ impl CryptlexError {
             // A success status with a body we could not read: the work was
             // done and we do not know its result.
             Self::Malformed { .. } | Self::TooLarge { .. } => true,
+            // Whoever answered instead of Cryptlex may have passed the
+            // request on first.
+            Self::Rejected {
+                kind: Rejection::Unrecognized,
+                ..
+            } => true,
             Self::Rejected { .. }
             | Self::RateLimited { .. }
             | Self::Connect(_)
@@ -141,6 +224,12 @@ impl CryptlexError {
             | Self::Malformed { .. }
             | Self::TooLarge { .. }
             | Self::Redirected { .. } => true,
+            // Something in between answers instead of Cryptlex: the way to it
+            // is broken, as with a redirect.
+            Self::Rejected {
+                kind: Rejection::Unrecognized,
+                ..
+            } => true,
             Self::Rejected { .. }
             | Self::RateLimited { .. }
             | Self::DeadlineExceeded { .. }
@@ -166,6 +255,31 @@ impl CryptlexError {
             | Self::Redirected { status } => Some(*status),
             Self::RateLimited { .. } => Some(429),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_code_parses_back_from_its_spelling() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
+        }
+    }
+
+    #[test]
+    fn codes_that_cryptlex_does_not_document_are_dropped() {
+        for unknown in [
+            "",
+            "duplicate_field_value",
+            " DUPLICATE_FIELD_VALUE",
+            "<b>DUPLICATE_FIELD_VALUE</b>",
+            "INVALID_USER_ID",
+        ] {
+            assert_eq!(ErrorCode::parse(unknown), None, "{unknown:?}");
         }
     }
 }

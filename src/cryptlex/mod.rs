@@ -36,7 +36,7 @@ use url::Url;
 
 pub use breaker::{BreakerOptions, BreakerState};
 pub use budget::{BudgetOptions, BudgetSnapshot, Priority};
-pub use error::{CryptlexError, Rejection};
+pub use error::{CryptlexError, ErrorCode, Rejection};
 
 use breaker::Breaker;
 use budget::Budget;

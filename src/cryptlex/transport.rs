@@ -3,6 +3,13 @@
 //! then the answer: rate-limit headers observed, the body size capped, and a
 //! non-success status turned into a classified [`CryptlexError`]. Retries of
 //! safe calls happen here too, as `retry` allows.
+//!
+//! A 4xx is believed to be Cryptlex's only when it looks like Cryptlex's: a
+//! JSON `{"message": ...}` body, or (for a 401) a bearer-token challenge.
+//! Anything else came from something in between and is
+//! [`Rejection::Unrecognized`], a transient fault rather than a refusal. Of an
+//! error body only documented [`ErrorCode`]s are kept for callers; the
+//! message is for logs.
 
 use std::time::Duration;
 
@@ -13,7 +20,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::retry::Retry;
-use super::{Client, CryptlexError, Priority, Rejection, observe, wire};
+use super::{Client, CryptlexError, ErrorCode, Priority, Rejection, observe, wire};
 use crate::domain::RequestContext;
 
 /// Largest response body accepted. Cryptlex's largest answers here are pages
@@ -224,6 +231,7 @@ impl Client {
         self.budget
             .observe_headers(rate_limit_remaining(headers), rate_limit_reset(headers));
         let retry_after = retry_after(headers);
+        let error_headers = ErrorHeaders::of(headers);
         if response
             .content_length()
             .is_some_and(|length| length > MAX_BODY_BYTES as u64)
@@ -255,7 +263,7 @@ impl Client {
                 body,
             });
         }
-        Err(error_for(status, retry_after, &body))
+        Err(error_for_answer(status, retry_after, error_headers, &body))
     }
 
     fn url(&self, path: &[&str], query: &[(&str, &str)]) -> Url {
@@ -276,7 +284,68 @@ impl Client {
     }
 }
 
-/// Maps a non-success answer to an error, keeping Cryptlex's message for logs.
+/// What the headers of a non-success answer say about who wrote it.
+#[derive(Debug, Clone, Copy, Default)]
+struct ErrorHeaders {
+    /// `Content-Type` is JSON (`application/json` or `application/*+json`),
+    /// as Cryptlex's error bodies are.
+    json: bool,
+    /// `WWW-Authenticate: Bearer ...`: the challenge ASP.NET Core's JWT
+    /// handler (Cryptlex's stack) sends with a 401, with an empty body unless
+    /// the application writes one. Only the API that checks our bearer tokens
+    /// challenges for one.
+    bearer_challenge: bool,
+}
+
+impl ErrorHeaders {
+    fn of(headers: &header::HeaderMap) -> Self {
+        let value = |name| {
+            headers
+                .get(name)
+                .and_then(|value: &header::HeaderValue| value.to_str().ok())
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        };
+        let content_type = value(header::CONTENT_TYPE);
+        let media_type = content_type.split(';').next().unwrap_or_default().trim();
+        let json = media_type == "application/json"
+            || (media_type.starts_with("application/") && media_type.ends_with("+json"));
+        let challenge = value(header::WWW_AUTHENTICATE);
+        Self {
+            json,
+            bearer_challenge: challenge == "bearer" || challenge.starts_with("bearer "),
+        }
+    }
+}
+
+/// Maps a non-success answer to an error. A 4xx that does not look like
+/// Cryptlex's (see [`ErrorHeaders`] and `wire::ErrorDto`) is
+/// [`Rejection::Unrecognized`], whatever its status: an HTML 404 from a proxy
+/// must not reject an issuance for good, nor an HTML 401 tell a user to sign
+/// in again.
+fn error_for_answer(
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    headers: ErrorHeaders,
+    body: &[u8],
+) -> CryptlexError {
+    let refusal = status.is_client_error() && status != StatusCode::TOO_MANY_REQUESTS;
+    let cryptlex_body = headers.json && error_body(body).is_some();
+    let cryptlex_challenge = status == StatusCode::UNAUTHORIZED && headers.bearer_challenge;
+    if refusal && !cryptlex_body && !cryptlex_challenge {
+        return CryptlexError::Rejected {
+            status: status.as_u16(),
+            kind: Rejection::Unrecognized,
+            code: None,
+            message: None,
+        };
+    }
+    error_for(status, retry_after, body)
+}
+
+/// Maps a non-success answer known to be Cryptlex's to an error, keeping its
+/// message for logs and its code only when it is a documented one.
 fn error_for(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> CryptlexError {
     let code = status.as_u16();
     if status == StatusCode::TOO_MANY_REQUESTS {
@@ -291,17 +360,24 @@ fn error_for(status: StatusCode, retry_after: Option<Duration>, body: &[u8]) -> 
     if status.is_redirection() {
         return CryptlexError::Redirected { status: code };
     }
-    let parsed = serde_json::from_slice::<wire::ErrorDto>(body).ok();
-    let (message, error_code) = parsed
-        .map(|error| (error.message, error.code))
-        .unwrap_or_default();
-    let error_code = error_code.map(|code| truncate(&code, 64));
+    let (message, error_code) = match error_body(body) {
+        Some((message, error_code)) => (Some(message), error_code),
+        None => (None, None),
+    };
+    let error_code = error_code.as_deref().and_then(ErrorCode::parse);
     CryptlexError::Rejected {
         status: code,
-        kind: Rejection::classify(code, error_code.as_deref()),
+        kind: Rejection::classify(code, error_code),
         code: error_code,
         message: message.map(|message| truncate(&message, 200)),
     }
+}
+
+/// Cryptlex's error body (`HttpErrorResponseDto`): its required `message`
+/// and its optional `code`, or `None` when `body` is not one.
+fn error_body(body: &[u8]) -> Option<(String, Option<String>)> {
+    let error = serde_json::from_slice::<wire::ErrorDto>(body).ok()?;
+    Some((error.message?, error.code))
 }
 
 pub(super) fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T, CryptlexError> {
@@ -413,5 +489,120 @@ mod tests {
         assert_eq!(kind(404, ""), Some(Rejection::NotFound));
         assert_eq!(kind(418, ""), Some(Rejection::Other));
         assert_eq!(kind(503, ""), None);
+    }
+
+    /// Classifies an answer with these headers, as `send_once` does.
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> CryptlexError {
+        let mut map = header::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(
+                header::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                value.parse().expect("value"),
+            );
+        }
+        error_for_answer(
+            StatusCode::from_u16(status).expect("status"),
+            None,
+            ErrorHeaders::of(&map),
+            body.as_bytes(),
+        )
+    }
+
+    fn rejection(error: &CryptlexError) -> Option<Rejection> {
+        match error {
+            CryptlexError::Rejected { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    const JSON: (&str, &str) = ("content-type", "application/json; charset=utf-8");
+
+    #[test]
+    fn client_errors_that_are_not_cryptlex_error_bodies_are_unrecognized() {
+        let html = ("content-type", "text/html");
+        let page = "<html><body><h1>404 Not Found</h1>nginx</body></html>";
+        for (status, headers, body) in [
+            (404, vec![html], page),
+            (400, vec![html], page),
+            (409, vec![("content-type", "text/plain")], "Conflict"),
+            (422, vec![], ""),
+            (404, vec![JSON], ""),
+            (404, vec![JSON], "{}"),
+            (404, vec![JSON], r#"{"error":"not found"}"#),
+            (404, vec![JSON], r#"{"message":404}"#),
+            // Cryptlex's shape, but not declared as JSON.
+            (404, vec![html], r#"{"message":"User not found!"}"#),
+            // A 401 that is neither Cryptlex's body nor a bearer challenge.
+            (401, vec![html], "<html>401 Authorization Required</html>"),
+            (401, vec![("www-authenticate", "Basic realm=\"proxy\"")], ""),
+        ] {
+            let error = answer(status, &headers, body);
+            assert_eq!(
+                rejection(&error),
+                Some(Rejection::Unrecognized),
+                "{status} {headers:?} {body:?}"
+            );
+            assert!(error.is_upstream_fault(), "the way to cryptlex is broken");
+        }
+    }
+
+    #[test]
+    fn cryptlex_error_bodies_and_bearer_challenges_are_believed() {
+        let forum = r#"{"message":"Invalid access token or required permissions are missing!"}"#;
+        assert_eq!(
+            rejection(&answer(401, &[JSON], forum)),
+            Some(Rejection::Unauthenticated)
+        );
+        assert_eq!(
+            rejection(&answer(
+                401,
+                &[("www-authenticate", "Bearer error=\"invalid_token\"")],
+                ""
+            )),
+            Some(Rejection::Unauthenticated)
+        );
+        assert_eq!(
+            rejection(&answer(
+                404,
+                &[("content-type", "application/problem+json")],
+                r#"{"message":"License not found!","code":null}"#
+            )),
+            Some(Rejection::NotFound)
+        );
+        let taken =
+            r#"{"message":"Email address is already taken!","code":"DUPLICATE_FIELD_VALUE"}"#;
+        assert_eq!(
+            rejection(&answer(400, &[JSON], taken)),
+            Some(Rejection::Conflict)
+        );
+        // Statuses that are transient anyway keep their meaning with any body.
+        let html = [("content-type", "text/html")];
+        assert!(matches!(
+            answer(429, &html, "<html>slow down</html>"),
+            CryptlexError::RateLimited { .. }
+        ));
+        assert!(matches!(
+            answer(502, &html, "<html>bad gateway</html>"),
+            CryptlexError::ServerError { status: 502, .. }
+        ));
+    }
+
+    #[test]
+    fn only_documented_error_codes_are_kept_and_the_message_is_for_logs() {
+        let code_of = |body: &str| match answer(400, &[JSON], body) {
+            CryptlexError::Rejected { code, message, .. } => (code, message),
+            other => panic!("not a rejection: {other:?}"),
+        };
+        assert_eq!(
+            code_of(r#"{"message":"Product does not exist!","code":"INVALID_PRODUCT_ID"}"#),
+            (
+                Some(ErrorCode::InvalidProductId),
+                Some("Product does not exist!".to_owned())
+            )
+        );
+        let (code, _) = code_of(r#"{"message":"x","code":"<script>alert(1)</script>"}"#);
+        assert_eq!(code, None);
+        let (code, message) = code_of(r#"{"message":"x","code":"INVALID_USER_ID"}"#);
+        assert_eq!((code, message.as_deref()), (None, Some("x")));
     }
 }

@@ -159,6 +159,12 @@ pub(crate) fn upstream(credential: Credential, error: CryptlexError) -> Licensin
         },
         CryptlexError::DeadlineExceeded { .. } => LicensingError::DeadlineExceeded,
         CryptlexError::Rejected { kind, .. } => match (credential, kind) {
+            // Not Cryptlex's answer (a proxy's error page): it says nothing
+            // about the credential or the request, so it is no refusal.
+            (_, Rejection::Unrecognized) => LicensingError::Unavailable {
+                retry_after: None,
+                source: Arc::new(error),
+            },
             (Credential::Password, _) => LicensingError::InvalidCredentials,
             (Credential::RefreshToken, _) => LicensingError::TokenInvalid,
             (Credential::UserToken, Rejection::Unauthenticated) => LicensingError::TokenInvalid,

@@ -344,9 +344,12 @@ impl Licensing {
                 code,
                 ..
             }) => Err(AttemptError::Permanent {
+                // Only a documented code (a fixed string of ours) goes into
+                // the caller's message, never the text of the answer.
                 detail: format!(
                     "cryptlex rejected the license (http {status}{}); check product_id, license_template_id and user",
-                    code.map(|code| format!(", {code}")).unwrap_or_default()
+                    code.map(|code| format!(", {}", code.as_str()))
+                        .unwrap_or_default()
                 ),
             }),
             Err(error) => {

@@ -15,4 +15,5 @@ mod observability;
 mod resilience;
 mod rotation;
 mod throttle;
+mod upstream_answers;
 mod user;
