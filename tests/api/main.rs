@@ -11,4 +11,5 @@ mod issuance;
 mod observability;
 mod resilience;
 mod rotation;
+mod token_abuse;
 mod user;
