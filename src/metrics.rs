@@ -36,7 +36,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const BUDGET_REMAINING: &str = "licensing_gateway_budget_remaining";
 /// Gauge: calls waiting for a budget slot.
 pub const BUDGET_WAITERS: &str = "licensing_gateway_budget_waiters";
-/// Gauge `{priority="read"|"sign_in"|"issuance"}`: the same, per priority
+/// Gauge `{priority="session"|"read"|"sign_in"|"issuance"}`: the same, per priority
 /// (each priority has its own bounded number of waiting places).
 pub const BUDGET_WAITERS_BY_PRIORITY: &str = "licensing_gateway_budget_waiters_by_priority";
 /// Gauge: the circuit breaker, 0 closed, 1 half-open, 2 open.

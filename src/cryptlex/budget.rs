@@ -8,7 +8,11 @@
 //!
 //! Calls have priorities. Reads may only use the budget down to a reserve,
 //! sign-in calls down to a smaller one, and issuance may use all of it, so a
-//! burst of page views cannot delay a paid order. A call that cannot start in
+//! burst of page views cannot delay a paid order. Session calls (refresh and
+//! logout) come last: they keep the reads' reserve and may use only a share
+//! of each window besides, because anyone can send them with junk tokens that
+//! nothing can tell from real ones; a flood of them then costs the reads
+//! their share at most and never reaches the slots Login needs. A call that cannot start in
 //! time (before the caller's deadline, and within its class's maximum wait)
 //! fails at once with the time to come back; there is no unbounded queue.
 //!
@@ -40,8 +44,10 @@
 //! | calls starting per window | 50 per 5 s | `cryptlex.budget.max_requests`, `cryptlex.budget.window` |
 //! | slots only issuance may use | 10 | `cryptlex.budget.reserved_for_issuance` |
 //! | further slots reads may not use | 5 | `cryptlex.budget.reserved_for_sign_in` |
-//! | longest a read waits | 500 ms | `cryptlex.budget.max_read_wait` |
+//! | session calls (refresh, logout) starting per window | 10 | [`BudgetOptions::session_share`] (in code, not configurable) |
+//! | longest a read or session call waits | 500 ms | `cryptlex.budget.max_read_wait` |
 //! | longest sign-in and issuance wait | the caller's deadline | `public.default_deadline`, `public.max_deadline`, `grpc-timeout` |
+//! | session calls waiting at once | 32 | [`BudgetOptions::max_waiters`] (in code, not configurable) |
 //! | reads waiting at once | 128 | [`BudgetOptions::max_waiters`] (in code, not configurable) |
 //! | sign-in calls waiting at once | 64 | [`BudgetOptions::max_waiters`] (in code, not configurable) |
 //! | issuance calls waiting at once | 64 | [`BudgetOptions::max_waiters`] (in code, not configurable) |
@@ -59,12 +65,17 @@ use tokio::time::Instant;
 /// the same upstream window and be the 51st.
 const WINDOW_MARGIN: Duration = Duration::from_millis(250);
 
-/// How important an upstream call is.
+/// How important an upstream call is, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
-    /// Profile and license reads: the bulk of traffic, and the first to wait.
+    /// Refresh and logout: they need no credential that a caller must prove
+    /// first (any string is a refresh token, any JWT-shaped one may be an
+    /// access token), so junk can be sent as them at no cost. Lowest, and held
+    /// to a share of each window.
+    Session,
+    /// Profile and license reads: the bulk of traffic.
     Read,
-    /// Login, sign-up, refresh and logout: a person is waiting at a form.
+    /// Login and sign-up: a person is waiting at a form.
     SignIn,
     /// License issuance and its lookups: someone has paid.
     Issuance,
@@ -72,11 +83,12 @@ pub enum Priority {
 
 impl Priority {
     /// Every priority, lowest first.
-    pub const ALL: [Priority; 3] = [Self::Read, Self::SignIn, Self::Issuance];
+    pub const ALL: [Priority; 4] = [Self::Session, Self::Read, Self::SignIn, Self::Issuance];
 
     /// A label for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Session => "session",
             Self::Read => "read",
             Self::SignIn => "sign_in",
             Self::Issuance => "issuance",
@@ -87,6 +99,7 @@ impl Priority {
 /// One value for each priority.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PerPriority<T> {
+    pub session: T,
     pub read: T,
     pub sign_in: T,
     pub issuance: T,
@@ -96,6 +109,7 @@ impl<T> PerPriority<T> {
     /// The value for `priority`.
     pub fn get(&self, priority: Priority) -> &T {
         match priority {
+            Priority::Session => &self.session,
             Priority::Read => &self.read,
             Priority::SignIn => &self.sign_in,
             Priority::Issuance => &self.issuance,
@@ -104,6 +118,7 @@ impl<T> PerPriority<T> {
 
     fn get_mut(&mut self, priority: Priority) -> &mut T {
         match priority {
+            Priority::Session => &mut self.session,
             Priority::Read => &mut self.read,
             Priority::SignIn => &mut self.sign_in,
             Priority::Issuance => &mut self.issuance,
@@ -129,8 +144,11 @@ pub struct BudgetOptions {
     pub reserved_for_issuance: u32,
     /// Further slots only sign-in and issuance may use.
     pub reserved_for_sign_in: u32,
-    /// Longest a read waits for a slot before failing.
+    /// Longest a read or session call waits for a slot before failing.
     pub max_read_wait: Duration,
+    /// Most session calls (refresh, logout) starting per window, within what
+    /// reads may use.
+    pub session_share: u32,
     /// Most calls of each priority waiting for a slot at once; more fail at
     /// once. Separate counts, so that no class can crowd out another.
     pub max_waiters: PerPriority<usize>,
@@ -144,10 +162,15 @@ impl Default for BudgetOptions {
             reserved_for_issuance: 10,
             reserved_for_sign_in: 5,
             max_read_wait: Duration::from_millis(500),
-            // 256 in all, as when the places were shared. Reads get the most
-            // because they are most of the traffic, although at most the slots
-            // freeing within `max_read_wait` can hold one usefully.
+            // A fifth of the window: far above what real users need (a
+            // refresh per session every few minutes), while a flood leaves
+            // reads most of theirs.
+            session_share: 10,
+            // Reads get the most because they are most of the traffic,
+            // although at most the slots freeing within `max_read_wait` can
+            // hold one usefully.
             max_waiters: PerPriority {
+                session: 32,
                 read: 128,
                 sign_in: 64,
                 issuance: 64,
@@ -174,6 +197,8 @@ pub struct Budget {
 struct State {
     /// Start times of the calls in the current window, oldest first.
     started: VecDeque<Instant>,
+    /// The same, for session calls only (they are also in `started`).
+    session_started: VecDeque<Instant>,
     /// Cryptlex's own count: calls left until `reset`, minus those we
     /// started since it said so.
     upstream: Option<(u32, Instant)>,
@@ -230,6 +255,7 @@ impl Budget {
             options,
             state: Arc::new(Mutex::new(State {
                 started: VecDeque::with_capacity(options.max_requests as usize),
+                session_started: VecDeque::with_capacity(options.session_share as usize),
                 upstream: None,
                 paused_until: None,
                 waiting: PerPriority::default(),
@@ -247,7 +273,9 @@ impl Budget {
     /// `deadline`, or fails at once when none will be free in time.
     pub async fn acquire(&self, priority: Priority, deadline: Instant) -> Result<(), Exhausted> {
         let max_wait = match priority {
-            Priority::Read => self.options.max_read_wait,
+            // A session call waits no longer than a read: junk must not hold
+            // call slots, and a real one is retried by its caller.
+            Priority::Session | Priority::Read => self.options.max_read_wait,
             Priority::SignIn | Priority::Issuance => Duration::MAX,
         };
         let give_up_at = deadline.min(Instant::now().checked_add(max_wait).unwrap_or(deadline));
@@ -348,6 +376,7 @@ impl Budget {
             remaining = remaining.min(upstream_remaining);
         }
         let waiters_by_priority = PerPriority {
+            session: state.waiting.session.len(),
             read: state.waiting.read.len(),
             sign_in: state.waiting.sign_in.len(),
             issuance: state.waiting.issuance.len(),
@@ -377,6 +406,13 @@ impl State {
         {
             self.started.pop_front();
         }
+        while self
+            .session_started
+            .front()
+            .is_some_and(|started| now.duration_since(*started) >= options.window + WINDOW_MARGIN)
+        {
+            self.session_started.pop_front();
+        }
         if self.upstream.is_some_and(|(_, reset)| reset <= now) {
             self.upstream = None;
         }
@@ -395,15 +431,20 @@ impl State {
             .filter(|(other, _)| *other > priority)
             .map(|(_, line)| line.len())
             .sum();
+        higher + self.earlier(priority, ticket)
+    }
+
+    /// How many waiting calls of `priority` came before the one holding
+    /// `ticket` (or before one arriving now, without one).
+    fn earlier(&self, priority: Priority, ticket: Option<u64>) -> usize {
         let own_line = self.waiting.get(priority);
-        let earlier = match ticket {
+        match ticket {
             Some(ticket) => own_line
                 .iter()
                 .take_while(|other| **other != ticket)
                 .count(),
             None => own_line.len(),
-        };
-        higher + earlier
+        }
     }
 
     /// Gives a waiting call's place back; nothing if it was already given.
@@ -429,27 +470,41 @@ impl State {
         }
         let ahead = self.ahead(priority, ticket);
         let reserve = match priority {
-            Priority::Read => options.reserved_for_issuance + options.reserved_for_sign_in,
+            Priority::Session | Priority::Read => {
+                options.reserved_for_issuance + options.reserved_for_sign_in
+            }
             Priority::SignIn => options.reserved_for_issuance,
             Priority::Issuance => 0,
         };
         let limit = options.max_requests.saturating_sub(reserve).max(1) as usize;
         // The window as it will be once every call ahead has started.
-        let in_window = self.started.len() + ahead;
-        if in_window >= limit {
-            // The slot we need frees when enough of the oldest calls leave the
-            // window. When calls that have not started yet would have to leave
-            // it, the earliest that can happen is a whole window from now:
-            // look again then.
-            let leaving = in_window - limit;
-            let frees_at = self.started.get(leaving).map_or(now, |started| *started)
-                + options.window
-                + WINDOW_MARGIN;
+        let mut frees_at = slot_frees_at(
+            &self.started,
+            self.started.len() + ahead,
+            limit,
+            options,
+            now,
+        );
+        if priority == Priority::Session {
+            // Within its share too: only earlier session calls are ahead of
+            // it there. It must wait for whichever frees later (`None`, free
+            // now, is the least of all).
+            let share = options.session_share.max(1) as usize;
+            let in_share = self.session_started.len() + self.earlier(priority, ticket);
+            frees_at = frees_at.max(slot_frees_at(
+                &self.session_started,
+                in_share,
+                share,
+                options,
+                now,
+            ));
+        }
+        if let Some(frees_at) = frees_at {
             return Err(frees_at);
         }
         if let Some((remaining, reset)) = &mut self.upstream {
             let upstream_reserve = match priority {
-                Priority::Read => reserve,
+                Priority::Session | Priority::Read => reserve,
                 Priority::SignIn => options.reserved_for_issuance.min(reserve),
                 Priority::Issuance => 0,
             };
@@ -460,8 +515,33 @@ impl State {
             *remaining -= 1;
         }
         self.started.push_back(now);
+        if priority == Priority::Session {
+            self.session_started.push_back(now);
+        }
         Ok(())
     }
+}
+
+/// When a slot frees for a call that finds `in_window` calls in `started`'s
+/// window (counting those ahead of it that have not started yet) under a
+/// `limit`; `None` when one is free now.
+fn slot_frees_at(
+    started: &VecDeque<Instant>,
+    in_window: usize,
+    limit: usize,
+    options: &BudgetOptions,
+    now: Instant,
+) -> Option<Instant> {
+    if in_window < limit {
+        return None;
+    }
+    // The slot we need frees when enough of the oldest calls leave the
+    // window. When calls that have not started yet would have to leave it,
+    // the earliest that can happen is a whole window from now: look again
+    // then.
+    let leaving = in_window - limit;
+    let started_at = started.get(leaving).map_or(now, |started| *started);
+    Some(started_at + options.window + WINDOW_MARGIN)
 }
 
 #[cfg(test)]
@@ -475,7 +555,9 @@ mod tests {
             reserved_for_issuance: 2,
             reserved_for_sign_in: 1,
             max_read_wait: Duration::from_millis(100),
+            session_share: 2,
             max_waiters: PerPriority {
+                session: 8,
                 read: 8,
                 sign_in: 8,
                 issuance: 8,
@@ -523,6 +605,63 @@ mod tests {
             .await
             .expect("issuance slot");
         assert_eq!(budget.snapshot().remaining, 0);
+    }
+
+    /// Takes `count` slots of `priority` that are free now.
+    async fn take(budget: &Budget, priority: Priority, count: usize) {
+        let far = Instant::now() + Duration::from_secs(30);
+        for taken in 0..count {
+            let slot = budget.acquire(priority, far).await;
+            assert!(slot.is_ok(), "{priority:?} slot {taken} of {count}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn session_calls_keep_to_their_share_and_leave_the_sign_in_reserve_alone() {
+        let budget = budget(10);
+        let far = Instant::now() + Duration::from_secs(30);
+        take(&budget, Priority::Session, 2).await;
+        let refused = budget
+            .acquire(Priority::Session, far)
+            .await
+            .expect_err("the share is used");
+        assert_eq!(refused.retry_after, Duration::from_secs(5) + WINDOW_MARGIN);
+
+        // Reads may use 7 slots: the sessions took two of them, and none of
+        // the sign-in reserve.
+        take(&budget, Priority::Read, 5).await;
+        assert!(budget.acquire(Priority::Read, far).await.is_err());
+        take(&budget, Priority::SignIn, 1).await;
+        tokio::time::advance(Duration::from_secs(5) + WINDOW_MARGIN).await;
+        take(&budget, Priority::Session, 2).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_session_calls_are_never_ahead_of_reads() {
+        let budget = Budget::new(BudgetOptions {
+            // Long enough for a session call to wait for its share.
+            max_read_wait: Duration::from_secs(10),
+            session_share: 1,
+            ..*budget(10).options()
+        });
+        let far = Instant::now() + Duration::from_secs(30);
+        take(&budget, Priority::Session, 1).await;
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.acquire(Priority::Session, far).await }
+        });
+        until(|| budget.snapshot().waiters_by_priority.session == 1).await;
+
+        let arrived = Instant::now();
+        // All that reads may use but the session call's slot: the waiting
+        // one is not ahead of them.
+        take(&budget, Priority::Read, 6).await;
+
+        assert_eq!(arrived.elapsed(), Duration::ZERO);
+        waiting
+            .await
+            .expect("task")
+            .expect("the session call gets the next window's slot");
     }
 
     #[tokio::test(start_paused = true)]
@@ -620,6 +759,7 @@ mod tests {
         assert_eq!(
             budget.snapshot().waiters_by_priority,
             PerPriority {
+                session: 0,
                 read: 0,
                 sign_in: 2,
                 issuance: 1
@@ -649,7 +789,9 @@ mod tests {
             reserved_for_sign_in: 1,
             // Long enough for reads to wait for the window to slide.
             max_read_wait: Duration::from_secs(10),
+            session_share: 2,
             max_waiters: PerPriority {
+                session: 1,
                 read: 2,
                 sign_in: 1,
                 issuance: 1,

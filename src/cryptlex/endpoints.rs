@@ -52,7 +52,7 @@ impl Client {
         };
         let request = Request::post(
             &["accounts", "login-refresh-token"],
-            Priority::SignIn,
+            Priority::Session,
             Retry::IfNotProcessed,
         )
         .json(&body);
@@ -68,7 +68,7 @@ impl Client {
     ) -> Result<(), CryptlexError> {
         let request = Request::post(
             &["accounts", "logout"],
-            Priority::SignIn,
+            Priority::Session,
             Retry::IfNotProcessed,
         )
         .bearer(token.expose_secret());

@@ -46,9 +46,27 @@ impl Password {
     }
 }
 
+/// How long past its `exp` a token may still be accepted by Cryptlex, as far
+/// as the gateway knows. Cryptlex runs on ASP.NET Core, whose JWT validation
+/// tolerates 5 minutes of clock skew by default, and our clock may differ from
+/// Cryptlex's too; a token is only called expired well past both.
+const EXPIRY_LEEWAY_SECONDS: i64 = 10 * 60;
+
+/// Decodes JWT parts leniently: with or without padding, and with non-zero
+/// trailing bits. The shape check only refuses, so it must not be stricter
+/// than any decoder Cryptlex might use.
+const JWT_PART: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
 /// A Cryptlex user access token, taken from `authorization: Bearer` metadata.
 ///
-/// The gateway treats it as opaque: it is forwarded, never trusted.
+/// The gateway treats it as opaque: it is forwarded, never trusted. Its shape
+/// may be looked at, but only to refuse a token that cannot work
+/// ([`UserToken::could_be_cryptlex_token`]), never to accept one.
 #[derive(Debug, Clone)]
 pub struct UserToken(SecretString);
 
@@ -73,13 +91,67 @@ impl UserToken {
         Self(SecretString::from(value))
     }
 
+    /// Whether the token has the shape of a Cryptlex access token that has
+    /// not yet expired at `now`: a JWT (RFC 7519) in compact form, three
+    /// base64url parts, the first two JSON objects and the signature not
+    /// empty, whose `exp` claim (when present as a number) is not well past.
+    ///
+    /// Cryptlex's API declares its bearer scheme as `bearerFormat: JWT`, its
+    /// login tokens are JWTs signed with HS256 or RS256, and the sandbox issues
+    /// the same shape, so a token that fails this check would be refused by
+    /// Cryptlex with a 401 and can be answered so without spending the
+    /// upstream budget.
+    ///
+    /// The claims are unverified (the gateway cannot check the signature), so
+    /// they are only ever used to refuse: a token that passes proves nothing
+    /// and still goes to Cryptlex, which alone decides. Claims other than
+    /// `exp` are not looked at: Cryptlex does not document them.
+    pub fn could_be_cryptlex_token(&self, now: chrono::DateTime<chrono::Utc>) -> bool {
+        let mut parts = self.0.expose_secret().split('.');
+        let (Some(header), Some(claims), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let Some(_) = json_object(header) else {
+            return false;
+        };
+        let Some(claims) = json_object(claims) else {
+            return false;
+        };
+        if signature.is_empty() || base64::Engine::decode(&JWT_PART, signature).is_err() {
+            return false;
+        }
+        // `exp` is a NumericDate (seconds, possibly fractional). Any other
+        // type is left for Cryptlex to judge.
+        let long_ago = now.timestamp().saturating_sub(EXPIRY_LEEWAY_SECONDS) as f64;
+        let expired = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_f64)
+            .is_some_and(|exp| exp < long_ago);
+        !expired
+    }
+
     /// Returns the token for the upstream `Authorization` header.
     pub fn expose_secret(&self) -> &str {
         self.0.expose_secret()
     }
 }
 
+/// Decodes one base64url part of a JWT into a JSON object.
+fn json_object(part: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let bytes = base64::Engine::decode(&JWT_PART, part).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        serde_json::Value::Object(object) => Some(object),
+        _ => None,
+    }
+}
+
 /// A Cryptlex refresh token.
+///
+/// Opaque in every sense: Cryptlex documents it only as a string of 1 to 256
+/// characters, so, unlike access tokens, no shape can tell junk from a real
+/// one.
 #[derive(Debug, Clone)]
 pub struct RefreshToken(SecretString);
 
@@ -141,6 +213,77 @@ mod tests {
         assert!(UserToken::parse("tab\there").is_err());
         assert!(UserToken::parse(&"x".repeat(MAX_ACCESS_TOKEN_LEN + 1)).is_err());
         assert!(UserToken::parse("abc.def.ghi").is_ok());
+    }
+
+    fn jwt(header: &str, claims: &str, signature: &str) -> UserToken {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let token = format!(
+            "{}.{}.{signature}",
+            base64::Engine::encode(&URL_SAFE_NO_PAD, header),
+            base64::Engine::encode(&URL_SAFE_NO_PAD, claims),
+        );
+        UserToken::parse(&token).expect("well-formed bearer token")
+    }
+
+    #[test]
+    fn jwt_shaped_tokens_that_have_not_expired_could_be_cryptlex_tokens() {
+        let now = chrono::Utc::now();
+        let exp = now.timestamp() + 900;
+        let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let rs256 = r#"{"alg":"RS256","kid":"k1"}"#;
+        let cases = [
+            // What the sandbox issues.
+            jwt(
+                hs256,
+                &format!(r#"{{"sub":"u","exp":{exp}}}"#),
+                "c2lnbmF0dXJl",
+            ),
+            // RS256, claims Cryptlex does not document, no `exp` at all.
+            jwt(rs256, r#"{"tid":"t","role":"user"}"#, "c2ln"),
+            // A fractional or non-numeric `exp` is not ours to judge.
+            jwt(hs256, &format!(r#"{{"exp":{exp}.5}}"#), "c2ln"),
+            jwt(hs256, r#"{"exp":"soon"}"#, "c2ln"),
+            // Expired, but within the clock skew Cryptlex may allow.
+            jwt(
+                hs256,
+                &format!(r#"{{"exp":{}}}"#, now.timestamp() - 300),
+                "c2ln",
+            ),
+        ];
+        for token in &cases {
+            assert!(token.could_be_cryptlex_token(now));
+        }
+        // Padded parts, which a lenient issuer might send.
+        let padded = UserToken::parse("eyJhbGciOiJIUzI1NiJ9.e30=.c2lnbg==").expect("token");
+        assert!(padded.could_be_cryptlex_token(now));
+    }
+
+    #[test]
+    fn tokens_that_are_no_live_jwt_cannot_be_cryptlex_tokens() {
+        let now = chrono::Utc::now();
+        let hs256 = r#"{"alg":"HS256","typ":"JWT"}"#;
+        let expired = format!(r#"{{"exp":{}}}"#, now.timestamp() - 3600);
+        let shaped = [
+            jwt(hs256, &expired, "c2ln"),
+            jwt(hs256, "[1,2]", "c2ln"),
+            jwt("not json", "{}", "c2ln"),
+            jwt(hs256, "{}", ""),
+            jwt(hs256, "{}", "not*base64"),
+        ];
+        for token in &shaped {
+            assert!(!token.could_be_cryptlex_token(now));
+        }
+        for raw in [
+            "abc.def",
+            "garbage.token.value",
+            "opaque",
+            "a.b.c.d",
+            "..",
+            "e30.e30",
+        ] {
+            let token = UserToken::parse(raw).expect("well-formed bearer token");
+            assert!(!token.could_be_cryptlex_token(now), "{raw}");
+        }
     }
 
     #[test]

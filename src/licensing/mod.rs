@@ -9,6 +9,7 @@ mod issuance;
 pub mod pagination;
 pub mod read_cache;
 pub mod throttle;
+mod token_guard;
 
 use std::sync::Arc;
 
@@ -80,6 +81,9 @@ struct Shared {
     profiles: read_cache::ReadCache<UserProfile>,
     license_pages: read_cache::ReadCache<Page<UserLicense>>,
     throttle: throttle::Throttle,
+    /// Refuses tokens that cannot work without asking Cryptlex. In an `Arc`
+    /// of its own so reads in flight can hold it without holding `Shared`.
+    tokens: Arc<token_guard::TokenGuard>,
 }
 
 impl Licensing {
@@ -101,6 +105,7 @@ impl Licensing {
                 profiles,
                 license_pages,
                 throttle,
+                tokens: Arc::new(token_guard::TokenGuard::new()),
             }),
         }
     }
@@ -168,10 +173,15 @@ impl Licensing {
         ctx: &RequestContext,
         refresh_token: &RefreshToken,
     ) -> Result<Session, LicensingError> {
+        let tokens = &self.shared.tokens;
+        tokens.check_refresh(refresh_token)?;
         self.cryptlex()
             .refresh(ctx, refresh_token)
             .await
-            .map_err(|error| upstream(Credential::RefreshToken, error))
+            .map_err(|error| {
+                tokens.refresh_failed(refresh_token, &error);
+                upstream(Credential::RefreshToken, error)
+            })
     }
 
     /// Ends the session of `token`, and forgets what was cached for it.
@@ -181,12 +191,16 @@ impl Licensing {
         ctx: &RequestContext,
         token: &UserToken,
     ) -> Result<(), LicensingError> {
-        let result = self
-            .cryptlex()
-            .logout(ctx, token)
-            .await
-            .map_err(|error| upstream(Credential::UserToken, error));
-        // Whatever Cryptlex answered, the caller is done with this token.
+        let result = match self.shared.tokens.check_access(token) {
+            Ok(()) => self
+                .cryptlex()
+                .logout(ctx, token)
+                .await
+                .map_err(|error| user_call_failed(&self.shared.tokens, token, error)),
+            Err(refused) => Err(refused),
+        };
+        // Whatever the answer, the caller is done with this token (forgetting
+        // one that was never cached costs next to nothing).
         self.shared.profiles.forget_token(token);
         self.shared.license_pages.forget_token(token);
         result
@@ -199,8 +213,12 @@ impl Licensing {
         ctx: &RequestContext,
         token: &UserToken,
     ) -> Result<UserProfile, LicensingError> {
+        // Before the cache: a token that cannot work never has entries, and
+        // one Cryptlex refused is not answered from memory either.
+        self.shared.tokens.check_access(token)?;
         let key = read_cache::CacheKey::new(token, "me", "");
         let cryptlex = self.cryptlex().clone();
+        let tokens = Arc::clone(&self.shared.tokens);
         let (ctx, token) = (ctx.clone(), token.clone());
         let (profile, _) = self
             .shared
@@ -209,7 +227,7 @@ impl Licensing {
                 cryptlex
                     .me(&ctx, &token)
                     .await
-                    .map_err(|error| upstream(Credential::UserToken, error))
+                    .map_err(|error| user_call_failed(&tokens, &token, error))
             })
             .await?;
         Ok(profile)
@@ -223,6 +241,7 @@ impl Licensing {
         token: &UserToken,
         request: PageRequest,
     ) -> Result<Page<UserLicense>, LicensingError> {
+        self.shared.tokens.check_access(token)?;
         let arguments = format!(
             "{}/{}/{}",
             request.page,
@@ -231,6 +250,7 @@ impl Licensing {
         );
         let key = read_cache::CacheKey::new(token, "me/licenses", &arguments);
         let cryptlex = self.cryptlex().clone();
+        let tokens = Arc::clone(&self.shared.tokens);
         let (ctx, token) = (ctx.clone(), token.clone());
         let (mut page, freshness) = self
             .shared
@@ -245,7 +265,7 @@ impl Licensing {
                         request.product_id.as_ref(),
                     )
                     .await
-                    .map_err(|error| upstream(Credential::UserToken, error))?;
+                    .map_err(|error| user_call_failed(&tokens, &token, error))?;
                 // Cryptlex sends no total count. A full page may be the last
                 // one: ask for the single item after it (page `n * size + 1`
                 // of size 1 is exactly that item) so the token is empty at the
@@ -264,7 +284,7 @@ impl Licensing {
                             request.product_id.as_ref(),
                         )
                         .await
-                        .map_err(|error| upstream(Credential::UserToken, error))?
+                        .map_err(|error| user_call_failed(&tokens, &token, error))?
                         .is_empty();
                 let next = more.then(|| PageRequest {
                     page: request.page + 1,
@@ -332,4 +352,15 @@ impl Licensing {
             .as_ref()
             .ok_or_else(|| LicensingError::internal("no personal access token is configured"))
     }
+}
+
+/// Translates the failure of a call made with the user's `token`, and has
+/// `tokens` remember the token when Cryptlex refused it.
+fn user_call_failed(
+    tokens: &token_guard::TokenGuard,
+    token: &UserToken,
+    error: CryptlexError,
+) -> LicensingError {
+    tokens.access_call_failed(token, &error);
+    upstream(Credential::UserToken, error)
 }

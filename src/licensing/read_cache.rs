@@ -16,7 +16,9 @@
 //! is never answered from memory on this replica; a fetch that was already in
 //! flight when the token was forgotten is not stored either. (A token revoked
 //! elsewhere, in Cryptlex's dashboard, is answered from memory until its
-//! entries expire: at most `ttl`.)
+//! entries expire: at most `ttl`.) Anyone can send `Logout`, with any token,
+//! so forgetting costs O(1) and leaves nothing behind unless the token has a
+//! fetch in flight, and then only until that fetch ends.
 //!
 //! Optionally, when Cryptlex is unavailable, the last known answer may be
 //! served marked stale (`cache.serve_stale`, off by default).
@@ -80,10 +82,6 @@ impl CacheKey {
     }
 }
 
-/// How long a forgotten token is remembered, so that a fetch already in flight
-/// for it is not stored; far longer than any upstream call may take.
-const FORGET_FOR: Duration = Duration::from_secs(300);
-
 /// Counters for metrics and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
@@ -109,6 +107,92 @@ struct Entry<T> {
     generation: u64,
 }
 
+/// The cached answers, by token and then by call, so that a sign-out finds
+/// its token's answers without looking at anyone else's.
+struct Stored<T> {
+    by_token: HashMap<TokenDigest, HashMap<[u8; 32], Entry<T>>>,
+    /// Entries in all, for the bound.
+    len: usize,
+}
+
+impl<T> Default for Stored<T> {
+    fn default() -> Self {
+        Self {
+            by_token: HashMap::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Stored<T> {
+    fn get(&self, key: &CacheKey) -> Option<&Entry<T>> {
+        self.by_token.get(&key.token)?.get(&key.call)
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn insert(&mut self, key: CacheKey, entry: Entry<T>) {
+        let calls = self.by_token.entry(key.token).or_default();
+        if calls.insert(key.call, entry).is_none() {
+            self.len += 1;
+        }
+    }
+
+    /// Drops every answer for `token`.
+    fn remove_token(&mut self, token: &TokenDigest) {
+        if let Some(calls) = self.by_token.remove(token) {
+            self.len -= calls.len();
+        }
+    }
+
+    /// Makes room for one more entry: drops what is older than `keep_for`,
+    /// and if that is not enough, the oldest entry. Only runs when full, so
+    /// the scan is rare.
+    fn make_room(&mut self, keep_for: Duration, max_entries: usize) {
+        self.by_token.retain(|_, calls| {
+            calls.retain(|_, entry| entry.stored_at.elapsed() < keep_for);
+            !calls.is_empty()
+        });
+        self.len = self.by_token.values().map(HashMap::len).sum();
+        if self.len < max_entries {
+            return;
+        }
+        let oldest = self
+            .by_token
+            .iter()
+            .flat_map(|(token, calls)| calls.iter().map(move |(call, entry)| (token, call, entry)))
+            .min_by_key(|(_, _, entry)| entry.stored_at)
+            .map(|(token, call, _)| (*token, *call));
+        if let Some((token, call)) = oldest
+            && let Some(calls) = self.by_token.get_mut(&token)
+        {
+            calls.remove(&call);
+            self.len -= 1;
+            if calls.is_empty() {
+                self.by_token.remove(&token);
+            }
+        }
+    }
+}
+
+/// The reads in flight, and how many of them each token has, so a sign-out
+/// can tell in O(1) whether it must keep one from being stored.
+struct InFlight<T> {
+    fetches: HashMap<CacheKey, SharedFetch<T>>,
+    per_token: HashMap<TokenDigest, usize>,
+}
+
+impl<T> Default for InFlight<T> {
+    fn default() -> Self {
+        Self {
+            fetches: HashMap::new(),
+            per_token: HashMap::new(),
+        }
+    }
+}
+
 /// Which writes through the gateway invalidate a cache's entries (besides a
 /// sign-out, which always drops the signed-out token's entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,13 +204,18 @@ pub enum Invalidation {
 }
 
 /// A read cache for values of type `T`. Cloning is cheap and shares it.
+///
+/// Locks are taken in the order `in_flight`, `entries`, `forgotten` (never
+/// the other way round), each held for a few map operations.
 pub struct ReadCache<T> {
     options: CacheOptions,
     invalidation: Invalidation,
-    entries: Arc<Mutex<HashMap<CacheKey, Entry<T>>>>,
-    in_flight: Arc<Mutex<HashMap<CacheKey, SharedFetch<T>>>>,
-    /// Tokens signed out recently: the forget count when it happened, and when.
-    forgotten: Arc<Mutex<HashMap<TokenDigest, (u64, Instant)>>>,
+    entries: Arc<Mutex<Stored<T>>>,
+    in_flight: Arc<Mutex<InFlight<T>>>,
+    /// Tokens signed out while a fetch for them was in flight: the forget
+    /// count when it happened. An entry lives until the token's last fetch
+    /// in flight ends, so the map is never larger than the reads in flight.
+    forgotten: Arc<Mutex<HashMap<TokenDigest, u64>>>,
     /// How many times a token was forgotten; a fetch notes it when it starts.
     forgets: Arc<AtomicU64>,
     generation: Arc<AtomicU64>,
@@ -211,22 +300,24 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
         }
         let (shared, leader) = {
             let mut in_flight = lock(&self.in_flight);
-            match in_flight.get(&key) {
+            match in_flight.fetches.get(&key) {
                 Some(shared) => (shared.clone(), false),
                 None => {
                     let shared = fetch().boxed().shared();
-                    in_flight.insert(key, shared.clone());
+                    in_flight.fetches.insert(key, shared.clone());
+                    *in_flight.per_token.entry(key.token).or_default() += 1;
                     (shared, true)
                 }
             }
         };
-        // The leader removes the in-flight entry when it is done, or when
-        // its caller goes away mid-call (the guard's drop), so a finished
-        // fetch is never joined later.
+        // The leader removes the in-flight entry when it is done (after
+        // storing its answer), or when its caller goes away mid-call (the
+        // guard's drop), so a finished fetch is never joined later.
         let _guard = if leader {
             self.misses.fetch_add(1, Ordering::Relaxed);
             Some(InFlightGuard {
                 in_flight: &self.in_flight,
+                forgotten: &self.forgotten,
                 key,
             })
         } else {
@@ -255,15 +346,24 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
 
     /// Drops every answer cached for `token` (after `Logout`), and keeps any
     /// fetch for it that is in flight now from being stored.
+    ///
+    /// A fetch that is not in flight yet sends its request after the sign-out
+    /// reached Cryptlex, so it needs no keeping out: its answer is whatever
+    /// Cryptlex now says about the token.
     pub fn forget_token(&self, token: &UserToken) {
         let digest = TokenDigest::new(token);
         {
-            let mut forgotten = lock(&self.forgotten);
-            forgotten.retain(|_, (_, at)| at.elapsed() < FORGET_FOR);
-            let count = self.forgets.fetch_add(1, Ordering::AcqRel) + 1;
-            forgotten.insert(digest, (count, Instant::now()));
+            // Under the in-flight lock, so the token's last fetch cannot end
+            // (and clear the record) between the look and the record.
+            let in_flight = lock(&self.in_flight);
+            if in_flight.per_token.contains_key(&digest) {
+                let count = self.forgets.fetch_add(1, Ordering::AcqRel) + 1;
+                lock(&self.forgotten).insert(digest, count);
+            }
         }
-        lock(&self.entries).retain(|key, _| key.token != digest);
+        // After the record: a fetch storing now either stored before this
+        // (and is dropped here) or sees the record (see `store`).
+        lock(&self.entries).remove_token(&digest);
     }
 
     /// Marks every entry outdated (after issuance changed someone's licenses).
@@ -296,31 +396,22 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
         if self.options.ttl.is_zero() && !self.options.serve_stale {
             return;
         }
-        if lock(&self.forgotten)
-            .get(&key.token)
-            .is_some_and(|&(count, _)| count > started)
-        {
-            return;
-        }
         let keep_for = if self.options.serve_stale {
             self.options.stale_for.max(self.options.ttl)
         } else {
             self.options.ttl
         };
+        // The record is looked at under the entries lock, so a sign-out
+        // that records itself after the look drops this answer afterwards.
         let mut entries = lock(&self.entries);
-        if entries.len() >= self.options.max_entries && !entries.contains_key(&key) {
-            // Make room: drop what has expired, and if that is not enough,
-            // the oldest entry. Only runs when full, so the scan is rare.
-            entries.retain(|_, entry| entry.stored_at.elapsed() < keep_for);
-            if entries.len() >= self.options.max_entries {
-                let oldest = entries
-                    .iter()
-                    .min_by_key(|(_, entry)| entry.stored_at)
-                    .map(|(key, _)| *key);
-                if let Some(oldest) = oldest {
-                    entries.remove(&oldest);
-                }
-            }
+        if lock(&self.forgotten)
+            .get(&key.token)
+            .is_some_and(|&count| count > started)
+        {
+            return;
+        }
+        if entries.len() >= self.options.max_entries && entries.get(&key).is_none() {
+            entries.make_room(keep_for, self.options.max_entries);
         }
         entries.insert(
             key,
@@ -333,15 +424,31 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
     }
 }
 
-/// Removes a leader's in-flight entry when dropped.
+/// Removes a leader's in-flight entry when dropped, and the token's
+/// sign-out record with its last fetch in flight: every fetch that record was
+/// for has then stored its answer or been kept out.
 struct InFlightGuard<'a, T> {
-    in_flight: &'a Mutex<HashMap<CacheKey, SharedFetch<T>>>,
+    in_flight: &'a Mutex<InFlight<T>>,
+    forgotten: &'a Mutex<HashMap<TokenDigest, u64>>,
     key: CacheKey,
 }
 
 impl<T> Drop for InFlightGuard<'_, T> {
     fn drop(&mut self) {
-        lock(self.in_flight).remove(&self.key);
+        let mut in_flight = lock(self.in_flight);
+        in_flight.fetches.remove(&self.key);
+        let token = self.key.token;
+        let last = match in_flight.per_token.get_mut(&token) {
+            Some(count) => {
+                *count = count.saturating_sub(1);
+                *count == 0
+            }
+            None => false,
+        };
+        if last {
+            in_flight.per_token.remove(&token);
+            lock(self.forgotten).remove(&token);
+        }
     }
 }
 
@@ -482,6 +589,55 @@ mod tests {
                 .0,
             2
         );
+    }
+
+    #[tokio::test]
+    async fn signing_out_tokens_that_were_never_cached_leaves_nothing_behind() {
+        let cache = cache(Duration::from_secs(60), false);
+        cache
+            .get_or_fetch(key("cached"), || async { Ok(1) })
+            .await
+            .expect("value");
+        for n in 0..1000 {
+            cache.forget_token(&UserToken::parse(&format!("junk-{n}")).expect("token"));
+        }
+        cache.forget_token(&UserToken::parse("cached").expect("token"));
+
+        assert_eq!(lock(&cache.forgotten).len(), 0, "nothing was in flight");
+        assert_eq!(
+            lock(&cache.entries).len(),
+            0,
+            "the cached token's answer is gone"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_token_is_remembered_only_while_its_fetches_are_in_flight() {
+        let cache = cache(Duration::from_secs(60), false);
+        let token = UserToken::parse("signed-out").expect("token");
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let in_flight = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                cache
+                    .get_or_fetch(key("signed-out"), || async move {
+                        let _ = released.await;
+                        Ok(5)
+                    })
+                    .await
+            }
+        });
+        while lock(&cache.in_flight).fetches.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        cache.forget_token(&token);
+        assert_eq!(lock(&cache.forgotten).len(), 1);
+
+        release.send(()).expect("release");
+        in_flight.await.expect("task").expect("value");
+
+        assert_eq!(lock(&cache.forgotten).len(), 0, "its last fetch is done");
+        assert_eq!(lock(&cache.entries).len(), 0, "and was not stored");
     }
 
     #[tokio::test]

@@ -15,5 +15,6 @@ mod observability;
 mod resilience;
 mod rotation;
 mod throttle;
+mod token_abuse;
 mod upstream_answers;
 mod user;

@@ -25,9 +25,9 @@ use crate::support::client::{install_crypto_provider, with_token};
 
 const SIGN_UP_PASSWORD: &str = "Sup3r-Secret-Pa55word-XYZ";
 const WRONG_PASSWORD: &str = "Wr0ng-Guess-Pa55word-QJK";
-/// Garbage shaped like a JWT, so it travels as far as a real token would.
-const GARBAGE_JWT: &str =
-    "eyJnYXJiYWdlIjoiR2FyYjRnZSJ9.R4nd0mGarbagePayloadVw9.G4rbageSignatureZq7Xk";
+/// Garbage shaped like a JWT (JSON header and claims, no `exp`), so it
+/// passes the gateway's shape check and travels as far as a real token would.
+const GARBAGE_JWT: &str = "eyJnYXJiYWdlIjoiR2FyYjRnZSJ9.eyJnYXJiYWdlIjoiR2FyYjRnZS1QYXlsb2FkLVZ3OSJ9.G4rbageSignatureZq7XkA";
 const GARBAGE_OPAQUE: &str = "Garbage-Opaque-Token-7d3f9a1c5e";
 
 /// Everything secret that went in or came out during the flows.

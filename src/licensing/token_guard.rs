@@ -1,0 +1,279 @@
+//! Refusing tokens that cannot work before they spend the upstream budget.
+//!
+//! Anyone can send a bearer or refresh token, and every one that reaches
+//! Cryptlex costs a slot of the budget that all users share: a stream of
+//! random tokens, each answered 401, once left real users with
+//! `UPSTREAM_BUDGET_EXHAUSTED`. Two cheap filters stop most of it:
+//! - shape: an access token that is no JWT, or whose `exp` is long past,
+//!   would be refused by Cryptlex ([`UserToken::could_be_cryptlex_token`]);
+//! - memory: a token Cryptlex itself refused is refused again locally for a
+//!   while (`REMEMBER_FOR`), so repeating one costs one upstream call.
+//!
+//! Both only ever refuse, and with the answer Cryptlex would have given
+//! (`TokenInvalid`). Nothing here accepts a token: a token that passes still
+//! goes to Cryptlex, which alone decides. Refusals are remembered by the
+//! SHA-256 of the whole token, so one can only ever reach the token that
+//! earned it, and no token is kept in memory.
+//!
+//! Not done here: refresh tokens have no known shape (Cryptlex documents them
+//! as opaque strings of 1 to 256 characters), and a forged JWT with a fresh
+//! `exp` passes the shape check. What keeps such junk from starving others is
+//! the budget: reads may not use the sign-in reserve, and refresh and logout
+//! have a priority and a share of their own (`cryptlex::budget`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use super::LicensingError;
+use crate::cryptlex::{CryptlexError, Rejection};
+use crate::domain::{RefreshToken, UserToken};
+
+/// How long a refused token is remembered. Cryptlex never takes a refused
+/// token back, so the bound is about memory and about a refusal that was not
+/// Cryptlex's to make (see [`TokenGuard::access_call_failed`]), not about
+/// correctness.
+const REMEMBER_FOR: Duration = Duration::from_secs(60);
+
+/// Most refused tokens remembered: 10 000 hashes are about 0.5 MiB. When full,
+/// the oldest is forgotten, so a flood of distinct junk costs memory, never
+/// correctness.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// The hash a refused token is remembered by. The kind is part of it, so an
+/// access token and a refresh token with the same text stay apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    fn new(kind: &str, token: &str) -> Self {
+        let mut hasher = Sha256::new();
+        hasher.update(kind.as_bytes());
+        hasher.update([0]);
+        hasher.update(token.as_bytes());
+        Self(hasher.finalize().into())
+    }
+
+    fn access(token: &UserToken) -> Self {
+        Self::new("access", token.expose_secret())
+    }
+
+    fn refresh(token: &RefreshToken) -> Self {
+        Self::new("refresh", token.expose_secret())
+    }
+}
+
+/// The local refusals of tokens that cannot work.
+#[derive(Debug)]
+pub(crate) struct TokenGuard {
+    remember_for: Duration,
+    max_remembered: usize,
+    // A std mutex: every critical section is a few map operations, never
+    // held across an await.
+    refused: Mutex<Refused>,
+}
+
+/// Tokens Cryptlex refused, with when each is forgotten. Every entry lives
+/// `remember_for`, so the order of insertion is the order of expiry: the
+/// queue gives the oldest in O(1), and expiry is paid as entries are added.
+#[derive(Debug, Default)]
+struct Refused {
+    until: HashMap<TokenHash, Instant>,
+    /// Oldest first; an entry whose time differs from `until`'s is a stale
+    /// copy left by a later refusal of the same token.
+    order: VecDeque<(TokenHash, Instant)>,
+}
+
+impl TokenGuard {
+    /// Creates a guard with the built-in bounds.
+    pub(crate) fn new() -> Self {
+        Self::with_bounds(REMEMBER_FOR, MAX_REMEMBERED)
+    }
+
+    fn with_bounds(remember_for: Duration, max_remembered: usize) -> Self {
+        Self {
+            remember_for,
+            max_remembered: max_remembered.max(1),
+            refused: Mutex::default(),
+        }
+    }
+
+    /// Refuses an access token that cannot be a live Cryptlex token, or that
+    /// Cryptlex refused recently.
+    pub(crate) fn check_access(&self, token: &UserToken) -> Result<(), LicensingError> {
+        if !token.could_be_cryptlex_token(chrono::Utc::now()) {
+            return Err(LicensingError::TokenInvalid);
+        }
+        self.check(TokenHash::access(token))
+    }
+
+    /// Refuses a refresh token that Cryptlex refused recently.
+    pub(crate) fn check_refresh(&self, token: &RefreshToken) -> Result<(), LicensingError> {
+        self.check(TokenHash::refresh(token))
+    }
+
+    /// Remembers `token` when `error` is Cryptlex refusing it (a 401 with
+    /// Cryptlex's own error body). A bare 401, such as a proxy in front of
+    /// Cryptlex might send, says nothing about the token and is not
+    /// remembered.
+    pub(crate) fn access_call_failed(&self, token: &UserToken, error: &CryptlexError) {
+        if cryptlex_refused(error, &[Rejection::Unauthenticated]) {
+            self.remember(TokenHash::access(token));
+        }
+    }
+
+    /// Remembers `token` when `error` is Cryptlex refusing it (a 400 or 401
+    /// with Cryptlex's own error body; refresh tokens are single-use, so a
+    /// refused one never works again).
+    pub(crate) fn refresh_failed(&self, token: &RefreshToken, error: &CryptlexError) {
+        if cryptlex_refused(error, &[Rejection::Invalid, Rejection::Unauthenticated]) {
+            self.remember(TokenHash::refresh(token));
+        }
+    }
+
+    fn check(&self, hash: TokenHash) -> Result<(), LicensingError> {
+        let refused = self.lock();
+        match refused.until.get(&hash) {
+            Some(until) if *until > Instant::now() => Err(LicensingError::TokenInvalid),
+            _ => Ok(()),
+        }
+    }
+
+    fn remember(&self, hash: TokenHash) {
+        let now = Instant::now();
+        let until = now + self.remember_for;
+        let mut refused = self.lock();
+        // Drop what has expired, then, if still full, the oldest. Each entry
+        // is queued once per refusal and popped once, so this is O(1)
+        // amortized. The queue holds every live entry (and maybe stale
+        // copies), so bounding it bounds both.
+        while let Some(&(oldest, at)) = refused.order.front() {
+            let full = refused.order.len() >= self.max_remembered;
+            if at > now && !full {
+                break;
+            }
+            refused.order.pop_front();
+            if refused.until.get(&oldest) == Some(&at) {
+                refused.until.remove(&oldest);
+            }
+        }
+        refused.until.insert(hash, until);
+        refused.order.push_back((hash, until));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Refused> {
+        // Every update leaves the maps consistent, so a poisoned lock is
+        // still usable.
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Whether `error` is Cryptlex itself refusing the call with one of `kinds`:
+/// a refusal with Cryptlex's JSON error body (a message or a code).
+fn cryptlex_refused(error: &CryptlexError, kinds: &[Rejection]) -> bool {
+    match error {
+        CryptlexError::Rejected {
+            kind,
+            code,
+            message,
+            ..
+        } => kinds.contains(kind) && (code.is_some() || message.is_some()),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(text: &str) -> UserToken {
+        UserToken::parse(text).expect("well-formed bearer token")
+    }
+
+    fn refused_by_cryptlex() -> CryptlexError {
+        CryptlexError::Rejected {
+            status: 401,
+            kind: Rejection::Unauthenticated,
+            code: None,
+            message: Some("Invalid access token".into()),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_cryptlex_refused_is_refused_for_a_while_and_no_other_token_is() {
+        let guard = TokenGuard::with_bounds(Duration::from_secs(60), 10);
+        let (refused, other) = (token("a.b.refused"), token("a.b.other"));
+
+        guard.access_call_failed(&refused, &refused_by_cryptlex());
+
+        assert!(guard.check(TokenHash::access(&refused)).is_err());
+        assert!(guard.check(TokenHash::access(&other)).is_ok());
+        let same_text = RefreshToken::parse("refresh_token", "a.b.refused".into()).expect("token");
+        assert!(guard.check_refresh(&same_text).is_ok());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(guard.check(TokenHash::access(&refused)).is_ok());
+    }
+
+    #[test]
+    fn a_refusal_without_cryptlex_s_error_body_or_of_another_kind_is_not_remembered() {
+        let guard = TokenGuard::new();
+        let token = token("a.b.c");
+        let bare = CryptlexError::Rejected {
+            status: 401,
+            kind: Rejection::Unauthenticated,
+            code: None,
+            message: None,
+        };
+        let forbidden = CryptlexError::Rejected {
+            status: 403,
+            kind: Rejection::Forbidden,
+            code: None,
+            message: Some("missing permissions".into()),
+        };
+        let unavailable = CryptlexError::ServerError {
+            status: 503,
+            retry_after: None,
+        };
+        for error in [bare, forbidden, unavailable] {
+            guard.access_call_failed(&token, &error);
+        }
+        assert!(guard.check(TokenHash::access(&token)).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_memory_stays_within_its_bound_and_forgets_the_oldest_first() {
+        let guard = TokenGuard::with_bounds(Duration::from_secs(60), 3);
+        let tokens: Vec<UserToken> = (0..5).map(|n| token(&format!("a.b.{n}"))).collect();
+        for token in &tokens {
+            guard.access_call_failed(token, &refused_by_cryptlex());
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        // The same token refused twice is one entry.
+        guard.access_call_failed(&tokens[4], &refused_by_cryptlex());
+
+        let refused = guard.lock();
+        assert!(refused.until.len() <= 3, "{}", refused.until.len());
+        assert!(refused.order.len() <= 3, "{}", refused.order.len());
+        drop(refused);
+        assert!(guard.check(TokenHash::access(&tokens[0])).is_ok());
+        assert!(guard.check(TokenHash::access(&tokens[4])).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_refusals_are_dropped_as_new_ones_arrive() {
+        let guard = TokenGuard::with_bounds(Duration::from_secs(60), 100);
+        for n in 0..50 {
+            guard.access_call_failed(&token(&format!("a.b.{n}")), &refused_by_cryptlex());
+        }
+        tokio::time::advance(Duration::from_secs(61)).await;
+        guard.access_call_failed(&token("a.b.new"), &refused_by_cryptlex());
+
+        let refused = guard.lock();
+        assert_eq!((refused.until.len(), refused.order.len()), (1, 1));
+    }
+}
