@@ -9,10 +9,10 @@
 //! naming the key to fix; certificates expiring within
 //! [`EXPIRY_WARNING_DAYS`] are warnings, not problems.
 //!
-//! The issuance lease must outlast the longest attempt (`public.max_deadline`
-//! + `cryptlex.request_timeout` + a margin), which `validate` refuses
-//! otherwise; turning the settling period after unknown outcomes off is
-//! allowed but warned about.
+//! The issuance lease must outlast the longest attempt (the sum of
+//! `public.max_deadline`, `cryptlex.request_timeout` and a margin), which
+//! `validate` refuses otherwise; turning the settling period after unknown
+//! outcomes off is allowed but warned about.
 //!
 //! It does not contact Cryptlex or the database: a configuration is checked
 //! in CI and in init containers, where neither may be reachable.

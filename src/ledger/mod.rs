@@ -165,9 +165,10 @@ pub enum Begin {
     Replay(Outcome),
     /// The key was used before with a different fingerprint.
     Conflict,
-    /// Another attempt, possibly on another replica, holds a live lease on the key.
+    /// Another attempt, possibly on another replica, holds a live lease on the key, or the
+    /// key is settling after an unknown outcome ([`Ledger::release_after`]).
     InProgress {
-        /// The lease's remaining time, at least 100 ms.
+        /// The lease's (or settling period's) remaining time, at least 100 ms.
         retry_after: Duration,
     },
 }
@@ -236,7 +237,8 @@ impl Attempt {
         self.number
     }
 
-    /// Returns when the lease ends; the upstream call should finish well before it.
+    /// Returns when the lease granted by the claim ends; renewals ([`Ledger::keep_alive`])
+    /// move the stored expiry later, not this value.
     pub fn lease_expires_at(&self) -> DateTime<Utc> {
         self.lease_expires_at
     }
@@ -644,16 +646,7 @@ impl Ledger {
         attempt: &Attempt,
         settle: Duration,
     ) -> Result<(), LedgerError> {
-        let changed = with_writer!(self, |pool| sqlx::query(self.sql(&RELEASE))
-            .bind(&attempt.client)
-            .bind(&attempt.request_id)
-            .bind(attempt.token.to_string())
-            .bind(millis(settle))
-            .bind(self.gateway_now())
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected()))?;
-        self.settled(attempt, changed, |_| true).await
+        self.end_lease_in(&RELEASE, attempt, settle).await
     }
 
     /// Extends the attempt's lease to `lease` from now, while it still holds the record.
@@ -661,11 +654,22 @@ impl Ledger {
     /// Fails with [`LedgerError::StaleAttempt`] once another attempt has taken the key over;
     /// a no-op on a record this attempt already settled.
     pub async fn renew(&self, attempt: &Attempt, lease: Duration) -> Result<(), LedgerError> {
-        let changed = with_writer!(self, |pool| sqlx::query(self.sql(&RENEW))
+        self.end_lease_in(&RENEW, attempt, lease).await
+    }
+
+    /// Runs `RELEASE` or `RENEW`, which both end the attempt's lease `from_now`, fenced by
+    /// its token; a no-op on a record the attempt already settled.
+    async fn end_lease_in(
+        &self,
+        statement: &Statement,
+        attempt: &Attempt,
+        from_now: Duration,
+    ) -> Result<(), LedgerError> {
+        let changed = with_writer!(self, |pool| sqlx::query(self.sql(statement))
             .bind(&attempt.client)
             .bind(&attempt.request_id)
             .bind(attempt.token.to_string())
-            .bind(millis(lease))
+            .bind(millis(from_now))
             .bind(self.gateway_now())
             .execute(pool)
             .await

@@ -160,6 +160,14 @@ fn license_json(id: &str) -> String {
     format!(r#"{{"id":"{id}","key":"AAAA-BBBB"}}"#)
 }
 
+/// Calls `begin` for the key and payload most tests use (`req-1`, fingerprint `a`).
+async fn begin_req_1(ledger: &Ledger, lease: Duration) -> Begin {
+    ledger
+        .begin(CLIENT, "req-1", &fingerprint('a'), lease)
+        .await
+        .expect("begin")
+}
+
 async fn wait_out_short_lease() {
     tokio::time::sleep(SHORT * 2).await;
 }
@@ -724,70 +732,40 @@ async fn records_survive_a_reconnect_and_rerunning_migrations_is_harmless(db: &T
 }
 
 async fn a_kept_alive_lease_outlasts_its_length_until_the_keeper_stops(db: &TestDb) {
+    // Long enough that a renewal delayed by a busy machine (or a slow fsync) still lands in
+    // time, short enough to outlive five times over.
+    const KEPT: Duration = Duration::from_millis(300);
     let ledger = db.connect().await;
-    let attempt = fresh(
-        ledger
-            .begin(CLIENT, "req-1", &fingerprint('a'), SHORT)
-            .await
-            .unwrap(),
-    );
-    let keeper = ledger.keep_alive(&attempt, SHORT);
+    let attempt = fresh(begin_req_1(&ledger, KEPT).await);
+    let keeper = ledger.keep_alive(&attempt, KEPT);
 
     // Five lease lengths later the key is still held: a slow create keeps its claim.
-    tokio::time::sleep(SHORT * 5).await;
-    let begin = ledger
-        .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-        .await
-        .unwrap();
+    tokio::time::sleep(KEPT * 5).await;
+    let begin = begin_req_1(&ledger, LONG).await;
     assert!(matches!(begin, Begin::InProgress { .. }), "{begin:?}");
 
     // Once the attempt ends, the lease is renewed no more and runs out as usual.
     keeper.stop().await;
-    wait_out_short_lease().await;
-    let next = resumed(
-        ledger
-            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-            .await
-            .unwrap(),
-    );
+    tokio::time::sleep(KEPT * 2).await;
+    let next = resumed(begin_req_1(&ledger, LONG).await);
     assert_eq!(next.number(), 2);
 }
 
 async fn a_dropped_keeper_stops_renewing_and_the_lease_runs_out(db: &TestDb) {
     let ledger = db.connect().await;
-    let attempt = fresh(
-        ledger
-            .begin(CLIENT, "req-1", &fingerprint('a'), SHORT)
-            .await
-            .unwrap(),
-    );
+    let attempt = fresh(begin_req_1(&ledger, SHORT).await);
     // An attempt that panics or is cancelled drops its keeper without stopping it.
     drop(ledger.keep_alive(&attempt, SHORT));
 
     wait_out_short_lease().await;
-    resumed(
-        ledger
-            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-            .await
-            .unwrap(),
-    );
+    resumed(begin_req_1(&ledger, LONG).await);
 }
 
 async fn a_taken_over_attempt_can_no_longer_renew_its_lease(db: &TestDb) {
     let ledger = db.connect().await;
-    let stale = fresh(
-        ledger
-            .begin(CLIENT, "req-1", &fingerprint('a'), SHORT)
-            .await
-            .unwrap(),
-    );
+    let stale = fresh(begin_req_1(&ledger, SHORT).await);
     wait_out_short_lease().await;
-    let current = resumed(
-        ledger
-            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-            .await
-            .unwrap(),
-    );
+    let current = resumed(begin_req_1(&ledger, LONG).await);
 
     let err = ledger.renew(&stale, LONG * 2).await.unwrap_err();
 
@@ -808,21 +786,12 @@ async fn a_taken_over_attempt_can_no_longer_renew_its_lease(db: &TestDb) {
 async fn a_record_released_after_a_settling_period_stays_in_progress_until_it_ends(db: &TestDb) {
     const SETTLE: Duration = Duration::from_millis(400);
     let ledger = db.connect().await;
-    let attempt = fresh(
-        ledger
-            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-            .await
-            .unwrap(),
-    );
+    let attempt = fresh(begin_req_1(&ledger, LONG).await);
 
     ledger.release_after(&attempt, SETTLE).await.unwrap();
 
     // Within the settling period a retry is told how long is left, not let in to reconcile.
-    match ledger
-        .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-        .await
-        .unwrap()
-    {
+    match begin_req_1(&ledger, LONG).await {
         Begin::InProgress { retry_after } => {
             assert!(retry_after <= SETTLE, "{retry_after:?}");
             assert!(retry_after > SETTLE / 2, "{retry_after:?}");
@@ -833,12 +802,7 @@ async fn a_record_released_after_a_settling_period_stays_in_progress_until_it_en
     assert_eq!(record.state, State::Pending);
     // After it, the next attempt takes over (and reconciles).
     tokio::time::sleep(SETTLE + SHORT).await;
-    let next = resumed(
-        ledger
-            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-            .await
-            .unwrap(),
-    );
+    let next = resumed(begin_req_1(&ledger, LONG).await);
     assert_eq!(next.number(), 2);
 }
 
@@ -878,17 +842,9 @@ async fn on_postgres_a_replica_whose_clock_runs_ahead_cannot_take_over_a_live_le
     let db = TestDb::postgres().await;
     let holder = db.connect().await;
     let ahead = db.connect().await.with_clock_skew_for_tests(HOUR);
-    fresh(
-        holder
-            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-            .await
-            .unwrap(),
-    );
+    fresh(begin_req_1(&holder, LONG).await);
 
-    let begin = ahead
-        .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-        .await
-        .unwrap();
+    let begin = begin_req_1(&ahead, LONG).await;
 
     match begin {
         // The hint is the lease's real remaining time, not one skewed by an hour.
@@ -908,17 +864,9 @@ async fn on_postgres_a_replica_whose_clock_runs_behind_grants_a_lease_that_holds
     let db = TestDb::postgres().await;
     let behind = db.connect().await.with_clock_skew_for_tests(-HOUR);
     let other = db.connect().await;
-    let attempt = fresh(
-        behind
-            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-            .await
-            .unwrap(),
-    );
+    let attempt = fresh(begin_req_1(&behind, LONG).await);
 
-    let begin = other
-        .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-        .await
-        .unwrap();
+    let begin = begin_req_1(&other, LONG).await;
 
     assert!(matches!(begin, Begin::InProgress { .. }), "{begin:?}");
     // Every timestamp is the database's, whichever replica wrote it.
@@ -934,10 +882,7 @@ async fn on_postgres_a_replica_whose_clock_runs_behind_grants_a_lease_that_holds
     // stays held for the others.
     behind.renew(&attempt, LONG).await.unwrap();
     behind.release_after(&attempt, LONG).await.unwrap();
-    let begin = other
-        .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-        .await
-        .unwrap();
+    let begin = begin_req_1(&other, LONG).await;
     assert!(matches!(begin, Begin::InProgress { .. }), "{begin:?}");
 }
 
@@ -948,18 +893,10 @@ async fn on_postgres_a_replica_whose_clock_runs_behind_grants_a_lease_that_holds
 async fn on_sqlite_the_gateways_own_clock_decides() {
     let db = TestDb::sqlite().await;
     let ledger = db.connect().await;
-    fresh(
-        ledger
-            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-            .await
-            .unwrap(),
-    );
+    fresh(begin_req_1(&ledger, LONG).await);
 
     let ahead = ledger.with_clock_skew_for_tests(HOUR);
-    let begin = ahead
-        .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-        .await
-        .unwrap();
+    let begin = begin_req_1(&ahead, LONG).await;
 
     assert!(matches!(begin, Begin::Resume(_)), "{begin:?}");
 }
@@ -982,12 +919,7 @@ async fn a_new_sqlite_ledger_file_is_readable_by_its_owner_only() {
     let db = TestDb::sqlite().await;
     let ledger = db.connect().await;
     // Write something, so the WAL file exists too.
-    fresh(
-        ledger
-            .begin(CLIENT, "req-1", &fingerprint('a'), LONG)
-            .await
-            .unwrap(),
-    );
+    fresh(begin_req_1(&ledger, LONG).await);
 
     let dir = db._dir.as_ref().expect("a sqlite test db has a directory");
     let file = dir.path().join("ledger.db");

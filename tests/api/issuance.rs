@@ -807,6 +807,17 @@ on_both_ledgers!(
     a_retry_within_the_settling_period_after_an_unknown_outcome_is_told_to_come_back_and_then_reconciles,
 );
 
+/// Makes Cryptlex apply `action` to the next `POST /v3/licenses`.
+fn on_the_next_create(cryptlex: &Controls, action: FaultAction) {
+    cryptlex
+        .add_fault(
+            FaultRule::once(action)
+                .method(http::Method::POST)
+                .path_prefix("/v3/licenses"),
+        )
+        .expect("fault");
+}
+
 /// A gateway whose `issuance.lease` is `lease`, set after validation, which refuses a lease
 /// shorter than the longest attempt: it shows what the lease keeper does on its own. Stops
 /// (and drops its PostgreSQL schema) when dropped.
@@ -905,13 +916,7 @@ async fn a_create_slower_than_the_lease_yields_one_license_because_the_lease_is_
     // the keeper must hold the request id regardless).
     let app = UncheckedLeaseApp::spawn(backend, Duration::from_secs(1)).await;
     let cryptlex = app.sandbox.cryptlex.controls();
-    cryptlex
-        .add_fault(
-            FaultRule::once(FaultAction::Delay(Duration::from_secs(3)))
-                .method(http::Method::POST)
-                .path_prefix("/v3/licenses"),
-        )
-        .expect("fault");
+    on_the_next_create(&cryptlex, FaultAction::Delay(Duration::from_secs(3)));
     let mut first_client = IssuanceServiceClient::new(app.payment_channel().await);
     let mut second_client = IssuanceServiceClient::new(app.payment_channel().await);
     let first = tokio::spawn(async move {
@@ -964,13 +969,7 @@ async fn a_retry_within_the_settling_period_after_an_unknown_outcome_is_told_to_
     })
     .await;
     let cryptlex = app.cryptlex();
-    cryptlex
-        .add_fault(
-            FaultRule::once(FaultAction::ResetAfterProcessing)
-                .method(http::Method::POST)
-                .path_prefix("/v3/licenses"),
-        )
-        .expect("fault");
+    on_the_next_create(&cryptlex, FaultAction::ResetAfterProcessing);
     let lagging_search = cryptlex
         .add_fault(
             FaultRule::always(FaultAction::json(200, &serde_json::json!([])))
@@ -1072,13 +1071,7 @@ async fn a_reconciliation_reads_every_page_and_takes_only_this_requests_license(
     }
     let cryptlex = app.cryptlex();
     let posts_before = license_posts(&cryptlex);
-    cryptlex
-        .add_fault(
-            FaultRule::once(FaultAction::ResetAfterProcessing)
-                .method(http::Method::POST)
-                .path_prefix("/v3/licenses"),
-        )
-        .expect("fault");
+    on_the_next_create(&cryptlex, FaultAction::ResetAfterProcessing);
     let mut client = app.payment_client().await;
 
     // Act: the create's reply is lost, and the retry reconciles.
