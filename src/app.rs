@@ -437,6 +437,7 @@ fn issuance_options(settings: &Settings) -> IssuanceOptions {
         request_id_metadata_key: settings.issuance.request_id_metadata_key.clone(),
         lease: settings.issuance.lease,
         wait_for_in_flight: settings.issuance.wait_for_in_flight,
+        settle_after_unknown_outcome: settings.issuance.settle_after_unknown_outcome,
         allow_list: settings
             .internal
             .as_ref()

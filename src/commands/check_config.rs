@@ -13,6 +13,11 @@
 //! machines, a PAT file others can read, a PostgreSQL ledger whose server is
 //! not verified), which `serve` also logs at start-up.
 //!
+//! The issuance lease must outlast the longest attempt (the sum of
+//! `public.max_deadline`, `cryptlex.request_timeout` and a margin), which
+//! `validate` refuses otherwise; turning the settling period after unknown
+//! outcomes off is allowed but warned about.
+//!
 //! It does not contact Cryptlex or the database: a configuration is checked
 //! in CI and in init containers, where neither may be reachable.
 
@@ -60,8 +65,18 @@ pub fn check(raw: &RawSettings, now: DateTime<Utc>) -> Report {
             check_client_ca(&mut report, ca, now);
         }
         check_ledger_url(&mut report, raw.ledger.url.trim());
+        check_settling_period(&mut report, raw);
     }
     report
+}
+
+/// A zero settling period is the operator's call, but the risk deserves a line.
+fn check_settling_period(report: &mut Report, raw: &RawSettings) {
+    if raw.issuance.settle_after_unknown_outcome.is_zero() {
+        report.warnings.push(
+            "issuance.settle_after_unknown_outcome is 0s: a retry right after an unknown outcome reconciles at once, so a create Cryptlex finishes late (or a metadata search that lags) can issue a second license".into(),
+        );
+    }
 }
 
 /// A certificate chain and its key: readable, parseable, matching, valid now.
@@ -500,6 +515,74 @@ mod tests {
 
         fixture.raw.ledger.url = "postgres://gateway@db.internal:5432/ledger?sslmode=verify-full&sslrootcert=/no/such/ca.crt".into();
         fixture.assert_one_problem("sslrootcert file /no/such/ca.crt does not exist");
+    }
+
+    #[test]
+    fn a_lease_of_one_millisecond_is_refused_naming_the_keys() {
+        let mut fixture = Fixture::new();
+        fixture.raw.issuance.lease = Duration::from_millis(1);
+
+        let report = check(&fixture.raw, Utc::now());
+
+        assert_eq!(report.problems.len(), 1, "{:#?}", report.problems);
+        let problem = &report.problems[0];
+        for key in [
+            "issuance.lease (1ms)",
+            "public.max_deadline (30s)",
+            "cryptlex.request_timeout (10s)",
+        ] {
+            assert!(problem.contains(key), "{problem:?} does not name {key:?}");
+        }
+    }
+
+    #[test]
+    fn a_deadline_longer_than_the_lease_is_refused() {
+        let mut fixture = Fixture::new();
+        fixture.raw.issuance.lease = Duration::from_secs(30);
+        fixture.raw.public.max_deadline = Duration::from_secs(45);
+
+        fixture.assert_one_problem("issuance.lease (30s) must be longer than");
+    }
+
+    #[test]
+    fn a_lease_must_be_longer_than_deadline_plus_request_timeout_plus_the_margin() {
+        let mut fixture = Fixture::new();
+        fixture.raw.public.default_deadline = Duration::from_secs(2);
+        fixture.raw.public.max_deadline = Duration::from_secs(2);
+        fixture.raw.cryptlex.request_timeout = Duration::from_secs(1);
+
+        // 2 s + 1 s + the 2 s margin = 5 s: a lease of exactly that is too short.
+        fixture.raw.issuance.lease = Duration::from_secs(5);
+        fixture.assert_one_problem("= 5s");
+        fixture.raw.issuance.lease = Duration::from_millis(5001);
+        let report = check(&fixture.raw, Utc::now());
+        assert!(report.is_valid(), "{report:#?}");
+    }
+
+    #[test]
+    fn the_lease_is_not_checked_against_deadlines_when_nothing_is_issued() {
+        let mut fixture = Fixture::new();
+        fixture.raw.internal.enabled = false;
+        fixture.raw.issuance.lease = Duration::from_secs(1);
+
+        let report = check(&fixture.raw, Utc::now());
+
+        assert!(report.is_valid(), "{report:#?}");
+    }
+
+    #[test]
+    fn turning_the_settling_period_off_is_a_warning() {
+        let mut fixture = Fixture::new();
+        fixture.raw.issuance.settle_after_unknown_outcome = Duration::ZERO;
+
+        let report = check(&fixture.raw, Utc::now());
+
+        assert!(report.is_valid(), "{report:#?}");
+        assert_eq!(report.warnings.len(), 1, "{report:#?}");
+        assert!(
+            report.warnings[0].contains("issuance.settle_after_unknown_outcome"),
+            "{report:#?}"
+        );
     }
 
     #[test]

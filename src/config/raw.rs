@@ -294,10 +294,18 @@ impl Default for RawLimits {
 pub struct RawIssuance {
     pub default_product_id: Option<String>,
     pub request_id_metadata_key: String,
+    /// How long an attempt owns its request id before another may take over. Must outlast
+    /// the longest attempt (`public.max_deadline` + `cryptlex.request_timeout` + a margin),
+    /// and is renewed while a create is in flight.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
     #[serde(with = "humantime_serde")]
     pub wait_for_in_flight: Duration,
+    /// After a create whose outcome is unknown (timeout, lost reply, 5xx), how long the
+    /// request id stays held before a retry may reconcile: time for Cryptlex to finish a
+    /// create it is still working on and for its metadata search to show the license.
+    #[serde(with = "humantime_serde")]
+    pub settle_after_unknown_outcome: Duration,
 }
 
 /// `[sign_up]`.
@@ -373,8 +381,10 @@ impl Default for RawIssuance {
         Self {
             default_product_id: None,
             request_id_metadata_key: "licensing_gateway_request_id".into(),
-            lease: Duration::from_secs(30),
+            // Above the longest attempt with the default deadlines (30 s + 10 s + 2 s).
+            lease: Duration::from_secs(60),
             wait_for_in_flight: Duration::from_secs(2),
+            settle_after_unknown_outcome: Duration::from_secs(5),
         }
     }
 }

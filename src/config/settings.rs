@@ -80,6 +80,7 @@ pub struct IssuanceSettings {
     pub request_id_metadata_key: String,
     pub lease: Duration,
     pub wait_for_in_flight: Duration,
+    pub settle_after_unknown_outcome: Duration,
 }
 
 /// Validated `[ledger]`.

@@ -11,6 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
@@ -50,7 +51,7 @@ pub(super) fn settings(
             "cryptlex: a personal access token (pat_file, or LICENSING_GATEWAY__CRYPTLEX__PAT) is required for sign-up and the internal listener; or set sign_up.enabled = false and internal.enabled = false".into(),
         );
     }
-    let issuance = issuance(&mut problems, &raw.issuance);
+    let issuance = issuance(&mut problems, &raw.issuance, longest_attempt(raw));
     cache(&mut problems, &raw.cache);
     limits(&mut problems, &raw.limits);
     let ledger = ledger(&mut problems, &raw.ledger);
@@ -301,10 +302,56 @@ fn admin_token(
     }
 }
 
-/// `[issuance]`: the default product, the request-id metadata key, the lease.
-fn issuance(problems: &mut Problems, raw: &RawIssuance) -> IssuanceSettings {
+/// What an issuance attempt may take beyond the caller's deadline and one upstream request:
+/// the ledger writes around it (claiming, settling) and scheduling on a busy host. The lease
+/// keeper renews the lease on top, so this only has to cover ordinary delays.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
+
+/// The longest an issuance attempt can own its record, when the internal listener (the only
+/// place licenses are issued) is enabled: every upstream call ends by the caller's deadline
+/// (at most `public.max_deadline`), and one request may run `cryptlex.request_timeout`.
+fn longest_attempt(raw: &RawSettings) -> Option<AttemptBound> {
+    raw.internal.enabled.then_some(AttemptBound {
+        max_deadline: raw.public.max_deadline,
+        request_timeout: raw.cryptlex.request_timeout,
+    })
+}
+
+/// The settings an issuance attempt's length follows from.
+#[derive(Debug, Clone, Copy)]
+struct AttemptBound {
+    max_deadline: Duration,
+    request_timeout: Duration,
+}
+
+impl AttemptBound {
+    fn total(self) -> Duration {
+        self.max_deadline + self.request_timeout + LEASE_MARGIN
+    }
+}
+
+/// `[issuance]`: the default product, the request-id metadata key, the lease and the
+/// settling period. `longest_attempt` is `None` when this gateway does not issue.
+fn issuance(
+    problems: &mut Problems,
+    raw: &RawIssuance,
+    longest_attempt: Option<AttemptBound>,
+) -> IssuanceSettings {
     if raw.lease.is_zero() {
         problems.push("issuance.lease must be above zero".into());
+    } else if let Some(bound) = longest_attempt
+        && raw.lease <= bound.total()
+    {
+        // A lease that runs out mid-attempt lets a retry take the request id over, find no
+        // license yet, and create a second one.
+        problems.push(format!(
+            "issuance.lease ({}) must be longer than the longest issuance attempt: public.max_deadline ({}) + cryptlex.request_timeout ({}) + {} = {}; raise issuance.lease or lower the others",
+            humantime::format_duration(raw.lease),
+            humantime::format_duration(bound.max_deadline),
+            humantime::format_duration(bound.request_timeout),
+            humantime::format_duration(LEASE_MARGIN),
+            humantime::format_duration(bound.total()),
+        ));
     }
     let default_product_id = match non_empty(&raw.default_product_id) {
         Some(id) => match CryptlexId::parse("product", &id) {
@@ -327,6 +374,7 @@ fn issuance(problems: &mut Problems, raw: &RawIssuance) -> IssuanceSettings {
         request_id_metadata_key: metadata_key,
         lease: raw.lease,
         wait_for_in_flight: raw.wait_for_in_flight,
+        settle_after_unknown_outcome: raw.settle_after_unknown_outcome,
     }
 }
 

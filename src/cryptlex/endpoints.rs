@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use super::retry::Retry;
 use super::transport::{Request, decode};
 use super::{
-    Account, Client, CryptlexError, CryptlexUser, NewLicense, NewUser, Priority, Rejection, wire,
+    Account, Client, CryptlexError, CryptlexUser, MetadataMatches, NewLicense, NewUser, Priority,
+    Rejection, wire,
 };
 use crate::domain::{
     AdminToken, CryptlexId, Email, IssuedLicense, Password, PersonName, RefreshToken,
@@ -206,8 +207,12 @@ impl Client {
         decode::<wire::LicenseDto>(&answer).map(|dto| dto.into_issued(license.hidden_keys))
     }
 
-    /// Finds licenses carrying metadata `key` = `value`
-    /// (`GET /v3/licenses?metadata.key[eq]=&metadata.value[eq]=`), oldest first.
+    /// Finds every license carrying metadata `key` = `value`
+    /// (`GET /v3/licenses?metadata.key[eq]=&metadata.value[eq]=`), oldest first, reading
+    /// page after page until a short one, or until [`METADATA_SEARCH_MAX_PAGES`].
+    ///
+    /// Cryptlex may match the key and the value on two different entries of a license, so
+    /// callers must check the entry themselves.
     pub async fn find_licenses_by_metadata(
         &self,
         ctx: &RequestContext,
@@ -215,24 +220,45 @@ impl Client {
         key: &str,
         value: &str,
         hidden_keys: &[&str],
-    ) -> Result<Vec<IssuedLicense>, CryptlexError> {
-        let query = [
-            ("metadata.key[eq]", key),
-            ("metadata.value[eq]", value),
-            ("page", "1"),
-            ("limit", "10"),
-        ];
-        let request = Request::get(&["licenses"], Priority::Issuance)
-            .query(&query)
-            .bearer(pat.expose_secret());
-        let answer = self.call(ctx, request).await?;
-        let licenses: Vec<wire::LicenseDto> = decode(&answer)?;
-        Ok(licenses
-            .into_iter()
-            .map(|dto| dto.into_issued(hidden_keys))
-            .collect())
+    ) -> Result<MetadataMatches, CryptlexError> {
+        let limit = METADATA_SEARCH_PAGE_SIZE.to_string();
+        let mut licenses = Vec::new();
+        for page in 1..=METADATA_SEARCH_MAX_PAGES {
+            let page = page.to_string();
+            let query = [
+                ("metadata.key[eq]", key),
+                ("metadata.value[eq]", value),
+                ("page", page.as_str()),
+                ("limit", limit.as_str()),
+            ];
+            let request = Request::get(&["licenses"], Priority::Issuance)
+                .query(&query)
+                .bearer(pat.expose_secret());
+            let answer = self.call(ctx, request).await?;
+            let found: Vec<wire::LicenseDto> = decode(&answer)?;
+            let last_page = found.len() < METADATA_SEARCH_PAGE_SIZE;
+            licenses.extend(found.into_iter().map(|dto| dto.into_issued(hidden_keys)));
+            if last_page {
+                return Ok(MetadataMatches {
+                    licenses,
+                    complete: true,
+                });
+            }
+        }
+        Ok(MetadataMatches {
+            licenses,
+            complete: false,
+        })
     }
 }
+
+/// The largest page Cryptlex serves (`limit` is 1..100).
+const METADATA_SEARCH_PAGE_SIZE: usize = 100;
+
+/// How many pages a metadata search reads at most. A request id belongs to one license, so
+/// a search never legitimately needs a second page; the bound keeps a search for a value that
+/// many licenses share (someone else's metadata) from spending the whole rate budget.
+const METADATA_SEARCH_MAX_PAGES: usize = 5;
 
 fn cryptlex_user(dto: wire::UserDto) -> CryptlexUser {
     CryptlexUser {

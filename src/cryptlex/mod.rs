@@ -42,7 +42,7 @@ use breaker::Breaker;
 use budget::Budget;
 use retry::RetryBudget;
 
-use crate::domain::{CryptlexId, Email, Password, PersonName};
+use crate::domain::{CryptlexId, Email, IssuedLicense, Password, PersonName};
 
 /// The Cryptlex account users sign in to. Cryptlex's login needs exactly one
 /// of these; forgetting it is the `accountId` trap from the forum thread.
@@ -90,6 +90,14 @@ pub struct NewLicense<'a> {
     pub metadata: Vec<(&'a str, &'a str)>,
     /// Metadata keys to leave out of the returned license.
     pub hidden_keys: &'a [&'a str],
+}
+
+/// The licenses a metadata search found, oldest first.
+#[derive(Debug, Clone)]
+pub struct MetadataMatches {
+    pub licenses: Vec<IssuedLicense>,
+    /// False when the search stopped at its page bound and more licenses may match.
+    pub complete: bool,
 }
 
 /// A Cryptlex user account, as the administrator's lookups return it.

@@ -3,14 +3,17 @@
 //! Every IssueLicense call is keyed by `(client, request_id)`. Before the gateway asks Cryptlex
 //! for a license it claims that key with [`Ledger::begin`], which writes a `pending` record
 //! holding a time-limited *lease* and a *fencing token* (a UUID unique to the attempt). The
-//! holder then calls Cryptlex and settles the record with [`Ledger::complete`] (issued),
-//! [`Ledger::reject`] (a permanent upstream refusal, replayed to later retries) or
-//! [`Ledger::release`] (outcome unknown or transient failure: the record stays pending and the
-//! next attempt takes over at once). If the holder dies, its lease runs out and the next
-//! `begin` takes over with [`Begin::Resume`]; that holder must reconcile with Cryptlex (look the
+//! holder keeps the lease alive while it works ([`Ledger::keep_alive`]), then settles the
+//! record with [`Ledger::complete`] (issued), [`Ledger::reject`] (a permanent upstream refusal,
+//! replayed to later retries) or [`Ledger::release`] (transient failure: the record stays
+//! pending and the next attempt takes over at once). When the outcome is unknown (the create
+//! may have happened), [`Ledger::release_after`] keeps the record leased for a settling period
+//! first, so Cryptlex can finish a create it is still working on, and its metadata search can
+//! catch up, before anyone looks. If the holder dies, its lease runs out and the next `begin`
+//! takes over with [`Begin::Resume`]; that holder must reconcile with Cryptlex (look the
 //! license up by request id) before creating anything, because the dead attempt may have
-//! created it already. The fencing token makes every settle call conditional, so an attempt
-//! that was taken over can never overwrite the new holder's record.
+//! created it already. The fencing token makes every settle and renewal conditional, so an
+//! attempt that was taken over can never overwrite the new holder's record.
 //!
 //! This module does not talk to Cryptlex, compute fingerprints or validate request ids; the
 //! use case does all three before calling in. It references no other module of the crate.
@@ -18,8 +21,10 @@
 //! # Backends
 //!
 //! SQLite (the default, for a single replica) and PostgreSQL (for several replicas sharing one
-//! database). Both run the very same SQL: statements use `$N` placeholders, which PostgreSQL
-//! and sqlx's SQLite driver both bind by number. Migrations are embedded and run at start-up.
+//! database). Both run the same SQL, apart from where "now" comes from (see Time): statements
+//! use `$N` placeholders, which PostgreSQL and sqlx's SQLite driver both bind by number.
+//! Migrations are embedded and run at start-up. The SQLite file holds license keys, so it is
+//! created readable by its owner only (see `sqlite.rs`).
 //!
 //! # Why `begin` is race-free
 //!
@@ -31,11 +36,20 @@
 //!
 //! # Time
 //!
-//! Times come from the gateway's clock (`chrono::Utc::now()`) and are stored as unix
-//! milliseconds in 64-bit integers: both backends compare plain integers identically, with no
-//! time zone or text-format pitfalls, and sqlx needs no `chrono` feature. The price is that
-//! replicas need roughly synchronised clocks (NTP): skew lengthens or shortens leases by the
-//! same amount, which delays a take-over but never breaks fencing.
+//! Times are stored as unix milliseconds in 64-bit integers: both backends compare plain
+//! integers identically, with no time zone or text-format pitfalls, and sqlx needs no `chrono`
+//! feature. Which clock writes and compares them depends on the backend:
+//!
+//! - **PostgreSQL** uses the database's clock (`now()`) inside each statement, for every
+//!   timestamp and every lease comparison. Replicas share that one clock, so a replica whose
+//!   own clock is skewed can neither take over a live lease (its clock running ahead) nor hand
+//!   out a lease that is already over (its clock running behind).
+//! - **SQLite** serves a single replica on one machine, so the gateway's clock is the only
+//!   clock involved; it is bound into each statement as a parameter.
+//!
+//! Either way a lease is only as good as its length: it must outlast the longest attempt
+//! (the configuration refuses a lease that does not), and [`Ledger::keep_alive`] renews it
+//! while the attempt runs, so a slow attempt keeps its key.
 
 mod postgres;
 mod sqlite;
@@ -44,8 +58,11 @@ mod tests;
 
 use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
-use tokio::sync::Mutex;
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::{
+    sync::{Mutex, oneshot},
+    task::JoinHandle,
+};
 use uuid::Uuid;
 
 /// The shortest `retry_after` handed out, so clients never spin on a lease about to expire.
@@ -55,6 +72,10 @@ const MIN_RETRY_AFTER: Duration = Duration::from_millis(100);
 /// repeated when another attempt won a race in between, after which the key is held or
 /// finished; a third round would need a fresh race, so this bound is never reached in practice.
 const MAX_BEGIN_ROUNDS: usize = 3;
+
+/// The shortest pause between two renewals of a lease, so a very short lease (tests use tens
+/// of milliseconds) does not turn the heartbeat into a busy loop.
+const MIN_RENEW_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How long a query waits for a pooled connection. Start-up fails fast on an unreachable
 /// database instead of hanging, and at run time a pool starved this long means the database
@@ -101,6 +122,20 @@ impl fmt::Debug for LedgerOptions {
 #[derive(Clone, Debug)]
 pub struct Ledger {
     backend: Backend,
+    clock: Clock,
+}
+
+/// The gateway's clock, as the SQLite backend reads it. A seam for tests, which skew it to
+/// stand for a replica whose clock is off; PostgreSQL never reads it (see "Time" above).
+#[derive(Clone, Copy, Debug, Default)]
+struct Clock {
+    skew: TimeDelta,
+}
+
+impl Clock {
+    fn now_millis(self) -> i64 {
+        (Utc::now() + self.skew).timestamp_millis()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -130,9 +165,10 @@ pub enum Begin {
     Replay(Outcome),
     /// The key was used before with a different fingerprint.
     Conflict,
-    /// Another attempt, possibly on another replica, holds a live lease on the key.
+    /// Another attempt, possibly on another replica, holds a live lease on the key, or the
+    /// key is settling after an unknown outcome ([`Ledger::release_after`]).
     InProgress {
-        /// The lease's remaining time, at least 100 ms.
+        /// The lease's (or settling period's) remaining time, at least 100 ms.
         retry_after: Duration,
     },
 }
@@ -201,9 +237,39 @@ impl Attempt {
         self.number
     }
 
-    /// Returns when the lease ends; the upstream call should finish well before it.
+    /// Returns when the lease granted by the claim ends; renewals ([`Ledger::keep_alive`])
+    /// move the stored expiry later, not this value.
     pub fn lease_expires_at(&self) -> DateTime<Utc> {
         self.lease_expires_at
+    }
+}
+
+/// Renews an attempt's lease in the background; see [`Ledger::keep_alive`].
+#[derive(Debug)]
+#[must_use = "dropping the keeper stops the renewals at once"]
+pub struct LeaseKeeper {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl LeaseKeeper {
+    /// Stops the renewals and waits until none is in progress, so that whatever the attempt
+    /// writes next is the last word on its lease.
+    pub async fn stop(mut self) {
+        drop(self.stop.take());
+        if let Some(task) = self.task.take() {
+            // The task ends at its next wake-up; it only fails if it panicked, and then it
+            // renews nothing either.
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 
@@ -392,7 +458,10 @@ impl Ledger {
                 )));
             }
         };
-        Ok(Ledger { backend })
+        Ok(Ledger {
+            backend,
+            clock: Clock::default(),
+        })
     }
 
     /// Returns which database backs the ledger: `"sqlite"` or `"postgres"`.
@@ -420,36 +489,39 @@ impl Ledger {
         fingerprint: &str,
         lease: Duration,
     ) -> Result<Begin, LedgerError> {
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let lease_ms = millis(lease);
         for _ in 0..MAX_BEGIN_ROUNDS {
-            // One clock reading per round: the lease we grant and the expiry we test against
-            // must agree with each other.
-            let now = now_millis();
-            let lease_until = now.saturating_add(lease_ms);
+            // One clock reading per round (SQLite; PostgreSQL reads its own): the lease we
+            // grant and the expiry we test against must agree with each other.
+            let now = self.gateway_now();
             let token = Uuid::new_v4();
-            let attempt = |number| Attempt {
-                client: client.to_owned(),
-                request_id: request_id.to_owned(),
-                token,
-                number,
-                lease_expires_at: from_millis(lease_until).unwrap_or(DateTime::<Utc>::MAX_UTC),
+            let attempt = |number: u32, lease_until: i64| -> Result<Attempt, LedgerError> {
+                Ok(Attempt {
+                    client: client.to_owned(),
+                    request_id: request_id.to_owned(),
+                    token,
+                    number,
+                    lease_expires_at: time(lease_until)?,
+                })
             };
 
-            let inserted = with_writer!(self, |pool| sqlx::query(INSERT_FRESH)
-                .bind(client)
-                .bind(request_id)
-                .bind(fingerprint)
-                .bind(token.to_string())
-                .bind(now)
-                .bind(lease_until)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected()))?;
-            if inserted == 1 {
-                return Ok(Begin::Fresh(attempt(1)));
+            let inserted = with_writer!(self, |pool| sqlx::query_scalar::<_, i64>(
+                self.sql(&INSERT_FRESH)
+            )
+            .bind(client)
+            .bind(request_id)
+            .bind(fingerprint)
+            .bind(token.to_string())
+            .bind(lease_ms)
+            .bind(now)
+            .fetch_optional(pool)
+            .await)?;
+            if let Some(lease_until) = inserted {
+                return Ok(Begin::Fresh(attempt(1, lease_until)?));
             }
 
-            let Some(row) = self.fetch(client, request_id).await? else {
+            let Some(RowAtNow { row, db_now }) = self.fetch_at_now(client, request_id, now).await?
+            else {
                 // Deleted between our insert and this read (only an operator does that):
                 // the key is free again, so claim it afresh.
                 continue;
@@ -462,8 +534,8 @@ impl Ledger {
                 State::Issued | State::Rejected => {
                     return Ok(Begin::Replay(row.outcome()?));
                 }
-                State::Pending if row.lease_expires_at > now => {
-                    let remaining = row.lease_expires_at.saturating_sub(now);
+                State::Pending if row.lease_expires_at > db_now => {
+                    let remaining = row.lease_expires_at.saturating_sub(db_now);
                     let remaining = Duration::from_millis(u64::try_from(remaining).unwrap_or(0));
                     return Ok(Begin::InProgress {
                         retry_after: remaining.max(MIN_RETRY_AFTER),
@@ -475,19 +547,21 @@ impl Ledger {
             // The lease has expired: take over, fenced on the token we just read. If another
             // attempt got there first it changed the token, our UPDATE matches nothing, and
             // the next round reads what that attempt did.
-            let taken = with_writer!(self, |pool| sqlx::query_scalar::<_, i64>(TAKE_OVER)
-                .bind(client)
-                .bind(request_id)
-                .bind(token.to_string())
-                .bind(lease_until)
-                .bind(now)
-                .bind(&row.attempt_token)
-                .fetch_optional(pool)
-                .await)?;
-            if let Some(attempts) = taken {
+            let taken = with_writer!(self, |pool| sqlx::query_as::<_, (i64, i64)>(
+                self.sql(&TAKE_OVER)
+            )
+            .bind(client)
+            .bind(request_id)
+            .bind(token.to_string())
+            .bind(lease_ms)
+            .bind(&row.attempt_token)
+            .bind(now)
+            .fetch_optional(pool)
+            .await)?;
+            if let Some((attempts, lease_until)) = taken {
                 let number = u32::try_from(attempts)
                     .map_err(|_| LedgerError::Corrupt(format!("attempt count {attempts}")))?;
-                return Ok(Begin::Resume(attempt(number)));
+                return Ok(Begin::Resume(attempt(number, lease_until)?));
             }
         }
         // Only reachable if the key kept changing hands under us: someone else is active.
@@ -507,14 +581,13 @@ impl Ledger {
         license_id: &str,
         license_json: &str,
     ) -> Result<(), LedgerError> {
-        let now = now_millis();
-        let changed = with_writer!(self, |pool| sqlx::query(COMPLETE)
+        let changed = with_writer!(self, |pool| sqlx::query(self.sql(&COMPLETE))
             .bind(&attempt.client)
             .bind(&attempt.request_id)
             .bind(attempt.token.to_string())
             .bind(license_id)
             .bind(license_json)
-            .bind(now)
+            .bind(self.gateway_now())
             .execute(pool)
             .await
             .map(|done| done.rows_affected()))?;
@@ -533,14 +606,13 @@ impl Ledger {
         reason: &str,
         message: &str,
     ) -> Result<(), LedgerError> {
-        let now = now_millis();
-        let changed = with_writer!(self, |pool| sqlx::query(REJECT)
+        let changed = with_writer!(self, |pool| sqlx::query(self.sql(&REJECT))
             .bind(&attempt.client)
             .bind(&attempt.request_id)
             .bind(attempt.token.to_string())
             .bind(reason)
             .bind(message)
-            .bind(now)
+            .bind(self.gateway_now())
             .execute(pool)
             .await
             .map(|done| done.rows_affected()))?;
@@ -553,21 +625,105 @@ impl Ledger {
     }
 
     /// Ends the attempt's lease now, leaving the record pending, so the next `begin` resumes
-    /// it at once (and reconciles). For transient failures and unknown outcomes.
+    /// it at once (and reconciles). For failures after which nothing was created: the create
+    /// was never sent, or Cryptlex certainly did not act on it.
     ///
     /// Releasing an attempt that already settled its record is a no-op, so a clean-up path
     /// may call it unconditionally.
     pub async fn release(&self, attempt: &Attempt) -> Result<(), LedgerError> {
-        let now = now_millis();
-        let changed = with_writer!(self, |pool| sqlx::query(RELEASE)
+        self.release_after(attempt, Duration::ZERO).await
+    }
+
+    /// Ends the attempt's lease `settle` from now, leaving the record pending. For unknown
+    /// outcomes: Cryptlex may still be finishing a create whose reply we gave up on, and its
+    /// metadata search may not show a new license yet, so reconciling at once could miss the
+    /// license and create a second one. Until `settle` has passed, `begin` answers
+    /// [`Begin::InProgress`] with the time left.
+    ///
+    /// Like [`release`](Self::release), a no-op on a record the attempt already settled.
+    pub async fn release_after(
+        &self,
+        attempt: &Attempt,
+        settle: Duration,
+    ) -> Result<(), LedgerError> {
+        self.end_lease_in(&RELEASE, attempt, settle).await
+    }
+
+    /// Extends the attempt's lease to `lease` from now, while it still holds the record.
+    ///
+    /// Fails with [`LedgerError::StaleAttempt`] once another attempt has taken the key over;
+    /// a no-op on a record this attempt already settled.
+    pub async fn renew(&self, attempt: &Attempt, lease: Duration) -> Result<(), LedgerError> {
+        self.end_lease_in(&RENEW, attempt, lease).await
+    }
+
+    /// Runs `RELEASE` or `RENEW`, which both end the attempt's lease `from_now`, fenced by
+    /// its token; a no-op on a record the attempt already settled.
+    async fn end_lease_in(
+        &self,
+        statement: &Statement,
+        attempt: &Attempt,
+        from_now: Duration,
+    ) -> Result<(), LedgerError> {
+        let changed = with_writer!(self, |pool| sqlx::query(self.sql(statement))
             .bind(&attempt.client)
             .bind(&attempt.request_id)
             .bind(attempt.token.to_string())
-            .bind(now)
+            .bind(millis(from_now))
+            .bind(self.gateway_now())
             .execute(pool)
             .await
             .map(|done| done.rows_affected()))?;
         self.settled(attempt, changed, |_| true).await
+    }
+
+    /// Starts renewing the attempt's lease in the background, every third of `lease`, until
+    /// the returned keeper is stopped or dropped. A slow attempt (a create that takes longer
+    /// than expected) then keeps its key, where an expired lease would let a retry take over,
+    /// find nothing yet, and create a second license.
+    ///
+    /// Stop the keeper ([`LeaseKeeper::stop`]) before settling the record, so no renewal can
+    /// land after the settle and lengthen a settling period or a release. Dropping it (a
+    /// panic, a cancelled task) stops the renewals too; the lease then runs out on its own.
+    pub fn keep_alive(&self, attempt: &Attempt, lease: Duration) -> LeaseKeeper {
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let ledger = self.clone();
+        let attempt = attempt.clone();
+        let interval = (lease / 3).max(MIN_RENEW_INTERVAL);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    // A send or a dropped sender: either way, stop.
+                    _ = &mut stopped => return,
+                    () = tokio::time::sleep(interval) => {}
+                }
+                match ledger.renew(&attempt, lease).await {
+                    Ok(()) => {}
+                    Err(LedgerError::StaleAttempt) => {
+                        // Only possible if renewals failed for a whole lease: the fencing
+                        // token still keeps this attempt from overwriting the new holder.
+                        tracing::error!(
+                            client = attempt.client,
+                            issuance_request_id = attempt.request_id,
+                            "another attempt took over an issuance that is still in flight"
+                        );
+                        return;
+                    }
+                    Err(error) => {
+                        // The lease has time left (we renew at a third of it): try again.
+                        tracing::warn!(
+                            %error,
+                            issuance_request_id = attempt.request_id,
+                            "could not renew the issuance lease"
+                        );
+                    }
+                }
+            }
+        });
+        LeaseKeeper {
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Returns the record for `(client, request_id)`, if any.
@@ -614,7 +770,16 @@ impl Ledger {
             .expect("a valid postgres url");
         Ledger {
             backend: Backend::Postgres { pool },
+            clock: Clock::default(),
         }
+    }
+
+    /// Returns this ledger with the gateway's clock moved by `skew`, standing for a replica
+    /// whose clock is off. Only SQLite reads that clock.
+    #[cfg(test)]
+    pub(crate) fn with_clock_skew_for_tests(mut self, skew: TimeDelta) -> Ledger {
+        self.clock.skew = skew;
+        self
     }
 
     /// Checks that the database answers (`SELECT 1`), for readiness probes.
@@ -655,6 +820,41 @@ impl Ledger {
         .await)?)
     }
 
+    /// Reads the record together with the time the read happened at, on the clock that leases
+    /// are compared against: `now` on SQLite, the database's on PostgreSQL.
+    async fn fetch_at_now(
+        &self,
+        client: &str,
+        request_id: &str,
+        now: Option<i64>,
+    ) -> Result<Option<RowAtNow>, LedgerError> {
+        Ok(with_pool!(self, |pool| sqlx::query_as::<_, RowAtNow>(
+            self.sql(&SELECT_ONE_AT_NOW)
+        )
+        .bind(client)
+        .bind(request_id)
+        .bind(now)
+        .fetch_optional(pool)
+        .await)?)
+    }
+
+    /// Returns the gateway's time to bind as "now": `Some` on SQLite, whose statements use it,
+    /// and `None` on PostgreSQL, whose statements fall back to the database's own clock.
+    fn gateway_now(&self) -> Option<i64> {
+        match self.backend {
+            Backend::Sqlite { .. } => Some(self.clock.now_millis()),
+            Backend::Postgres { .. } => None,
+        }
+    }
+
+    /// Returns `statement` in this ledger's dialect.
+    fn sql(&self, statement: &Statement) -> &'static str {
+        match self.backend {
+            Backend::Sqlite { .. } => statement.sqlite,
+            Backend::Postgres { .. } => statement.postgres,
+        }
+    }
+
     /// Explains a fenced settle that changed `changed` rows: one row means it took effect;
     /// none means either another attempt holds the token (stale) or this attempt already
     /// settled the record, which is fine if `same_outcome` says it is a repeat.
@@ -685,46 +885,118 @@ impl Ledger {
 // Plain runtime-checked queries: there is no DATABASE_URL at build time for the checked
 // macros. `$N` placeholders work on both backends (sqlx binds SQLite's `$N` by number too),
 // and a number may appear twice.
+//
+// Statements that read the time are written once with `NOW` where the time goes, and
+// `timed!` spells it per backend: on SQLite the parameter `$N` (the gateway's clock, bound by
+// `Ledger::gateway_now`), on PostgreSQL the database's clock. PostgreSQL gets the same `$N`,
+// bound to NULL, inside a COALESCE, so both backends bind the very same parameters.
 
-/// Builds a `SELECT` of every column; a macro because `concat!` only takes literals.
-macro_rules! select_from_records {
-    ($($rest:literal)*) => {
-        concat!(
-            "SELECT caller, request_id, fingerprint, state, attempt_token, attempts, \
-             license_id, license_json, error_reason, error_message, created_at, updated_at, \
-             lease_expires_at FROM issuance_records ",
-            $($rest),*
-        )
+/// One statement in both dialects; see [`Ledger::sql`].
+#[derive(Debug)]
+struct Statement {
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+/// The columns of a record, in `Row`'s order; a macro because `concat!` only takes literals.
+macro_rules! record_columns {
+    () => {
+        "caller, request_id, fingerprint, state, attempt_token, attempts, license_id, \
+         license_json, error_reason, error_message, created_at, updated_at, lease_expires_at"
     };
 }
 
-const INSERT_FRESH: &str = "INSERT INTO issuance_records \
-    (caller, request_id, fingerprint, state, attempt_token, attempts, created_at, updated_at, \
-     lease_expires_at) \
-    VALUES ($1, $2, $3, 'pending', $4, 1, $5, $5, $6) \
-    ON CONFLICT (caller, request_id) DO NOTHING";
+/// Builds a `SELECT` of every column.
+macro_rules! select_from_records {
+    ($($rest:literal)*) => {
+        concat!("SELECT ", record_columns!(), " FROM issuance_records ", $($rest),*)
+    };
+}
+
+/// One piece of a timed statement: `NOW`, `COLUMNS` (every record column) or a literal.
+macro_rules! sql_part {
+    (sqlite, $now:literal, NOW) => {
+        concat!("$", $now)
+    };
+    // `now()` is the start of the statement's transaction, which for these single-statement
+    // transactions is the statement itself.
+    (postgres, $now:literal, NOW) => {
+        concat!(
+            "COALESCE($",
+            $now,
+            ", (EXTRACT(EPOCH FROM now()) * 1000)::BIGINT)"
+        )
+    };
+    ($dialect:ident, $now:literal, COLUMNS) => {
+        record_columns!()
+    };
+    ($dialect:ident, $now:literal, $literal:literal) => {
+        $literal
+    };
+}
+
+/// Declares a statement that reads the time, whose parameter `$now` carries the gateway's.
+macro_rules! timed {
+    (now = $now:literal; $($part:tt)+) => {
+        Statement {
+            sqlite: concat!($(sql_part!(sqlite, $now, $part)),+),
+            postgres: concat!($(sql_part!(postgres, $now, $part)),+),
+        }
+    };
+}
+
+const INSERT_FRESH: Statement = timed!(now = 6;
+    "INSERT INTO issuance_records \
+     (caller, request_id, fingerprint, state, attempt_token, attempts, created_at, updated_at, \
+      lease_expires_at) \
+     VALUES ($1, $2, $3, 'pending', $4, 1, " NOW ", " NOW ", " NOW " + $5) \
+     ON CONFLICT (caller, request_id) DO NOTHING \
+     RETURNING lease_expires_at"
+);
 
 const SELECT_ONE: &str = select_from_records!("WHERE caller = $1 AND request_id = $2");
 
-const TAKE_OVER: &str = "UPDATE issuance_records \
-    SET attempt_token = $3, attempts = attempts + 1, lease_expires_at = $4, updated_at = $5 \
-    WHERE caller = $1 AND request_id = $2 AND attempt_token = $6 \
-      AND state = 'pending' AND lease_expires_at <= $5 \
-    RETURNING attempts";
+const SELECT_ONE_AT_NOW: Statement = timed!(now = 3;
+    "SELECT " COLUMNS ", " NOW " AS db_now FROM issuance_records \
+     WHERE caller = $1 AND request_id = $2"
+);
 
-const COMPLETE: &str = "UPDATE issuance_records \
-    SET state = 'issued', license_id = $4, license_json = $5, updated_at = $6, \
-        lease_expires_at = $6 \
-    WHERE caller = $1 AND request_id = $2 AND attempt_token = $3 AND state = 'pending'";
+const TAKE_OVER: Statement = timed!(now = 6;
+    "UPDATE issuance_records \
+     SET attempt_token = $3, attempts = attempts + 1, lease_expires_at = " NOW " + $4, \
+         updated_at = " NOW " \
+     WHERE caller = $1 AND request_id = $2 AND attempt_token = $5 \
+       AND state = 'pending' AND lease_expires_at <= " NOW " \
+     RETURNING attempts, lease_expires_at"
+);
 
-const REJECT: &str = "UPDATE issuance_records \
-    SET state = 'rejected', error_reason = $4, error_message = $5, updated_at = $6, \
-        lease_expires_at = $6 \
-    WHERE caller = $1 AND request_id = $2 AND attempt_token = $3 AND state = 'pending'";
+const COMPLETE: Statement = timed!(now = 6;
+    "UPDATE issuance_records \
+     SET state = 'issued', license_id = $4, license_json = $5, updated_at = " NOW ", \
+         lease_expires_at = " NOW " \
+     WHERE caller = $1 AND request_id = $2 AND attempt_token = $3 AND state = 'pending'"
+);
 
-const RELEASE: &str = "UPDATE issuance_records \
-    SET lease_expires_at = $4, updated_at = $4 \
-    WHERE caller = $1 AND request_id = $2 AND attempt_token = $3 AND state = 'pending'";
+const REJECT: Statement = timed!(now = 6;
+    "UPDATE issuance_records \
+     SET state = 'rejected', error_reason = $4, error_message = $5, updated_at = " NOW ", \
+         lease_expires_at = " NOW " \
+     WHERE caller = $1 AND request_id = $2 AND attempt_token = $3 AND state = 'pending'"
+);
+
+// `$4` is the settling period: zero releases at once.
+const RELEASE: Statement = timed!(now = 5;
+    "UPDATE issuance_records \
+     SET lease_expires_at = " NOW " + $4, updated_at = " NOW " \
+     WHERE caller = $1 AND request_id = $2 AND attempt_token = $3 AND state = 'pending'"
+);
+
+// A renewal is no change of state, so `updated_at` keeps saying when the record last changed.
+const RENEW: Statement = timed!(now = 5;
+    "UPDATE issuance_records \
+     SET lease_expires_at = " NOW " + $4 \
+     WHERE caller = $1 AND request_id = $2 AND attempt_token = $3 AND state = 'pending'"
+);
 
 const FIND_BY_REQUEST_ID: &str = select_from_records!("WHERE request_id = $1 ORDER BY caller");
 
@@ -757,6 +1029,14 @@ struct Row {
     created_at: i64,
     updated_at: i64,
     lease_expires_at: i64,
+}
+
+/// A row and the time it was read at, on the clock leases are compared against.
+#[derive(Debug, sqlx::FromRow)]
+struct RowAtNow {
+    #[sqlx(flatten)]
+    row: Row,
+    db_now: i64,
 }
 
 impl Row {
@@ -804,10 +1084,6 @@ impl TryFrom<Row> for Record {
     type Error = LedgerError;
 
     fn try_from(row: Row) -> Result<Self, Self::Error> {
-        let time = |millis: i64| {
-            from_millis(millis)
-                .ok_or_else(|| LedgerError::Corrupt(format!("timestamp {millis} out of range")))
-        };
         Ok(Record {
             state: row.state()?,
             attempts: u32::try_from(row.attempts)
@@ -828,12 +1104,15 @@ impl TryFrom<Row> for Record {
 
 // === Helpers ===
 
-fn now_millis() -> i64 {
-    Utc::now().timestamp_millis()
+/// Returns a stored timestamp as a time.
+fn time(millis: i64) -> Result<DateTime<Utc>, LedgerError> {
+    DateTime::from_timestamp_millis(millis)
+        .ok_or_else(|| LedgerError::Corrupt(format!("timestamp {millis} out of range")))
 }
 
-fn from_millis(millis: i64) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(millis)
+/// Returns a duration in the milliseconds the database adds to its timestamps.
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Shows a secret's size in place of its content.

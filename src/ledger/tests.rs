@@ -6,6 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use chrono::TimeDelta;
 use sqlx::{AssertSqlSafe, Connection, postgres::PgConnection};
 use tempfile::TempDir;
 use tokio::{sync::Barrier, task::JoinSet};
@@ -159,6 +160,14 @@ fn license_json(id: &str) -> String {
     format!(r#"{{"id":"{id}","key":"AAAA-BBBB"}}"#)
 }
 
+/// Calls `begin` for the key and payload most tests use (`req-1`, fingerprint `a`).
+async fn begin_req_1(ledger: &Ledger, lease: Duration) -> Begin {
+    ledger
+        .begin(CLIENT, "req-1", &fingerprint('a'), lease)
+        .await
+        .expect("begin")
+}
+
 async fn wait_out_short_lease() {
     tokio::time::sleep(SHORT * 2).await;
 }
@@ -178,6 +187,10 @@ ledger_tests!(
     fifty_concurrent_begins_for_one_key_yield_exactly_one_claim,
     listing_is_newest_first_and_counts_cover_every_state,
     records_survive_a_reconnect_and_rerunning_migrations_is_harmless,
+    a_kept_alive_lease_outlasts_its_length_until_the_keeper_stops,
+    a_dropped_keeper_stops_renewing_and_the_lease_runs_out,
+    a_taken_over_attempt_can_no_longer_renew_its_lease,
+    a_record_released_after_a_settling_period_stays_in_progress_until_it_ends,
 );
 
 async fn a_fresh_claim_completed_once_is_replayed_for_the_same_fingerprint(db: &TestDb) {
@@ -718,6 +731,81 @@ async fn records_survive_a_reconnect_and_rerunning_migrations_is_harmless(db: &T
     assert_eq!(again.count_by_state().await.unwrap()[1], (State::Issued, 2));
 }
 
+async fn a_kept_alive_lease_outlasts_its_length_until_the_keeper_stops(db: &TestDb) {
+    // Long enough that a renewal delayed by a busy machine (or a slow fsync) still lands in
+    // time, short enough to outlive five times over.
+    const KEPT: Duration = Duration::from_millis(300);
+    let ledger = db.connect().await;
+    let attempt = fresh(begin_req_1(&ledger, KEPT).await);
+    let keeper = ledger.keep_alive(&attempt, KEPT);
+
+    // Five lease lengths later the key is still held: a slow create keeps its claim.
+    tokio::time::sleep(KEPT * 5).await;
+    let begin = begin_req_1(&ledger, LONG).await;
+    assert!(matches!(begin, Begin::InProgress { .. }), "{begin:?}");
+
+    // Once the attempt ends, the lease is renewed no more and runs out as usual.
+    keeper.stop().await;
+    tokio::time::sleep(KEPT * 2).await;
+    let next = resumed(begin_req_1(&ledger, LONG).await);
+    assert_eq!(next.number(), 2);
+}
+
+async fn a_dropped_keeper_stops_renewing_and_the_lease_runs_out(db: &TestDb) {
+    let ledger = db.connect().await;
+    let attempt = fresh(begin_req_1(&ledger, SHORT).await);
+    // An attempt that panics or is cancelled drops its keeper without stopping it.
+    drop(ledger.keep_alive(&attempt, SHORT));
+
+    wait_out_short_lease().await;
+    resumed(begin_req_1(&ledger, LONG).await);
+}
+
+async fn a_taken_over_attempt_can_no_longer_renew_its_lease(db: &TestDb) {
+    let ledger = db.connect().await;
+    let stale = fresh(begin_req_1(&ledger, SHORT).await);
+    wait_out_short_lease().await;
+    let current = resumed(begin_req_1(&ledger, LONG).await);
+
+    let err = ledger.renew(&stale, LONG * 2).await.unwrap_err();
+
+    assert!(matches!(err, LedgerError::StaleAttempt), "{err:?}");
+    let record = ledger.get(CLIENT, "req-1").await.unwrap().expect("record");
+    assert_eq!(record.lease_expires_at, current.lease_expires_at());
+    // The holder renews; renewing a finished record is a harmless no-op.
+    ledger.renew(&current, LONG).await.unwrap();
+    ledger
+        .complete(&current, "lic-1", &license_json("lic-1"))
+        .await
+        .unwrap();
+    ledger.renew(&current, LONG).await.unwrap();
+    let record = ledger.get(CLIENT, "req-1").await.unwrap().expect("record");
+    assert_eq!(record.state, State::Issued);
+}
+
+async fn a_record_released_after_a_settling_period_stays_in_progress_until_it_ends(db: &TestDb) {
+    const SETTLE: Duration = Duration::from_millis(400);
+    let ledger = db.connect().await;
+    let attempt = fresh(begin_req_1(&ledger, LONG).await);
+
+    ledger.release_after(&attempt, SETTLE).await.unwrap();
+
+    // Within the settling period a retry is told how long is left, not let in to reconcile.
+    match begin_req_1(&ledger, LONG).await {
+        Begin::InProgress { retry_after } => {
+            assert!(retry_after <= SETTLE, "{retry_after:?}");
+            assert!(retry_after > SETTLE / 2, "{retry_after:?}");
+        }
+        other => panic!("expected InProgress, got {other:?}"),
+    }
+    let record = ledger.get(CLIENT, "req-1").await.unwrap().expect("record");
+    assert_eq!(record.state, State::Pending);
+    // After it, the next attempt takes over (and reconciles).
+    tokio::time::sleep(SETTLE + SHORT).await;
+    let next = resumed(begin_req_1(&ledger, LONG).await);
+    assert_eq!(next.number(), 2);
+}
+
 /// Starts fifty `begin`s for one key at once, spread over `replicas`, and collects them.
 async fn race(replicas: &[Ledger], lease: Duration) -> Vec<Begin> {
     const RACERS: usize = 50;
@@ -742,6 +830,124 @@ async fn race(replicas: &[Ledger], lease: Duration) -> Vec<Begin> {
 
 fn count(outcomes: &[Begin], pick: impl Fn(&Begin) -> bool) -> usize {
     outcomes.iter().filter(|b| pick(b)).count()
+}
+
+// === Whose clock decides ===
+
+/// An hour: far more skew than NTP ever leaves, so a test cannot pass by luck of timing.
+const HOUR: TimeDelta = TimeDelta::hours(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_replica_whose_clock_runs_ahead_cannot_take_over_a_live_lease() {
+    let db = TestDb::postgres().await;
+    let holder = db.connect().await;
+    let ahead = db.connect().await.with_clock_skew_for_tests(HOUR);
+    fresh(begin_req_1(&holder, LONG).await);
+
+    let begin = begin_req_1(&ahead, LONG).await;
+
+    match begin {
+        // The hint is the lease's real remaining time, not one skewed by an hour.
+        Begin::InProgress { retry_after } => {
+            assert!(
+                retry_after > LONG - Duration::from_secs(5),
+                "{retry_after:?}"
+            );
+            assert!(retry_after <= LONG, "{retry_after:?}");
+        }
+        other => panic!("the database's clock says the lease is live, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_replica_whose_clock_runs_behind_grants_a_lease_that_holds() {
+    let db = TestDb::postgres().await;
+    let behind = db.connect().await.with_clock_skew_for_tests(-HOUR);
+    let other = db.connect().await;
+    let attempt = fresh(begin_req_1(&behind, LONG).await);
+
+    let begin = begin_req_1(&other, LONG).await;
+
+    assert!(matches!(begin, Begin::InProgress { .. }), "{begin:?}");
+    // Every timestamp is the database's, whichever replica wrote it.
+    let record = other.get(CLIENT, "req-1").await.unwrap().expect("record");
+    let off = (record.created_at - Utc::now()).abs();
+    assert!(
+        off < TimeDelta::minutes(1),
+        "created_at {}",
+        record.created_at
+    );
+    assert_eq!(record.lease_expires_at, attempt.lease_expires_at());
+    // Renewals and settling periods too: released by the skewed replica for 30 s, the record
+    // stays held for the others.
+    behind.renew(&attempt, LONG).await.unwrap();
+    behind.release_after(&attempt, LONG).await.unwrap();
+    let begin = begin_req_1(&other, LONG).await;
+    assert!(matches!(begin, Begin::InProgress { .. }), "{begin:?}");
+}
+
+/// The control for the two tests above: on SQLite (one replica, one machine) the gateway's
+/// clock is the one that decides, so the skew seam is real and the PostgreSQL tests above
+/// could fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_the_gateways_own_clock_decides() {
+    let db = TestDb::sqlite().await;
+    let ledger = db.connect().await;
+    fresh(begin_req_1(&ledger, LONG).await);
+
+    let ahead = ledger.with_clock_skew_for_tests(HOUR);
+    let begin = begin_req_1(&ahead, LONG).await;
+
+    assert!(matches!(begin, Begin::Resume(_)), "{begin:?}");
+}
+
+// === The SQLite file ===
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_sqlite_ledger_file_is_readable_by_its_owner_only() {
+    let db = TestDb::sqlite().await;
+    let ledger = db.connect().await;
+    // Write something, so the WAL file exists too.
+    fresh(begin_req_1(&ledger, LONG).await);
+
+    let dir = db._dir.as_ref().expect("a sqlite test db has a directory");
+    let file = dir.path().join("ledger.db");
+    assert_eq!(mode(&file), 0o600, "the ledger file");
+    let wal = dir.path().join("ledger.db-wal");
+    assert!(wal.exists(), "WAL mode keeps a -wal file while open");
+    assert_eq!(mode(&wal), 0o600, "the -wal file");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn an_existing_sqlite_ledger_file_readable_by_others_is_tightened() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let db = TestDb::sqlite().await;
+    let ledger = db.connect().await;
+    ledger.close().await;
+    drop(ledger);
+    let dir = db._dir.as_ref().expect("a sqlite test db has a directory");
+    let file = dir.path().join("ledger.db");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    let ledger = db.connect().await;
+
+    assert_eq!(mode(&file), 0o600);
+    assert_eq!(
+        ledger.count_by_state().await.unwrap()[0],
+        (State::Pending, 0)
+    );
 }
 
 // === Backend-independent ===

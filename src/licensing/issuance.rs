@@ -9,6 +9,13 @@
 //! creates. `POST /v3/licenses` is never repeated blindly. An attempt runs on a
 //! task of its own, so a caller that goes away mid-create does not leave its
 //! request id held until the lease runs out.
+//!
+//! Three things keep a retry from reconciling too early, which would find no
+//! license and create a second one: the lease outlasts the longest attempt
+//! (the configuration checks it), the attempt renews its lease while it works,
+//! and after an unknown outcome the record stays held for
+//! `settle_after_unknown_outcome`, time for Cryptlex to finish a create it is
+//! still working on and for its metadata search to show the new license.
 
 use std::time::Duration;
 
@@ -16,7 +23,7 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 
 use super::{Credential, Denial, Licensing, LicensingError, Missing, upstream};
-use crate::cryptlex::{CryptlexError, NewLicense, Rejection};
+use crate::cryptlex::{CryptlexError, MetadataMatches, NewLicense, Rejection};
 use crate::domain::{
     AllowList, AllowedClient, ClientIdentity, CryptlexId, Email, FieldViolation, IssuedLicense,
     MetadataMap, RequestContext, RequestId, ValidationErrors,
@@ -69,6 +76,9 @@ pub struct IssuanceOptions {
     pub lease: Duration,
     /// How long a concurrent duplicate waits for the first attempt.
     pub wait_for_in_flight: Duration,
+    /// How long a request id stays held after a create whose outcome is unknown, before a
+    /// retry may reconcile it.
+    pub settle_after_unknown_outcome: Duration,
     /// The internal callers that may issue, and for which products.
     pub allow_list: AllowList,
 }
@@ -252,7 +262,9 @@ impl Licensing {
     }
 
     /// Runs one attempt that owns the ledger record: reconcile if needed,
-    /// then create, then record the outcome.
+    /// then create, then record the outcome. The lease is renewed for as long
+    /// as the upstream work runs, and no longer: the keeper is stopped before
+    /// the record is settled, on every path.
     async fn attempt(
         &self,
         ctx: &RequestContext,
@@ -262,10 +274,12 @@ impl Licensing {
         attempt: Attempt,
         start: Start,
     ) -> Result<Issued, LicensingError> {
-        let (ledger, _) = self.issuance()?;
+        let (ledger, options) = self.issuance()?;
+        let keeper = ledger.keep_alive(&attempt, options.lease);
         let result = self
             .reconcile_or_create(ctx, caller, command, product_id, start)
             .await;
+        keeper.stop().await;
         match result {
             Ok((license, replayed)) => {
                 let json = serde_json::to_string(&license).map_err(LicensingError::internal)?;
@@ -286,9 +300,19 @@ impl Licensing {
                 Err(LicensingError::IssuanceRejected { detail })
             }
             Err(AttemptError::NotFinal(error)) => {
-                // Outcome unknown or not attempted: leave the record pending
-                // and let the next attempt take over (and reconcile) at once.
+                // Nothing was created: leave the record pending and let the
+                // next attempt take over (and reconcile) at once.
                 if let Err(ledger_error) = ledger.release(&attempt).await {
+                    tracing::error!(error = %ledger_error, "could not release the ledger record");
+                }
+                Err(error)
+            }
+            Err(AttemptError::Unknown(error)) => {
+                // The create may have happened, or may still be happening:
+                // hold the record for the settling period before anyone
+                // looks the license up.
+                let settle = options.settle_after_unknown_outcome;
+                if let Err(ledger_error) = ledger.release_after(&attempt, settle).await {
                     tracing::error!(error = %ledger_error, "could not release the ledger record");
                 }
                 Err(error)
@@ -308,10 +332,18 @@ impl Licensing {
         let pat = self.admin_token().map_err(AttemptError::NotFinal)?;
         let hidden = options.reserved_keys();
         let request_id = command.request_id.as_str();
+        // Resolved first, because reconciling checks the license is this user's.
+        let user_id = self.resolve_user(ctx, pat, &command.user).await?;
 
         if start == Start::Resume {
+            let wanted = Wanted {
+                client: caller.identity.as_str(),
+                request_id,
+                user_id: Some(&user_id),
+                product_id: Some(product_id),
+            };
             let found = self
-                .find_issued(ctx, pat, options, caller.identity.as_str(), request_id)
+                .find_issued(ctx, pat, options, &wanted)
                 .await
                 .map_err(AttemptError::NotFinal)?;
             if let Some(license) = found {
@@ -320,7 +352,6 @@ impl Licensing {
             }
         }
 
-        let user_id = self.resolve_user(ctx, pat, &command.user).await?;
         let mut metadata: Vec<(&str, &str)> = command
             .metadata
             .entries()
@@ -352,12 +383,11 @@ impl Licensing {
                         .unwrap_or_default()
                 ),
             }),
-            Err(error) => {
-                if error.outcome_unknown() {
-                    tracing::warn!(%error, "license creation outcome unknown; the next attempt reconciles");
-                }
-                Err(AttemptError::NotFinal(upstream(Credential::Pat, error)))
+            Err(error) if error.outcome_unknown() => {
+                tracing::warn!(%error, "license creation outcome unknown; a retry reconciles after the settling period");
+                Err(AttemptError::Unknown(upstream(Credential::Pat, error)))
             }
+            Err(error) => Err(AttemptError::NotFinal(upstream(Credential::Pat, error))),
         }
     }
 
@@ -419,9 +449,17 @@ impl Licensing {
                     continue;
                 }
             };
-            let found = self
-                .find_issued(ctx, pat, options, &record.client, &record.request_id)
-                .await;
+            // The record keeps no user or product (only their fingerprint), so the license
+            // is matched on the request id and the client alone.
+            let wanted = Wanted {
+                client: &record.client,
+                request_id: &record.request_id,
+                user_id: None,
+                product_id: None,
+            };
+            let keeper = ledger.keep_alive(&attempt, options.lease);
+            let found = self.find_issued(ctx, pat, options, &wanted).await;
+            keeper.stop().await;
             let mine = match found {
                 Ok(found) => found,
                 Err(error) => {
@@ -452,38 +490,62 @@ impl Licensing {
         Ok(results)
     }
 
-    /// Finds the license an earlier attempt created for (`caller`,
-    /// `request_id`) through its Cryptlex metadata, without the gateway's
-    /// bookkeeping keys.
+    /// Finds the license an earlier attempt created for `wanted`, through its
+    /// Cryptlex metadata, without the gateway's bookkeeping keys.
+    ///
+    /// Every page of the search is read, and a license counts only if one of
+    /// its entries holds the request id itself (Cryptlex may match the key and
+    /// the value on different entries), it names the same client, and it is
+    /// for the user and product asked for: a license that merely shares the
+    /// request id is someone else's and must not be handed out. When several
+    /// match (duplicates made before these checks), the oldest is the one.
     async fn find_issued(
         &self,
         ctx: &RequestContext,
         pat: &crate::domain::AdminToken,
         options: &IssuanceOptions,
-        caller: &str,
-        request_id: &str,
+        wanted: &Wanted<'_>,
     ) -> Result<Option<IssuedLicense>, LicensingError> {
-        let found = self
+        let MetadataMatches { licenses, complete } = self
             .cryptlex()
-            .find_licenses_by_metadata(ctx, pat, &options.request_id_metadata_key, request_id, &[])
+            .find_licenses_by_metadata(
+                ctx,
+                pat,
+                &options.request_id_metadata_key,
+                wanted.request_id,
+                &[],
+            )
             .await
             .map_err(|error| upstream(Credential::Pat, error))?;
-        let hidden = options.reserved_keys();
-        Ok(found
+        let searched = licenses.len();
+        let mut matching = licenses
             .into_iter()
-            .find(|license| {
-                license
-                    .metadata
-                    .get(CLIENT_METADATA_KEY)
-                    .map(String::as_str)
-                    == Some(caller)
-            })
-            .map(|mut license| {
-                license
-                    .metadata
-                    .retain(|key, _| !hidden.contains(&key.as_str()));
-                license
-            }))
+            .filter(|license| wanted.matches(license, &options.request_id_metadata_key));
+        let Some(mut found) = matching.next() else {
+            if !complete {
+                // Saying "none" without having read every candidate could
+                // create a duplicate: refuse and let an operator look.
+                return Err(LicensingError::internal(format!(
+                    "more than {searched} licenses carry this request id in their metadata; reconcile by hand"
+                )));
+            }
+            if searched > 0 {
+                tracing::warn!(
+                    searched,
+                    "licenses carry this request id but none is this request's (other client, user or product)"
+                );
+            }
+            return Ok(None);
+        };
+        let duplicates = matching.count();
+        if duplicates > 0 {
+            tracing::error!(license_id = %found.id, duplicates, "several licenses were issued for one request id; answering with the oldest");
+        }
+        let hidden = options.reserved_keys();
+        found
+            .metadata
+            .retain(|key, _| !hidden.contains(&key.as_str()));
+        Ok(Some(found))
     }
 
     fn issuance(&self) -> Result<(&crate::ledger::Ledger, &IssuanceOptions), LicensingError> {
@@ -527,13 +589,44 @@ pub enum ReconcileOutcome {
     AlreadyFinished,
 }
 
+/// What a reconciliation looks for: the license one request created.
+#[derive(Debug)]
+struct Wanted<'a> {
+    client: &'a str,
+    request_id: &'a str,
+    /// The license's user, when known (not to the operator's reconcile).
+    user_id: Option<&'a CryptlexId>,
+    /// The license's product, when known.
+    product_id: Option<&'a CryptlexId>,
+}
+
+impl Wanted<'_> {
+    /// Whether `license` (with its metadata unfiltered) is the one wanted.
+    fn matches(&self, license: &IssuedLicense, request_id_key: &str) -> bool {
+        let has =
+            |key: &str, value: &str| license.metadata.get(key).map(String::as_str) == Some(value);
+        has(request_id_key, self.request_id)
+            && has(CLIENT_METADATA_KEY, self.client)
+            && self
+                .user_id
+                .is_none_or(|user_id| license.user_id == user_id.as_str())
+            && self
+                .product_id
+                .is_none_or(|product_id| license.product_id == product_id.as_str())
+    }
+}
+
 /// How an attempt ended, for the ledger.
 #[derive(Debug)]
 enum AttemptError {
     /// Cryptlex refused for good; record and replay it.
     Permanent { detail: String },
-    /// Not recorded: the next attempt tries again (reconciling first).
+    /// Nothing was created: the next attempt may take over at once (and
+    /// still reconciles first).
     NotFinal(LicensingError),
+    /// The create may have taken effect: hold the record for the settling
+    /// period, then let the next attempt reconcile.
+    Unknown(LicensingError),
 }
 
 /// A stable digest of everything that defines the request, so a reused
@@ -572,6 +665,64 @@ mod tests {
             )
             .expect("metadata"),
         }
+    }
+
+    fn license(user: &str, product: &str, metadata: &[(&str, &str)]) -> IssuedLicense {
+        IssuedLicense {
+            id: "lic".into(),
+            key: "KEY".into(),
+            product_id: product.into(),
+            user_id: user.into(),
+            license_type: "node-locked".into(),
+            expires_at: None,
+            allowed_activations: 1,
+            subscription_interval: String::new(),
+            created_at: None,
+            metadata: metadata
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn reconciliation_takes_only_the_license_of_this_request_client_user_and_product() {
+        const KEY: &str = "licensing_gateway_request_id";
+        let user = CryptlexId::parse("user_id", "u1").expect("id");
+        let product = CryptlexId::parse("product_id", "p1").expect("id");
+        let wanted = Wanted {
+            client: "spiffe://x/payment",
+            request_id: "pay_1",
+            user_id: Some(&user),
+            product_id: Some(&product),
+        };
+        let ours = [(KEY, "pay_1"), (CLIENT_METADATA_KEY, "spiffe://x/payment")];
+
+        assert!(wanted.matches(&license("u1", "p1", &ours), KEY));
+        assert!(
+            !wanted.matches(&license("u2", "p1", &ours), KEY),
+            "another user"
+        );
+        assert!(
+            !wanted.matches(&license("u1", "p2", &ours), KEY),
+            "another product"
+        );
+        let other_client = [(KEY, "pay_1"), (CLIENT_METADATA_KEY, "spiffe://x/refund")];
+        assert!(!wanted.matches(&license("u1", "p1", &other_client), KEY));
+        // The key and the value matched on different entries, as Cryptlex's search may.
+        let split = [
+            (KEY, "pay_2"),
+            ("order", "pay_1"),
+            (CLIENT_METADATA_KEY, "spiffe://x/payment"),
+        ];
+        assert!(!wanted.matches(&license("u1", "p1", &split), KEY));
+        // The operator's reconcile knows no user or product.
+        let any_user = Wanted {
+            user_id: None,
+            product_id: None,
+            ..wanted
+        };
+        assert!(any_user.matches(&license("u2", "p2", &ours), KEY));
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::support::issuance::{
     REQUEST_ID_KEY, issue_concurrently, issue_for_demo, license_or_in_progress, license_posts,
     retry_delay,
 };
-use crate::support::ledger::Backend;
+use crate::support::ledger::{Backend, TestSchema};
 
 /// Runs each named `async fn(Backend)` once per ledger backend, as `<name>::sqlite` and
 /// `<name>::postgres`. The bodies stay plain functions so rustfmt and the IDE see them.
@@ -81,6 +81,18 @@ fn any_product_options(backend: Backend) -> TestOptions {
         }],
         ..backend.options()
     }
+}
+
+/// Environment for a settling period after unknown outcomes (default 5 s) short enough that
+/// a retry waiting for the first attempt (`issuance.wait_for_in_flight`, 2 s) outlasts it and
+/// goes on to reconcile, so a test of what happens after the settling period needs no sleep.
+pub(crate) fn short_settle(options: TestOptions) -> TestOptions {
+    let mut env = options.env.clone();
+    env.push((
+        "LICENSING_GATEWAY__ISSUANCE__SETTLE_AFTER_UNKNOWN_OUTCOME".into(),
+        "300ms".into(),
+    ));
+    TestOptions { env, ..options }
 }
 
 /// Asserts that a call with this client certificate (or none) never gets an answer because
@@ -457,7 +469,8 @@ async fn request_ids_are_scoped_to_the_calling_client(backend: Backend) {
 
 async fn a_reply_lost_after_the_license_was_created_is_reconciled_by_the_retry(backend: Backend) {
     // Arrange: Cryptlex creates the license, then resets the connection instead of answering.
-    let app = spawn_app_with(backend.options()).await;
+    // The retry waits out the (shortened) settling period, then reconciles.
+    let app = spawn_app_with(short_settle(backend.options())).await;
     let cryptlex = app.cryptlex();
     cryptlex
         .add_fault(
@@ -513,9 +526,9 @@ async fn a_call_whose_deadline_expires_after_the_create_is_reconciled_by_a_promp
     backend: Backend,
 ) {
     // Arrange: Cryptlex creates the license at once but answers only after the caller's
-    // deadline. The lease is the default 30 s, so a retry within a few seconds only succeeds
-    // if the timed-out attempt gave its lease back.
-    let app = spawn_app_with(backend.options()).await;
+    // deadline. The lease is the default 60 s, so a retry within a few seconds only succeeds
+    // if the timed-out attempt gave its lease back (after the shortened settling period).
+    let app = spawn_app_with(short_settle(backend.options())).await;
     let cryptlex = app.cryptlex();
     cryptlex
         .add_fault(
@@ -599,7 +612,7 @@ async fn a_caller_that_goes_away_mid_create_does_not_strand_its_request_id(backe
         }
     };
 
-    // Assert: the retry gets the license well within the 30 s lease.
+    // Assert: the retry gets the license well within the 60 s lease.
     let created = cryptlex.licenses_with_metadata(REQUEST_ID_KEY, "order-abandoned");
     assert_eq!(created.len(), 1);
     let retried = retried
@@ -610,7 +623,7 @@ async fn a_caller_that_goes_away_mid_create_does_not_strand_its_request_id(backe
     assert_eq!(license_posts(&cryptlex), 1, "no second create");
 }
 
-/// How long a prompt retry may keep getting ABORTED: well under the 30 s default lease.
+/// How long a prompt retry may keep getting ABORTED: well under the 60 s default lease.
 const BOUND: Duration = Duration::from_secs(5);
 
 async fn an_unknown_product_is_rejected_for_good_and_replayed_without_calling_cryptlex(
@@ -653,8 +666,10 @@ async fn an_unknown_product_is_rejected_for_good_and_replayed_without_calling_cr
 }
 
 async fn a_transient_cryptlex_failure_is_unavailable_and_not_final(backend: Backend) {
-    // Arrange: the create fails with a 503, then with a 429, then works.
-    let app = spawn_app_with(backend.options()).await;
+    // Arrange: the create fails with a 503, then with a 429, then works. A 503 may come from
+    // a proxy after Cryptlex did the work, so the next call waits out the (shortened)
+    // settling period and reconciles before it creates.
+    let app = spawn_app_with(short_settle(backend.options())).await;
     let cryptlex = app.cryptlex();
     let create = |action| {
         FaultRule::once(action)
@@ -707,6 +722,306 @@ async fn a_transient_cryptlex_failure_is_unavailable_and_not_final(backend: Back
     assert_eq!(created.len(), 1);
     assert_eq!(issued.license.expect("license").id, created[0].id);
     assert_eq!(license_posts(&cryptlex), 3);
+}
+
+// === Leases, settling and reconciliation under hostile conditions ===
+
+on_both_ledgers!(
+    a_create_slower_than_the_lease_yields_one_license_because_the_lease_is_renewed,
+    a_retry_within_the_settling_period_after_an_unknown_outcome_is_told_to_come_back_and_then_reconciles,
+);
+
+/// Makes Cryptlex apply `action` to the next `POST /v3/licenses`.
+fn on_the_next_create(cryptlex: &cryptlex_sandbox::Controls, action: FaultAction) {
+    cryptlex
+        .add_fault(
+            FaultRule::once(action)
+                .method(http::Method::POST)
+                .path_prefix("/v3/licenses"),
+        )
+        .expect("fault");
+}
+
+/// A gateway whose `issuance.lease` is `lease`, set after validation, which refuses a lease
+/// shorter than the longest attempt: it shows what the lease keeper does on its own. Stops
+/// (and drops its PostgreSQL schema) when dropped.
+struct UncheckedLeaseApp {
+    internal_port: u16,
+    sandbox: licensing_gateway::commands::sandbox::Sandbox,
+    _dir: tempfile::TempDir,
+    _schema: Option<TestSchema>,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl UncheckedLeaseApp {
+    async fn spawn(backend: Backend, lease: Duration) -> Self {
+        use licensing_gateway::commands::sandbox::{self, SandboxArgs};
+
+        crate::support::client::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut env = HashMap::from([
+            (
+                "LICENSING_GATEWAY__PUBLIC__ADDR".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ),
+            (
+                "LICENSING_GATEWAY__INTERNAL__ADDR".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ),
+            (
+                "LICENSING_GATEWAY__ADMIN__ENABLED".to_owned(),
+                "false".to_owned(),
+            ),
+        ]);
+        let schema = (backend == Backend::Postgres).then(TestSchema::fresh);
+        if let Some(schema) = &schema {
+            env.insert(
+                "LICENSING_GATEWAY__LEDGER__URL".to_owned(),
+                crate::support::ledger::postgres_url(),
+            );
+            env.insert(
+                "LICENSING_GATEWAY__LEDGER__SCHEMA".to_owned(),
+                schema.name().to_owned(),
+            );
+        }
+        let raw = licensing_gateway::config::RawSettings::load(None, &env).expect("settings");
+        let args = SandboxArgs {
+            dir: dir.path().to_path_buf(),
+            cryptlex_addr: "127.0.0.1:0".parse().expect("addr"),
+            no_rate_limit: true,
+            access_token_ttl: Duration::from_secs(15 * 60),
+        };
+        let sandbox = sandbox::prepare(&args, raw).await.expect("sandbox starts");
+        let mut settings = sandbox.settings.clone();
+        settings.issuance.lease = lease;
+        let app = licensing_gateway::app::Application::build(settings)
+            .await
+            .expect("gateway builds");
+        let internal_port = app.internal_addr().expect("internal listener").port();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async move {
+            let _ = stop.await;
+        }));
+        Self {
+            internal_port,
+            sandbox,
+            _dir: dir,
+            _schema: schema,
+            _shutdown: shutdown,
+        }
+    }
+
+    async fn payment_channel(&self) -> tonic::transport::Channel {
+        let files = self.sandbox.pki.files();
+        let cert = std::fs::read_to_string(&files.payment_service_cert).expect("cert");
+        let key = std::fs::read_to_string(&files.payment_service_key).expect("key");
+        crate::support::client::mtls_channel(
+            self.internal_port,
+            self.sandbox.pki.ca_cert_pem(),
+            Some((&cert, &key)),
+        )
+        .await
+        .expect("mTLS connect")
+    }
+}
+
+async fn a_create_slower_than_the_lease_yields_one_license_because_the_lease_is_renewed(
+    backend: Backend,
+) {
+    // Arrange: a 1 s lease and a create that takes 3 s (validation would refuse such a lease;
+    // the keeper must hold the request id regardless).
+    let app = UncheckedLeaseApp::spawn(backend, Duration::from_secs(1)).await;
+    let cryptlex = app.sandbox.cryptlex.controls();
+    on_the_next_create(&cryptlex, FaultAction::Delay(Duration::from_secs(3)));
+    let mut first_client = IssuanceServiceClient::new(app.payment_channel().await);
+    let mut second_client = IssuanceServiceClient::new(app.payment_channel().await);
+    let first = tokio::spawn(async move {
+        first_client
+            .issue_license(issue_for_demo("order-slow-create"))
+            .await
+            .map(tonic::Response::into_inner)
+    });
+
+    // Act: the same request id again once the first attempt's lease would have run out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = second_client
+        .issue_license(issue_for_demo("order-slow-create"))
+        .await
+        .map(tonic::Response::into_inner);
+    let first = first.await.expect("first call task");
+
+    // Assert: one license, and both answers are it (or "retry" for the second).
+    let created = cryptlex.licenses_with_metadata(REQUEST_ID_KEY, "order-slow-create");
+    assert_eq!(created.len(), 1, "exactly one license for the request id");
+    assert_eq!(license_posts(&cryptlex), 1, "no second create");
+    let first = first.expect("the slow create succeeds");
+    assert!(!first.replayed);
+    assert_eq!(first.license.expect("license").id, created[0].id);
+    if let Some((license, replayed)) = license_or_in_progress(second) {
+        assert!(replayed, "the second call waited for the first");
+        assert_eq!(license.id, created[0].id);
+    }
+}
+
+async fn a_retry_within_the_settling_period_after_an_unknown_outcome_is_told_to_come_back_and_then_reconciles(
+    backend: Backend,
+) {
+    // Arrange: Cryptlex creates the license and the reply is lost; for a while afterwards
+    // its metadata search does not show the new license yet (it lags).
+    const SETTLE: Duration = Duration::from_secs(2);
+    let app = spawn_app_with(TestOptions {
+        env: vec![
+            (
+                "LICENSING_GATEWAY__ISSUANCE__SETTLE_AFTER_UNKNOWN_OUTCOME".into(),
+                "2s".into(),
+            ),
+            // Duplicates answer at once rather than waiting out the settling period.
+            (
+                "LICENSING_GATEWAY__ISSUANCE__WAIT_FOR_IN_FLIGHT".into(),
+                "100ms".into(),
+            ),
+        ],
+        ..backend.options()
+    })
+    .await;
+    let cryptlex = app.cryptlex();
+    on_the_next_create(&cryptlex, FaultAction::ResetAfterProcessing);
+    let lagging_search = cryptlex
+        .add_fault(
+            FaultRule::always(FaultAction::json(200, &serde_json::json!([])))
+                .method(http::Method::GET)
+                .path_prefix("/v3/licenses"),
+        )
+        .expect("fault");
+    let mut client = app.payment_client().await;
+    let request = issue_for_demo("order-settle");
+
+    // Act: the reply is lost; the payment service retries at once.
+    let lost = client.issue_license(request.clone()).await;
+    let too_soon = client.issue_license(request.clone()).await;
+
+    // Assert: told to come back when the settling period ends, and nothing created twice.
+    let lost = lost.expect_err("the reply was lost");
+    assert_eq!(lost.code(), Code::Unavailable, "{lost:?}");
+    let too_soon = assert_status(too_soon, Code::Aborted, "REQUEST_IN_PROGRESS");
+    let come_back_in = retry_delay(&too_soon);
+    assert!(
+        come_back_in <= SETTLE && come_back_in > SETTLE / 2,
+        "RetryInfo is the rest of the settling period: {come_back_in:?}"
+    );
+    assert_eq!(license_posts(&cryptlex), 1, "no second create");
+
+    // Act: the search catches up within the settling period; the retry honours RetryInfo.
+    cryptlex.remove_fault(lagging_search);
+    tokio::time::sleep(come_back_in + Duration::from_millis(100)).await;
+    let retried = client
+        .issue_license(request)
+        .await
+        .expect("the retry after the settling period reconciles")
+        .into_inner();
+
+    // Assert
+    let created = cryptlex.licenses_with_metadata(REQUEST_ID_KEY, "order-settle");
+    assert_eq!(created.len(), 1, "exactly one license");
+    assert!(retried.replayed, "found again, not created");
+    assert_eq!(retried.license.expect("license").id, created[0].id);
+    assert_eq!(license_posts(&cryptlex), 1, "no second create");
+}
+
+/// Creates a license straight in the sandbox with the administrator's PAT, bypassing the
+/// gateway (another system, or an operator, using the same Cryptlex account). Returns its id.
+async fn create_license_in_cryptlex(
+    app: &TestApp,
+    user_id: &str,
+    metadata: &[(&str, &str)],
+) -> String {
+    let body = serde_json::json!({
+        "productId": seed::PRODUCT_ID,
+        "userId": user_id,
+        "metadata": metadata
+            .iter()
+            .map(|(key, value)| serde_json::json!({"key": key, "value": value, "viewPermissions": []}))
+            .collect::<Vec<_>>(),
+    });
+    let pat = app.sandbox.cryptlex.admin_pat();
+    let response = reqwest::Client::new()
+        .post(format!("{}/v3/licenses", app.sandbox.cryptlex.base_url()))
+        .bearer_auth(secrecy::ExposeSecret::expose_secret(&pat))
+        .json(&body)
+        .send()
+        .await
+        .expect("the sandbox answers");
+    assert_eq!(response.status(), 201, "the sandbox created the license");
+    let created: serde_json::Value = response.json().await.expect("json");
+    created["id"].as_str().expect("an id").to_owned()
+}
+
+#[tokio::test]
+async fn a_reconciliation_reads_every_page_and_takes_only_this_requests_license() {
+    // Arrange: before the order, Cryptlex already holds licenses carrying its request id: one
+    // for another user (under our client's name), and a hundred of another client's, a full
+    // page, so the gateway's own license lands on the second page.
+    let app = spawn_app_with(short_settle(TestOptions::default())).await;
+    let decoy_for_another_user = create_license_in_cryptlex(
+        &app,
+        seed::OTHER_USER_ID,
+        &[
+            (REQUEST_ID_KEY, "order-decoys"),
+            ("licensing_gateway_client", DevPki::PAYMENT_SERVICE_ID),
+        ],
+    )
+    .await;
+    for _ in 0..100 {
+        create_license_in_cryptlex(
+            &app,
+            seed::DEMO_USER_ID,
+            &[
+                (REQUEST_ID_KEY, "order-decoys"),
+                (
+                    "licensing_gateway_client",
+                    "spiffe://example.org/refund-service",
+                ),
+            ],
+        )
+        .await;
+    }
+    let cryptlex = app.cryptlex();
+    let posts_before = license_posts(&cryptlex);
+    on_the_next_create(&cryptlex, FaultAction::ResetAfterProcessing);
+    let mut client = app.payment_client().await;
+
+    // Act: the create's reply is lost, and the retry reconciles.
+    let lost = client.issue_license(issue_for_demo("order-decoys")).await;
+    let retried = client
+        .issue_license(issue_for_demo("order-decoys"))
+        .await
+        .expect("the retry reconciles")
+        .into_inner();
+
+    // Assert: the gateway's own license, not a decoy, and no second create.
+    assert_eq!(
+        lost.expect_err("the reply was lost").code(),
+        Code::Unavailable
+    );
+    let ours: Vec<_> = cryptlex
+        .licenses_with_metadata("licensing_gateway_client", DevPki::PAYMENT_SERVICE_ID)
+        .into_iter()
+        .filter(|license| license.user_id.as_deref() == Some(seed::DEMO_USER_ID))
+        .collect();
+    assert_eq!(ours.len(), 1, "the one license the gateway created");
+    assert!(retried.replayed);
+    let license = retried.license.expect("license");
+    assert_ne!(
+        license.id, decoy_for_another_user,
+        "not another user's license"
+    );
+    assert_eq!(license.id, ours[0].id);
+    assert_eq!(license.user_id, seed::DEMO_USER_ID);
+    assert_eq!(
+        license_posts(&cryptlex),
+        posts_before + 1,
+        "no second create"
+    );
 }
 
 // === Input ===

@@ -8,7 +8,7 @@ use licensing_gateway::grpc::pb::{GetProfileRequest, LoginRequest};
 use licensing_gateway::ledger::State;
 use tonic::Code;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{TestOptions, spawn_app, spawn_app_with};
 use crate::support::client::{assert_status, with_token};
 use crate::support::issuance::{REQUEST_ID_KEY, issue_for_demo};
 
@@ -31,8 +31,9 @@ fn proxy_page(method: http::Method, path: &str, status: u16, page: &str) -> Faul
 
 #[tokio::test]
 async fn an_html_404_from_a_proxy_does_not_reject_the_request_id_and_a_later_retry_issues() {
-    // Arrange: every create meets the proxy's error page until the route is fixed.
-    let app = spawn_app().await;
+    // Arrange: every create meets the proxy's error page until the route is fixed. The
+    // outcome of such a create is unknown, so the record settles briefly before a retry.
+    let app = spawn_app_with(crate::issuance::short_settle(TestOptions::default())).await;
     let cryptlex = app.cryptlex();
     let proxy = cryptlex
         .add_fault(proxy_page(

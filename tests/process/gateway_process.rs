@@ -29,6 +29,9 @@ use crate::support::ledger::{Backend, TestSchema, postgres_url};
 /// How long a gateway process may take to start listening (a debug build, migrations).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Longer than the configured 6 s lease, so a retry may keep getting ABORTED until then.
+const LEASE_RUNS_OUT: Duration = Duration::from_secs(15);
+
 // === Harness ===
 
 /// One sandbox Cryptlex, one PKI and one ledger, shared by every gateway process a test
@@ -85,6 +88,8 @@ impl Deployment {
     }
 
     /// Writes a configuration file for one process, listening on `public` and `internal`.
+    /// Deadlines are short so the lease, which must outlast the longest attempt (2 s + 1 s +
+    /// a 2 s margin), can be short too: a killed gateway's request id is free 6 s later.
     fn write_config(&self, name: &str, public: u16, internal: u16) -> PathBuf {
         let files = self.pki.files();
         let path = |path: &Path| toml_string(&path.display().to_string());
@@ -94,12 +99,14 @@ impl Deployment {
             .map(|schema| format!("schema = {}\n", toml_string(schema.name())))
             .unwrap_or_default();
         let config = format!(
-            "[admin]\naddr = \"127.0.0.1:0\"\n\n[public]\naddr = \"127.0.0.1:{public}\"\n\n\
+            "[admin]\naddr = \"127.0.0.1:0\"\n\n[public]\naddr = \"127.0.0.1:{public}\"\n\
+             default_deadline = \"2s\"\nmax_deadline = \"2s\"\n\n\
              [internal]\naddr = \"127.0.0.1:{internal}\"\n\
              tls_cert_file = {server_cert}\ntls_key_file = {server_key}\nclient_ca_file = {ca}\n\n\
              [[internal.allowed_clients]]\nidentity = {identity}\nproducts = [{product}]\n\n\
-             [cryptlex]\nbase_url = {base_url}\naccount_alias = {alias}\npat_file = {pat}\n\n\
-             [issuance]\ndefault_product_id = {product}\nlease = \"1s\"\n\n\
+             [cryptlex]\nbase_url = {base_url}\naccount_alias = {alias}\npat_file = {pat}\n\
+             request_timeout = \"1s\"\n\n\
+             [issuance]\ndefault_product_id = {product}\nlease = \"6s\"\n\n\
              [sign_up]\nenabled = false\n\n\
              [ledger]\nurl = {ledger}\n{schema}\n\
              [log]\nlevel = \"licensing_gateway=debug,info\"\n",
@@ -347,7 +354,7 @@ async fn killed_between_create_and_ledger_write_then_restarted(backend: Backend)
     let retried = issue_retrying_in_progress(
         deployment.payment_channel(&restarted).await,
         issue_for_demo("order-crash"),
-        Duration::from_secs(5),
+        LEASE_RUNS_OUT,
     )
     .await;
 
@@ -388,11 +395,11 @@ async fn the_ledger_command_lists_and_reconciles_a_record_left_pending_by_a_kill
     let pending = deployment
         .command(&["ledger", "list", "--state", "pending"])
         .await;
-    // The dead attempt's 1 s lease must run out before the record can be taken over.
+    // The dead attempt's 6 s lease must run out before the record can be taken over.
     let started = tokio::time::Instant::now();
     let reconciled = loop {
         let output = deployment.command(&["ledger", "reconcile"]).await;
-        if output.contains("Completed") || started.elapsed() > Duration::from_secs(5) {
+        if output.contains("Completed") || started.elapsed() > LEASE_RUNS_OUT {
             break output;
         }
         assert!(output.contains("InProgress"), "unexpected: {output}");
