@@ -36,7 +36,9 @@ use url::Url;
 
 pub use breaker::{BreakerOptions, BreakerState};
 pub use budget::{BudgetOptions, BudgetSnapshot, Priority};
+pub use endpoints::{AccountInfo, PatClaims, Product};
 pub use error::{CryptlexError, Rejection};
+pub use observe::OPERATIONS;
 
 use breaker::Breaker;
 use budget::Budget;
@@ -90,6 +92,17 @@ pub struct NewLicense<'a> {
     pub metadata: Vec<(&'a str, &'a str)>,
     /// Metadata keys to leave out of the returned license.
     pub hidden_keys: &'a [&'a str],
+}
+
+/// What Cryptlex's `X-Rate-Limit-*` headers said on one answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimitStatus {
+    /// `X-Rate-Limit-Limit`: the window, e.g. `5s`.
+    pub period: Option<String>,
+    /// `X-Rate-Limit-Remaining`: requests left in the window.
+    pub remaining: Option<u32>,
+    /// `X-Rate-Limit-Reset`, as time from the answer.
+    pub resets_in: Option<Duration>,
 }
 
 /// A Cryptlex user account, as the administrator's lookups return it.
