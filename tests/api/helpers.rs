@@ -308,6 +308,11 @@ impl Drop for TestApp {
         if let Some(schema) = self.schema.take() {
             drop_schema(&schema);
         }
+        // Every test is a contract test: what the gateway sent and the sandbox answered
+        // must match Cryptlex's OpenAPI document. Skipped when the test already failed.
+        if !std::thread::panicking() {
+            crate::contract::assert_conforms(&self.cryptlex());
+        }
     }
 }
 

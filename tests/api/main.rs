@@ -4,6 +4,7 @@
 //! sandbox Cryptlex (a real HTTP server) and calls it like a client would.
 
 mod check_config;
+mod contract;
 mod gateway_process;
 mod grpc_web;
 mod helpers;
