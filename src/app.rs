@@ -373,10 +373,10 @@ async fn bind_internal(
     ))
 }
 
-/// Builds the use cases (Cryptlex client, and the ledger when this gateway
-/// issues licenses) from settings. Also used by operator commands.
-pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
-    let cryptlex = cryptlex::Client::new(ClientOptions {
+/// Builds the Cryptlex client (its pool, rate budget and breaker) from
+/// settings. Also used by `check-upstream`, so its calls are budgeted alike.
+pub fn cryptlex_client(settings: &Settings) -> anyhow::Result<cryptlex::Client> {
+    cryptlex::Client::new(ClientOptions {
         base_url: settings.cryptlex.base_url.clone(),
         account: settings.cryptlex.account.clone(),
         request_timeout: settings.cryptlex.request_timeout,
@@ -385,7 +385,13 @@ pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
         breaker: settings.cryptlex.breaker,
         max_retries: settings.cryptlex.max_retries,
     })
-    .context("building the cryptlex http client")?;
+    .context("building the cryptlex http client")
+}
+
+/// Builds the use cases (Cryptlex client, and the ledger when this gateway
+/// issues licenses) from settings. Also used by operator commands.
+pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
+    let cryptlex = cryptlex_client(settings)?;
     // The ledger is only needed where licenses are issued.
     let ledger = match &settings.internal {
         Some(_) => Some(

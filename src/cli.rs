@@ -54,6 +54,10 @@ pub(crate) enum Command {
     },
     /// Validate the configuration (files, certificates, URLs, account) and exit.
     CheckConfig,
+    /// Check the configuration against the configured Cryptlex with read-only
+    /// calls (URL, PAT and its scopes, products, account, rate-limit headroom);
+    /// exits 0 when it is ready to go live.
+    CheckUpstream,
     /// Inspect the issuance ledger.
     Ledger {
         #[command(subcommand)]

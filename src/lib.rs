@@ -24,7 +24,8 @@
 //! - [`admin`]: the admin HTTP listener: `/metrics`, `/healthz`, `/readyz`,
 //!   and the state read at scrape time.
 //! - [`tls`]: certificate loading and checks, hot reload, the TLS accept loop.
-//! - [`commands`]: the `sandbox`, `check-config` and `ledger` subcommands.
+//! - [`commands`]: the `sandbox`, `check-config`, `check-upstream` and `ledger`
+//!   subcommands.
 //! - [`domain`]: parsed newtypes the rest speaks (emails, tokens, request ids,
 //!   client identities and the allow-list, licenses).
 //! - [`licensing`]: the use cases and their error enum; the read cache and

@@ -9,10 +9,10 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use cli::{Cli, Command, LedgerCommand};
 use licensing_gateway::app::Application;
-use licensing_gateway::commands::check_config;
 use licensing_gateway::commands::ledger::{self, LedgerAction};
 #[cfg(feature = "sandbox")]
 use licensing_gateway::commands::sandbox::{self, SandboxArgs};
+use licensing_gateway::commands::{check_config, check_upstream};
 use licensing_gateway::config::{RawSettings, Settings};
 use licensing_gateway::telemetry;
 
@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
     match command.unwrap_or(Command::Serve) {
         // Reports every problem, including the file's, rather than the first.
         Command::CheckConfig => std::process::exit(check_config::run(loaded, chrono::Utc::now())),
+        Command::CheckUpstream => std::process::exit(check_upstream::run(loaded).await),
         Command::Serve => {
             let raw = loaded?;
             let settings = raw.validate()?;

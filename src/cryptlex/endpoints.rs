@@ -9,6 +9,7 @@ use super::retry::Retry;
 use super::transport::{Request, decode};
 use super::{
     Account, Client, CryptlexError, CryptlexUser, MetadataMatches, NewLicense, NewUser, Priority,
+    RateLimitStatus,
     Rejection, wire,
 };
 use crate::domain::{
@@ -20,6 +21,9 @@ impl Client {
     // === user calls (no token, or the user's own token) ===
 
     /// Signs a user in (`POST /v3/accounts/login`) with the configured account.
+    ///
+    /// With an alias, `accountId` still goes out, as `null` (see
+    /// [`wire::LoginBody`]).
     pub async fn login(
         &self,
         ctx: &RequestContext,
@@ -164,16 +168,12 @@ impl Client {
     ) -> Result<Option<CryptlexUser>, CryptlexError> {
         let path = ["users", id.as_str()];
         let request = Request::get(&path, Priority::Issuance).bearer(pat.expose_secret());
-        match self.call(ctx, request).await {
-            Ok(answer) => decode::<wire::UserDto>(&answer)
-                .map(cryptlex_user)
-                .map(Some),
-            Err(CryptlexError::Rejected {
-                kind: Rejection::NotFound,
-                ..
-            }) => Ok(None),
-            Err(error) => Err(error),
-        }
+        let Some(answer) = unless_not_found(self.call(ctx, request).await)? else {
+            return Ok(None);
+        };
+        decode::<wire::UserDto>(&answer)
+            .map(cryptlex_user)
+            .map(Some)
     }
 
     /// Creates a license (`POST /v3/licenses`).
@@ -250,6 +250,138 @@ impl Client {
             complete: false,
         })
     }
+    // === read-only checks of the configuration (`check-upstream`) ===
+
+    /// Asks `GET /v3/me` without a token: Cryptlex answers 401, which shows the
+    /// base URL reaches it without spending any credential.
+    pub async fn ping(&self, ctx: &RequestContext) -> Result<(), CryptlexError> {
+        match self.call(ctx, Request::get(&["me"], Priority::Read)).await {
+            Ok(_)
+            | Err(CryptlexError::Rejected {
+                kind: Rejection::Unauthenticated,
+                ..
+            }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Returns the PAT owner's profile (`GET /v3/me` with the PAT, which any
+    /// valid token may call) and the rate-limit headroom Cryptlex reported.
+    pub async fn pat_owner(
+        &self,
+        ctx: &RequestContext,
+        pat: &AdminToken,
+    ) -> Result<(UserProfile, RateLimitStatus), CryptlexError> {
+        let request = Request::get(&["me"], Priority::Read).bearer(pat.expose_secret());
+        let answer = self.call(ctx, request).await?;
+        let profile = decode::<wire::ProfileDto>(&answer).map(UserProfile::from)?;
+        Ok((profile, answer.rate_limit))
+    }
+
+    /// Reads one user (`GET /v3/users?limit=1`): succeeds exactly when the
+    /// PAT holds `user:read`. Nothing is changed.
+    pub async fn probe_user_read(
+        &self,
+        ctx: &RequestContext,
+        pat: &AdminToken,
+    ) -> Result<(), CryptlexError> {
+        self.read_first::<wire::UserDto>(ctx, pat, "users").await
+    }
+
+    /// Reads one license (`GET /v3/licenses?limit=1`): succeeds exactly when
+    /// the PAT holds `license:read`. Nothing is changed.
+    pub async fn probe_license_read(
+        &self,
+        ctx: &RequestContext,
+        pat: &AdminToken,
+    ) -> Result<(), CryptlexError> {
+        self.read_first::<wire::LicenseDto>(ctx, pat, "licenses")
+            .await
+    }
+
+    /// Reads the first item of a list, decoding it as `T`.
+    async fn read_first<T: serde::de::DeserializeOwned>(
+        &self,
+        ctx: &RequestContext,
+        pat: &AdminToken,
+        collection: &str,
+    ) -> Result<(), CryptlexError> {
+        let query = [("page", "1"), ("limit", "1")];
+        let path = [collection];
+        let request = Request::get(&path, Priority::Read)
+            .query(&query)
+            .bearer(pat.expose_secret());
+        let answer = self.call(ctx, request).await?;
+        decode::<Vec<T>>(&answer).map(drop)
+    }
+
+    /// Returns the product with `id` (`GET /v3/products/{id}`, scope
+    /// `product:read`), or `None` when there is none.
+    pub async fn get_product(
+        &self,
+        ctx: &RequestContext,
+        pat: &AdminToken,
+        id: &CryptlexId,
+    ) -> Result<Option<Product>, CryptlexError> {
+        let path = ["products", id.as_str()];
+        let request = Request::get(&path, Priority::Read).bearer(pat.expose_secret());
+        let Some(answer) = unless_not_found(self.call(ctx, request).await)? else {
+            return Ok(None);
+        };
+        let dto = decode::<wire::ProductDto>(&answer)?;
+        Ok(Some(Product {
+            id: CryptlexId::from_upstream(dto.id),
+            display_name: dto.display_name.or(dto.name).unwrap_or_default(),
+        }))
+    }
+
+    /// Returns the account with `id` (`GET /v3/accounts/{id}`, scope
+    /// `account:read`), or `None` when there is none.
+    pub async fn get_account(
+        &self,
+        ctx: &RequestContext,
+        pat: &AdminToken,
+        id: &str,
+    ) -> Result<Option<AccountInfo>, CryptlexError> {
+        let path = ["accounts", id];
+        let request = Request::get(&path, Priority::Read).bearer(pat.expose_secret());
+        let Some(answer) = unless_not_found(self.call(ctx, request).await)? else {
+            return Ok(None);
+        };
+        let dto = decode::<wire::AccountDto>(&answer)?;
+        Ok(Some(AccountInfo {
+            id: dto.id,
+            alias: dto.account_alias.unwrap_or_default(),
+            company: dto.company.unwrap_or_default(),
+        }))
+    }
+}
+
+/// Turns a 404 into `None`, for lookups of one thing by id.
+fn unless_not_found<T>(result: Result<T, CryptlexError>) -> Result<Option<T>, CryptlexError> {
+    match result {
+        Ok(answer) => Ok(Some(answer)),
+        Err(CryptlexError::Rejected {
+            kind: Rejection::NotFound,
+            ..
+        }) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// A product, as `check-upstream` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Product {
+    pub id: CryptlexId,
+    pub display_name: String,
+}
+
+/// A Cryptlex account, as `check-upstream` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountInfo {
+    pub id: String,
+    pub alias: String,
+    pub company: String,
 }
 
 /// The largest page Cryptlex serves (`limit` is 1..100).
@@ -279,13 +411,56 @@ fn session_from(dto: wire::AccessTokenDto) -> Session {
 /// Reads the `exp` claim of a JWT without verifying it. Display only: the
 /// gateway never makes an authorization decision on unverified claims.
 fn jwt_expiry(token: &str) -> Option<DateTime<Utc>> {
+    let exp = jwt_claims(token)?.get("exp")?.as_i64()?;
+    DateTime::from_timestamp(exp, 0)
+}
+
+/// The claims of a JWT, unverified; `None` for an opaque token.
+fn jwt_claims(token: &str) -> Option<serde_json::Value> {
     let payload = token.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let exp = claims.get("exp")?.as_i64()?;
-    DateTime::from_timestamp(exp, 0)
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// What a PAT's own claims say about it, when it is a JWT that says anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PatClaims {
+    /// The scopes listed in `scope`, `scopes` or `scp` (a list, or one
+    /// space-separated string).
+    pub scopes: Option<Vec<String>>,
+    /// The account (tenant) id in `tid`, `tenantId` or `accountId`.
+    pub account_id: Option<String>,
+}
+
+impl PatClaims {
+    /// Reads `pat`'s claims without verifying them, for `check-upstream`'s
+    /// report only. Cryptlex does not document its claims (these are the usual
+    /// names, and the sandbox's); an opaque token gives nothing, and nothing
+    /// here ever decides what a call may do.
+    pub fn read(pat: &AdminToken) -> Self {
+        let Some(claims) = jwt_claims(pat.expose_secret()) else {
+            return Self::default();
+        };
+        let first = |names: &[&str]| names.iter().find_map(|name| claims.get(*name));
+        let scopes = first(&["scope", "scopes", "scp"]).and_then(|value| match value {
+            serde_json::Value::Array(items) => Some(
+                items
+                    .iter()
+                    .filter_map(|item| item.as_str().map(str::to_owned))
+                    .collect(),
+            ),
+            serde_json::Value::String(text) => {
+                Some(text.split_whitespace().map(str::to_owned).collect())
+            }
+            _ => None,
+        });
+        let account_id = first(&["tid", "tenantId", "accountId"])
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        Self { scopes, account_id }
+    }
 }
 
 #[cfg(test)]
@@ -303,5 +478,23 @@ mod tests {
         );
         assert_eq!(jwt_expiry("opaque-token"), None);
         assert_eq!(jwt_expiry("a.%%%.c"), None);
+    }
+
+    #[test]
+    fn pat_claims_read_scope_lists_and_strings_and_tolerate_opaque_tokens() {
+        let token = |claims: &str| {
+            let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims);
+            AdminToken::new(format!("eyJhbGciOiJIUzI1NiJ9.{claims}.sig").into())
+        };
+        let listed = PatClaims::read(&token(r#"{"scope":["license:read"],"tid":"t-1"}"#));
+        assert_eq!(listed.scopes, Some(vec!["license:read".to_owned()]));
+        assert_eq!(listed.account_id.as_deref(), Some("t-1"));
+        let spaced = PatClaims::read(&token(r#"{"scp":"user:read user:write"}"#));
+        assert_eq!(
+            spaced.scopes,
+            Some(vec!["user:read".to_owned(), "user:write".to_owned()])
+        );
+        let opaque = PatClaims::read(&AdminToken::new("opaque".to_owned().into()));
+        assert_eq!(opaque, PatClaims::default());
     }
 }

@@ -36,7 +36,9 @@ use url::Url;
 
 pub use breaker::{BreakerOptions, BreakerState};
 pub use budget::{BudgetOptions, BudgetSnapshot, Priority};
+pub use endpoints::{AccountInfo, PatClaims, Product};
 pub use error::{CryptlexError, ErrorCode, Rejection};
+pub use observe::OPERATIONS;
 
 use breaker::Breaker;
 use budget::Budget;
@@ -98,6 +100,17 @@ pub struct MetadataMatches {
     pub licenses: Vec<IssuedLicense>,
     /// False when the search stopped at its page bound and more licenses may match.
     pub complete: bool,
+}
+
+/// What Cryptlex's `X-Rate-Limit-*` headers said on one answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateLimitStatus {
+    /// `X-Rate-Limit-Limit`: the window, e.g. `5s`.
+    pub period: Option<String>,
+    /// `X-Rate-Limit-Remaining`: requests left in the window.
+    pub remaining: Option<u32>,
+    /// `X-Rate-Limit-Reset`, as time from the answer.
+    pub resets_in: Option<Duration>,
 }
 
 /// A Cryptlex user account, as the administrator's lookups return it.

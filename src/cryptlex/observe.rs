@@ -8,16 +8,47 @@ use reqwest::Method;
 
 use super::CryptlexError;
 
+/// Every Cryptlex operation the client calls, as `METHOD /path/{template}`:
+/// the labels [`endpoint`] gives. The contract test checks each against the
+/// project's OpenAPI subset (`contract/`), and debug builds refuse to send a
+/// call that is not listed, so a new endpoint cannot skip its schema.
+pub const OPERATIONS: &[&str] = &[
+    "POST /v3/accounts/login",
+    "POST /v3/accounts/login-refresh-token",
+    "POST /v3/accounts/logout",
+    "GET /v3/accounts/{id}",
+    "GET /v3/me",
+    "GET /v3/me/licenses",
+    "GET /v3/products/{id}",
+    "POST /v3/users",
+    "GET /v3/users",
+    "GET /v3/users/{id}",
+    "POST /v3/licenses",
+    "GET /v3/licenses",
+    "GET /v3/licenses/{id}",
+];
+
 /// The route template of a call, from its method and path segments (after
 /// `/v3`). Unlisted routes are `other`, so a new call shows up without
 /// minting unbounded label values.
 pub(super) fn endpoint(method: &Method, path: &[&str]) -> &'static str {
+    let label = template(method, path);
+    debug_assert!(
+        label == "other" || OPERATIONS.contains(&label),
+        "{label} is missing from OPERATIONS"
+    );
+    label
+}
+
+fn template(method: &Method, path: &[&str]) -> &'static str {
     match (method.as_str(), path) {
         ("POST", ["accounts", "login"]) => "POST /v3/accounts/login",
         ("POST", ["accounts", "login-refresh-token"]) => "POST /v3/accounts/login-refresh-token",
         ("POST", ["accounts", "logout"]) => "POST /v3/accounts/logout",
+        ("GET", ["accounts", _]) => "GET /v3/accounts/{id}",
         ("GET", ["me"]) => "GET /v3/me",
         ("GET", ["me", "licenses"]) => "GET /v3/me/licenses",
+        ("GET", ["products", _]) => "GET /v3/products/{id}",
         ("POST", ["users"]) => "POST /v3/users",
         ("GET", ["users"]) => "GET /v3/users",
         ("GET", ["users", _]) => "GET /v3/users/{id}",

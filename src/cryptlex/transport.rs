@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::retry::Retry;
-use super::{Client, CryptlexError, ErrorCode, Priority, Rejection, observe, wire};
+use super::{Client, CryptlexError, ErrorCode, Priority, RateLimitStatus, Rejection, observe, wire};
 use crate::domain::RequestContext;
 
 /// Largest response body accepted. Cryptlex's largest answers here are pages
@@ -87,10 +87,12 @@ impl<'a> Request<'a> {
     }
 }
 
-/// A successful answer: status and body bytes.
+/// A successful answer: status, body bytes, and what Cryptlex said about its
+/// rate limit.
 pub(super) struct Answer {
     status: u16,
     body: Vec<u8>,
+    pub(super) rate_limit: RateLimitStatus,
 }
 
 impl Client {
@@ -129,6 +131,13 @@ impl Client {
         call: &Request<'_>,
     ) -> Result<Answer, CryptlexError> {
         let endpoint = observe::endpoint(&call.method, call.path);
+        // Every call must be a listed operation: the contract test holds the
+        // list against the project's OpenAPI subset of Cryptlex's API.
+        debug_assert_ne!(
+            endpoint, "other",
+            "{} {:?} is not in cryptlex::OPERATIONS",
+            call.method, call.path
+        );
         let started = tokio::time::Instant::now();
         // Calls refused here never reach Cryptlex; they are still counted
         // (as throttled or short-circuited) so operators see them. A probe's
@@ -230,6 +239,14 @@ impl Client {
         let headers = response.headers();
         self.budget
             .observe_headers(rate_limit_remaining(headers), rate_limit_reset(headers));
+        let rate_limit = RateLimitStatus {
+            period: headers
+                .get("x-rate-limit-limit")
+                .and_then(|value| value.to_str().ok())
+                .map(|value| truncate(value.trim(), 32)),
+            remaining: rate_limit_remaining(headers),
+            resets_in: rate_limit_reset(headers),
+        };
         let retry_after = retry_after(headers);
         let error_headers = ErrorHeaders::of(headers);
         if response
@@ -261,6 +278,7 @@ impl Client {
             return Ok(Answer {
                 status: status.as_u16(),
                 body,
+                rate_limit,
             });
         }
         Err(error_for_answer(status, retry_after, error_headers, &body))

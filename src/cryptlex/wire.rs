@@ -4,20 +4,35 @@
 //!
 //! Deserialization is lenient (unknown fields ignored, optional fields
 //! defaulted) because Cryptlex adds fields over time; only the fields the
-//! gateway relies on are required.
+//! gateway relies on are required. Every field the OpenAPI document marks
+//! nullable or leaves out of `required` decodes from `null` and from absence
+//! alike: defaulted fields go through [`null_as_default`], since serde's
+//! `default` covers only absence (a `null` list failed `ListMyLicenses`).
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::domain::{IssuedLicense, UserLicense, UserProfile};
 
-/// `LoginRequestModel`: exactly one of the account fields is set.
+/// Reads `null` as the type's default, like an absent field.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
+
+/// `LoginRequestModel`: exactly one of the account fields has a value.
+///
+/// `accountId` is always sent, as `null` when the account is given by its
+/// alias: the OpenAPI document lists it as required (and nullable), so a
+/// server that enforces the schema refuses a body without it.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct LoginBody<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) account_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) account_alias: Option<&'a str>,
@@ -55,7 +70,7 @@ pub(super) struct ErrorDto {
 #[serde(rename_all = "camelCase")]
 pub(super) struct ProfileDto {
     id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     email: String,
     #[serde(default)]
     name: Option<String>,
@@ -67,7 +82,7 @@ pub(super) struct ProfileDto {
     company: Option<String>,
     #[serde(default)]
     role: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     two_factor_enabled: bool,
     #[serde(default)]
     created_at: Option<DateTime<Utc>>,
@@ -117,23 +132,24 @@ pub(super) struct UserLicenseDto {
     key: String,
     #[serde(default, rename = "type")]
     license_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     revoked: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     suspended: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     perpetual: bool,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     allowed_activations: i32,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     total_activations: i32,
     #[serde(default)]
     subscription_interval: Option<String>,
     #[serde(default)]
     created_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    /// Nullable and optional in `UserLicenseDto`.
+    #[serde(default, deserialize_with = "null_as_default")]
     metadata: Vec<MetadataDto>,
     #[serde(default)]
     product: Option<DisplayNameDto>,
@@ -167,7 +183,7 @@ impl From<UserLicenseDto> for UserLicense {
 #[serde(rename_all = "camelCase")]
 pub(super) struct UserDto {
     pub(super) id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub(super) email: String,
 }
 
@@ -219,13 +235,13 @@ pub(super) struct LicenseDto {
     license_type: Option<String>,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     allowed_activations: i32,
     #[serde(default)]
     subscription_interval: Option<String>,
     #[serde(default)]
     created_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     metadata: Vec<MetadataDto>,
 }
 
@@ -250,9 +266,150 @@ impl LicenseDto {
     }
 }
 
+/// `ProductDto` (from `GET /v3/products/{id}`); only what `check-upstream`
+/// reports.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ProductDto {
+    pub(super) id: String,
+    #[serde(default)]
+    pub(super) display_name: Option<String>,
+    #[serde(default)]
+    pub(super) name: Option<String>,
+}
+
+/// `AccountDto` (from `GET /v3/accounts/{id}`); only what `check-upstream`
+/// reports.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct AccountDto {
+    pub(super) id: String,
+    #[serde(default)]
+    pub(super) account_alias: Option<String>,
+    #[serde(default)]
+    pub(super) company: Option<String>,
+}
+
 fn metadata_map(entries: Vec<MetadataDto>) -> BTreeMap<String, String> {
     entries
         .into_iter()
         .map(|entry| (entry.key, entry.value.unwrap_or_default()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn decode<T: for<'de> Deserialize<'de>>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).expect("an S1-valid answer decodes")
+    }
+
+    /// The fields `UserLicenseDto` requires, and nothing else.
+    fn minimal_user_license() -> serde_json::Value {
+        json!({
+            "id": "l1", "createdAt": "2025-05-06T08:49:17.9361143Z",
+            "updatedAt": "2025-05-06T08:49:17.9361143Z", "key": "K", "revoked": false,
+            "suspended": false, "perpetual": true, "type": "node-locked",
+            "totalActivations": 0, "totalDeactivations": 0, "allowedActivations": 1,
+            "allowedDeactivations": 1, "allowedFloatingClients": 0, "leaseDuration": 0
+        })
+    }
+
+    #[test]
+    fn a_user_license_with_only_its_required_fields_decodes() {
+        let license: UserLicense = decode::<UserLicenseDto>(minimal_user_license()).into();
+        assert_eq!(license.key, "K");
+        assert!(license.metadata.is_empty());
+        assert_eq!(license.product_name, "");
+        assert_eq!(license.expires_at, None);
+    }
+
+    #[test]
+    fn a_user_license_with_every_nullable_field_null_decodes() {
+        let mut value = minimal_user_license();
+        for field in [
+            "validity",
+            "subscriptionInterval",
+            "expiresAt",
+            "effectiveDate",
+            "notes",
+            "metadata",
+            "meterAttributes",
+            "product",
+            "productVersion",
+            "entitlementSet",
+        ] {
+            value[field] = serde_json::Value::Null;
+        }
+        let license: UserLicense = decode::<UserLicenseDto>(value).into();
+        assert!(license.metadata.is_empty());
+        assert_eq!(license.subscription_interval, "");
+    }
+
+    #[test]
+    fn metadata_without_a_value_and_unknown_fields_decode() {
+        let mut value = minimal_user_license();
+        value["metadata"] = json!([
+            {"id": "m1", "createdAt": "2025-05-06T08:49:17Z", "updatedAt": "2025-05-06T08:49:17Z", "key": "a"},
+            {"id": "m2", "createdAt": "2025-05-06T08:49:17Z", "updatedAt": "2025-05-06T08:49:17Z", "key": "b", "value": null},
+        ]);
+        value["somethingNew"] = json!({"added": "in a later release"});
+        let license: UserLicense = decode::<UserLicenseDto>(value).into();
+        assert_eq!(license.metadata.get("a").map(String::as_str), Some(""));
+        assert_eq!(license.metadata.get("b").map(String::as_str), Some(""));
+    }
+
+    #[test]
+    fn a_profile_with_last_login_null_or_absent_decodes() {
+        let profile = json!({
+            "id": "u1", "createdAt": "2018-05-01T07:53:56.0095476Z",
+            "updatedAt": "2018-05-01T07:53:56.0095476Z", "name": "", "firstName": "",
+            "lastName": "", "email": "a@b.c", "role": "user", "twoFactorEnabled": false,
+            "googleSsoEnabled": false, "company": ""
+        });
+        let mut with_null = profile.clone();
+        with_null["lastLoginAt"] = serde_json::Value::Null;
+        for value in [profile, with_null] {
+            let profile: UserProfile = decode::<ProfileDto>(value).into();
+            assert_eq!(profile.last_login_at, None);
+        }
+    }
+
+    #[test]
+    fn an_admin_license_with_null_links_and_empty_lists_decodes() {
+        let value = json!({
+            "id": "l1", "key": "K", "productId": "p1", "type": "node-locked",
+            "userId": null, "user": null, "subscriptionStartTrigger": null,
+            "organization": null, "reseller": null, "expiresAt": null,
+            "subscriptionInterval": null, "metadata": [], "tags": [], "meterAttributes": []
+        });
+        let license = decode::<LicenseDto>(value).into_issued(&[]);
+        assert_eq!(license.user_id, "");
+        assert!(license.metadata.is_empty());
+    }
+
+    #[test]
+    fn an_access_token_without_a_refresh_token_decodes() {
+        let dto = decode::<AccessTokenDto>(json!({"accessToken": "a", "refreshToken": null}));
+        assert_eq!(dto.refresh_token, None);
+        let dto = decode::<AccessTokenDto>(json!({"accessToken": "a"}));
+        assert_eq!(dto.refresh_token, None);
+    }
+
+    #[test]
+    fn the_login_body_always_carries_account_id_null_beside_an_alias() {
+        let body = LoginBody {
+            account_id: None,
+            account_alias: Some("acme"),
+            email: "a@b.c",
+            password: "secret-password",
+        };
+        let sent = serde_json::to_value(&body).expect("serializes");
+        assert_eq!(sent["accountId"], serde_json::Value::Null);
+        assert!(sent.as_object().expect("object").contains_key("accountId"));
+        assert_eq!(sent["accountAlias"], "acme");
+    }
 }

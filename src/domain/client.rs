@@ -80,6 +80,11 @@ impl AllowList {
         Self { clients }
     }
 
+    /// Every entry, in configuration order.
+    pub fn clients(&self) -> &[AllowedClient] {
+        &self.clients
+    }
+
     /// The first entry matching any of the certificate's `presented` names.
     pub fn find(&self, presented: &[ClientIdentity]) -> Option<&AllowedClient> {
         self.clients.iter().find(|client| {

@@ -262,6 +262,11 @@ impl Drop for TestApp {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
+        // Every test is a contract test: what the gateway sent and the sandbox answered
+        // must match Cryptlex's OpenAPI document. Skipped when the test already failed.
+        if !std::thread::panicking() {
+            crate::contract::assert_conforms(&self.cryptlex());
+        }
     }
 }
 

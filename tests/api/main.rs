@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod contract;
 mod grpc_web;
 mod helpers;
 mod issuance;

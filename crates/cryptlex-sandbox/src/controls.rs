@@ -46,7 +46,7 @@ impl Controls {
 
     /// Forgets the recorded requests (the counters in [`stats`](Self::stats) stay).
     pub fn clear_requests(&self) {
-        lock(&self.shared.journal).requests.clear();
+        lock(&self.shared.journal).clear();
     }
 
     /// Returns the counters.

@@ -50,6 +50,20 @@ pub struct ReceivedRequest {
     pub status: Option<u16>,
     /// The fault applied to this request, if any.
     pub fault: Option<FaultKind>,
+    /// The request body as received (empty when there was none). Test infrastructure only: it
+    /// holds passwords and tokens, so `Debug` shows only its length and it must never be logged.
+    #[serde(serialize_with = "as_text")]
+    pub body: Vec<u8>,
+    /// The body of the response the sandbox produced (the handler's, or a canned one when
+    /// `fault` is `Respond`); empty while in flight or when a reset struck before the handler.
+    /// Redacted like `body`: login answers carry tokens.
+    #[serde(serialize_with = "as_text")]
+    pub response_body: Vec<u8>,
+}
+
+/// Bodies go over the control API as text (JSON bodies are UTF-8; anything else is shown lossily).
+fn as_text<S: serde::Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&String::from_utf8_lossy(bytes))
 }
 
 impl std::fmt::Debug for ReceivedRequest {
@@ -69,6 +83,11 @@ impl std::fmt::Debug for ReceivedRequest {
             )
             .field("status", &self.status)
             .field("fault", &self.fault)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .field(
+                "response_body",
+                &format_args!("<{} bytes>", self.response_body.len()),
+            )
             .finish()
     }
 }
@@ -92,11 +111,18 @@ pub struct Stats {
     pub users_created: u64,
 }
 
+/// The most body bytes (request and response together) the log keeps; past this the oldest
+/// requests are forgotten, as past the request count. A long demo paging through licenses
+/// would otherwise hold every page it was ever sent.
+const MAX_RECORDED_BODY_BYTES: usize = 32 * 1024 * 1024;
+
 /// The request log and the counters.
 #[derive(Debug)]
 pub(crate) struct Journal {
     pub(crate) requests: VecDeque<ReceivedRequest>,
     capacity: usize,
+    /// Body bytes held by `requests`, kept under [`MAX_RECORDED_BODY_BYTES`].
+    body_bytes: usize,
     next_sequence: u64,
     pub(crate) stats: Stats,
 }
@@ -107,6 +133,7 @@ impl Journal {
         Journal {
             requests: VecDeque::new(),
             capacity: capacity.max(1),
+            body_bytes: 0,
             next_sequence: 0,
             stats: Stats::default(),
         }
@@ -117,11 +144,42 @@ impl Journal {
         self.next_sequence += 1;
         request.sequence = self.next_sequence;
         self.stats.requests += 1;
-        if self.requests.len() >= self.capacity {
-            self.requests.pop_front();
-        }
+        self.body_bytes += request.body.len();
         self.requests.push_back(request);
+        self.forget_oldest();
         self.next_sequence
+    }
+
+    /// Records the body of the response to request `sequence`.
+    pub(crate) fn respond(&mut self, sequence: u64, body: &[u8]) {
+        let Some(entry) = self
+            .requests
+            .iter_mut()
+            .rev()
+            .find(|entry| entry.sequence == sequence)
+        else {
+            return;
+        };
+        let replaced = std::mem::replace(&mut entry.response_body, body.to_vec());
+        self.body_bytes = self.body_bytes - replaced.len() + body.len();
+        self.forget_oldest();
+    }
+
+    /// Forgets the oldest requests while over either bound, always keeping the newest one.
+    fn forget_oldest(&mut self) {
+        while self.requests.len() > 1
+            && (self.requests.len() > self.capacity || self.body_bytes > MAX_RECORDED_BODY_BYTES)
+        {
+            if let Some(oldest) = self.requests.pop_front() {
+                self.body_bytes -= oldest.body.len() + oldest.response_body.len();
+            }
+        }
+    }
+
+    /// Forgets every recorded request.
+    pub(crate) fn clear(&mut self) {
+        self.requests.clear();
+        self.body_bytes = 0;
     }
 
     /// Completes a recorded request with its outcome and updates the counters.

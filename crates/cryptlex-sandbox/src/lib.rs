@@ -1,14 +1,17 @@
 //! A faithful, in-process stand-in for the Cryptlex Web API v3, plus a development PKI.
 //!
 //! [`SandboxCryptlex::start`] serves real HTTP on a loopback port with the endpoints the gateway
-//! needs (login/refresh/logout, `/v3/me*`, `/v3/users*`, `/v3/licenses*`), Cryptlex's JSON
-//! shapes and error bodies, its per-IP rate limit, and a seeded account (see [`seed`]). It is
+//! needs (login/refresh/logout, `/v3/me*`, `/v3/users*`, `/v3/licenses*`, and the read-only
+//! `/v3/products/{id}` and `/v3/accounts/{id}` that `check-upstream` asks), listed in
+//! [`API_OPERATIONS`], with Cryptlex's JSON shapes and error bodies, its per-IP rate limit,
+//! per-endpoint PAT scopes, and a seeded account (see [`seed`]). It is
 //! for demos and tests: nothing is persisted, and behaviour the public sources leave open is
 //! chosen in comments marked "inference".
 //!
 //! Tests drive it through [`Controls`] (also served as JSON under `/__sandbox/`): read what it
-//! received, inspect its state, mint tokens, switch the rate limit, and inject faults (delays,
-//! canned responses, connection resets before or after the work, truncated bodies).
+//! received and answered (bodies included, for contract checks), inspect its state, mint
+//! tokens (PATs with chosen scopes), switch the rate limit, and inject faults (delays, canned
+//! responses, connection resets before or after the work, truncated bodies).
 //!
 //! # Layout
 //! - `lib.rs`: the public entry points and options, and the re-exports.
@@ -56,6 +59,7 @@ pub use controls::Controls;
 pub use faults::{FaultAction, FaultId, FaultKind, FaultRule, InvalidFaultRule};
 pub use journal::{AuthKind, ReceivedRequest, Stats};
 pub use rate_limit::RateLimit;
+pub use routes::API_OPERATIONS;
 pub use state::{LicenseRecord, MetadataRecord, UserRecord};
 
 use shared::Shared;

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use http::header::{CONTENT_LENGTH, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, StatusCode};
-use http_body_util::BodyExt as _;
+use http_body_util::{BodyExt as _, Limited};
 
 use crate::faults::{CannedResponse, PlannedFault};
 use crate::journal::{AuthKind, ReceivedRequest};
@@ -24,6 +24,10 @@ use crate::server::{ConnectionHandle, PeerAddr};
 use crate::shared::{CONTROL_PREFIX, Shared, lock};
 use crate::tokens::Grant;
 use crate::wire::{ApiError, timestamp};
+
+/// The largest request body read: axum's default body limit, which the handlers' extractors
+/// would apply anyway.
+const MAX_REQUEST_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// Who sent a request, as the handlers see it; inserted by [`front_door`].
 #[derive(Clone, Debug)]
@@ -69,7 +73,7 @@ impl Caller {
 /// The middleware wrapped around the whole router.
 pub(crate) async fn front_door(
     State(shared): State<Arc<Shared>>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     if request.uri().path().starts_with(CONTROL_PREFIX) {
@@ -86,6 +90,17 @@ pub(crate) async fn front_door(
 
     let bearer = bearer_token(request.headers());
     let (caller, auth) = identify(&shared, bearer.as_deref());
+    // The body is read here, once, so the journal can keep it for contract checks; the
+    // handler gets the same bytes back.
+    let (parts, body) = request.into_parts();
+    let body = Limited::new(body, MAX_REQUEST_BODY_BYTES)
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes());
+    let mut request = Request::from_parts(
+        parts,
+        Body::from(body.as_ref().map(Bytes::clone).unwrap_or_default()),
+    );
     let sequence = shared.record(ReceivedRequest {
         sequence: 0,
         received_at: Utc::now(),
@@ -101,8 +116,23 @@ pub(crate) async fn front_door(
         bearer_token: bearer,
         status: None,
         fault: None,
+        body: body
+            .as_ref()
+            .map(|bytes| bytes.to_vec())
+            .unwrap_or_default(),
+        response_body: Vec::new(),
     });
     request.extensions_mut().insert(caller);
+    if body.is_err() {
+        // Axum's own extractors answer 413 past the same limit; an aborted upload lands here too.
+        let response = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "The request body is too large.",
+        )
+        .into_response();
+        shared.finish(sequence, Some(response.status()), None, false);
+        return recorded(&shared, sequence, response).await;
+    }
 
     let verdict = lock(&shared.limiter).check(client_ip, Instant::now(), Utc::now());
     let quota = match verdict {
@@ -120,7 +150,7 @@ pub(crate) async fn front_door(
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds));
             shared.finish(sequence, Some(StatusCode::TOO_MANY_REQUESTS), None, true);
-            return response;
+            return recorded(&shared, sequence, response).await;
         }
     };
 
@@ -131,7 +161,7 @@ pub(crate) async fn front_door(
             stamp_quota(response.headers_mut(), quota);
         }
         shared.finish(sequence, Some(response.status()), None, false);
-        return response;
+        return recorded(&shared, sequence, response).await;
     };
 
     match planned {
@@ -142,11 +172,11 @@ pub(crate) async fn front_door(
                 stamp_quota(response.headers_mut(), quota);
             }
             shared.finish(sequence, Some(response.status()), Some(fault_kind), false);
-            response
+            recorded(&shared, sequence, response).await
         }
         PlannedFault::Respond(canned) => {
             shared.finish(sequence, Some(canned.status), Some(fault_kind), false);
-            canned_response(canned)
+            recorded(&shared, sequence, canned_response(canned)).await
         }
         PlannedFault::ResetBeforeResponse => {
             abort(&shared, connection.as_ref());
@@ -157,7 +187,7 @@ pub(crate) async fn front_door(
             let response = next.run(request).await;
             // Drain the body too, so any work a streaming handler does really happens.
             let status = response.status();
-            let _ = response.into_body().collect().await;
+            let _ = recorded(&shared, sequence, response).await;
             abort(&shared, connection.as_ref());
             shared.finish(sequence, Some(status), Some(fault_kind), false);
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -165,13 +195,9 @@ pub(crate) async fn front_door(
         PlannedFault::DelayAfterProcessing(delay) => {
             let response = next.run(request).await;
             // Drain the body first, as for a reset: the work is done before the wait begins.
-            let (mut parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map(|collected| collected.to_bytes())
-                .unwrap_or_default();
+            let (mut parts, body) = buffered(response).await;
             // Recorded now, so a test waiting on the request log sees the work as done.
+            lock(&shared.journal).respond(sequence, &body);
             shared.finish(sequence, Some(parts.status), Some(fault_kind), false);
             tokio::time::sleep(delay).await;
             if let Some(quota) = &quota {
@@ -185,9 +211,28 @@ pub(crate) async fn front_door(
                 stamp_quota(response.headers_mut(), quota);
             }
             shared.finish(sequence, Some(response.status()), Some(fault_kind), false);
-            truncate(response).await
+            truncate(recorded(&shared, sequence, response).await).await
         }
     }
+}
+
+/// Records the body of `response` for request `sequence` and returns the response unchanged.
+/// Every sandbox answer is a small buffered JSON body, so collecting it costs nothing.
+async fn recorded(shared: &Shared, sequence: u64, response: Response) -> Response {
+    let (parts, body) = buffered(response).await;
+    lock(&shared.journal).respond(sequence, &body);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Splits `response` into its head and its whole body.
+async fn buffered(response: Response) -> (http::response::Parts, Bytes) {
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
+    (parts, body)
 }
 
 fn abort(shared: &Shared, connection: Option<&ConnectionHandle>) {
@@ -270,12 +315,7 @@ fn canned_response(canned: CannedResponse) -> Response {
 /// Sends the response's head with its full `Content-Length` but only half the body, then ends
 /// the connection.
 async fn truncate(response: Response) -> Response {
-    let (mut parts, body) = response.into_parts();
-    let full = body
-        .collect()
-        .await
-        .map(|collected| collected.to_bytes())
-        .unwrap_or_default();
+    let (mut parts, full) = buffered(response).await;
     let sent = full.slice(..full.len() / 2);
     // At least one byte short, even for an empty body.
     let declared = full.len().max(sent.len() + 1);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use http::StatusCode;
@@ -23,11 +23,11 @@ use crate::controls;
 use crate::pipeline::{Caller, front_door};
 use crate::seed;
 use crate::shared::{Shared, lock};
-use crate::state::{DomainError, NewLicense, NewMetadata, NewUser, add_interval};
+use crate::state::{DomainError, LicenseRecord, NewLicense, NewMetadata, NewUser, add_interval};
 use crate::tokens::TokenPair;
 use crate::wire::{
-    AUTHENTICATION_FAILED_MESSAGE, AccessTokenDto, ApiError, BaseProfileDto, LicenseDto, UserDto,
-    UserLicenseDto,
+    AUTHENTICATION_FAILED_MESSAGE, AccessTokenDto, AccountDto, ApiError, BaseProfileDto,
+    LicenseDto, ProductDto, UserDto, UserLicenseDto, timestamp,
 };
 
 /// The page size when a list request gives no `limit` (an inference; Cryptlex does not say).
@@ -41,19 +41,55 @@ const LICENSE_TYPES: &[&str] = &["node-locked", "hosted-floating", "on-premise-f
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// Every Cryptlex operation the sandbox serves, as (method, path template) in the OpenAPI
+/// document's spelling. The router is built from this list alone, so it is the complete list:
+/// the contract test checks that each entry has a schema in the project's OpenAPI subset.
+pub const API_OPERATIONS: &[(&str, &str)] = &[
+    ("POST", "/v3/accounts/login"),
+    ("POST", "/v3/accounts/login-refresh-token"),
+    ("POST", "/v3/accounts/logout"),
+    ("GET", "/v3/accounts/{id}"),
+    ("GET", "/v3/me"),
+    ("GET", "/v3/me/licenses"),
+    ("GET", "/v3/me/licenses/{id}"),
+    ("GET", "/v3/products/{id}"),
+    ("GET", "/v3/users"),
+    ("POST", "/v3/users"),
+    ("GET", "/v3/users/{id}"),
+    ("GET", "/v3/licenses"),
+    ("POST", "/v3/licenses"),
+    ("GET", "/v3/licenses/{id}"),
+];
+
+/// The handler of one entry of [`API_OPERATIONS`].
+fn handler(method: &str, path: &str) -> MethodRouter<Arc<Shared>> {
+    match (method, path) {
+        ("POST", "/v3/accounts/login") => post(login),
+        ("POST", "/v3/accounts/login-refresh-token") => post(refresh),
+        ("POST", "/v3/accounts/logout") => post(logout),
+        ("GET", "/v3/accounts/{id}") => get(get_account),
+        ("GET", "/v3/me") => get(me),
+        ("GET", "/v3/me/licenses") => get(my_licenses),
+        ("GET", "/v3/me/licenses/{id}") => get(my_license),
+        ("GET", "/v3/products/{id}") => get(get_product),
+        ("GET", "/v3/users") => get(list_users),
+        ("POST", "/v3/users") => post(create_user),
+        ("GET", "/v3/users/{id}") => get(get_user),
+        ("GET", "/v3/licenses") => get(list_licenses),
+        ("POST", "/v3/licenses") => post(create_license),
+        ("GET", "/v3/licenses/{id}") => get(get_license),
+        _ => unreachable!("{method} {path} is listed in API_OPERATIONS without a handler"),
+    }
+}
+
 /// Builds the whole application: API routes, control routes, fallbacks, and the front door.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/v3/accounts/login", post(login))
-        .route("/v3/accounts/login-refresh-token", post(refresh))
-        .route("/v3/accounts/logout", post(logout))
-        .route("/v3/me", get(me))
-        .route("/v3/me/licenses", get(my_licenses))
-        .route("/v3/me/licenses/{id}", get(my_license))
-        .route("/v3/users", get(list_users).post(create_user))
-        .route("/v3/users/{id}", get(get_user))
-        .route("/v3/licenses", get(list_licenses).post(create_license))
-        .route("/v3/licenses/{id}", get(get_license))
+    let mut router = Router::new();
+    for (method, path) in API_OPERATIONS {
+        // Routes of one path with several methods merge into one method router.
+        router = router.route(path, handler(method, path));
+    }
+    router
         .merge(controls::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -172,25 +208,50 @@ async fn me(
     Ok(Json(BaseProfileDto::from(user)))
 }
 
+/// `GET /v3/me/licenses`: the caller's licenses, in the reduced view.
+const MY_LICENSES: ListSpec = ListSpec {
+    filters: &["productId[eq]"],
+    sortable: LICENSE_SORT_FIELDS,
+};
+
+/// The license fields the sandbox sorts by.
+const LICENSE_SORT_FIELDS: &[&str] = &["createdAt", "updatedAt", "expiresAt", "key"];
+
+fn license_sort_key(license: &LicenseRecord, field: &str) -> String {
+    match field {
+        "createdAt" => timestamp(license.created_at),
+        "updatedAt" => timestamp(license.updated_at),
+        // Fixed-width timestamps sort as text; a license without expiry sorts first.
+        "expiresAt" => license.expires_at.map(timestamp).unwrap_or_default(),
+        _ => license.key.clone(),
+    }
+}
+
 async fn my_licenses(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Vec<UserLicenseDto>>> {
     let (user_id, _) = caller.any_token()?;
-    let query = ListQuery::parse(query.as_deref())?;
-    let product_filter = query.filter(&["productId[eq]", "productId"]);
+    let query = ListQuery::parse(query.as_deref(), &MY_LICENSES)?;
+    let product_filter = query.filter(&["productId[eq]"]);
 
     let domain = lock(&shared.domain);
-    let owned = domain.licenses().iter().filter(|license| {
-        license.user_id.as_deref() == Some(user_id)
-            && product_filter.is_none_or(|product_id| license.product_id == product_id)
-    });
+    let owned = domain
+        .licenses()
+        .iter()
+        .filter(|license| {
+            license.user_id.as_deref() == Some(user_id)
+                && product_filter.is_none_or(|product_id| license.product_id == product_id)
+        })
+        .collect();
     let page = query
-        .page_of(owned)
+        .page_of(owned, |license, field| license_sort_key(license, field))
+        .into_iter()
         .map(|license| {
             let product = domain
-                .product_display_name(&license.product_id)
+                .product(&license.product_id)
+                .map(|product| product.display_name.as_str())
                 .unwrap_or_default();
             UserLicenseDto::new(license, product)
         })
@@ -211,7 +272,8 @@ async fn my_license(
         .filter(|license| license.user_id.as_deref() == Some(user_id))
         .ok_or_else(|| ApiError::not_found("License"))?;
     let product = domain
-        .product_display_name(&license.product_id)
+        .product(&license.product_id)
+        .map(|product| product.display_name.as_str())
         .unwrap_or_default();
     Ok(Json(UserLicenseDto::new(license, product)))
 }
@@ -238,7 +300,8 @@ struct MetadataRequest {
     key: Option<String>,
     value: Option<String>,
     view_permissions: Option<Vec<String>>,
-    /// Deprecated and write-only upstream; `true` without permissions means "user can see it".
+    /// Deprecated and write-only upstream; `true` without permissions means "access it on
+    /// activation".
     visible: Option<bool>,
 }
 
@@ -273,22 +336,33 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(UserDto::from(&user))))
 }
 
+/// `GET /v3/users`. The flat `email=` is what older clients send; it means `email[eq]=`.
+const LIST_USERS: ListSpec = ListSpec {
+    filters: &["email[eq]", "email"],
+    sortable: &["createdAt", "updatedAt", "email"],
+};
+
 async fn list_users(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Vec<UserDto>>> {
     caller.require_scope("user:read")?;
-    let query = ListQuery::parse(query.as_deref())?;
-    // Older clients send the flat `email=`; it means the same as `email[eq]=`.
+    let query = ListQuery::parse(query.as_deref(), &LIST_USERS)?;
     let email = query.filter(&["email[eq]", "email"]);
 
     let domain = lock(&shared.domain);
     let matching = domain
         .users()
         .iter()
-        .filter(|user| email.is_none_or(|email| user.email.eq_ignore_ascii_case(email)));
-    Ok(Json(query.page_of(matching).map(UserDto::from).collect()))
+        .filter(|user| email.is_none_or(|email| user.email.eq_ignore_ascii_case(email)))
+        .collect();
+    let page = query.page_of(matching, |user, field| match field {
+        "createdAt" => timestamp(user.created_at),
+        "updatedAt" => timestamp(user.updated_at),
+        _ => user.email.to_lowercase(),
+    });
+    Ok(Json(page.into_iter().map(UserDto::from).collect()))
 }
 
 async fn get_user(
@@ -381,35 +455,55 @@ async fn create_license(
     Ok((StatusCode::CREATED, Json(dto)))
 }
 
+/// `GET /v3/licenses`. The flat `metadataKey`, `metadataValue` and `email` are deprecated
+/// since API 3.44.0 but still sent by older integrations; `userId` is a plain parameter in S1.
+const LIST_LICENSES: ListSpec = ListSpec {
+    filters: &[
+        "metadata.key[eq]",
+        "metadata.value[eq]",
+        "metadataKey",
+        "metadataValue",
+        "userId",
+        "productId[eq]",
+        "user.email[eq]",
+        "email",
+    ],
+    sortable: LICENSE_SORT_FIELDS,
+};
+
 async fn list_licenses(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<Json<Vec<LicenseDto>>> {
     caller.require_scope("license:read")?;
-    let query = ListQuery::parse(query.as_deref())?;
-    // The flat names are deprecated since API 3.44.0 but still sent by older integrations.
+    let query = ListQuery::parse(query.as_deref(), &LIST_LICENSES)?;
     let metadata_key = query.filter(&["metadata.key[eq]", "metadataKey"]);
     let metadata_value = query.filter(&["metadata.value[eq]", "metadataValue"]);
-    let user_id = query.filter(&["userId", "userId[eq]"]);
-    let product_id = query.filter(&["productId[eq]", "productId"]);
+    let user_id = query.filter(&["userId"]);
+    let product_id = query.filter(&["productId[eq]"]);
     let email = query.filter(&["user.email[eq]", "email"]);
 
     let domain = lock(&shared.domain);
-    let matching = domain.licenses().iter().filter(|license| {
-        let owner = license.user_id.as_deref().and_then(|id| domain.user(id));
-        // Key and value together mean one entry with both, not two entries with one each.
-        let metadata_matches = (metadata_key.is_none() && metadata_value.is_none())
-            || license.has_metadata(metadata_key, metadata_value);
-        metadata_matches
-            && user_id.is_none_or(|user_id| license.user_id.as_deref() == Some(user_id))
-            && product_id.is_none_or(|product_id| license.product_id == product_id)
-            && email.is_none_or(|email| {
-                owner.is_some_and(|owner| owner.email.eq_ignore_ascii_case(email))
-            })
-    });
+    let matching = domain
+        .licenses()
+        .iter()
+        .filter(|license| {
+            let owner = license.user_id.as_deref().and_then(|id| domain.user(id));
+            // Key and value together mean one entry with both, not two entries with one each.
+            let metadata_matches = (metadata_key.is_none() && metadata_value.is_none())
+                || license.has_metadata(metadata_key, metadata_value);
+            metadata_matches
+                && user_id.is_none_or(|user_id| license.user_id.as_deref() == Some(user_id))
+                && product_id.is_none_or(|product_id| license.product_id == product_id)
+                && email.is_none_or(|email| {
+                    owner.is_some_and(|owner| owner.email.eq_ignore_ascii_case(email))
+                })
+        })
+        .collect();
     let page = query
-        .page_of(matching)
+        .page_of(matching, |license, field| license_sort_key(license, field))
+        .into_iter()
         .map(|license| {
             let owner = license.user_id.as_deref().and_then(|id| domain.user(id));
             LicenseDto::new(license, owner)
@@ -430,6 +524,38 @@ async fn get_license(
         .ok_or_else(|| ApiError::not_found("License"))?;
     let owner = license.user_id.as_deref().and_then(|id| domain.user(id));
     Ok(Json(LicenseDto::new(license, owner)))
+}
+
+// === products and accounts (read-only: what `check-upstream` asks) ===
+
+async fn get_product(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ProductDto>> {
+    caller.require_scope("product:read")?;
+    let domain = lock(&shared.domain);
+    let product = domain
+        .product(&id)
+        .ok_or_else(|| ApiError::not_found("Product"))?;
+    let total_licenses = domain
+        .licenses()
+        .iter()
+        .filter(|license| license.product_id == product.id)
+        .count();
+    Ok(Json(ProductDto::new(product, total_licenses)))
+}
+
+async fn get_account(
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AccountDto>> {
+    caller.require_scope("account:read")?;
+    // A token sees only its own account; any other id is reported missing (an inference).
+    if !id.eq_ignore_ascii_case(seed::ACCOUNT_ID) {
+        return Err(ApiError::not_found("Account"));
+    }
+    Ok(Json(AccountDto::sandbox()))
 }
 
 fn domain_error(error: DomainError) -> ApiError {
@@ -580,12 +706,19 @@ fn metadata(
     let mut parsed = Vec::with_capacity(entries.len());
     for entry in entries {
         let key = required_text("metadata.key", entry.key.as_deref(), 1, 256)?.to_owned();
-        let value = optional_text("metadata.value", entry.value.as_deref(), 0, 4096)?
-            .unwrap_or_default()
-            .to_owned();
+        // `value` is required like `key` (S1: `LicenseMetadataRequestModel` and
+        // `UserMetadataRequestModel` list both), though it may be empty.
+        let value = entry
+            .value
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_request("The metadata.value field is required."))?;
+        check_length("metadata.value", value, 0, 4096)?;
+        let value = value.to_owned();
+        // The deprecated `visible: true` means "access the metadata on activation" (S1's
+        // description of the field), i.e. the `activation` view permission, not `user`.
         let view_permissions = match (entry.view_permissions, entry.visible) {
             (Some(permissions), _) => permissions,
-            (None, Some(true)) => vec!["user".to_owned()],
+            (None, Some(true)) => vec!["activation".to_owned()],
             (None, _) => Vec::new(),
         };
         if view_permissions.len() > 10
@@ -620,20 +753,55 @@ fn tags(tags: Option<Vec<String>>) -> ApiResult<Vec<String>> {
     Ok(tags)
 }
 
-/// `page`, `limit` and the filters of a list request.
+/// What one list endpoint accepts besides `page` and `limit`: its filter parameters, exactly
+/// as sent (`productId[eq]`, or a plain name such as `userId`), and the fields `sort` may name.
+struct ListSpec {
+    filters: &'static [&'static str],
+    sortable: &'static [&'static str],
+}
+
+/// `page`, `limit`, `sort` and the filters of a list request.
+///
+/// Strict on purpose: a filter the sandbox does not implement, or one without its operator
+/// (`metadata.key=K` where Cryptlex's deepObject style wants `metadata.key[eq]=K`), is a 400
+/// rather than silently ignored. Ignoring it would answer with every record, and a client that
+/// deduplicates by filtering would see a match that is not there. What Cryptlex does with such
+/// a parameter is not documented; the sandbox chooses the loud answer.
 #[derive(Debug)]
 struct ListQuery {
     page: usize,
     limit: usize,
+    /// `(field, descending)` pairs, most significant first.
+    sort: Vec<(String, bool)>,
     params: Vec<(String, String)>,
 }
 
 impl ListQuery {
-    fn parse(raw: Option<&str>) -> ApiResult<Self> {
+    fn parse(raw: Option<&str>, spec: &ListSpec) -> ApiResult<Self> {
         let params: Vec<(String, String)> =
             url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
                 .into_owned()
                 .collect();
+        for (name, _) in &params {
+            let known = ["page", "limit", "sort"].contains(&name.as_str())
+                || spec.filters.contains(&name.as_str());
+            if known {
+                continue;
+            }
+            let with_operator = format!("{name}[");
+            if spec
+                .filters
+                .iter()
+                .any(|filter| filter.starts_with(&with_operator))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "The filter {name} needs an operator, e.g. {name}[eq]=value."
+                )));
+            }
+            return Err(ApiError::bad_request(format!(
+                "The query parameter {name} is not supported by the sandbox."
+            )));
+        }
         let number = |name: &str, default: usize, max: usize| -> ApiResult<usize> {
             let Some((_, text)) = params.iter().find(|(key, _)| key == name) else {
                 return Ok(default);
@@ -647,9 +815,14 @@ impl ListQuery {
                     ))
                 })
         };
+        let sort = match params.iter().find(|(key, _)| key == "sort") {
+            Some((_, text)) => parse_sort(text, spec.sortable)?,
+            None => Vec::new(),
+        };
         Ok(ListQuery {
             page: number("page", 1, i32::MAX as usize)?,
             limit: number("limit", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)?,
+            sort,
             params,
         })
     }
@@ -664,9 +837,52 @@ impl ListQuery {
         })
     }
 
-    /// Returns the requested page of `items`, which are already in creation order.
-    fn page_of<I: Iterator>(&self, items: I) -> std::iter::Take<std::iter::Skip<I>> {
+    /// Returns the requested page of `items` (given in creation order, Cryptlex's default),
+    /// sorted first when `sort` asks; `sort_key` gives an item's value of a sortable field.
+    fn page_of<T>(&self, mut items: Vec<T>, sort_key: impl Fn(&T, &str) -> String) -> Vec<T> {
+        if !self.sort.is_empty() {
+            // A stable sort keeps creation order among equal keys.
+            items.sort_by(|left, right| {
+                self.sort
+                    .iter()
+                    .map(|(field, descending)| {
+                        let order = sort_key(left, field).cmp(&sort_key(right, field));
+                        if *descending { order.reverse() } else { order }
+                    })
+                    .find(|order| order.is_ne())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+        }
         let skipped = (self.page - 1).saturating_mul(self.limit);
-        items.skip(skipped).take(self.limit)
+        items.into_iter().skip(skipped).take(self.limit).collect()
     }
+}
+
+/// Parses `sort`: `+field` or `-field`, up to six joined by `|` (S1's pattern
+/// `([+-]\w*\.*\w*){1}(\|[+-]\w*){0,5}`), each naming a field the list can sort by.
+fn parse_sort(text: &str, sortable: &[&str]) -> ApiResult<Vec<(String, bool)>> {
+    let invalid = || {
+        ApiError::bad_request(format!(
+            "The field sort must be +field or -field (up to 6, joined by |), with field one of: {}.",
+            sortable.join(", ")
+        ))
+    };
+    let keys: Vec<&str> = text.split('|').collect();
+    if keys.len() > 6 {
+        return Err(invalid());
+    }
+    keys.into_iter()
+        .map(|key| {
+            let (descending, field) = match key.split_at_checked(1) {
+                Some(("-", field)) => (true, field),
+                // An unescaped `+` arrives as a space, as form decoding (and ASP.NET) reads it.
+                Some(("+" | " ", field)) => (false, field),
+                _ => return Err(invalid()),
+            };
+            if !sortable.contains(&field) {
+                return Err(invalid());
+            }
+            Ok((field.to_owned(), descending))
+        })
+        .collect()
 }

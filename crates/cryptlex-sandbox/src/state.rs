@@ -109,6 +109,15 @@ impl MetadataRecord {
             .iter()
             .any(|permission| permission == "user")
     }
+
+    /// Returns whether the entry is readable on activation: what the deprecated `visible`
+    /// flag meant (S1: "Set true to access the metadata on activation"), and so what the
+    /// read-only `visible` of `AdminMetadataDto` reports.
+    pub fn visible_on_activation(&self) -> bool {
+        self.view_permissions
+            .iter()
+            .any(|permission| permission == "activation")
+    }
 }
 
 /// A metadata entry as a caller submitted it, before it gets an id and timestamps.
@@ -172,10 +181,16 @@ pub(crate) struct Domain {
     licenses: Vec<LicenseRecord>,
 }
 
+/// A product of the account. Only the fields `ProductDto` carries and the sandbox can fill.
 #[derive(Debug)]
-struct Product {
-    id: String,
-    display_name: String,
+pub(crate) struct Product {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) display_name: String,
+    pub(crate) description: String,
+    /// The product's default license template, which licenses created without one inherit.
+    pub(crate) license_template_id: String,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 impl Domain {
@@ -184,7 +199,11 @@ impl Domain {
         let mut domain = Domain {
             products: vec![Product {
                 id: seed::PRODUCT_ID.to_owned(),
+                name: "demo-desktop-app".to_owned(),
                 display_name: seed::PRODUCT_NAME.to_owned(),
+                description: "The seeded product of the sandbox account.".to_owned(),
+                license_template_id: seed::LICENSE_TEMPLATE_ID.to_owned(),
+                created_at: now - TimeDelta::days(400),
             }],
             users: Vec::new(),
             passwords: HashMap::new(),
@@ -315,11 +334,10 @@ impl Domain {
         }
     }
 
-    pub(crate) fn product_display_name(&self, product_id: &str) -> Option<&str> {
+    pub(crate) fn product(&self, product_id: &str) -> Option<&Product> {
         self.products
             .iter()
             .find(|product| product.id == product_id)
-            .map(|product| product.display_name.as_str())
     }
 
     pub(crate) fn user(&self, id: &str) -> Option<&UserRecord> {
@@ -403,7 +421,7 @@ impl Domain {
         new_license: NewLicense,
         now: DateTime<Utc>,
     ) -> Result<LicenseRecord, DomainError> {
-        if self.product_display_name(&new_license.product_id).is_none() {
+        if self.product(&new_license.product_id).is_none() {
             return Err(DomainError::UnknownProduct);
         }
         if let Some(user_id) = &new_license.user_id

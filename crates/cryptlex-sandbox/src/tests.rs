@@ -720,6 +720,242 @@ async fn license_bodies_with_unknown_ids_or_broken_limits_are_400() {
     assert_eq!(app.controls().license_count(), 3);
 }
 
+// === metadata, sorting and filters as S1 declares them ===
+
+#[tokio::test]
+async fn metadata_without_a_value_is_a_400_as_s1_requires_key_and_value() {
+    let app = start().await;
+    let mut license = license_request("sub_1");
+    license["metadata"] = json!([{"key": "no_value"}]);
+    let user = json!({
+        "email": "novalue@example.com", "firstName": "No", "password": "long-enough",
+        "metadata": [{"key": "no_value"}]
+    });
+    let mut empty_value = license_request("sub_1");
+    empty_value["metadata"] = json!([{"key": "empty", "value": ""}]);
+
+    let license = app.create_license(&license).await;
+    let user = app.post("/v3/users", Some(&app.pat()), &user).await;
+    let empty_value = app.create_license(&empty_value).await;
+
+    assert_eq!(license.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        json_of(license).await["message"]
+            .as_str()
+            .unwrap()
+            .contains("metadata.value")
+    );
+    assert_eq!(user.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        empty_value.status(),
+        StatusCode::CREATED,
+        "empty is a value"
+    );
+}
+
+#[tokio::test]
+async fn deprecated_visible_true_means_access_on_activation_not_the_user_view() {
+    let app = start().await;
+    let mut request = license_request("sub_visible");
+    request["metadata"] = json!([{"key": "legacy", "value": "v", "visible": true}]);
+    let (token, _) = app.demo_tokens().await;
+
+    let license = json_of(app.create_license(&request).await).await;
+    let mine = json_of(app.get("/v3/me/licenses?limit=100", Some(&token)).await).await;
+
+    assert_eq!(
+        license["metadata"][0]["viewPermissions"],
+        json!(["activation"])
+    );
+    assert_eq!(license["metadata"][0]["visible"], true);
+    let created = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["id"] == license["id"])
+        .unwrap();
+    assert_eq!(created["metadata"], json!([]), "not shown to the user");
+}
+
+#[tokio::test]
+async fn lists_honour_sort_and_refuse_unknown_sort_fields() {
+    let app = start().await;
+    let pat = app.pat();
+    let (token, _) = app.demo_tokens().await;
+
+    let newest_first = json_of(app.get("/v3/licenses?sort=-createdAt", Some(&pat)).await).await;
+    let oldest_first = json_of(app.get("/v3/licenses?sort=%2BcreatedAt", Some(&pat)).await).await;
+    let mine = json_of(
+        app.get("/v3/me/licenses?sort=-createdAt", Some(&token))
+            .await,
+    )
+    .await;
+    let users = json_of(app.get("/v3/users?sort=-email", Some(&pat)).await).await;
+    let unknown = app.get("/v3/licenses?sort=-colour", Some(&pat)).await;
+    let unsigned = app.get("/v3/licenses?sort=createdAt", Some(&pat)).await;
+
+    let ids = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut reversed = ids(&oldest_first);
+    reversed.reverse();
+    assert_eq!(ids(&newest_first), reversed);
+    assert_eq!(ids(&oldest_first)[0], seed::DEMO_LICENSE_IDS[0]);
+    assert_eq!(
+        ids(&mine),
+        [seed::DEMO_LICENSE_IDS[1], seed::DEMO_LICENSE_IDS[0]]
+    );
+    assert_eq!(users[0]["email"], seed::OTHER_EMAIL);
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(unsigned.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_filter_without_its_operator_or_one_the_sandbox_lacks_is_a_400_not_everything() {
+    let app = start().await;
+    let pat = app.pat();
+    let (token, _) = app.demo_tokens().await;
+
+    let no_operator = app
+        .get(
+            "/v3/licenses?metadata.key=stripe_subscription_id",
+            Some(&pat),
+        )
+        .await;
+    let plain_product = app
+        .get(
+            &format!("/v3/me/licenses?productId={}", seed::PRODUCT_ID),
+            Some(&token),
+        )
+        .await;
+    let unsupported = app.get("/v3/licenses?key[cn]=0A20", Some(&pat)).await;
+    let legacy = app
+        .get(
+            "/v3/licenses?metadataKey=stripe_subscription_id",
+            Some(&pat),
+        )
+        .await;
+
+    assert_eq!(no_operator.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        json_of(no_operator).await["message"]
+            .as_str()
+            .unwrap()
+            .contains("metadata.key[eq]")
+    );
+    assert_eq!(plain_product.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(unsupported.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        legacy.status(),
+        StatusCode::OK,
+        "the documented flat names stay"
+    );
+}
+
+// === products and accounts ===
+
+#[tokio::test]
+async fn products_and_the_account_are_read_with_their_scopes_only() {
+    let app = start().await;
+    let pat = app.pat();
+    let no_scopes = app.controls().create_pat(&["license:read"]);
+    let no_scopes = no_scopes.expose_secret();
+    let (user_token, _) = app.demo_tokens().await;
+
+    let product = app
+        .get(&format!("/v3/products/{}", seed::PRODUCT_ID), Some(&pat))
+        .await;
+    let unknown_product = app
+        .get(
+            "/v3/products/00000000-0000-4000-8000-000000000000",
+            Some(&pat),
+        )
+        .await;
+    let account = app
+        .get(&format!("/v3/accounts/{}", seed::ACCOUNT_ID), Some(&pat))
+        .await;
+    let other_account = app
+        .get(
+            "/v3/accounts/00000000-0000-4000-8000-000000000000",
+            Some(&pat),
+        )
+        .await;
+    let product_without_scope = app
+        .get(
+            &format!("/v3/products/{}", seed::PRODUCT_ID),
+            Some(no_scopes),
+        )
+        .await;
+    let account_without_scope = app
+        .get(
+            &format!("/v3/accounts/{}", seed::ACCOUNT_ID),
+            Some(no_scopes),
+        )
+        .await;
+    let account_as_user = app
+        .get(
+            &format!("/v3/accounts/{}", seed::ACCOUNT_ID),
+            Some(&user_token),
+        )
+        .await;
+
+    assert_eq!(product.status(), StatusCode::OK);
+    let product = json_of(product).await;
+    assert_eq!(product["displayName"], seed::PRODUCT_NAME);
+    assert_eq!(product["licenseTemplateId"], seed::LICENSE_TEMPLATE_ID);
+    assert_eq!(product["totalLicenses"], 3);
+    assert_eq!(unknown_product.status(), StatusCode::NOT_FOUND);
+    assert_eq!(account.status(), StatusCode::OK);
+    assert_eq!(json_of(account).await["accountAlias"], seed::ACCOUNT_ALIAS);
+    assert_eq!(other_account.status(), StatusCode::NOT_FOUND);
+    assert_eq!(product_without_scope.status(), StatusCode::FORBIDDEN);
+    assert_eq!(account_without_scope.status(), StatusCode::FORBIDDEN);
+    assert_eq!(account_as_user.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn every_listed_operation_is_routed_to_a_handler() {
+    let app = start().await;
+    let fallback = json_of(app.get("/v3/nothing-here", None).await).await;
+
+    for (method, path) in API_OPERATIONS {
+        let path = path.replace("{id}", "00000000-0000-4000-8000-000000000000");
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app
+            .client
+            .request(method.clone(), app.url(&path))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = json_of(response).await;
+        assert!(
+            status != StatusCode::METHOD_NOT_ALLOWED && body != fallback,
+            "{method} {path} is not routed: {status} {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn request_and_response_bodies_are_recorded_and_redacted_in_debug() {
+    let app = start().await;
+
+    app.login(seed::DEMO_EMAIL, seed::DEMO_PASSWORD).await;
+
+    let login = &app.controls().requests()[0];
+    let sent: Value = serde_json::from_slice(&login.body).unwrap();
+    assert_eq!(sent["password"], seed::DEMO_PASSWORD);
+    let answered: Value = serde_json::from_slice(&login.response_body).unwrap();
+    assert!(answered["accessToken"].is_string());
+    let debug = format!("{login:?}");
+    assert!(!debug.contains(seed::DEMO_PASSWORD), "{debug}");
+    assert!(!debug.contains(answered["accessToken"].as_str().unwrap()));
+}
+
 // === routing ===
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Cryptlex's JSON shapes: response DTOs, the `{message, code?}` error body and timestamps.
 //!
 //! Field names are copied from Cryptlex's OpenAPI document (`LicenseDto`, `UserLicenseDto`,
-//! `UserDto`, `BaseProfileDto`, `HttpErrorResponseDto`). Values for the many license policy
+//! `UserDto`, `BaseProfileDto`, `ProductDto`, `AccountDto`, `HttpErrorResponseDto`). Values for the many license policy
 //! knobs the sandbox does not model are fixed, plausible defaults, so strict clients that
 //! require every documented field still decode the responses.
 
@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use http::StatusCode;
 use serde::Serialize;
 
-use crate::state::{LicenseRecord, MetadataRecord, UserRecord};
+use crate::seed;
+use crate::state::{LicenseRecord, MetadataRecord, Product, UserRecord};
 
 /// The 401/403 message Cryptlex sends for a missing, bad or under-privileged token.
 pub(crate) const INVALID_TOKEN_MESSAGE: &str =
@@ -195,7 +196,8 @@ pub(crate) struct AdminMetadataDto {
     key: String,
     value: String,
     view_permissions: Vec<String>,
-    /// Read-only upstream; derived from the `user` view permission.
+    /// Read-only and deprecated upstream; what the old write-only `visible` flag set, which S1
+    /// describes as "access the metadata on activation": the `activation` view permission.
     visible: bool,
 }
 
@@ -208,7 +210,7 @@ impl From<&MetadataRecord> for AdminMetadataDto {
             key: entry.key.clone(),
             value: entry.value.clone(),
             view_permissions: entry.view_permissions.clone(),
-            visible: entry.visible_to_user(),
+            visible: entry.visible_on_activation(),
         }
     }
 }
@@ -323,6 +325,14 @@ impl UserLicenseDto {
 }
 
 /// `LicenseDto`: the admin view `/v3/licenses*` returns.
+///
+/// `user` and `subscriptionStartTrigger` are written as `null` when there is no owner or no
+/// subscription, although S1 does not mark them nullable. That is what ASP.NET sends: S1's
+/// schemas come from Swashbuckle, which cannot put `nullable` beside a `$ref` in OpenAPI 3.0,
+/// so an optional referenced object or enum loses the flag; the property's absence from
+/// `required` is what says it may be empty, and System.Text.Json writes an empty reference
+/// as `null` (Cryptlex's own example license shows `"user": null`). The contract file makes
+/// this explicit: its generator marks every optional bare `$ref` nullable.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct LicenseDto {
@@ -420,6 +430,211 @@ impl Default for PolicyDefaults {
             activated_at: None,
             last_used_at: None,
             maintenance_expires_at: None,
+        }
+    }
+}
+
+/// `ProductDto`, returned by `GET /v3/products/{id}`.
+///
+/// S1 also lists `licensePolicy`, `trialPolicy` and `emailTemplates` as required without
+/// declaring them as properties (and forbids undeclared properties), so no answer can satisfy
+/// both; the sandbox leaves them out and the contract check skips required names it cannot see.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ProductDto {
+    id: String,
+    created_at: String,
+    updated_at: String,
+    name: String,
+    display_name: String,
+    description: String,
+    public_key: String,
+    total_licenses: i32,
+    total_trial_activations: i32,
+    total_releases: i32,
+    total_product_versions: i32,
+    total_feature_flags: i32,
+    automated_emails: Vec<String>,
+    license_template_id: String,
+    trial_policy_id: String,
+    metadata: Vec<AdminMetadataDto>,
+}
+
+impl ProductDto {
+    pub(crate) fn new(product: &Product, total_licenses: usize) -> Self {
+        ProductDto {
+            id: product.id.clone(),
+            created_at: timestamp(product.created_at),
+            updated_at: timestamp(product.created_at),
+            name: product.name.clone(),
+            display_name: product.display_name.clone(),
+            description: product.description.clone(),
+            // Clients verify license files with it; the sandbox signs nothing, so any
+            // RSA-looking text serves.
+            public_key: "<RSAKeyValue><Modulus>c2FuZGJveA==</Modulus><Exponent>AQAB</Exponent></RSAKeyValue>"
+                .to_owned(),
+            total_licenses: i32::try_from(total_licenses).unwrap_or(i32::MAX),
+            total_trial_activations: 0,
+            total_releases: 0,
+            total_product_versions: 0,
+            total_feature_flags: 0,
+            automated_emails: Vec::new(),
+            license_template_id: product.license_template_id.clone(),
+            // Required and non-nullable in S1; a product without a trial policy is sent with
+            // an empty id (an inference).
+            trial_policy_id: String::new(),
+            metadata: Vec::new(),
+        }
+    }
+}
+
+/// `AccountDto`, returned by `GET /v3/accounts/{id}`: the seeded account, on a fixed plan.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AccountDto {
+    id: &'static str,
+    created_at: String,
+    updated_at: String,
+    company: &'static str,
+    email: &'static str,
+    status: &'static str,
+    admin_portal_domain: &'static str,
+    customer_portal_domain: &'static str,
+    reseller_portal_domain: &'static str,
+    website: &'static str,
+    logo_url: &'static str,
+    favicon_url: &'static str,
+    google_client_id: &'static str,
+    trial_expires_at: String,
+    plan: PlanDto,
+    /// Deprecated upstream: the alias's old name.
+    company_id: &'static str,
+    account_alias: &'static str,
+    region: &'static str,
+    payment_method: &'static str,
+    psp: &'static str,
+    total_trial_extensions: i32,
+}
+
+impl AccountDto {
+    pub(crate) fn sandbox() -> Self {
+        // Fixed dates: the account's history is not modelled.
+        let created = "2024-01-01T00:00:00.0000000Z".to_owned();
+        AccountDto {
+            id: seed::ACCOUNT_ID,
+            created_at: created.clone(),
+            updated_at: created.clone(),
+            company: "Sandbox Inc.",
+            email: seed::ADMIN_EMAIL,
+            status: "active",
+            admin_portal_domain: "",
+            customer_portal_domain: "",
+            reseller_portal_domain: "",
+            website: "",
+            logo_url: "",
+            favicon_url: "",
+            google_client_id: "",
+            trial_expires_at: created,
+            plan: PlanDto::default(),
+            company_id: seed::ACCOUNT_ALIAS,
+            account_alias: seed::ACCOUNT_ALIAS,
+            region: "us",
+            payment_method: "",
+            psp: "",
+            total_trial_extensions: 0,
+        }
+    }
+}
+
+/// `PlanDto`: the subscription plan inside `AccountDto`, every field required by S1.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PlanDto {
+    id: &'static str,
+    name: &'static str,
+    display_name: &'static str,
+    version: i32,
+    tier: i32,
+    interval: &'static str,
+    paddle_id: &'static str,
+    paddle_price_id: &'static str,
+    allowed_users: i32,
+    allowed_organizations: i32,
+    allowed_admins: i32,
+    allowed_products: i32,
+    allowed_meter_attributes: i32,
+    allowed_feature_flags: i32,
+    allowed_features: i32,
+    allowed_activations: i32,
+    allowed_trial_activations: i32,
+    allowed_releases: i32,
+    allowed_product_space: i64,
+    allow_sending_domain: bool,
+    amount: &'static str,
+    allow_customer_portal_access: bool,
+    allow_organization_admins: bool,
+    allow_offline_activations: bool,
+    allow_hosted_floating_licenses: bool,
+    allow_on_premise_floating_licenses: bool,
+    allow_custom_domain: bool,
+    allow_resellers: bool,
+    allow_sso: bool,
+    allow_custom_roles: bool,
+    allow_legacy_custom_roles: bool,
+    allow_event_logs: bool,
+    allow_audit_logs: bool,
+    allow_custom_email_templates: bool,
+    allow_maintenance_policies: bool,
+    allow_activation_logs: bool,
+    activation_logs_retention_period: &'static str,
+    deprecated: bool,
+    created_at: &'static str,
+    updated_at: &'static str,
+}
+
+impl Default for PlanDto {
+    fn default() -> Self {
+        PlanDto {
+            id: "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9",
+            name: "sandbox",
+            display_name: "Sandbox",
+            version: 1,
+            tier: 1,
+            interval: "month",
+            paddle_id: "",
+            paddle_price_id: "",
+            allowed_users: 1000,
+            allowed_organizations: 10,
+            allowed_admins: 5,
+            allowed_products: 10,
+            allowed_meter_attributes: 10,
+            allowed_feature_flags: 10,
+            allowed_features: 10,
+            allowed_activations: 10_000,
+            allowed_trial_activations: 10_000,
+            allowed_releases: 100,
+            allowed_product_space: 1_073_741_824,
+            allow_sending_domain: false,
+            amount: "0",
+            allow_customer_portal_access: true,
+            allow_organization_admins: false,
+            allow_offline_activations: true,
+            allow_hosted_floating_licenses: true,
+            allow_on_premise_floating_licenses: false,
+            allow_custom_domain: false,
+            allow_resellers: false,
+            allow_sso: false,
+            allow_custom_roles: false,
+            allow_legacy_custom_roles: false,
+            allow_event_logs: true,
+            allow_audit_logs: false,
+            allow_custom_email_templates: false,
+            allow_maintenance_policies: false,
+            allow_activation_logs: true,
+            activation_logs_retention_period: "P30D",
+            deprecated: false,
+            created_at: "2024-01-01T00:00:00.0000000Z",
+            updated_at: "2024-01-01T00:00:00.0000000Z",
         }
     }
 }
