@@ -431,6 +431,8 @@ pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
                 attempts_per_address: settings.limits.login_attempts_per_address,
                 address_window: settings.limits.login_address_window,
                 max_tracked_addresses: settings.limits.max_tracked_addresses,
+                upstream_calls_per_address: settings.limits.upstream_calls_per_address,
+                upstream_address_window: settings.limits.upstream_address_window,
             },
         },
         ledger,

@@ -217,6 +217,11 @@ pub struct RawLimits {
     pub login_address_window: Duration,
     /// Client networks the sign-in throttle tracks at once.
     pub max_tracked_addresses: usize,
+    /// Upstream calls the user calls of one client network may start per
+    /// `upstream_address_window` (cache misses, refreshes, sign-outs); 0 off.
+    pub upstream_calls_per_address: u32,
+    #[serde(with = "humantime_serde")]
+    pub upstream_address_window: Duration,
     /// How long in-flight calls may finish after a shutdown signal.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
@@ -281,6 +286,8 @@ impl Default for RawLimits {
             login_attempts_per_address: throttle.attempts_per_address,
             login_address_window: throttle.address_window,
             max_tracked_addresses: throttle.max_tracked_addresses,
+            upstream_calls_per_address: throttle.upstream_calls_per_address,
+            upstream_address_window: throttle.upstream_address_window,
             drain_timeout: Duration::from_secs(20),
             client_address_header: None,
             trusted_proxy_hops: 1,

@@ -414,6 +414,11 @@ fn limits(problems: &mut Problems, raw: &RawLimits) {
             "limits.login_known_addresses_per_email must be at most {MAX_KNOWN_ADDRESSES_PER_EMAIL}"
         ));
     }
+    if raw.upstream_calls_per_address > 0 && raw.upstream_address_window.is_zero() {
+        problems.push(
+            "limits.upstream_address_window must be above zero when limits.upstream_calls_per_address is set".into(),
+        );
+    }
     if raw.max_tracked_emails == 0 || raw.max_tracked_addresses == 0 {
         problems.push(
             "limits.max_tracked_emails and limits.max_tracked_addresses must be above zero".into(),

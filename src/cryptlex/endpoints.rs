@@ -9,8 +9,7 @@ use super::retry::Retry;
 use super::transport::{Request, decode};
 use super::{
     Account, Client, CryptlexError, CryptlexUser, MetadataMatches, NewLicense, NewUser, Priority,
-    RateLimitStatus,
-    Rejection, wire,
+    RateLimitStatus, Rejection, wire,
 };
 use crate::domain::{
     AdminToken, CryptlexId, Email, IssuedLicense, Password, PersonName, RefreshToken,

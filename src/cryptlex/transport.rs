@@ -20,7 +20,9 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::retry::Retry;
-use super::{Client, CryptlexError, ErrorCode, Priority, RateLimitStatus, Rejection, observe, wire};
+use super::{
+    Client, CryptlexError, ErrorCode, Priority, RateLimitStatus, Rejection, observe, wire,
+};
 use crate::domain::RequestContext;
 
 /// Largest response body accepted. Cryptlex's largest answers here are pages

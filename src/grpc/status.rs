@@ -112,6 +112,13 @@ fn answer(error: &LicensingError) -> Answer {
             Level::WARN,
             "sign-in throttled",
         ),
+        E::TooManyRequests { .. } => row(
+            Code::ResourceExhausted,
+            "TOO_MANY_REQUESTS",
+            "too many requests from this network; try again shortly",
+            Level::WARN,
+            "upstream calls from one network throttled",
+        ),
         E::EmailTaken => row(
             Code::AlreadyExists,
             "EMAIL_TAKEN",
@@ -235,6 +242,7 @@ impl From<LicensingError> for Status {
                 );
             }
             LicensingError::TooManyAttempts { retry_after }
+            | LicensingError::TooManyRequests { retry_after }
             | LicensingError::RequestInProgress { retry_after } => {
                 details.set_retry_info(Some(*retry_after));
             }
@@ -262,6 +270,7 @@ fn log(error: &LicensingError, answer: &Answer) {
     match error {
         LicensingError::InvalidArgument(_) => tracing::debug!(%error, "{log}"),
         LicensingError::TooManyAttempts { retry_after }
+        | LicensingError::TooManyRequests { retry_after }
         | LicensingError::RequestInProgress { retry_after } => {
             let retry_after_ms = retry_after.as_millis() as u64;
             match answer.level {

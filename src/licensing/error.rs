@@ -42,6 +42,10 @@ pub enum LicensingError {
     /// address; nothing was sent upstream.
     #[error("too many attempts")]
     TooManyAttempts { retry_after: Duration },
+    /// Too many calls that needed Cryptlex came from this client's network
+    /// in a short time; nothing was sent upstream.
+    #[error("too many requests")]
+    TooManyRequests { retry_after: Duration },
     /// Sign-up with an email that already has an account.
     #[error("email address is already taken")]
     EmailTaken,

@@ -80,7 +80,7 @@ struct Shared {
     ledger: Option<crate::ledger::Ledger>,
     profiles: read_cache::ReadCache<UserProfile>,
     license_pages: read_cache::ReadCache<Page<UserLicense>>,
-    throttle: throttle::Throttle,
+    throttle: Arc<throttle::Throttle>,
     /// Refuses tokens that cannot work without asking Cryptlex. In an `Arc`
     /// of its own so reads in flight can hold it without holding `Shared`.
     tokens: Arc<token_guard::TokenGuard>,
@@ -96,7 +96,7 @@ impl Licensing {
     ) -> Self {
         let profiles = read_cache::ReadCache::new(options.cache, Invalidation::SignOutOnly);
         let license_pages = read_cache::ReadCache::new(options.cache, Invalidation::AlsoOnIssuance);
-        let throttle = throttle::Throttle::new(options.throttle);
+        let throttle = Arc::new(throttle::Throttle::new(options.throttle));
         Self {
             shared: Arc::new(Shared {
                 cryptlex,
@@ -175,6 +175,7 @@ impl Licensing {
     ) -> Result<Session, LicensingError> {
         let tokens = &self.shared.tokens;
         tokens.check_refresh(refresh_token)?;
+        self.upstream_allowed(ctx)?;
         self.cryptlex()
             .refresh(ctx, refresh_token)
             .await
@@ -191,7 +192,12 @@ impl Licensing {
         ctx: &RequestContext,
         token: &UserToken,
     ) -> Result<(), LicensingError> {
-        let result = match self.shared.tokens.check_access(token) {
+        let result = match self
+            .shared
+            .tokens
+            .check_access(token)
+            .and_then(|()| self.upstream_allowed(ctx))
+        {
             Ok(()) => self
                 .cryptlex()
                 .logout(ctx, token)
@@ -219,11 +225,13 @@ impl Licensing {
         let key = read_cache::CacheKey::new(token, "me", "");
         let cryptlex = self.cryptlex().clone();
         let tokens = Arc::clone(&self.shared.tokens);
+        let throttle = Arc::clone(&self.shared.throttle);
         let (ctx, token) = (ctx.clone(), token.clone());
         let (profile, _) = self
             .shared
             .profiles
             .get_or_fetch(key, move || async move {
+                upstream_allowed(&throttle, &ctx)?;
                 cryptlex
                     .me(&ctx, &token)
                     .await
@@ -251,11 +259,13 @@ impl Licensing {
         let key = read_cache::CacheKey::new(token, "me/licenses", &arguments);
         let cryptlex = self.cryptlex().clone();
         let tokens = Arc::clone(&self.shared.tokens);
+        let throttle = Arc::clone(&self.shared.throttle);
         let (ctx, token) = (ctx.clone(), token.clone());
         let (mut page, freshness) = self
             .shared
             .license_pages
             .get_or_fetch(key, move || async move {
+                upstream_allowed(&throttle, &ctx)?;
                 let items = cryptlex
                     .my_licenses(
                         &ctx,
@@ -344,6 +354,11 @@ impl Licensing {
         })
     }
 
+    /// Counts an upstream call against the caller's network, or refuses it.
+    fn upstream_allowed(&self, ctx: &RequestContext) -> Result<(), LicensingError> {
+        upstream_allowed(&self.shared.throttle, ctx)
+    }
+
     /// The PAT, or a server fault when none is configured.
     fn admin_token(&self) -> Result<&AdminToken, LicensingError> {
         self.shared
@@ -363,4 +378,16 @@ fn user_call_failed(
 ) -> LicensingError {
     tokens.access_call_failed(token, &error);
     upstream(Credential::UserToken, error)
+}
+
+/// Counts an upstream call made for a user call from `ctx`'s network, or
+/// refuses it (before anything is sent) with the time to wait. Only calls
+/// that really go to Cryptlex count: a cache hit or a joined fetch never does.
+fn upstream_allowed(
+    throttle: &throttle::Throttle,
+    ctx: &RequestContext,
+) -> Result<(), LicensingError> {
+    throttle
+        .begin_upstream_call(ctx.client_address)
+        .map_err(|retry_after| LicensingError::TooManyRequests { retry_after })
 }

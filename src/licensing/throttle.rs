@@ -89,6 +89,13 @@ pub struct ThrottleOptions {
     pub address_window: Duration,
     /// Client networks tracked at once.
     pub max_tracked_addresses: usize,
+    /// Upstream calls a user call from one client network may start per
+    /// `upstream_address_window` (reads that miss the cache, refreshes,
+    /// sign-outs); 0 turns the limit off. It keeps one anonymous source from
+    /// spending the whole read share of Cryptlex's budget with tokens that
+    /// each cost a call; answers from memory never count.
+    pub upstream_calls_per_address: u32,
+    pub upstream_address_window: Duration,
 }
 
 impl Default for ThrottleOptions {
@@ -111,6 +118,11 @@ impl Default for ThrottleOptions {
             attempts_per_address: 30,
             address_window: Duration::from_secs(60),
             max_tracked_addresses: 100_000,
+            // Two fifths of the reads' share of Cryptlex's 50 per 5 s: one
+            // network can never leave the others nothing. A household or an
+            // office starting a few sessions stays far below it.
+            upstream_calls_per_address: 15,
+            upstream_address_window: Duration::from_secs(5),
         }
     }
 }
@@ -122,6 +134,7 @@ pub use crate::domain::ClientAddress;
 pub struct Throttle {
     email_rules: EmailRules,
     address_rules: WindowRules,
+    upstream_rules: WindowRules,
     /// Keys the email hash, so the table cannot be reversed by hashing a
     /// list of email addresses.
     hash_key: [u8; 32],
@@ -144,6 +157,8 @@ impl std::fmt::Debug for Throttle {
 struct State {
     emails: Table<EmailKey, EmailEntry>,
     addresses: Table<Network, AttemptWindow>,
+    /// Upstream calls of user calls, per network.
+    upstream: Table<Network, AttemptWindow>,
 }
 
 impl Throttle {
@@ -164,10 +179,15 @@ impl Throttle {
                 limit: options.attempts_per_address,
                 window: options.address_window,
             },
+            upstream_rules: WindowRules {
+                limit: options.upstream_calls_per_address,
+                window: options.upstream_address_window,
+            },
             hash_key: rand::random(),
             state: Mutex::new(State {
                 emails: Table::new("emails", options.max_tracked_emails),
                 addresses: Table::new("addresses", options.max_tracked_addresses),
+                upstream: Table::new("upstream addresses", options.max_tracked_addresses),
             }),
         }
     }
@@ -185,7 +205,9 @@ impl Throttle {
         let network = Network::from(address);
         let rules = &self.email_rules;
         let mut state = self.lock();
-        let State { emails, addresses } = &mut *state;
+        let State {
+            emails, addresses, ..
+        } = &mut *state;
         let now = Instant::now();
 
         let email_slot = emails.slot(key, now, rules);
@@ -232,7 +254,9 @@ impl Throttle {
         let network = Network::from(address);
         let rules = &self.email_rules;
         let mut state = self.lock();
-        let State { emails, addresses } = &mut *state;
+        let State {
+            emails, addresses, ..
+        } = &mut *state;
         let now = Instant::now();
         if let Some(entry) = emails.peek(key) {
             let wait = entry
@@ -243,6 +267,22 @@ impl Throttle {
             }
         }
         count_address(addresses, network, now, &self.address_rules)
+    }
+
+    /// Counts one upstream call made for a user call from `address`, or
+    /// refuses it with the time to wait. Always allowed when the limit is off.
+    pub fn begin_upstream_call(&self, address: ClientAddress) -> Result<(), Duration> {
+        if self.upstream_rules.limit == 0 {
+            return Ok(());
+        }
+        let network = Network::from(address);
+        let mut state = self.lock();
+        count_address(
+            &mut state.upstream,
+            network,
+            Instant::now(),
+            &self.upstream_rules,
+        )
     }
 
     fn email_key(&self, email: &Email) -> EmailKey {
@@ -657,6 +697,40 @@ mod tests {
             attempts_per_address: 1_000,
             address_window: Duration::from_secs(10),
             max_tracked_addresses: 1_000,
+            upstream_calls_per_address: 3,
+            upstream_address_window: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn upstream_calls_are_counted_per_network_and_the_window_frees_them() {
+        let throttle = Throttle::new(options());
+        let attacker = ClientAddress::Ip("203.0.113.7".parse().expect("ip"));
+        let neighbour = ClientAddress::Ip("198.51.100.9".parse().expect("ip"));
+        for _ in 0..3 {
+            assert!(throttle.begin_upstream_call(attacker).is_ok());
+        }
+        let wait = throttle
+            .begin_upstream_call(attacker)
+            .expect_err("the fourth call in the window is refused");
+        assert!(wait <= Duration::from_secs(5), "{wait:?}");
+        assert!(
+            throttle.begin_upstream_call(neighbour).is_ok(),
+            "another network has its own allowance"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(throttle.begin_upstream_call(attacker).is_ok());
+    }
+
+    #[test]
+    fn a_zero_upstream_allowance_turns_the_limit_off() {
+        let throttle = Throttle::new(ThrottleOptions {
+            upstream_calls_per_address: 0,
+            ..options()
+        });
+        let address = ClientAddress::Ip("203.0.113.7".parse().expect("ip"));
+        for _ in 0..100 {
+            assert!(throttle.begin_upstream_call(address).is_ok());
         }
     }
 

@@ -35,6 +35,20 @@ pub struct TestOptions {
     pub allowed_clients: Vec<RawAllowedClient>,
 }
 
+impl TestOptions {
+    /// Every call of the test comes from 127.0.0.1, so a test that stands for
+    /// many users at once turns off the per-network upstream allowance
+    /// (`limits.upstream_calls_per_address`), which would otherwise count
+    /// them all as one network.
+    pub fn many_users_on_one_address(mut self) -> Self {
+        self.env.push((
+            "LICENSING_GATEWAY__LIMITS__UPSTREAM_CALLS_PER_ADDRESS".into(),
+            "0".into(),
+        ));
+        self
+    }
+}
+
 impl Default for TestOptions {
     fn default() -> Self {
         Self {

@@ -508,10 +508,13 @@ async fn the_last_known_license_page_is_served_stale_only_when_enabled() {
 
 #[tokio::test]
 async fn under_load_above_the_budget_cryptlex_never_sends_a_429_and_paid_orders_go_through() {
-    let app = spawn_app_with(TestOptions {
-        rate_limit: Some(RateLimit::cryptlex_default()),
-        ..TestOptions::default()
-    })
+    let app = spawn_app_with(
+        TestOptions {
+            rate_limit: Some(RateLimit::cryptlex_default()),
+            ..TestOptions::default()
+        }
+        .many_users_on_one_address(),
+    )
     .await;
     let cryptlex = app.cryptlex();
     // Twenty distinct sessions (distinct tokens, so the cache cannot help).

@@ -14,7 +14,7 @@ use licensing_gateway::grpc::pb::{
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, TestOptions, spawn_app, spawn_app_with};
 use crate::support::client::{assert_status, reason, with_token};
 
 /// A JWT with an HS256 header, `claims`, and a random signature: the shape
@@ -202,7 +202,9 @@ async fn a_flood_of_junk_bearer_tokens_leaves_the_budget_to_real_users() {
 
 #[tokio::test]
 async fn a_flood_of_junk_refreshes_and_logouts_cannot_starve_login() {
-    let app = spawn_app().await;
+    // The budget alone must hold here: the per-network allowance, which would
+    // stop a flood from one network first, is off.
+    let app = spawn_app_with(TestOptions::default().many_users_on_one_address()).await;
 
     // Junk shaped like the real thing, so no shape rule can refuse it: the
     // sandbox's refresh tokens are 64 hex digits, and access tokens JWTs.
@@ -252,4 +254,50 @@ async fn a_flood_of_junk_refreshes_and_logouts_cannot_starve_login() {
         junk_upstream <= 10,
         "refresh and logout kept to their share of the budget: {junk_upstream}"
     );
+}
+
+#[tokio::test]
+async fn a_flood_from_one_network_is_stopped_by_its_allowance_while_another_network_is_served() {
+    // Arrange: behind a proxy (one trusted hop) that reports each caller's
+    // address; the attacker's forged, well-shaped tokens each cost a call.
+    let app = spawn_app_with(TestOptions {
+        env: vec![(
+            "LICENSING_GATEWAY__LIMITS__CLIENT_ADDRESS_HEADER".into(),
+            "x-forwarded-for".into(),
+        )],
+        ..TestOptions::default()
+    })
+    .await;
+    let cryptlex = app.cryptlex();
+    let from = |address: &str, token: &str| {
+        let mut request = with_token(GetProfileRequest {}, token);
+        request
+            .metadata_mut()
+            .insert("x-forwarded-for", address.parse().expect("header value"));
+        request
+    };
+    let mut client = app.user_client().await;
+    let before = cryptlex.stats().requests;
+
+    // Act: 60 forged tokens from one network, then the real user from another.
+    let mut throttled = 0;
+    for _ in 0..60 {
+        let forged = forged_live_jwt();
+        if let Err(status) = client.get_profile(from("203.0.113.7", &forged)).await
+            && reason(&status) == "TOO_MANY_REQUESTS"
+        {
+            throttled += 1;
+        }
+    }
+    let spent = cryptlex.stats().requests - before;
+    let token = app.demo_token().await;
+    let real = client.get_profile(from("198.51.100.20", &token)).await;
+
+    // Assert: the flood got at most one window's allowance upstream.
+    assert!(
+        spent <= 15,
+        "{spent} upstream calls for one network's flood"
+    );
+    assert!(throttled >= 40, "only {throttled} calls throttled");
+    assert!(real.is_ok(), "{real:?}");
 }
