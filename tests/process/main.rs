@@ -13,6 +13,7 @@ mod support;
 mod outside_tools;
 mod sandbox_process;
 
+mod abuse;
 mod check_config;
 mod gateway_process;
 mod outside_clients;
