@@ -6,12 +6,16 @@
 //! case, convert out. Business rules, retries and upstream HTTP live elsewhere.
 
 mod auth;
+mod client_gate;
+mod connection;
 mod context;
 mod convert;
 mod issuance;
 mod ledger_health;
 mod listener;
+mod malformed;
 mod overload;
+mod request_timeout;
 mod rpc_metrics;
 mod server;
 mod status;
@@ -20,7 +24,7 @@ mod user;
 pub use context::Deadlines;
 pub use issuance::IssuanceApi;
 pub use listener::{GrpcListener, LIVENESS_SERVICE, ServeError, ServingHealth};
-pub use server::{MAX_REQUEST_MESSAGE_BYTES, PublicOptions};
+pub use server::{PublicOptions, ServerLimits};
 pub use status::ERROR_DOMAIN;
 pub use user::UserApi;
 
