@@ -7,6 +7,7 @@ mod check_config;
 mod gateway_process;
 mod grpc_web;
 mod helpers;
+mod hostile;
 mod issuance;
 mod observability;
 mod resilience;
