@@ -4,8 +4,10 @@
 //! for another purpose cannot hold call slots, streams or memory.
 //!
 //! The adapter checks again (it needs the caller's policy); this layer only
-//! makes sure nothing else happens first. Health checks pass: they reveal
-//! nothing and must answer whatever the caller.
+//! makes sure nothing else happens first. Health checks and reflection pass:
+//! they cost nothing, reveal nothing beyond the contract this listener
+//! serves, and tools such as `buf curl` need reflection to show the caller
+//! its own `PERMISSION_DENIED`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +19,11 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use super::{IssuanceApi, auth};
 
 /// Paths every verified client may call.
-const OPEN_PATH_PREFIX: &str = "/grpc.health.v1.Health/";
+const OPEN_PATH_PREFIXES: &[&str] = &[
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1.ServerReflection/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+];
 
 /// Refuses callers that are not on `api`'s allow-list.
 #[derive(Debug, Clone)]
@@ -65,7 +71,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        if !request.uri().path().starts_with(OPEN_PATH_PREFIX) {
+        let path = request.uri().path();
+        if !OPEN_PATH_PREFIXES
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+        {
             // `auth` reads certificates from a tonic request; hand it the
             // connection's TLS info and nothing else.
             let mut probe = tonic::Request::new(());

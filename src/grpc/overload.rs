@@ -110,13 +110,15 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        // Whatever the method: tonic routes by path alone, so a GET or a PUT
+        // to an API path is a call like any other. (CORS preflights never
+        // get here: the CORS layer answers them.)
         let path = request.uri().path();
-        let shed = request.method() == http::Method::POST
-            && self
-                .policy
-                .shed_paths
-                .iter()
-                .any(|prefix| path.starts_with(prefix.as_str()));
+        let shed = self
+            .policy
+            .shed_paths
+            .iter()
+            .any(|prefix| path.starts_with(prefix.as_str()));
         if !shed {
             return Box::pin(self.inner.call(request));
         }

@@ -68,9 +68,10 @@ pub struct ServerLimits {
     pub max_connections_per_address: usize,
     /// How long a connection may stay open with no call in progress.
     pub idle_connection_timeout: Duration,
-    /// How often an HTTP/2 connection that sent nothing is pinged, and how
-    /// long the answer may take before the connection is dropped as dead.
+    /// How often an HTTP/2 connection that sent nothing is pinged.
     pub http2_keepalive_interval: Duration,
+    /// How long a ping's answer may take before the connection is dropped
+    /// as dead.
     pub http2_keepalive_timeout: Duration,
     /// The TLS handshakes' bounds (listeners with TLS).
     pub handshakes: HandshakeLimits,
@@ -231,7 +232,7 @@ where
         .await
 }
 
-/// The layers both listeners put first, outermost first.
+/// What [`front_layers`] builds.
 type FrontLayers = Stack<
     PropagateRequestIdLayer,
     Stack<
@@ -270,8 +271,7 @@ fn front_layers(connections: ConnectionTable) -> ServiceBuilder<FrontLayers> {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
 }
 
-/// The inner layers both listeners share, in front of the routes: each
-/// answers a call on its own when it must.
+/// What [`inner_layers`] builds.
 type InnerLayers = Stack<
     OverloadLayer,
     Stack<
@@ -285,6 +285,8 @@ type AnswerElapsed = fn(Result<Response, BoxError>) -> Result<Response, BoxError
 type Response = http::Response<tonic::body::Body>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The inner layers both listeners share, in front of the routes, outermost
+/// first: each answers a call on its own when it must.
 fn inner_layers(limits: &ServerLimits, service_name: &str) -> InnerLayers {
     ServiceBuilder::new()
         // Garbage instead of protobuf is the caller's mistake, not ours.
