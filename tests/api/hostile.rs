@@ -96,7 +96,15 @@ where
 
 /// A gRPC call's request head, for a raw HTTP/2 client.
 fn grpc_request(path: &str) -> http::Request<()> {
-    http::Request::post(format!("http://localhost{path}"))
+    grpc_request_with(http::Method::POST, path)
+}
+
+/// A request head like a gRPC call's, with any method (tonic routes by
+/// path alone).
+fn grpc_request_with(method: http::Method, path: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method(method)
+        .uri(format!("http://localhost{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(())
@@ -299,6 +307,28 @@ async fn an_unfinished_request_body_is_answered_once_the_body_timeout_passes() {
 
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert_eq!(reason(&status), "REQUEST_BODY_TIMEOUT");
+}
+
+#[tokio::test]
+async fn a_call_with_another_method_than_post_gets_no_way_around_the_call_slots() {
+    // One slot; a PUT to an API path whose body never ends must neither
+    // bypass the body timeout nor take the slot.
+    let app = spawn_with(&[
+        ("LICENSING_GATEWAY__LIMITS__REQUEST_BODY_TIMEOUT", "1s"),
+        ("LICENSING_GATEWAY__LIMITS__MAX_CONCURRENT_REQUESTS", "1"),
+    ])
+    .await;
+    let token = demo_token(&app).await;
+    let send = h2_over(attacker_socket(app.public_addr).await).await;
+    let mut send = send.ready().await.expect("ready");
+    let request = grpc_request_with(http::Method::PUT, "/licensing.v1.UserService/GetProfile");
+    let (response, _body) = send.send_request(request, false).expect("the stream opens");
+
+    legitimate_calls_succeed(public_channel(&app).await, &token).await;
+    let status = timeout(Duration::from_secs(3), status_of(response))
+        .await
+        .expect("answered soon after the body timeout");
+    assert_eq!(reason(&status), "REQUEST_BODY_TIMEOUT", "{status:?}");
 }
 
 #[tokio::test]
