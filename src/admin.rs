@@ -123,19 +123,29 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     (StatusCode::OK, "ready\n").into_response()
 }
 
+/// One scrape at a time per process: the recorder is process-wide, so two
+/// scrapes interleaving (two gateways in one process, as in tests) could
+/// render one gateway's scrape-time gauges with the other's values. A tokio
+/// lock, since the ledger count awaits while it is held; scrapes are rare.
+static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn render_metrics(State(state): State<AdminState>) -> Response {
-    if let Some(ledger) = &state.ledger {
-        refresh_ledger_gauges(ledger).await;
-    }
-    if let Some(licensing) = &state.licensing {
-        record_upstream_state(licensing);
-    }
+    let body = {
+        let _scrape = SCRAPE.lock().await;
+        if let Some(ledger) = &state.ledger {
+            refresh_ledger_gauges(ledger).await;
+        }
+        if let Some(licensing) = &state.licensing {
+            record_upstream_state(licensing);
+        }
+        metrics::render(&state.metrics)
+    };
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::render(&state.metrics),
+        body,
     )
         .into_response()
 }

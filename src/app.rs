@@ -22,14 +22,14 @@ use crate::config::Settings;
 use crate::cryptlex::{self, ClientOptions};
 use crate::grpc::{
     ClientAddressPolicy, Deadlines, GrpcListener, IssuanceApi, PublicOptions, ServeError,
-    ServingHealth, UserApi,
+    ServerLimits, ServingHealth, UserApi,
 };
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::licensing::read_cache::CacheOptions;
 use crate::licensing::throttle::ThrottleOptions;
 use crate::licensing::{IssuanceOptions, Licensing, LicensingOptions};
 use crate::metrics;
-use crate::tls::{self, ReloadableTls};
+use crate::tls::{self, HandshakeLimits, ReloadableTls};
 
 /// ALPN of the public listener with TLS: HTTP/2 for gRPC, HTTP/1.1 for
 /// gRPC-Web from fetch-only clients (tonic's own TLS server offers only
@@ -342,7 +342,7 @@ async fn bind_public(
     );
     let options = PublicOptions {
         cors_allowed_origins,
-        max_concurrent_requests: settings.limits.max_concurrent_requests,
+        limits: server_limits(settings),
     };
     Ok(GrpcListener::public(listener, public_tls, user_api, options).await?)
 }
@@ -367,9 +367,9 @@ async fn bind_internal(
         .await
         .with_context(|| format!("binding the internal listener on {}", internal.addr))?;
     let api = IssuanceApi::new(licensing.clone(), deadlines);
-    let max_concurrent_requests = settings.limits.max_concurrent_requests;
+    let limits = server_limits(settings);
     Ok(Some(
-        GrpcListener::internal(listener, Arc::new(tls), api, max_concurrent_requests).await?,
+        GrpcListener::internal(listener, Arc::new(tls), api, limits).await?,
     ))
 }
 
@@ -437,6 +437,29 @@ pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
         },
         ledger,
     ))
+}
+
+/// The bounds on connections and calls both gRPC listeners apply.
+fn server_limits(settings: &Settings) -> ServerLimits {
+    let limits = &settings.limits;
+    ServerLimits {
+        max_concurrent_requests: limits.max_concurrent_requests,
+        request_body_timeout: limits.request_body_timeout,
+        request_timeout: limits.request_timeout,
+        max_request_message_bytes: limits.max_request_message_bytes,
+        max_header_list_bytes: limits.max_header_list_bytes,
+        max_concurrent_streams: limits.max_concurrent_streams,
+        max_connections_per_address: limits.max_connections_per_address,
+        idle_connection_timeout: limits.idle_connection_timeout,
+        http2_keepalive_interval: limits.http2_keepalive_interval,
+        http2_keepalive_timeout: limits.http2_keepalive_timeout,
+        handshakes: HandshakeLimits {
+            client_hello_timeout: limits.tls_client_hello_timeout,
+            handshake_timeout: limits.tls_handshake_timeout,
+            max_concurrent: limits.max_concurrent_tls_handshakes,
+            max_per_address: limits.max_tls_handshakes_per_address,
+        },
+    }
 }
 
 fn issuance_options(settings: &Settings) -> IssuanceOptions {

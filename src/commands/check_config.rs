@@ -540,6 +540,8 @@ mod tests {
         let mut fixture = Fixture::new();
         fixture.raw.issuance.lease = Duration::from_secs(30);
         fixture.raw.public.max_deadline = Duration::from_secs(45);
+        // Above the longer deadline, so the lease is the one problem.
+        fixture.raw.limits.request_timeout = Duration::from_secs(60);
 
         fixture.assert_one_problem("issuance.lease (30s) must be longer than");
     }

@@ -233,6 +233,40 @@ pub struct RawLimits {
     /// is that many entries from the right; entries further left are the
     /// caller's own and never read.
     pub trusted_proxy_hops: u8,
+    /// How long a call's request message may take to arrive completely; a
+    /// call takes its slot only after that.
+    #[serde(with = "humantime_serde")]
+    pub request_body_timeout: Duration,
+    /// The longest any call may run (above `public.max_deadline`).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Largest request message accepted.
+    pub max_request_message_bytes: usize,
+    /// Largest request header block (metadata) accepted.
+    pub max_header_list_bytes: u32,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Connections open at once from one client address (IPv6: one /64).
+    pub max_connections_per_address: usize,
+    /// How long a connection may stay open with no call in progress.
+    #[serde(with = "humantime_serde")]
+    pub idle_connection_timeout: Duration,
+    /// How often an HTTP/2 connection that sent nothing is pinged.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
+    /// How long a new TLS connection may take to send its ClientHello.
+    #[serde(with = "humantime_serde")]
+    pub tls_client_hello_timeout: Duration,
+    /// How long a whole TLS handshake may take.
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
+    /// TLS handshakes in progress at once per listener.
+    pub max_concurrent_tls_handshakes: usize,
+    /// TLS handshakes in progress at once from one client address.
+    pub max_tls_handshakes_per_address: usize,
 }
 
 // The budget's and breaker's defaults live with them, in `cryptlex`.
@@ -291,6 +325,19 @@ impl Default for RawLimits {
             drain_timeout: Duration::from_secs(20),
             client_address_header: None,
             trusted_proxy_hops: 1,
+            request_body_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(40),
+            max_request_message_bytes: 64 * 1024,
+            max_header_list_bytes: 16 * 1024,
+            max_concurrent_streams: 256,
+            max_connections_per_address: 128,
+            idle_connection_timeout: Duration::from_secs(5 * 60),
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            tls_client_hello_timeout: Duration::from_secs(3),
+            tls_handshake_timeout: Duration::from_secs(10),
+            max_concurrent_tls_handshakes: 512,
+            max_tls_handshakes_per_address: 32,
         }
     }
 }

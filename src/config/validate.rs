@@ -53,7 +53,7 @@ pub(super) fn settings(
     }
     let issuance = issuance(&mut problems, &raw.issuance, longest_attempt(raw));
     cache(&mut problems, &raw.cache);
-    limits(&mut problems, &raw.limits);
+    limits(&mut problems, &raw.limits, raw.public.max_deadline);
     let ledger = ledger(&mut problems, &raw.ledger);
     log(&mut problems, &raw.log);
     let admin_addr = admin(&mut problems, &raw.admin);
@@ -385,8 +385,10 @@ fn cache(problems: &mut Problems, raw: &RawCache) {
     }
 }
 
-/// `[limits]`: the front door.
-fn limits(problems: &mut Problems, raw: &RawLimits) {
+/// `[limits]`: the front door. `max_deadline` is `public.max_deadline`,
+/// which the request timeout must exceed so that it never cuts a call that
+/// is within its deadline.
+fn limits(problems: &mut Problems, raw: &RawLimits, max_deadline: Duration) {
     if let Some(header) = &raw.client_address_header
         && http::HeaderName::from_bytes(header.trim().as_bytes()).is_err()
     {
@@ -394,8 +396,54 @@ fn limits(problems: &mut Problems, raw: &RawLimits) {
             "limits.client_address_header: {header:?} is not a valid header name"
         ));
     }
-    if raw.max_concurrent_requests == 0 {
-        problems.push("limits.max_concurrent_requests must be above zero".into());
+    for (key, is_zero) in [
+        ("max_concurrent_requests", raw.max_concurrent_requests == 0),
+        ("request_body_timeout", raw.request_body_timeout.is_zero()),
+        (
+            "max_request_message_bytes",
+            raw.max_request_message_bytes == 0,
+        ),
+        ("max_header_list_bytes", raw.max_header_list_bytes == 0),
+        ("max_concurrent_streams", raw.max_concurrent_streams == 0),
+        (
+            "max_connections_per_address",
+            raw.max_connections_per_address == 0,
+        ),
+        (
+            "idle_connection_timeout",
+            raw.idle_connection_timeout.is_zero(),
+        ),
+        (
+            "tls_client_hello_timeout",
+            raw.tls_client_hello_timeout.is_zero(),
+        ),
+        (
+            "max_concurrent_tls_handshakes",
+            raw.max_concurrent_tls_handshakes == 0,
+        ),
+        (
+            "max_tls_handshakes_per_address",
+            raw.max_tls_handshakes_per_address == 0,
+        ),
+    ] {
+        if is_zero {
+            problems.push(format!("limits.{key} must be above zero"));
+        }
+    }
+    if raw.request_timeout <= max_deadline {
+        problems.push(format!(
+            "limits.request_timeout ({}) must be above public.max_deadline ({}), or it would cut calls within their deadline",
+            humantime::format_duration(raw.request_timeout),
+            humantime::format_duration(max_deadline)
+        ));
+    }
+    if raw.request_body_timeout > raw.request_timeout {
+        problems.push("limits.request_body_timeout must be at most limits.request_timeout".into());
+    }
+    if raw.tls_client_hello_timeout > raw.tls_handshake_timeout {
+        problems.push(
+            "limits.tls_client_hello_timeout must be at most limits.tls_handshake_timeout".into(),
+        );
     }
     if !(1..=MAX_TRUSTED_PROXY_HOPS).contains(&raw.trusted_proxy_hops) {
         problems.push(format!(

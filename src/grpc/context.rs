@@ -25,12 +25,16 @@ const MAX_DEADLINE_MARGIN: Duration = Duration::from_millis(250);
 /// The longest `x-request-id` we adopt; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
+/// The request id's metadata key.
+pub(super) const REQUEST_ID_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-request-id");
+
 /// Returns the call's context: its request id (set by the request-id layer
 /// when the caller sent none) and its deadline.
 pub(super) fn request_context<T>(request: &Request<T>, deadlines: Deadlines) -> RequestContext {
     let metadata = request.metadata();
     let request_id = metadata
-        .get("x-request-id")
+        .get(REQUEST_ID_HEADER.as_str())
         .and_then(|value| value.to_str().ok())
         .filter(|id| is_acceptable_request_id(id))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
@@ -44,6 +48,27 @@ pub(super) fn request_context<T>(request: &Request<T>, deadlines: Deadlines) -> 
         })
         .min(deadlines.max);
     RequestContext::new(request_id, budget)
+}
+
+/// Keeps the caller's `x-request-id` only when it is acceptable (and only
+/// its first value), and removes it otherwise, so the request-id layer
+/// generates one: the id in the response, the logs and the upstream request
+/// is then always the same.
+pub(super) fn drop_unacceptable_request_id<B>(mut request: http::Request<B>) -> http::Request<B> {
+    let headers = request.headers_mut();
+    let first = headers
+        .get(REQUEST_ID_HEADER)
+        .filter(|value| value.to_str().is_ok_and(is_acceptable_request_id))
+        .cloned();
+    match first {
+        Some(id) => {
+            headers.insert(REQUEST_ID_HEADER, id);
+        }
+        None => {
+            headers.remove(REQUEST_ID_HEADER);
+        }
+    }
+    request
 }
 
 /// Whether a caller's request id is safe to log and forward as is.
@@ -82,6 +107,26 @@ mod tests {
         assert_eq!(parse_grpc_timeout("S"), None);
         assert_eq!(parse_grpc_timeout("123456789S"), None);
         assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+
+    #[test]
+    fn an_unacceptable_request_id_is_removed_and_an_acceptable_one_kept_alone() {
+        let with_ids = |ids: &[&str]| {
+            let mut request = http::Request::new(());
+            for id in ids {
+                request
+                    .headers_mut()
+                    .append(REQUEST_ID_HEADER, id.parse().expect("a header value"));
+            }
+            drop_unacceptable_request_id(request)
+        };
+        let kept = with_ids(&["abc-123", "second"]);
+        let kept: Vec<_> = kept.headers().get_all(REQUEST_ID_HEADER).iter().collect();
+        assert_eq!(kept, ["abc-123"]);
+        for unacceptable in [&["two words"][..], &["x".repeat(129).as_str()], &[""]] {
+            let request = with_ids(unacceptable);
+            assert!(request.headers().get(REQUEST_ID_HEADER).is_none());
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 use super::auth;
 use super::context::{Deadlines, request_context};
 use super::pb::{self, issuance_service_server::IssuanceService};
+use crate::domain::ClientIdentity;
 use crate::licensing::{IssueCommand, Licensing, LicensingError};
 
 /// The adapter from `IssuanceService` to the use cases.
@@ -26,6 +27,12 @@ impl IssuanceApi {
             licensing,
             deadlines,
         }
+    }
+
+    /// Checks that the caller's certificate names are on the allow-list;
+    /// the listener's stack does it before reading anything of a call.
+    pub(super) fn admits(&self, identities: &[ClientIdentity]) -> Result<(), LicensingError> {
+        self.licensing.authorize_client(identities).map(|_| ())
     }
 
     /// Wraps the adapter in its generated tonic service.

@@ -7,12 +7,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use super::server::{Introspection, PublicOptions, serve_internal, serve_public};
+use super::connection::{self, ConnectionTable};
+use super::server::{Introspection, PublicOptions, ServerLimits, serve_internal, serve_public};
 use super::{IssuanceApi, UserApi, ledger_health, pb};
 use crate::ledger::Ledger;
 use crate::tls::{ReloadableTls, tls_incoming};
@@ -39,8 +40,17 @@ enum Service {
     },
     Internal {
         api: IssuanceApi,
-        max_concurrent_requests: usize,
+        limits: ServerLimits,
     },
+}
+
+impl Service {
+    fn limits(&self) -> ServerLimits {
+        match self {
+            Self::Public { options, .. } => options.limits,
+            Self::Internal { limits, .. } => *limits,
+        }
+    }
 }
 
 /// One bound gRPC listener and what it serves.
@@ -78,13 +88,10 @@ impl GrpcListener {
         listener: TcpListener,
         tls: Arc<ReloadableTls>,
         api: IssuanceApi,
-        max_concurrent_requests: usize,
+        limits: ServerLimits,
     ) -> std::io::Result<Self> {
         let service_name = pb::issuance_service_server::SERVICE_NAME;
-        let service = Service::Internal {
-            api,
-            max_concurrent_requests,
-        };
+        let service = Service::Internal { api, limits };
         Self::new(listener, Some(tls), service_name, service).await
     }
 
@@ -139,11 +146,17 @@ impl GrpcListener {
             service,
             ..
         } = self;
+        // Every connection is accepted within the per-address cap and
+        // registered for the idle timeout, with or without TLS.
+        let limits = service.limits();
+        let table = ConnectionTable::default();
+        let accepted = connection::accept(listener, limits.connections(), table.clone());
         let (name, result) = match (service, tls) {
             (Service::Public { api, options }, Some(tls)) => (
                 "public",
                 serve_public(
-                    tls_incoming(listener, tls),
+                    tls_incoming(accepted, tls, limits.handshakes),
+                    table,
                     api.into_server(),
                     &introspection,
                     options,
@@ -154,7 +167,8 @@ impl GrpcListener {
             (Service::Public { api, options }, None) => (
                 "public",
                 serve_public(
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    accepted.map(|(connection, _)| Ok::<_, std::io::Error>(connection)),
+                    table,
                     api.into_server(),
                     &introspection,
                     options,
@@ -162,21 +176,16 @@ impl GrpcListener {
                 )
                 .await,
             ),
-            (
-                Service::Internal {
-                    api,
-                    max_concurrent_requests,
-                },
-                tls,
-            ) => {
+            (Service::Internal { api, limits }, tls) => {
                 let tls = tls.expect("the internal listener is only built with TLS");
                 (
                     "internal",
                     serve_internal(
-                        tls_incoming(listener, tls),
-                        api.into_server(),
+                        tls_incoming(accepted, tls, limits.handshakes),
+                        table,
+                        api,
                         &introspection,
-                        max_concurrent_requests,
+                        limits,
                         shutdown,
                     )
                     .await,

@@ -7,12 +7,16 @@
 
 mod auth;
 mod client_address;
+mod client_gate;
+mod connection;
 mod context;
 mod convert;
 mod issuance;
 mod ledger_health;
 mod listener;
+mod malformed;
 mod overload;
+mod request_timeout;
 mod rpc_metrics;
 mod server;
 mod status;
@@ -22,7 +26,7 @@ pub use client_address::ClientAddressPolicy;
 pub use context::Deadlines;
 pub use issuance::IssuanceApi;
 pub use listener::{GrpcListener, LIVENESS_SERVICE, ServeError, ServingHealth};
-pub use server::{MAX_REQUEST_MESSAGE_BYTES, PublicOptions};
+pub use server::{PublicOptions, ServerLimits};
 pub use status::ERROR_DOMAIN;
 pub use user::UserApi;
 

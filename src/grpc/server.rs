@@ -5,6 +5,10 @@
 //! (mutual TLS) serves `IssuanceService`, health and reflection, and nothing
 //! else. Both stacks are built here and read top-down: the first layer is the
 //! outermost.
+//!
+//! Every bound a hostile client could otherwise exhaust is set here or in
+//! the layers named below, from [`ServerLimits`] (`[limits]` in the
+//! configuration; the README's "Limits and abuse" lists them all).
 
 use std::future::Future;
 use std::time::Duration;
@@ -12,11 +16,16 @@ use std::time::Duration;
 use futures::Stream;
 use http::header::{AUTHORIZATION, COOKIE, HeaderName};
 use http::{HeaderValue, Method};
+use prost::Message as _;
+use prost_types::{FileDescriptorProto, FileDescriptorSet};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::Connected;
 use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
+use tower::timeout::TimeoutLayer;
+use tower::util::{MapRequestLayer, MapResponseLayer, MapResultLayer};
 use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -26,20 +35,56 @@ use tower_http::trace::{
     TraceLayer,
 };
 
+use super::client_gate::ClientGateLayer;
+use super::connection::{ConnectionActivityLayer, ConnectionLimits, ConnectionTable};
+use super::context::{REQUEST_ID_HEADER, drop_unacceptable_request_id};
+use super::malformed::answer_decode_failures;
+use super::overload::OverloadLayer;
 use super::pb;
+use super::request_timeout::answer_elapsed;
 use super::rpc_metrics::RpcMetricsLayer;
+use crate::tls::HandshakeLimits;
 
-/// Largest request message accepted. Every request in the contract is a few
-/// hundred bytes; the default 4 MiB would only serve abuse.
-pub const MAX_REQUEST_MESSAGE_BYTES: usize = 64 * 1024;
+/// The bounds both listeners apply to their connections and calls.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Calls of the API service in progress at once; more are shed. A call
+    /// takes its slot only once its request message has arrived.
+    pub max_concurrent_requests: usize,
+    /// How long a call's request message may take to arrive completely.
+    pub request_body_timeout: Duration,
+    /// The longest any call may run, whatever its deadline.
+    pub request_timeout: Duration,
+    /// Largest request message accepted. Every request in the contract is a
+    /// few hundred bytes; tonic's default 4 MiB would only serve abuse.
+    pub max_request_message_bytes: usize,
+    /// Largest request header block (metadata) accepted. A bearer token and
+    /// the usual gRPC headers need a few KiB.
+    pub max_header_list_bytes: u32,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Connections open at once from one client address (IPv6: one /64);
+    /// with the streams per connection, what one source can keep in flight.
+    pub max_connections_per_address: usize,
+    /// How long a connection may stay open with no call in progress.
+    pub idle_connection_timeout: Duration,
+    /// How often an HTTP/2 connection that sent nothing is pinged.
+    pub http2_keepalive_interval: Duration,
+    /// How long a ping's answer may take before the connection is dropped
+    /// as dead.
+    pub http2_keepalive_timeout: Duration,
+    /// The TLS handshakes' bounds (listeners with TLS).
+    pub handshakes: HandshakeLimits,
+}
 
-/// Concurrent HTTP/2 streams per connection; bounds what one client can keep
-/// in flight on one connection.
-const MAX_CONCURRENT_STREAMS: u32 = 256;
-
-/// Largest request header block (metadata) accepted. A bearer token and the
-/// usual gRPC headers need a few KiB; the rest would only serve abuse.
-const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+impl ServerLimits {
+    pub(super) fn connections(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_per_address: self.max_connections_per_address,
+            idle_timeout: self.idle_connection_timeout,
+        }
+    }
+}
 
 /// Health checking and reflection for one listener.
 #[derive(Debug)]
@@ -67,18 +112,25 @@ impl Introspection {
 
     /// Adds health and reflection (v1 and v1alpha, which older tools such as
     /// grpcurl 1.8 and Python grpcio-reflection still use) to `routes`,
-    /// describing only `services`.
-    fn add_to(&self, routes: &mut tonic::service::RoutesBuilder, services: &[&str]) {
+    /// describing only `service` and health: the reflection answers hold the
+    /// files this listener serves and nothing else, so the public listener
+    /// never describes the internal API.
+    fn add_to(&self, routes: &mut tonic::service::RoutesBuilder, service: &str) {
         routes.add_service(self.health_service.clone());
-        let configure = || {
-            let mut builder = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .with_service_name("grpc.health.v1.Health");
-            for service in services {
-                builder = builder.with_service_name(*service);
+        let files = match descriptors_for(service) {
+            Ok(files) => files,
+            Err(error) => {
+                // The descriptor set is compiled in; failing here is a build bug.
+                tracing::error!(%error, "server reflection unavailable");
+                return;
             }
-            builder
+        };
+        let configure = || {
+            tonic_reflection::server::Builder::configure()
+                .register_file_descriptor_set(files.clone())
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name("grpc.health.v1.Health")
+                .with_service_name(service)
         };
         match (configure().build_v1(), configure().build_v1alpha()) {
             (Ok(v1), Ok(v1alpha)) => {
@@ -86,11 +138,46 @@ impl Introspection {
                 routes.add_service(v1alpha);
             }
             (Err(error), _) | (_, Err(error)) => {
-                // The descriptor sets are compiled in; failing here is a build bug.
                 tracing::error!(%error, "server reflection unavailable");
             }
         }
     }
+}
+
+/// The contract's files that `service` (`package.Service`) needs: the file
+/// declaring it and, transitively, the files it imports.
+fn descriptors_for(service: &str) -> Result<FileDescriptorSet, prost::DecodeError> {
+    let all = FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET)?;
+    let declares = |file: &FileDescriptorProto| {
+        file.service
+            .iter()
+            .any(|declared| format!("{}.{}", file.package(), declared.name()) == service)
+    };
+    let mut needed: Vec<String> = all
+        .file
+        .iter()
+        .filter(|file| declares(file))
+        .map(|file| file.name().to_owned())
+        .collect();
+    let mut index = 0;
+    while let Some(name) = needed.get(index).cloned() {
+        index += 1;
+        let Some(file) = all.file.iter().find(|file| file.name() == name) else {
+            continue;
+        };
+        for dependency in &file.dependency {
+            if !needed.contains(dependency) {
+                needed.push(dependency.clone());
+            }
+        }
+    }
+    Ok(FileDescriptorSet {
+        file: all
+            .file
+            .into_iter()
+            .filter(|file| needed.iter().any(|name| name == file.name()))
+            .collect(),
+    })
 }
 
 /// Settings of the public listener's HTTP behaviour.
@@ -98,15 +185,15 @@ impl Introspection {
 pub struct PublicOptions {
     /// Browser origins allowed to call over gRPC-Web (exact matches).
     pub cors_allowed_origins: Vec<HeaderValue>,
-    /// Calls in progress at once; more are shed.
-    pub max_concurrent_requests: usize,
+    pub limits: ServerLimits,
 }
 
 /// Serves the public listener on the connections of `incoming` (plain TCP,
-/// or TLS streams from `tls::tls_incoming`) until `shutdown`
-/// resolves.
+/// or TLS streams from `tls::tls_incoming`), all registered in
+/// `connections`, until `shutdown` resolves.
 pub(super) async fn serve_public<IO, IE>(
     incoming: impl Stream<Item = Result<IO, IE>>,
+    connections: ConnectionTable,
     user_service: pb::user_service_server::UserServiceServer<super::UserApi>,
     introspection: &Introspection,
     options: PublicOptions,
@@ -116,35 +203,25 @@ where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let user_service = user_service.max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES);
+    let limits = options.limits;
+    let service_name = pb::user_service_server::SERVICE_NAME;
+    let user_service = user_service.max_decoding_message_size(limits.max_request_message_bytes);
     let mut routes = Routes::builder();
     routes.add_service(user_service);
-    introspection.add_to(&mut routes, &[pb::user_service_server::SERVICE_NAME]);
+    introspection.add_to(&mut routes, service_name);
 
-    let stack = ServiceBuilder::new()
-        // Mark credentials sensitive before anything can log headers.
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            AUTHORIZATION,
-            COOKIE,
-        ]))
-        // Give every call an id (keeping the caller's), so the trace span,
-        // the upstream request and the response all carry it.
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
-        .layer(trace_layer())
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+    let stack = front_layers(connections)
         // CORS outside gRPC-Web, so preflights are answered before the
         // gRPC-Web translation and errors stay readable by browsers.
         .layer(cors(options.cors_allowed_origins))
         .layer(tonic_web::GrpcWebLayer::new())
         // Inside gRPC-Web, where every call looks like native gRPC and its
-        // status is in headers or trailers; outside the shedding, so shed
-        // calls are counted too.
+        // status is in headers or trailers; outside everything that answers
+        // on its own, so those answers are counted too.
         .layer(RpcMetricsLayer::new("public"))
-        .layer(super::overload::OverloadLayer::new(
-            options.max_concurrent_requests,
-        ))
+        .layer(inner_layers(&limits, service_name))
         .into_inner();
-    server_builder()
+    server_builder(&limits)
         // gRPC-Web arrives as HTTP/1.1 from fetch-only runtimes; without
         // this, HTTP/1.1 requests (and CORS preflights) get an HTTP/2
         // SETTINGS frame back and fail as a malformed response.
@@ -155,56 +232,130 @@ where
         .await
 }
 
+/// What [`front_layers`] builds.
+type FrontLayers = Stack<
+    PropagateRequestIdLayer,
+    Stack<
+        RpcTraceLayer,
+        Stack<
+            SetRequestIdLayer<MakeRequestUuid>,
+            Stack<
+                MapRequestLayer<DropRequestId>,
+                Stack<SetSensitiveRequestHeadersLayer, Stack<ConnectionActivityLayer, Identity>>,
+            >,
+        >,
+    >,
+>;
+
+type DropRequestId = fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body>;
+
+/// The outer layers both listeners share, outermost first.
+fn front_layers(connections: ConnectionTable) -> ServiceBuilder<FrontLayers> {
+    ServiceBuilder::new()
+        // Outermost, so every call (gRPC-Web and preflights too) keeps its
+        // connection from being closed as idle until its answer is sent.
+        .layer(ConnectionActivityLayer::new(connections))
+        // Mark credentials sensitive before anything can log headers.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            AUTHORIZATION,
+            COOKIE,
+        ]))
+        // Give every call an id (keeping the caller's if it is acceptable),
+        // so the trace span, the upstream request and the response all carry
+        // the same one.
+        .layer(MapRequestLayer::new(
+            drop_unacceptable_request_id as DropRequestId,
+        ))
+        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .layer(trace_layer())
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+}
+
+/// What [`inner_layers`] builds.
+type InnerLayers = Stack<
+    OverloadLayer,
+    Stack<
+        TimeoutLayer,
+        Stack<MapResultLayer<AnswerElapsed>, Stack<MapResponseLayer<AnswerMalformed>, Identity>>,
+    >,
+>;
+
+type AnswerMalformed = fn(Response) -> Response;
+type AnswerElapsed = fn(Result<Response, BoxError>) -> Result<Response, BoxError>;
+type Response = http::Response<tonic::body::Body>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The inner layers both listeners share, in front of the routes, outermost
+/// first: each answers a call on its own when it must.
+fn inner_layers(limits: &ServerLimits, service_name: &str) -> InnerLayers {
+    ServiceBuilder::new()
+        // Garbage instead of protobuf is the caller's mistake, not ours.
+        .layer(MapResponseLayer::new(
+            answer_decode_failures as AnswerMalformed,
+        ))
+        // The backstop for every call, with our own status.
+        .layer(MapResultLayer::new(answer_elapsed as AnswerElapsed))
+        .layer(TimeoutLayer::new(limits.request_timeout))
+        // Innermost: only calls whose message has arrived take a slot.
+        .layer(OverloadLayer::new(
+            limits.max_concurrent_requests,
+            &[service_name],
+            limits.request_body_timeout,
+            limits.max_request_message_bytes,
+        ))
+        .into_inner()
+}
+
 /// The HTTP/2 limits both listeners share: bounded streams per connection
 /// and header size, and keep-alive pings that clear dead connections.
-fn server_builder() -> Server {
+fn server_builder(limits: &ServerLimits) -> Server {
     Server::builder()
         .tcp_nodelay(true)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
 }
 
 /// Serves the internal listener on the mutual-TLS connections of `incoming`
-/// (from `tls::tls_incoming`) until `shutdown` resolves.
+/// (from `tls::tls_incoming`), all registered in `connections`, until
+/// `shutdown` resolves.
 ///
 /// Only `IssuanceService`, health and reflection: the browser-facing layers
 /// (gRPC-Web, CORS, HTTP/1.1) have no business here.
 pub(super) async fn serve_internal<IO, IE>(
     incoming: impl Stream<Item = Result<IO, IE>>,
-    issuance_service: pb::issuance_service_server::IssuanceServiceServer<super::IssuanceApi>,
+    connections: ConnectionTable,
+    api: super::IssuanceApi,
     introspection: &Introspection,
-    max_concurrent_requests: usize,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error>
 where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let issuance_service = issuance_service.max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES);
+    let service_name = pb::issuance_service_server::SERVICE_NAME;
+    let gate = ClientGateLayer::new(api.clone());
+    let issuance_service = api
+        .into_server()
+        .max_decoding_message_size(limits.max_request_message_bytes);
     let mut routes = Routes::builder();
     routes.add_service(issuance_service);
-    introspection.add_to(&mut routes, &[pb::issuance_service_server::SERVICE_NAME]);
-    let stack = ServiceBuilder::new()
-        .layer(SetSensitiveRequestHeadersLayer::new([
-            AUTHORIZATION,
-            COOKIE,
-        ]))
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
-        .layer(trace_layer())
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+    introspection.add_to(&mut routes, service_name);
+    let stack = front_layers(connections)
         .layer(RpcMetricsLayer::new("internal"))
-        .layer(super::overload::OverloadLayer::new(max_concurrent_requests))
+        // Before anything of the call is read: a certificate the CA signed
+        // but the allow-list does not name gets nothing else.
+        .layer(gate)
+        .layer(inner_layers(&limits, service_name))
         .into_inner();
-    server_builder()
+    server_builder(&limits)
         .layer(stack)
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
-
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 type MakeRpcSpan = fn(&http::Request<tonic::body::Body>) -> tracing::Span;
 type RpcTraceLayer = TraceLayer<
@@ -248,7 +399,7 @@ fn trace_layer() -> RpcTraceLayer {
 fn rpc_span(request: &http::Request<tonic::body::Body>) -> tracing::Span {
     let request_id = request
         .headers()
-        .get(X_REQUEST_ID)
+        .get(REQUEST_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .filter(|id| super::context::is_acceptable_request_id(id))
         .unwrap_or("-");
@@ -269,7 +420,7 @@ fn cors(allowed_origins: Vec<HeaderValue>) -> CorsLayer {
             HeaderName::from_static("x-grpc-web"),
             HeaderName::from_static("x-user-agent"),
             HeaderName::from_static("grpc-timeout"),
-            X_REQUEST_ID,
+            REQUEST_ID_HEADER,
             HeaderName::from_static("traceparent"),
             HeaderName::from_static("tracestate"),
         ])
@@ -277,7 +428,46 @@ fn cors(allowed_origins: Vec<HeaderValue>) -> CorsLayer {
             HeaderName::from_static("grpc-status"),
             HeaderName::from_static("grpc-message"),
             HeaderName::from_static("grpc-status-details-bin"),
-            X_REQUEST_ID,
+            REQUEST_ID_HEADER,
         ])
         .max_age(Duration::from_secs(24 * 60 * 60))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_names(service: &str) -> Vec<String> {
+        descriptors_for(service)
+            .expect("the compiled descriptor set decodes")
+            .file
+            .into_iter()
+            .map(|file| file.name().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn each_listener_describes_its_own_service_and_what_it_imports_only() {
+        let public = file_names(pb::user_service_server::SERVICE_NAME);
+        assert!(
+            public.contains(&"licensing/v1/user_service.proto".to_owned()),
+            "{public:?}"
+        );
+        assert!(
+            public.contains(&"licensing/v1/types.proto".to_owned()),
+            "{public:?}"
+        );
+        assert!(
+            !public.iter().any(|name| name.contains("issuance")),
+            "{public:?}"
+        );
+
+        let internal = file_names(pb::issuance_service_server::SERVICE_NAME);
+        assert!(internal.contains(&"licensing/v1/issuance_service.proto".to_owned()));
+        assert!(internal.contains(&"licensing/v1/types.proto".to_owned()));
+        assert!(
+            !internal.iter().any(|name| name.contains("user_service")),
+            "{internal:?}"
+        );
+    }
 }

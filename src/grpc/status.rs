@@ -293,17 +293,63 @@ fn log(error: &LicensingError, answer: &Answer) {
     }
 }
 
-/// The answer to a call shed because every call slot of its listener was
-/// taken: `UNAVAILABLE` with reason `OVERLOADED` and a short `RetryInfo`.
-pub(super) fn overloaded() -> Status {
-    let mut details = ErrorDetails::new();
-    details.set_error_info("OVERLOADED", ERROR_DOMAIN, HashMap::new());
-    details.set_retry_info(Some(OVERLOADED_RETRY_DELAY));
-    Status::with_error_details(
-        Code::Unavailable,
-        "the gateway is overloaded; retry shortly",
-        details,
-    )
+/// Calls the listeners' stacks refuse before any use case runs: the other
+/// half of the table, for failures that are not a [`LicensingError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Every call slot of the listener was taken.
+    Overloaded,
+    /// The request was not a well-formed gRPC message: a protobuf that does
+    /// not decode, a broken length-prefixed frame, bad gRPC-Web base64. The
+    /// caller's fault, whoever it is, so it must not read as INTERNAL (which
+    /// pages an operator).
+    MalformedRequest,
+    /// The request message is larger than the listener accepts.
+    RequestTooLarge,
+    /// The request message did not arrive completely in time.
+    RequestBodyTimeout,
+}
+
+impl From<Refusal> for Status {
+    fn from(refusal: Refusal) -> Self {
+        let (code, reason, message, level) = match refusal {
+            Refusal::Overloaded => (
+                Code::Unavailable,
+                "OVERLOADED",
+                "the gateway is overloaded; retry shortly",
+                Level::WARN,
+            ),
+            Refusal::MalformedRequest => (
+                Code::InvalidArgument,
+                "MALFORMED_REQUEST",
+                "the request is not a well-formed gRPC message of this method",
+                Level::DEBUG,
+            ),
+            Refusal::RequestTooLarge => (
+                Code::ResourceExhausted,
+                "REQUEST_TOO_LARGE",
+                "the request message is too large",
+                Level::DEBUG,
+            ),
+            Refusal::RequestBodyTimeout => (
+                Code::DeadlineExceeded,
+                "REQUEST_BODY_TIMEOUT",
+                "the request message did not arrive in time",
+                Level::INFO,
+            ),
+        };
+        match level {
+            Level::WARN => tracing::warn!(reason, "call refused"),
+            Level::INFO => tracing::info!(reason, "call refused"),
+            _ => tracing::debug!(reason, "call refused"),
+        }
+        let mut details = ErrorDetails::new();
+        details.set_error_info(reason, ERROR_DOMAIN, HashMap::new());
+        if refusal == Refusal::Overloaded {
+            details.set_retry_info(Some(OVERLOADED_RETRY_DELAY));
+        }
+        Status::with_error_details(code, message, details)
+    }
 }
 
 #[cfg(test)]
@@ -331,6 +377,40 @@ mod tests {
             assert_eq!(
                 status.get_details_error_info().expect("error info").reason,
                 reason
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_carry_error_info_and_only_overload_suggests_a_retry() {
+        for (refusal, code, reason) in [
+            (Refusal::Overloaded, Code::Unavailable, "OVERLOADED"),
+            (
+                Refusal::MalformedRequest,
+                Code::InvalidArgument,
+                "MALFORMED_REQUEST",
+            ),
+            (
+                Refusal::RequestTooLarge,
+                Code::ResourceExhausted,
+                "REQUEST_TOO_LARGE",
+            ),
+            (
+                Refusal::RequestBodyTimeout,
+                Code::DeadlineExceeded,
+                "REQUEST_BODY_TIMEOUT",
+            ),
+        ] {
+            let status = Status::from(refusal);
+            assert_eq!(status.code(), code);
+            let info = status.get_details_error_info().expect("error info");
+            assert_eq!(
+                (info.reason.as_str(), info.domain.as_str()),
+                (reason, ERROR_DOMAIN)
+            );
+            assert_eq!(
+                status.get_details_retry_info().is_some(),
+                refusal == Refusal::Overloaded
             );
         }
     }

@@ -4,14 +4,19 @@
 //! - `load`: PEM files into rustls types, with checks that name the file at
 //!   fault (also used by `check-config`).
 //! - `reload`: the listeners' rustls configuration with swappable
-//!   certificates, the TLS accept loop, and the watcher that reloads them.
+//!   certificates, the bounded TLS handshakes, and the watcher that reloads
+//!   them.
+//! - `per_address`: what each client address holds at once (connections,
+//!   handshakes), IPv6 grouped by /64.
 //!
 //! Nothing here knows gRPC: the accept loop yields `tokio_rustls` streams.
 
 mod load;
+mod per_address;
 mod reload;
 
 pub use load::{
     TlsError, crypto_provider, load_certified_key, load_client_verifier, validity, validity_of,
 };
-pub use reload::{HANDSHAKE_TIMEOUT, ReloadableTls, tls_incoming, watch};
+pub use per_address::{AddressPermit, PerAddressLimit};
+pub use reload::{HandshakeLimits, ReloadableTls, tls_incoming, watch};

@@ -4,11 +4,16 @@
 //! tonic's `ServerTlsConfig` is fixed once built, so the listeners use
 //! rustls directly: a [`ReloadableTls`] holds a `ServerConfig` whose
 //! certificate resolver and client-certificate verifier read the *current*
-//! certificate and CA from a lock, and [`tls_incoming`] accepts TCP, runs the
-//! handshake per connection (bounded by a timeout, in its own task so a slow
-//! client never blocks the accept loop) and hands the TLS streams to the gRPC
-//! server. tonic implements `Connected` for `tokio_rustls` streams, so
+//! certificate and CA from a lock, and [`tls_incoming`] runs the handshake
+//! of each accepted connection (in its own task, so a slow client never
+//! blocks the others) and hands the TLS streams to the gRPC server. tonic
+//! implements `Connected` for `tokio_rustls` streams, so
 //! `Request::peer_certs()` keeps working.
+//!
+//! Handshakes are bounded so that idle sockets cannot starve real clients:
+//! the ClientHello must arrive within a short timeout, the whole handshake
+//! within a longer one, and both the listener and each client address have a
+//! cap on handshakes in progress ([`HandshakeLimits`]).
 //!
 //! [`watch`] reloads on SIGHUP and when a file's modification time or size
 //! changes (Kubernetes swaps a secret's files through a symlink, which
@@ -19,32 +24,28 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
+use futures::{Stream, StreamExt as _};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::{LazyConfigAcceptor, TlsAcceptor};
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::load::{self as tls, TlsError};
+use super::per_address::PerAddressLimit;
 use crate::config::TlsFiles;
 use crate::metrics;
-
-/// How long a client may take to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Handshakes in progress at once per listener; further connections wait in
-/// the kernel's backlog, so a flood of idle sockets cannot exhaust memory.
-const MAX_CONCURRENT_HANDSHAKES: usize = 512;
 
 /// Accepted TLS connections waiting for tonic to pick them up.
 const ACCEPT_QUEUE: usize = 64;
@@ -305,68 +306,129 @@ impl ClientCertVerifier for VerifierSlot {
 
 // === accepting ===
 
-/// Accepts TCP connections on `listener`, completes TLS handshakes with
-/// `tls`'s current certificates, and yields the TLS streams, for tonic's
+/// Bounds on one listener's TLS handshakes.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeLimits {
+    /// How long a new connection may take to send its whole ClientHello.
+    /// Short: a real client sends it at once, in one packet, and a socket
+    /// that stays silent only holds a handshake place.
+    pub client_hello_timeout: Duration,
+    /// How long the whole handshake may take, counted from the connection's
+    /// arrival.
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once; further connections wait in the
+    /// kernel's backlog, so a flood of sockets cannot exhaust memory.
+    pub max_concurrent: usize,
+    /// Handshakes in progress at once from one client address (IPv6: one
+    /// /64), so one source cannot take every place; its further connections
+    /// are closed at once.
+    pub max_per_address: usize,
+}
+
+/// Completes TLS handshakes with `tls`'s current certificates on the
+/// connections of `connections` (each with its peer address), within
+/// `limits`, and yields the TLS streams, for tonic's
 /// `serve_with_incoming_shutdown`.
 ///
-/// The accept loop ends when the returned stream is dropped (tonic stopped).
-pub fn tls_incoming(
-    listener: TcpListener,
+/// The loop ends when the returned stream is dropped (tonic stopped) or
+/// `connections` ends.
+pub fn tls_incoming<IO, S>(
+    connections: S,
     tls: Arc<ReloadableTls>,
-) -> ReceiverStream<io::Result<TlsStream<TcpStream>>> {
+    limits: HandshakeLimits,
+) -> ReceiverStream<io::Result<TlsStream<IO>>>
+where
+    S: Stream<Item = (IO, SocketAddr)> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, receiver) = mpsc::channel(ACCEPT_QUEUE);
-    tokio::spawn(accept_loop(listener, tls, sender));
+    tokio::spawn(accept_loop(connections, tls, limits, sender));
     ReceiverStream::new(receiver)
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+async fn accept_loop<IO, S>(
+    connections: S,
     tls: Arc<ReloadableTls>,
-    sender: mpsc::Sender<io::Result<TlsStream<TcpStream>>>,
-) {
-    let handshakes = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
-    let acceptor = tls.acceptor();
+    limits: HandshakeLimits,
+    sender: mpsc::Sender<io::Result<TlsStream<IO>>>,
+) where
+    S: Stream<Item = (IO, SocketAddr)> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handshakes = Arc::new(Semaphore::new(limits.max_concurrent.max(1)));
+    let per_address = PerAddressLimit::new(limits.max_per_address);
+    let config = tls.acceptor().config().clone();
+    let listener_name = tls.listener;
+    tokio::pin!(connections);
     loop {
+        // A place first, then the next connection: while every place is
+        // taken, connections wait in the backlog instead of in memory.
         let Ok(permit) = handshakes.clone().acquire_owned().await else {
             return;
         };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let next = tokio::select! {
+            next = connections.next() => next,
             () = sender.closed() => return,
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Usually out of file descriptors: back off instead of spinning.
-                tracing::warn!(listener = tls.listener, %error, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let Some((stream, peer)) = next else {
+            return;
         };
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
+        let Some(address_permit) = per_address.try_acquire(peer.ip()) else {
+            ::metrics::counter!(metrics::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener_name)
+                .increment(1);
+            tracing::debug!(listener = listener_name, %peer, "too many tls handshakes from one address; connection closed");
+            continue;
+        };
+        let config = config.clone();
         let sender = sender.clone();
-        let listener_name = tls.listener;
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            let handshake = handshake(stream, config, limits).await;
             drop(permit);
+            drop(address_permit);
             match handshake {
-                Ok(Ok(stream)) => {
+                Ok(stream) => {
                     let _ = sender.send(Ok(stream)).await;
                 }
-                Ok(Err(error)) => {
+                Err(failure) => {
                     ::metrics::counter!(metrics::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener_name)
                         .increment(1);
-                    tracing::debug!(listener = listener_name, %peer, %error, "tls handshake failed");
-                }
-                Err(_) => {
-                    ::metrics::counter!(metrics::TLS_HANDSHAKE_FAILURES_TOTAL, "listener" => listener_name)
-                        .increment(1);
-                    tracing::debug!(listener = listener_name, %peer, "tls handshake timed out");
+                    tracing::debug!(listener = listener_name, %peer, %failure, "tls handshake failed");
                 }
             }
         });
     }
+}
+
+/// Why a handshake did not complete (for the debug log).
+#[derive(Debug, thiserror::Error)]
+enum HandshakeFailure {
+    #[error("no complete ClientHello in time")]
+    ClientHelloTimeout,
+    #[error("handshake timed out")]
+    Timeout,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Reads the ClientHello within its short timeout, then completes the
+/// handshake within what is left of the whole handshake's timeout.
+async fn handshake<IO>(
+    stream: IO,
+    config: Arc<rustls::ServerConfig>,
+    limits: HandshakeLimits,
+) -> Result<TlsStream<IO>, HandshakeFailure>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
+    let client_hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = tokio::time::timeout(limits.client_hello_timeout, client_hello)
+        .await
+        .map_err(|_| HandshakeFailure::ClientHelloTimeout)??;
+    let stream = tokio::time::timeout_at(deadline, start.into_stream(config))
+        .await
+        .map_err(|_| HandshakeFailure::Timeout)??;
+    Ok(stream)
 }
 
 // === watching ===

@@ -37,13 +37,18 @@ pub struct TestOptions {
 
 impl TestOptions {
     /// Every call of the test comes from 127.0.0.1, so a test that stands for
-    /// many users at once turns off the per-network upstream allowance
-    /// (`limits.upstream_calls_per_address`), which would otherwise count
-    /// them all as one network.
+    /// many users (or many clients) at once turns off the per-network upstream
+    /// allowance (`limits.upstream_calls_per_address`) and lifts the
+    /// per-address connection cap, which would otherwise count them all as
+    /// one network.
     pub fn many_users_on_one_address(mut self) -> Self {
         self.env.push((
             "LICENSING_GATEWAY__LIMITS__UPSTREAM_CALLS_PER_ADDRESS".into(),
             "0".into(),
+        ));
+        self.env.push((
+            "LICENSING_GATEWAY__LIMITS__MAX_CONNECTIONS_PER_ADDRESS".into(),
+            "100000".into(),
         ));
         self
     }

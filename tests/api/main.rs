@@ -11,6 +11,7 @@ mod support;
 mod contract;
 mod grpc_web;
 mod helpers;
+mod hostile;
 mod issuance;
 mod observability;
 mod resilience;

@@ -165,7 +165,8 @@ async fn a_refresh_token_cryptlex_refused_is_refused_again_without_asking_it() {
 
 #[tokio::test]
 async fn a_flood_of_junk_bearer_tokens_leaves_the_budget_to_real_users() {
-    let app = spawn_app().await;
+    // Two hundred clients, each on a connection of its own, all on 127.0.0.1.
+    let app = spawn_app_with(TestOptions::default().many_users_on_one_address()).await;
     let token = app.demo_token().await;
     app.cryptlex().clear_requests();
 

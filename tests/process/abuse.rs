@@ -62,6 +62,14 @@ fn forged_token() -> String {
     format!("{header}.{claims}.{signature}")
 }
 
+/// A TCP connection from 127.0.0.2, another host as far as the gateway's
+/// per-address limits can tell (the legitimate clients use 127.0.0.1).
+async fn connect_from_attacker(to: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind("127.0.0.2:0".parse().expect("addr"))?;
+    socket.connect(to).await
+}
+
 /// Runs `attack` in `copies` tasks until `stop` is set.
 fn spawn_attack<F, Fut>(
     copies: usize,
@@ -112,8 +120,9 @@ struct Served {
     failures: Vec<String>,
 }
 
-/// The legitimate side: a user who keeps reading (and signs in again now and
-/// then) and a payment service issuing a license every second.
+/// The legitimate side: a user who reads their profile and licenses four
+/// times a second (and signs in again every 5 s, a new session whose first
+/// reads go to Cryptlex) and a payment service issuing a license every 2 s.
 async fn legitimate_traffic(gateway: &SandboxProcess, until: Instant) -> Served {
     let mut user = UserServiceClient::new(public_channel(gateway).await);
     let mut payments = IssuanceServiceClient::new(payment_channel(gateway).await);
@@ -123,7 +132,7 @@ async fn legitimate_traffic(gateway: &SandboxProcess, until: Instant) -> Served 
     let mut round = 0;
     while Instant::now() < until {
         round += 1;
-        if token.is_none() || round % 10 == 0 {
+        if token.is_none() || round % 20 == 0 {
             let mut login = via_ingress(
                 tonic::Request::new(LoginRequest {
                     email: seed::DEMO_EMAIL.into(),
@@ -158,7 +167,7 @@ async fn legitimate_traffic(gateway: &SandboxProcess, until: Instant) -> Served 
                 served.failures.push(format!("ListMyLicenses: {status:?}"));
             }
         }
-        if round % 4 == 0 {
+        if round % 8 == 0 {
             order += 1;
             let mut issue = tonic::Request::new(issue_for_demo(&format!("abuse-order-{order}")));
             issue.set_timeout(DEADLINE);
@@ -232,13 +241,13 @@ async fn legitimate_users_and_the_payment_service_are_served_throughout_an_attac
     let internal_addr = gateway.internal;
     let mut held = Vec::new();
     for _ in 0..64 {
-        if let Ok(mut socket) = TcpStream::connect(public_addr).await {
+        if let Ok(mut socket) = connect_from_attacker(public_addr).await {
             let head = "POST /licensing.v1.UserService/GetProfile HTTP/1.1\r\nhost: x\r\n\
                         content-type: application/grpc-web+proto\r\ncontent-length: 1000\r\n\r\n\0";
             let _ = socket.write_all(head.as_bytes()).await;
             held.push(socket);
         }
-        if let Ok(socket) = TcpStream::connect(internal_addr).await {
+        if let Ok(socket) = connect_from_attacker(internal_addr).await {
             held.push(socket);
         }
     }
