@@ -29,12 +29,12 @@ use crate::metrics;
 /// How long a readiness check or a ledger refresh may wait for the database.
 /// Kubernetes' default probe timeout is 1 s; a slower answer means "not
 /// ready" anyway.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(900);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(900);
 
 /// Whether the gateway should receive traffic. Cloning is shallow: every
 /// clone reads and sets the same flags.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     shared: Arc<ReadinessFlags>,
 }
 
@@ -46,12 +46,12 @@ struct ReadinessFlags {
 
 impl Readiness {
     /// Records that the listeners are serving.
-    pub fn set_serving(&self) {
+    pub(crate) fn set_serving(&self) {
         self.shared.serving.store(true, Ordering::SeqCst);
     }
 
     /// Records that shutdown began: from now on `/readyz` answers 503.
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.shared.draining.store(true, Ordering::SeqCst);
     }
 
@@ -65,7 +65,7 @@ impl Readiness {
 
 /// What the admin endpoints read.
 #[derive(Debug, Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub metrics: PrometheusHandle,
     pub readiness: Readiness,
     /// The issuance ledger, checked by `/readyz` and counted on scrape.
@@ -76,7 +76,7 @@ pub struct AdminState {
 }
 
 /// The admin routes, for [`serve`] and for tests without a socket.
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(healthz))
@@ -85,7 +85,7 @@ pub fn router(state: AdminState) -> Router {
 }
 
 /// Serves the admin routes on `listener` until `shutdown` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     state: AdminState,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -42,7 +42,7 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
 pub mod commands;
 pub mod config;
@@ -51,6 +51,6 @@ pub mod domain;
 pub mod grpc;
 pub mod ledger;
 pub mod licensing;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod telemetry;
-pub mod tls;
+pub(crate) mod tls;

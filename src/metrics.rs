@@ -33,43 +33,44 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Gauge: upstream calls this replica may still start in the current budget
 /// window (issuance's view; reads see fewer). Calls refused for the budget
 /// are counted in [`UPSTREAM_REQUESTS_TOTAL`] with `outcome="budget_exhausted"`.
-pub const BUDGET_REMAINING: &str = "licensing_gateway_budget_remaining";
+pub(crate) const BUDGET_REMAINING: &str = "licensing_gateway_budget_remaining";
 /// Gauge: calls waiting for a budget slot.
-pub const BUDGET_WAITERS: &str = "licensing_gateway_budget_waiters";
+pub(crate) const BUDGET_WAITERS: &str = "licensing_gateway_budget_waiters";
 /// Gauge `{priority="session"|"read"|"sign_in"|"issuance"}`: the same, per priority
 /// (each priority has its own bounded number of waiting places).
-pub const BUDGET_WAITERS_BY_PRIORITY: &str = "licensing_gateway_budget_waiters_by_priority";
+pub(crate) const BUDGET_WAITERS_BY_PRIORITY: &str = "licensing_gateway_budget_waiters_by_priority";
 /// Gauge: the circuit breaker, 0 closed, 1 half-open, 2 open.
-pub const BREAKER_STATE: &str = "licensing_gateway_upstream_breaker_state";
+pub(crate) const BREAKER_STATE: &str = "licensing_gateway_upstream_breaker_state";
 /// Counter `{cache="profile"|"licenses", result="hit"|"coalesced"|"miss"|"stale"}`:
 /// reads answered by the read cache, by joining an identical call in flight,
 /// or upstream.
-pub const CACHE_REQUESTS_TOTAL: &str = "licensing_gateway_cache_requests_total";
+pub(crate) const CACHE_REQUESTS_TOTAL: &str = "licensing_gateway_cache_requests_total";
 
 /// Counter `{listener, service, method, code}`: RPCs finished.
-pub const RPC_REQUESTS_TOTAL: &str = "licensing_gateway_rpc_requests_total";
+pub(crate) const RPC_REQUESTS_TOTAL: &str = "licensing_gateway_rpc_requests_total";
 /// Histogram `{listener, service, method, code}`: from request headers to the
 /// end of the response (trailers), in seconds.
-pub const RPC_DURATION_SECONDS: &str = "licensing_gateway_rpc_duration_seconds";
+pub(crate) const RPC_DURATION_SECONDS: &str = "licensing_gateway_rpc_duration_seconds";
 /// Counter `{endpoint, status, outcome}`: requests sent to Cryptlex.
-pub const UPSTREAM_REQUESTS_TOTAL: &str = "licensing_gateway_upstream_requests_total";
+pub(crate) const UPSTREAM_REQUESTS_TOTAL: &str = "licensing_gateway_upstream_requests_total";
 /// Histogram `{endpoint, outcome}`: Cryptlex request latency in seconds.
-pub const UPSTREAM_DURATION_SECONDS: &str = "licensing_gateway_upstream_duration_seconds";
+pub(crate) const UPSTREAM_DURATION_SECONDS: &str = "licensing_gateway_upstream_duration_seconds";
 /// Gauge `{state}`: issuance ledger records by state, refreshed on scrape.
-pub const LEDGER_RECORDS: &str = "licensing_gateway_ledger_records";
+pub(crate) const LEDGER_RECORDS: &str = "licensing_gateway_ledger_records";
 /// Gauge: 1 when the last ledger query on scrape succeeded, 0 otherwise.
-pub const LEDGER_UP: &str = "licensing_gateway_ledger_up";
+pub(crate) const LEDGER_UP: &str = "licensing_gateway_ledger_up";
 /// Gauge `{listener, certificate}`: the `notAfter` of the served certificate
 /// (`certificate="server"`, earliest in the chain) and of the trusted client
 /// CA bundle (`certificate="client_ca"`, earliest in the bundle), unix seconds.
-pub const TLS_CERTIFICATE_EXPIRY: &str =
+pub(crate) const TLS_CERTIFICATE_EXPIRY: &str =
     "licensing_gateway_tls_certificate_expiry_timestamp_seconds";
 /// Counter `{listener, result="success"|"failure"}`: certificate reloads.
-pub const TLS_RELOADS_TOTAL: &str = "licensing_gateway_tls_reloads_total";
+pub(crate) const TLS_RELOADS_TOTAL: &str = "licensing_gateway_tls_reloads_total";
 /// Counter `{listener}`: TLS handshakes that failed or timed out.
-pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "licensing_gateway_tls_handshake_failures_total";
+pub(crate) const TLS_HANDSHAKE_FAILURES_TOTAL: &str =
+    "licensing_gateway_tls_handshake_failures_total";
 /// Gauge `{version}`: always 1; carries the build's version.
-pub const BUILD_INFO: &str = "licensing_gateway_build_info";
+pub(crate) const BUILD_INFO: &str = "licensing_gateway_build_info";
 
 /// Histogram buckets for RPC and upstream latencies: 2.5 ms to 30 s, which
 /// spans a cached answer to the longest allowed deadline.
@@ -84,7 +85,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 ///
 /// If another recorder is already installed (an embedding program's), ours
 /// still renders but receives nothing; that is logged, not fatal.
-pub fn install() -> PrometheusHandle {
+pub(crate) fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
@@ -106,7 +107,7 @@ pub fn install() -> PrometheusHandle {
 
 /// Renders the Prometheus text exposition, after housekeeping (histogram
 /// windows are only rotated here, since no background task is started).
-pub fn render(handle: &PrometheusHandle) -> String {
+pub(crate) fn render(handle: &PrometheusHandle) -> String {
     handle.run_upkeep();
     handle.render()
 }
@@ -115,7 +116,7 @@ pub fn render(handle: &PrometheusHandle) -> String {
 ///
 /// `endpoint` is a route template, `status` the HTTP status when an answer
 /// arrived, `outcome` one of a fixed set (see [`UPSTREAM_REQUESTS_TOTAL`]).
-pub fn record_upstream(
+pub(crate) fn record_upstream(
     endpoint: &'static str,
     status: Option<u16>,
     outcome: &'static str,
@@ -138,7 +139,11 @@ pub fn record_upstream(
 }
 
 /// Sets the expiry gauge of one certificate (unix seconds).
-pub fn set_certificate_expiry(listener: &'static str, certificate: &'static str, not_after: i64) {
+pub(crate) fn set_certificate_expiry(
+    listener: &'static str,
+    certificate: &'static str,
+    not_after: i64,
+) {
     ::metrics::gauge!(
         TLS_CERTIFICATE_EXPIRY,
         "listener" => listener,

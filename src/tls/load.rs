@@ -41,12 +41,15 @@ pub enum TlsError {
 
 /// The ring provider, named explicitly so TLS set-up never depends on the
 /// process-wide default having been installed.
-pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// Reads and checks a certificate chain and its key, as rustls uses them.
-pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
+pub(crate) fn load_certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<CertifiedKey, TlsError> {
     let cert_pem = read(cert_path)?;
     let key_pem = read(key_path)?;
     certified_key(cert_path, &cert_pem, key_path, &key_pem)
@@ -76,7 +79,7 @@ fn certified_key(
 
 /// Reads the CA bundle at `path` and builds a verifier requiring client
 /// certificates that chain to it. Every certificate in the bundle must be a CA.
-pub fn load_client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+pub(crate) fn load_client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let pem = read(path)?;
     let certs = parse_certificates(path, &pem)?;
     for cert in &certs {
@@ -111,14 +114,17 @@ pub fn load_client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, 
 /// The validity window (`notBefore`, `notAfter`, unix seconds) shared by
 /// every certificate in the PEM file at `path`: the latest start and the
 /// earliest end.
-pub fn validity(path: &Path) -> Result<(i64, i64), TlsError> {
+pub(crate) fn validity(path: &Path) -> Result<(i64, i64), TlsError> {
     let pem = read(path)?;
     let certs = parse_certificates(path, &pem)?;
     validity_of(path, &certs)
 }
 
 /// Like [`validity`], for certificates already read.
-pub fn validity_of(path: &Path, certs: &[CertificateDer<'_>]) -> Result<(i64, i64), TlsError> {
+pub(crate) fn validity_of(
+    path: &Path,
+    certs: &[CertificateDer<'_>],
+) -> Result<(i64, i64), TlsError> {
     let mut window = (i64::MIN, i64::MAX);
     for cert in certs {
         let parsed = parse_x509(path, cert)?;

@@ -15,8 +15,6 @@ mod load;
 mod per_address;
 mod reload;
 
-pub use load::{
-    TlsError, crypto_provider, load_certified_key, load_client_verifier, validity, validity_of,
-};
-pub use per_address::{AddressPermit, PerAddressLimit};
-pub use reload::{HandshakeLimits, ReloadableTls, tls_incoming, watch};
+pub(crate) use load::{TlsError, load_certified_key, load_client_verifier, validity};
+pub(crate) use per_address::{AddressPermit, PerAddressLimit};
+pub(crate) use reload::{HandshakeLimits, ReloadableTls, tls_incoming, watch};

@@ -19,14 +19,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 ///
 /// Cloning is shallow: clones share the counts.
 #[derive(Debug, Clone)]
-pub struct PerAddressLimit {
+pub(crate) struct PerAddressLimit {
     max: usize,
     held: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl PerAddressLimit {
     /// Allows `max` places per address (at least one).
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self {
             max: max.max(1),
             held: Arc::new(Mutex::new(HashMap::new())),
@@ -35,7 +35,7 @@ impl PerAddressLimit {
 
     /// Takes a place for `address`, or `None` when its group already holds
     /// `max`. The place is given back when the permit is dropped.
-    pub fn try_acquire(&self, address: IpAddr) -> Option<AddressPermit> {
+    pub(crate) fn try_acquire(&self, address: IpAddr) -> Option<AddressPermit> {
         let group = address_group(address);
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         let count = held.entry(group).or_insert(0);
@@ -49,8 +49,9 @@ impl PerAddressLimit {
         })
     }
 
-    /// Places `address`'s group holds now (for tests and logs).
-    pub fn held_by(&self, address: IpAddr) -> usize {
+    /// Places `address`'s group holds now.
+    #[cfg(test)]
+    pub(crate) fn held_by(&self, address: IpAddr) -> usize {
         let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         held.get(&address_group(address)).copied().unwrap_or(0)
     }
@@ -58,7 +59,7 @@ impl PerAddressLimit {
 
 /// One place held for one address group; given back on drop.
 #[derive(Debug)]
-pub struct AddressPermit {
+pub(crate) struct AddressPermit {
     group: IpAddr,
     held: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }

@@ -332,7 +332,7 @@ pub struct HandshakeLimits {
 ///
 /// The loop ends when the returned stream is dropped (tonic stopped) or
 /// `connections` ends.
-pub fn tls_incoming<IO, S>(
+pub(crate) fn tls_incoming<IO, S>(
     connections: S,
     tls: Arc<ReloadableTls>,
     limits: HandshakeLimits,
@@ -435,7 +435,7 @@ where
 
 /// Reloads `configs` on SIGHUP and when their files change (checked every
 /// `poll_interval`; zero turns polling off), until `shutdown` resolves.
-pub async fn watch(
+pub(crate) async fn watch(
     configs: Vec<Arc<ReloadableTls>>,
     poll_interval: Duration,
     shutdown: impl Future<Output = ()>,
