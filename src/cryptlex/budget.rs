@@ -181,14 +181,14 @@ impl Default for BudgetOptions {
 
 /// Why no slot could be had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exhausted {
+pub(crate) struct Exhausted {
     /// When a slot may be free again.
     pub retry_after: Duration,
 }
 
 /// The shared budget. Cloning is cheap and shares the state.
 #[derive(Debug, Clone)]
-pub struct Budget {
+pub(crate) struct Budget {
     options: BudgetOptions,
     state: Arc<Mutex<State>>,
 }
@@ -250,7 +250,7 @@ enum Step {
 
 impl Budget {
     /// Creates a budget.
-    pub fn new(options: BudgetOptions) -> Self {
+    pub(crate) fn new(options: BudgetOptions) -> Self {
         Self {
             options,
             state: Arc::new(Mutex::new(State {
@@ -265,13 +265,18 @@ impl Budget {
     }
 
     /// The settings.
-    pub fn options(&self) -> &BudgetOptions {
+    #[cfg(test)]
+    pub(crate) fn options(&self) -> &BudgetOptions {
         &self.options
     }
 
     /// Waits for a slot for a call of `priority` that must start before
     /// `deadline`, or fails at once when none will be free in time.
-    pub async fn acquire(&self, priority: Priority, deadline: Instant) -> Result<(), Exhausted> {
+    pub(crate) async fn acquire(
+        &self,
+        priority: Priority,
+        deadline: Instant,
+    ) -> Result<(), Exhausted> {
         let max_wait = match priority {
             // A session call waits no longer than a read: junk must not hold
             // call slots, and a real one is retried by its caller.
@@ -345,7 +350,7 @@ impl Budget {
     }
 
     /// Records what Cryptlex said about its own count in a response.
-    pub fn observe_headers(&self, remaining: Option<u32>, reset_in: Option<Duration>) {
+    pub(crate) fn observe_headers(&self, remaining: Option<u32>, reset_in: Option<Duration>) {
         let Some(remaining) = remaining else {
             return;
         };
@@ -357,7 +362,7 @@ impl Budget {
     }
 
     /// Pauses every call until `retry_after` has passed (after a 429).
-    pub fn pause(&self, retry_after: Duration) {
+    pub(crate) fn pause(&self, retry_after: Duration) {
         let until = Instant::now() + retry_after;
         let mut state = self.lock();
         if state.paused_until.is_none_or(|current| current < until) {
@@ -366,7 +371,7 @@ impl Budget {
     }
 
     /// The current state.
-    pub fn snapshot(&self) -> BudgetSnapshot {
+    pub(crate) fn snapshot(&self) -> BudgetSnapshot {
         let now = Instant::now();
         let mut state = self.lock();
         state.expire(&self.options, now);

@@ -21,7 +21,7 @@
 //! - `wire`: Cryptlex's JSON shapes; `observe`: upstream metrics.
 
 mod breaker;
-pub mod budget;
+pub(crate) mod budget;
 mod endpoints;
 mod error;
 mod observe;

@@ -6,9 +6,9 @@
 
 mod error;
 mod issuance;
-pub mod pagination;
-pub mod read_cache;
-pub mod throttle;
+pub(crate) mod pagination;
+pub(crate) mod read_cache;
+pub(crate) mod throttle;
 mod token_guard;
 
 use std::sync::Arc;

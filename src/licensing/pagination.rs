@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{CryptlexId, FieldViolation, PageRequest};
 
 /// Page size used when the caller asks for 0 (unspecified).
-pub const DEFAULT_PAGE_SIZE: u32 = 25;
+pub(crate) const DEFAULT_PAGE_SIZE: u32 = 25;
 /// Largest page; larger requests are coerced down, as AIP-158 recommends.
-pub const MAX_PAGE_SIZE: u32 = 100;
+pub(crate) const MAX_PAGE_SIZE: u32 = 100;
 
 #[derive(Serialize, Deserialize)]
 struct TokenBody {
@@ -34,7 +34,7 @@ struct TokenBody {
 }
 
 /// Builds the request for a page from the caller's parameters.
-pub fn page_request(
+pub(crate) fn page_request(
     page_size: i32,
     page_token: &str,
     product_id: Option<CryptlexId>,
@@ -76,7 +76,7 @@ pub fn page_request(
 }
 
 /// Encodes the token for `next`.
-pub fn page_token(next: &PageRequest) -> String {
+pub(crate) fn page_token(next: &PageRequest) -> String {
     let body = TokenBody {
         v: 1,
         p: next.page,

@@ -53,7 +53,7 @@ pub struct CacheOptions {
 /// What a cache key names: which call, for which token, with which
 /// arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CacheKey {
+pub(crate) struct CacheKey {
     token: TokenDigest,
     call: [u8; 32],
 }
@@ -70,7 +70,7 @@ impl TokenDigest {
 
 impl CacheKey {
     /// Derives the key from the token and the call's identity.
-    pub fn new(token: &UserToken, call: &str, arguments: &str) -> Self {
+    pub(crate) fn new(token: &UserToken, call: &str, arguments: &str) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(call.as_bytes());
         hasher.update([0]);
@@ -93,7 +93,7 @@ pub struct CacheStats {
 
 /// How an answer was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Freshness {
+pub(crate) enum Freshness {
     Fresh,
     /// Served from memory because Cryptlex was unavailable.
     Stale,
@@ -196,7 +196,7 @@ impl<T> Default for InFlight<T> {
 /// Which writes through the gateway invalidate a cache's entries (besides a
 /// sign-out, which always drops the signed-out token's entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Invalidation {
+pub(crate) enum Invalidation {
     /// Issuance changes nothing this cache holds (profiles).
     SignOutOnly,
     /// Every license issued may change any user's pages (license lists).
@@ -207,7 +207,7 @@ pub enum Invalidation {
 ///
 /// Locks are taken in the order `in_flight`, `entries`, `forgotten` (never
 /// the other way round), each held for a few map operations.
-pub struct ReadCache<T> {
+pub(crate) struct ReadCache<T> {
     options: CacheOptions,
     invalidation: Invalidation,
     entries: Arc<Mutex<Stored<T>>>,
@@ -254,7 +254,7 @@ impl<T> std::fmt::Debug for ReadCache<T> {
 
 impl<T> ReadCache<T> {
     /// The counters so far.
-    pub fn stats(&self) -> CacheStats {
+    pub(crate) fn stats(&self) -> CacheStats {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             coalesced: self.coalesced.load(Ordering::Relaxed),
@@ -266,7 +266,7 @@ impl<T> ReadCache<T> {
 
 impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
     /// Creates a cache whose entries `invalidation` also drops.
-    pub fn new(options: CacheOptions, invalidation: Invalidation) -> Self {
+    pub(crate) fn new(options: CacheOptions, invalidation: Invalidation) -> Self {
         Self {
             options,
             invalidation,
@@ -284,7 +284,7 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
 
     /// Returns the cached value for `key`, joins an identical fetch in
     /// flight, or runs `fetch` (and caches its success).
-    pub async fn get_or_fetch<Fut>(
+    pub(crate) async fn get_or_fetch<Fut>(
         &self,
         key: CacheKey,
         fetch: impl FnOnce() -> Fut,
@@ -350,7 +350,7 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
     /// A fetch that is not in flight yet sends its request after the sign-out
     /// reached Cryptlex, so it needs no keeping out: its answer is whatever
     /// Cryptlex now says about the token.
-    pub fn forget_token(&self, token: &UserToken) {
+    pub(crate) fn forget_token(&self, token: &UserToken) {
         let digest = TokenDigest::new(token);
         {
             // Under the in-flight lock, so the token's last fetch cannot end
@@ -367,7 +367,7 @@ impl<T: Clone + Send + Sync + 'static> ReadCache<T> {
     }
 
     /// Marks every entry outdated (after issuance changed someone's licenses).
-    pub fn invalidate_all(&self) {
+    pub(crate) fn invalidate_all(&self) {
         if self.invalidation == Invalidation::AlsoOnIssuance {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }

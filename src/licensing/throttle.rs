@@ -127,11 +127,11 @@ impl Default for ThrottleOptions {
     }
 }
 
-pub use crate::domain::ClientAddress;
+pub(crate) use crate::domain::ClientAddress;
 
 /// The login and sign-up throttle. Share it by reference (or inside an
 /// `Arc`): a [`LoginAttempt`] borrows it.
-pub struct Throttle {
+pub(crate) struct Throttle {
     email_rules: EmailRules,
     address_rules: WindowRules,
     upstream_rules: WindowRules,
@@ -163,7 +163,7 @@ struct State {
 
 impl Throttle {
     /// Creates the throttle; its tables grow with use, up to their caps.
-    pub fn new(options: ThrottleOptions) -> Self {
+    pub(crate) fn new(options: ThrottleOptions) -> Self {
         Self {
             email_rules: EmailRules {
                 backoff: BackoffRules {
@@ -195,7 +195,7 @@ impl Throttle {
     /// Reserves a login attempt for `email` from `address`, or refuses it
     /// with the time to wait. The reservation counts as a failure until it is
     /// settled (or dropped).
-    pub fn begin_login(
+    pub(crate) fn begin_login(
         &self,
         email: &Email,
         address: ClientAddress,
@@ -249,7 +249,11 @@ impl Throttle {
     /// Counts a sign-up attempt from `address`, or refuses it with the time
     /// to wait. An email in back-off is refused too, so sign-up is no way
     /// around it; nothing is reserved, since sign-up reveals no password.
-    pub fn begin_sign_up(&self, email: &Email, address: ClientAddress) -> Result<(), Duration> {
+    pub(crate) fn begin_sign_up(
+        &self,
+        email: &Email,
+        address: ClientAddress,
+    ) -> Result<(), Duration> {
         let key = self.email_key(email);
         let network = Network::from(address);
         let rules = &self.email_rules;
@@ -271,7 +275,7 @@ impl Throttle {
 
     /// Counts one upstream call made for a user call from `address`, or
     /// refuses it with the time to wait. Always allowed when the limit is off.
-    pub fn begin_upstream_call(&self, address: ClientAddress) -> Result<(), Duration> {
+    pub(crate) fn begin_upstream_call(&self, address: ClientAddress) -> Result<(), Duration> {
         if self.upstream_rules.limit == 0 {
             return Ok(());
         }
@@ -318,7 +322,7 @@ fn count_address(
 /// unsettled (no verdict) releases the reservation without counting it.
 #[derive(Debug)]
 #[must_use = "an unsettled attempt is released uncounted when dropped"]
-pub struct LoginAttempt<'throttle> {
+pub(crate) struct LoginAttempt<'throttle> {
     throttle: &'throttle Throttle,
     email_slot: Slot<EmailKey>,
     network: Network,
@@ -335,13 +339,13 @@ enum Outcome {
 
 impl LoginAttempt<'_> {
     /// Counts the attempt as a failed login.
-    pub fn failed(mut self) {
+    pub(crate) fn failed(mut self) {
         self.settle(Outcome::Failed);
     }
 
     /// Records a successful login: the network it came from is now known for
     /// this email, with no failures.
-    pub fn succeeded(mut self) {
+    pub(crate) fn succeeded(mut self) {
         self.settle(Outcome::Succeeded);
     }
 
