@@ -36,6 +36,7 @@
 //!   PostgreSQL for replicas).
 //! - [`grpc`]: the only module that knows tonic: adapters, conversions,
 //!   credential extraction, the one status table, the listeners' stacks.
+//! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets.
 //!
 //! The stand-in for Cryptlex used by the `sandbox` subcommand and the tests
 //! is its own crate, `cryptlex-sandbox`, behind the default `sandbox` feature.
@@ -48,6 +49,8 @@ pub mod commands;
 pub mod config;
 pub mod cryptlex;
 pub mod domain;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod grpc;
 pub mod ledger;
 pub mod licensing;

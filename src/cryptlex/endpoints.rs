@@ -398,7 +398,7 @@ fn cryptlex_user(dto: wire::UserDto) -> CryptlexUser {
     }
 }
 
-fn session_from(dto: wire::AccessTokenDto) -> Session {
+pub(super) fn session_from(dto: wire::AccessTokenDto) -> Session {
     let expires_at = jwt_expiry(&dto.access_token);
     Session {
         access_token: UserToken::from_upstream(dto.access_token),

@@ -24,6 +24,8 @@ mod breaker;
 pub(crate) mod budget;
 mod endpoints;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod observe;
 mod retry;
 mod transport;

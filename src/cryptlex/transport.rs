@@ -401,7 +401,12 @@ fn error_body(body: &[u8]) -> Option<(String, Option<String>)> {
 }
 
 pub(super) fn decode<T: DeserializeOwned>(answer: &Answer) -> Result<T, CryptlexError> {
-    serde_json::from_slice(&answer.body).map_err(|error| CryptlexError::Malformed {
+    decode_body(&answer.body)
+}
+
+/// Decodes a body as [`decode`] does; the fuzz targets call it with any bytes.
+pub(super) fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CryptlexError> {
+    serde_json::from_slice(body).map_err(|error| CryptlexError::Malformed {
         // serde's message names the field and position, never the content.
         detail: error.to_string(),
     })

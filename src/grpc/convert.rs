@@ -13,11 +13,40 @@ use crate::domain::{
 use crate::licensing::pagination::page_request;
 use crate::licensing::{IssueCommand, LicenseHolder, LoginCommand, SignUpCommand};
 
+/// The first and last second a `google.protobuf.Timestamp` may hold
+/// (0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z); clients refuse others.
+const TIMESTAMP_SECONDS: (i64, i64) = (-62_135_596_800, 253_402_300_799);
+
+/// Converts an instant, which may come from Cryptlex's JSON, into a valid
+/// protobuf `Timestamp`.
+///
+/// chrono reads a leap second (`23:59:60`) as nanoseconds past 1e9, and
+/// years from -262143 to 262142 (`-025-11-28`); a `Timestamp` has neither
+/// (nanos below 1e9, years 1 to 9999). A leap second becomes the start of
+/// the next second, as a smeared clock shows it, and an instant outside the
+/// years 1 to 9999 the nearest end of that range, so a date long past stays
+/// in the past and a far one stays far.
 pub(super) fn timestamp(at: DateTime<Utc>) -> Timestamp {
+    let (first, last) = TIMESTAMP_SECONDS;
+    let (seconds, nanos) = match at.timestamp_subsec_nanos() {
+        nanos if nanos >= 1_000_000_000 => (at.timestamp() + 1, nanos - 1_000_000_000),
+        nanos => (at.timestamp(), nanos),
+    };
+    if seconds < first {
+        return Timestamp {
+            seconds: first,
+            nanos: 0,
+        };
+    }
+    if seconds > last {
+        return Timestamp {
+            seconds: last,
+            nanos: 999_999_999,
+        };
+    }
     Timestamp {
-        seconds: at.timestamp(),
-        // Always below 2e9, so the conversion cannot fail.
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+        seconds,
+        nanos: i32::try_from(nanos).expect("nanoseconds below 1e9 fit an i32"),
     }
 }
 
@@ -214,5 +243,50 @@ fn optional_id(errors: &mut ValidationErrors, field: &str, value: &str) -> Optio
         None
     } else {
         errors.check(CryptlexId::parse(field, value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &str) -> DateTime<Utc> {
+        // As serde reads Cryptlex's JSON.
+        serde_json::from_str(&format!("\"{text}\"")).expect("chrono reads it")
+    }
+
+    // Found by fuzz/cryptlex_json: a `createdAt` of `-025-11-28T21:18:00+01:00` was
+    // sent as a Timestamp of year -25, which clients refuse.
+    #[test]
+    fn an_instant_before_year_one_is_sent_as_the_first_valid_timestamp() {
+        let sent = timestamp(parsed("-025-11-28T21:18:00+01:00"));
+        assert_eq!(
+            (sent.seconds, sent.nanos),
+            (TIMESTAMP_SECONDS.0, 0),
+            "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn an_instant_after_year_9999_is_sent_as_the_last_valid_timestamp() {
+        let sent = timestamp(parsed("9999-12-31T23:59:59-23:59"));
+        assert_eq!(
+            (sent.seconds, sent.nanos),
+            (TIMESTAMP_SECONDS.1, 999_999_999)
+        );
+    }
+
+    #[test]
+    fn a_leap_second_is_sent_as_the_start_of_the_next_second() {
+        let sent = timestamp(parsed("2016-12-31T23:59:60.5Z"));
+        let next_day = parsed("2017-01-01T00:00:00Z").timestamp();
+        assert_eq!((sent.seconds, sent.nanos), (next_day, 500_000_000));
+    }
+
+    #[test]
+    fn an_ordinary_instant_is_sent_as_it_is() {
+        let at = parsed("2027-03-01T12:30:45.123Z");
+        let sent = timestamp(at);
+        assert_eq!((sent.seconds, sent.nanos), (at.timestamp(), 123_000_000));
     }
 }

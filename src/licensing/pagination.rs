@@ -19,6 +19,12 @@ use crate::domain::{CryptlexId, FieldViolation, PageRequest};
 pub(crate) const DEFAULT_PAGE_SIZE: u32 = 25;
 /// Largest page; larger requests are coerced down, as AIP-158 recommends.
 pub(crate) const MAX_PAGE_SIZE: u32 = 100;
+/// The last page a token may ask for. The use case computes the next page
+/// (`page + 1`) and probes for the item after a full page (page
+/// `page * page_size + 1` of size 1) in Cryptlex's 32-bit page numbers; up
+/// to this page neither can overflow at any page size. That is 4.29 billion
+/// licenses: no genuine token goes further.
+pub(crate) const MAX_PAGE: u32 = u32::MAX / MAX_PAGE_SIZE;
 
 #[derive(Serialize, Deserialize)]
 struct TokenBody {
@@ -59,7 +65,7 @@ pub(crate) fn page_request(
     }
     let bytes = URL_SAFE_NO_PAD.decode(page_token).map_err(|_| invalid())?;
     let body: TokenBody = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-    if body.v != 1 || body.p < 2 {
+    if body.v != 1 || body.p < 2 || body.p > MAX_PAGE {
         return Err(invalid());
     }
     if body.s != page_size || body.f.as_deref() != product_id.as_ref().map(CryptlexId::as_str) {
@@ -128,5 +134,24 @@ mod tests {
         assert!(page_request(5, &token, None).is_err());
         assert!(page_request(5, "not-a-token", None).is_err());
         assert!(page_request(5, &"A".repeat(300), None).is_err());
+    }
+
+    // Found by fuzz/page_token: a forged token for page 1721342208 of 100 was
+    // accepted, and the use case's probe `page * page_size + 1` overflowed (and
+    // `page + 1` for page u32::MAX), which panics in a debug build.
+    #[test]
+    fn a_token_for_a_page_past_the_last_addressable_one_is_refused() {
+        let forged = |page| {
+            page_token(&PageRequest {
+                page,
+                page_size: MAX_PAGE_SIZE,
+                product_id: None,
+            })
+        };
+        assert!(page_request(100, &forged(1_721_342_208), None).is_err());
+        assert!(page_request(100, &forged(u32::MAX), None).is_err());
+        let last = page_request(100, &forged(MAX_PAGE), None).expect("the last page");
+        let probe = u64::from(last.page) * u64::from(last.page_size) + 1;
+        assert!(probe <= u64::from(u32::MAX) && last.page.checked_add(1).is_some());
     }
 }

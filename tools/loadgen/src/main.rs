@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release -p loadgen -- --out BENCHMARKS.md   # about a minute
 //! cargo run --release -p loadgen -- --smoke               # a few seconds, for CI
+//! cargo run --release -p loadgen -- --soak --out BENCHMARKS.md  # 1M calls, minutes
 //! ```
 //!
 //! It starts the sandbox Cryptlex in this process, the release gateway binary as
@@ -25,6 +26,11 @@
 //! with one session per concurrent caller (no coalescing). Section 4 runs against a
 //! second gateway on its defaults, as deployed.
 //!
+//! `--soak` runs only the soak ([`soak`]): a million mixed calls, most of them hostile
+//! (junk tokens, malformed requests, bytes that are not protobuf) among valid users'
+//! calls, with the gateway's RSS and open descriptors sampled throughout; it writes its
+//! own section into `--out`, and a full run keeps that section when it rewrites the file.
+//!
 //! Every gRPC status other than OK counts as an error. Nothing here is a timed
 //! assertion: `--smoke` only checks that the whole pipeline runs.
 //!
@@ -37,6 +43,7 @@ mod machine;
 mod plan;
 mod process;
 mod report;
+mod soak;
 mod targets;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +70,16 @@ struct Args {
     /// Also write the report to this file (e.g. BENCHMARKS.md).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run only the soak: mixed hostile and valid calls, the gateway's memory and
+    /// descriptors sampled throughout. Writes its own section into `--out`.
+    #[arg(long)]
+    soak: bool,
+    /// Calls the soak makes.
+    #[arg(long, default_value_t = 1_000_000)]
+    soak_calls: usize,
+    /// The soak stops after this long even if calls remain.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    soak_max_time: Duration,
     /// The gateway binary. Default: `licensing-gateway` next to this program,
     /// built first with `cargo build` in the same profile.
     #[arg(long)]
@@ -101,15 +118,52 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .len();
 
     let dir = std::env::temp_dir().join(format!("loadgen-{}", uuid::Uuid::new_v4().simple()));
-    let result = measure(&args, plan, &gateway_bin, binary_size, &dir).await;
+    let result = if args.soak {
+        run_soak(&args, &gateway_bin, &dir).await
+    } else {
+        measure(&args, plan, &gateway_bin, binary_size, &dir).await
+    };
     let _ = std::fs::remove_dir_all(&dir);
     let report = result?;
     println!("{report}");
     if let Some(out) = &args.out {
-        std::fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
+        let existing = std::fs::read_to_string(out).unwrap_or_default();
+        let text = if args.soak {
+            soak::splice_section(&existing, &report)
+        } else {
+            // A full run rewrites the file but keeps the soak's section.
+            match soak::existing_section(&existing) {
+                Some(section) => soak::splice_section(&report, section),
+                None => report,
+            }
+        };
+        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// The soak against one gateway on [`Profile::Soak`]; returns its report section.
+async fn run_soak(args: &Args, gateway_bin: &Path, dir: &Path) -> anyhow::Result<String> {
+    let sandbox = start_sandbox(dir).await?;
+    let controls = sandbox.cryptlex.controls();
+    eprintln!("starting the soak gateway ({})", gateway_bin.display());
+    let gateway = GatewayProcess::start(gateway_bin, &sandbox, Profile::Soak).await?;
+    let plan = soak::SoakPlan {
+        calls: args.soak_calls,
+        max_time: args.soak_max_time,
+    };
+    eprintln!("soak: {} calls, at most {:?}", plan.calls, plan.max_time);
+    let result = soak::run(&gateway, &controls, plan, Profile::Soak.overrides()).await;
+    gateway.stop().await;
+    let mut command = String::from("cargo run --release -p loadgen -- --soak");
+    if args.soak_calls != 1_000_000 {
+        command.push_str(&format!(" --soak-calls {}", args.soak_calls));
+    }
+    if let Some(out) = &args.out {
+        command.push_str(&format!(" --out {}", out.display()));
+    }
+    Ok(result?.render(&command))
 }
 
 /// The whole run, section by section; returns the report.

@@ -163,6 +163,11 @@ impl GatewayProcess {
         })
     }
 
+    /// The child's process id, for reading its resources in /proc.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
     /// `licensing_gateway_cache_requests_total` summed over both caches, by `result`.
     pub(crate) async fn cache_results(&self) -> anyhow::Result<BTreeMap<String, u64>> {
         let text = reqwest::get(format!("http://{}/metrics", self.admin_addr))
@@ -226,7 +231,8 @@ impl Sampler {
     }
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+/// The resident set size of process `pid`, in KiB.
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

@@ -31,6 +31,10 @@ pub(crate) enum Profile {
     HopCost,
     /// What `licensing-gateway sandbox` runs with; the rate-limited run.
     Defaults,
+    /// The soak: defaults (read cache on), but the budget and the per-address sign-in
+    /// throttle lifted, since every call comes from one address and the point is what
+    /// the gateway holds on to, not what it sheds.
+    Soak,
 }
 
 impl Profile {
@@ -51,6 +55,16 @@ impl Profile {
                 ),
             ],
             Profile::Defaults => &[],
+            Profile::Soak => &[
+                (
+                    "LICENSING_GATEWAY__CRYPTLEX__BUDGET__MAX_REQUESTS",
+                    "1000000",
+                ),
+                (
+                    "LICENSING_GATEWAY__LIMITS__LOGIN_ATTEMPTS_PER_ADDRESS",
+                    "1000000",
+                ),
+            ],
         }
     }
 }
