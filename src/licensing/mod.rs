@@ -6,7 +6,7 @@
 
 mod error;
 mod issuance;
-pub(crate) mod pagination;
+pub mod pagination;
 pub(crate) mod read_cache;
 pub(crate) mod throttle;
 mod token_guard;

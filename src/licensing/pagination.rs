@@ -16,15 +16,15 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{CryptlexId, FieldViolation, PageRequest};
 
 /// Page size used when the caller asks for 0 (unspecified).
-pub(crate) const DEFAULT_PAGE_SIZE: u32 = 25;
+pub const DEFAULT_PAGE_SIZE: u32 = 25;
 /// Largest page; larger requests are coerced down, as AIP-158 recommends.
-pub(crate) const MAX_PAGE_SIZE: u32 = 100;
+pub const MAX_PAGE_SIZE: u32 = 100;
 /// The last page a token may ask for. The use case computes the next page
 /// (`page + 1`) and probes for the item after a full page (page
 /// `page * page_size + 1` of size 1) in Cryptlex's 32-bit page numbers; up
 /// to this page neither can overflow at any page size. That is 4.29 billion
 /// licenses: no genuine token goes further.
-pub(crate) const MAX_PAGE: u32 = u32::MAX / MAX_PAGE_SIZE;
+pub const MAX_PAGE: u32 = u32::MAX / MAX_PAGE_SIZE;
 
 #[derive(Serialize, Deserialize)]
 struct TokenBody {
@@ -40,7 +40,7 @@ struct TokenBody {
 }
 
 /// Builds the request for a page from the caller's parameters.
-pub(crate) fn page_request(
+pub fn page_request(
     page_size: i32,
     page_token: &str,
     product_id: Option<CryptlexId>,
@@ -82,7 +82,7 @@ pub(crate) fn page_request(
 }
 
 /// Encodes the token for `next`.
-pub(crate) fn page_token(next: &PageRequest) -> String {
+pub fn page_token(next: &PageRequest) -> String {
     let body = TokenBody {
         v: 1,
         p: next.page,
