@@ -28,6 +28,7 @@ mod error;
 pub mod fuzzing;
 mod observe;
 mod retry;
+pub mod shared_window;
 mod transport;
 mod wire;
 
@@ -41,6 +42,7 @@ pub use budget::{BudgetOptions, BudgetSnapshot, Priority};
 pub use endpoints::{AccountInfo, PatClaims, Product};
 pub use error::{CryptlexError, ErrorCode, Rejection};
 pub use observe::OPERATIONS;
+pub use shared_window::{Admit, SharedWindow, SharedWindowUnavailable};
 
 use breaker::Breaker;
 use budget::Budget;

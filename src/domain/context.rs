@@ -18,6 +18,24 @@ pub struct RequestContext {
     /// The caller's address (behind a proxy, as the trusted proxy reported
     /// it), for per-address limits.
     pub client_address: ClientAddress,
+    /// Whose read this is, so the upstream budget can share reads fairly
+    /// between sessions; `None` for calls that are not user reads.
+    pub read_share: Option<ReadShare>,
+}
+
+/// Who an upstream read is for, as the budget sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadShare {
+    /// A digest of the caller's token (never the token): one session's reads
+    /// are counted together.
+    pub session: u64,
+    /// Whether the token is known to work: this gateway issued it (login,
+    /// refresh, sign-up) or Cryptlex has answered it before. Unvouched
+    /// tokens (anyone can make one up) share a smaller part of the budget.
+    pub vouched: bool,
+    /// A background refresh nobody waits for: it spends only budget nobody
+    /// else needs and never waits.
+    pub background: bool,
 }
 
 /// Where a call comes from, as far as the gateway can tell.
@@ -36,6 +54,15 @@ impl RequestContext {
             request_id: request_id.into(),
             deadline: Instant::now() + budget,
             client_address: ClientAddress::Unknown,
+            read_share: None,
+        }
+    }
+
+    /// The same context, for a read made for `share`.
+    pub fn with_read_share(self, share: ReadShare) -> Self {
+        Self {
+            read_share: Some(share),
+            ..self
         }
     }
 

@@ -15,7 +15,7 @@ mod secrets;
 mod validation;
 
 pub use client::{AllowList, AllowedClient, ClientIdentity};
-pub use context::{ClientAddress, RequestContext};
+pub use context::{ClientAddress, ReadShare, RequestContext};
 pub use identifiers::{CryptlexId, Email, MetadataMap, PersonName, RequestId};
 pub use license::{IssuedLicense, Page, PageRequest, Session, UserLicense, UserProfile};
 pub use secrets::{AdminToken, Password, RefreshToken, UserToken};

@@ -4,6 +4,7 @@
 //! Cryptlex through [`crate::cryptlex`], and fails with a [`LicensingError`].
 //! Nothing here knows about gRPC.
 
+pub mod changes;
 mod error;
 mod issuance;
 pub mod pagination;
@@ -27,6 +28,9 @@ pub use issuance::{
     Reconciled,
 };
 use read_cache::Invalidation;
+
+/// Changes that began here and wait for the relay to other replicas.
+pub const CHANGE_FEED_CAPACITY: usize = 1024;
 
 /// A parsed `Login` request.
 #[derive(Debug)]
@@ -84,6 +88,8 @@ struct Shared {
     /// Refuses tokens that cannot work without asking Cryptlex. In an `Arc`
     /// of its own so reads in flight can hold it without holding `Shared`.
     tokens: Arc<token_guard::TokenGuard>,
+    /// Changes that began here, for whoever tells the other replicas.
+    changes: tokio::sync::broadcast::Sender<changes::Change>,
 }
 
 impl Licensing {
@@ -106,8 +112,31 @@ impl Licensing {
                 license_pages,
                 throttle,
                 tokens: Arc::new(token_guard::TokenGuard::new()),
+                changes: tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0,
             }),
         }
+    }
+
+    /// Applies `change` to this replica's caches and, when it began here,
+    /// hands it to the subscribers of [`Self::subscribe_changes`].
+    pub fn apply_change(&self, change: &changes::Change, origin: changes::Origin) {
+        use changes::Change;
+        match change {
+            Change::User { .. } | Change::License { .. } | Change::AllLicensePages => {
+                self.shared.license_pages.invalidate_all();
+            }
+            Change::SignedOut { .. } => {}
+        }
+        if origin == changes::Origin::Here {
+            // No subscriber (a single replica) is not an error.
+            let _ = self.shared.changes.send(change.clone());
+        }
+    }
+
+    /// The changes that begin on this replica from now on. A subscriber that
+    /// falls more than [`CHANGE_FEED_CAPACITY`] behind is told it lagged.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<changes::Change> {
+        self.shared.changes.subscribe()
     }
 
     /// The Cryptlex client (for its budget and breaker state).
