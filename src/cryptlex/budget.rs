@@ -191,6 +191,9 @@ pub(crate) struct Exhausted {
 pub(crate) struct Budget {
     options: BudgetOptions,
     state: Arc<Mutex<State>>,
+    /// The count every replica shares, when replicas share one budget.
+    #[expect(dead_code, reason = "read once admission consults the shared window")]
+    shared: Option<Arc<dyn super::SharedWindow>>,
 }
 
 #[derive(Debug)]
@@ -261,6 +264,15 @@ impl Budget {
                 waiting: PerPriority::default(),
                 next_ticket: 0,
             })),
+            shared: None,
+        }
+    }
+
+    /// The same budget, also bounded by `window`, which every replica shares.
+    pub(crate) fn with_shared(self, window: Arc<dyn super::SharedWindow>) -> Self {
+        Self {
+            shared: Some(window),
+            ..self
         }
     }
 

@@ -165,6 +165,14 @@ impl Client {
         })
     }
 
+    /// The same client, counting its calls in `window` together with every
+    /// other replica's (see [`SharedWindow`]). Call before the first request.
+    #[must_use]
+    pub fn with_shared_window(mut self, window: Arc<dyn SharedWindow>) -> Self {
+        self.budget = self.budget.with_shared(window);
+        self
+    }
+
     /// The rate budget's current state.
     pub fn budget(&self) -> BudgetSnapshot {
         self.budget.snapshot()
