@@ -181,8 +181,9 @@ impl Webhook {
 }
 
 /// `WebhookDto`, what `POST` and `GET /v3/webhooks` return. S1 lists `token` among its
-/// required fields, so Cryptlex hands the secret back to any holder of `webhook:read`.
-#[derive(Debug, Serialize)]
+/// required fields, so Cryptlex hands the secret back to any holder of `webhook:read`. No
+/// `Debug`, so the token cannot end up in a log line by accident.
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct WebhookDto {
     id: String,
