@@ -16,6 +16,7 @@ mod issuance;
 mod observability;
 mod resilience;
 mod rotation;
+mod sandbox_webhooks;
 mod throttle;
 mod token_abuse;
 mod upstream_answers;

@@ -2,13 +2,15 @@
 //! `/__sandbox/` for tools running in another process.
 //!
 //! Controls read and steer the sandbox without going through the API, so they are never rate
-//! limited, faulted or recorded, and using them never disturbs what a test is measuring.
+//! limited, faulted or recorded, and using them never disturbs what a test is measuring. The
+//! ones that change the account (a license updated as the dashboard would) still fire the
+//! webhooks Cryptlex would fire, since that is what they stand for.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use http::StatusCode;
@@ -18,9 +20,11 @@ use serde::{Deserialize, Serialize};
 use crate::faults::{FaultId, FaultRule, FaultRuleJson, InvalidFaultRule};
 use crate::journal::{ReceivedRequest, Stats};
 use crate::rate_limit::RateLimit;
+use crate::routes::{apply_license_update, webhook_error};
 use crate::seed;
 use crate::shared::{Shared, lock};
-use crate::state::{LicenseRecord, UserRecord};
+use crate::state::{LicenseChange, LicenseRecord, UserRecord};
+use crate::webhooks::{InvalidWebhook, NewWebhook, WebhookDelivery};
 use crate::wire::ApiError;
 
 /// A handle to a running sandbox's state. Cloning is shallow: every clone steers the same
@@ -130,6 +134,56 @@ impl Controls {
     pub fn rate_limit(&self) -> Option<RateLimit> {
         lock(&self.shared.limiter).limit()
     }
+
+    /// Registers a webhook receiving `events` (empty means every event), signed with `secret`,
+    /// as if created in the dashboard; returns its id.
+    ///
+    /// # Panics
+    /// If [`try_add_webhook`](Self::try_add_webhook) refuses it: a test's own mistake.
+    pub fn add_webhook(&self, url: &str, secret: &str, events: &[&str]) -> String {
+        self.try_add_webhook(url, secret, events)
+            .unwrap_or_else(|error| panic!("the sandbox refused the webhook: {error}"))
+    }
+
+    /// Registers a webhook like [`add_webhook`](Self::add_webhook), or says why not: the url
+    /// is not an absolute `http://` URL, the secret is empty or over 256 characters, there are
+    /// more than [`MAX_WEBHOOK_EVENTS`](crate::MAX_WEBHOOK_EVENTS) events, or the sandbox
+    /// already holds [`MAX_WEBHOOKS`](crate::MAX_WEBHOOKS).
+    pub fn try_add_webhook(
+        &self,
+        url: &str,
+        secret: &str,
+        events: &[&str],
+    ) -> Result<String, InvalidWebhook> {
+        let added = self.shared.webhooks.add(NewWebhook {
+            name: "sandbox control",
+            url,
+            token: secret,
+            enabled: true,
+            events: events.iter().map(|event| (*event).to_owned()).collect(),
+        })?;
+        Ok(added.id().to_owned())
+    }
+
+    /// Unregisters a webhook; false if unknown. Deliveries already queued still go out.
+    pub fn remove_webhook(&self, id: &str) -> bool {
+        self.shared.webhooks.remove(id)
+    }
+
+    /// Returns the webhook delivery log, oldest first (at most
+    /// [`MAX_RECORDED_DELIVERIES`](crate::MAX_RECORDED_DELIVERIES)).
+    pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
+        self.shared.webhooks.deliveries()
+    }
+
+    /// Changes a license as the Cryptlex dashboard would (revoke, suspend, or undo either):
+    /// not rate limited, not journaled, and firing `license.updated` like any update. Returns
+    /// the license as changed, or `None` if there is no such license.
+    pub fn update_license(&self, id: &str, change: LicenseChange) -> Option<LicenseRecord> {
+        apply_license_update(&self.shared, id, change.into())
+            .ok()
+            .map(|(license, _)| license)
+    }
 }
 
 /// The `/__sandbox/` routes, the HTTP form of [`Controls`].
@@ -149,6 +203,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             post(expire_access_tokens),
         )
         .route("/__sandbox/licenses", get(list_licenses))
+        .route("/__sandbox/licenses/{id}", patch(update_license))
+        .route("/__sandbox/webhooks", post(add_webhook))
+        .route("/__sandbox/webhooks/{id}", delete(remove_webhook))
+        .route("/__sandbox/webhook-deliveries", get(webhook_deliveries))
         .route("/__sandbox/users", get(list_users))
 }
 
@@ -304,4 +362,74 @@ async fn list_users(
         })
         .collect();
     Json(users)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookRequest {
+    url: String,
+    secret: String,
+    #[serde(default)]
+    events: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct AddedWebhook {
+    id: String,
+}
+
+async fn add_webhook(State(shared): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let request = match serde_json::from_slice::<WebhookRequest>(&body) {
+        Ok(request) => request,
+        Err(error) => {
+            return ApiError::bad_request(format!("invalid webhook: {error}")).into_response();
+        }
+    };
+    let events: Vec<&str> = request.events.iter().map(String::as_str).collect();
+    match Controls::new(shared).try_add_webhook(&request.url, &request.secret, &events) {
+        Ok(id) => (StatusCode::CREATED, Json(AddedWebhook { id })).into_response(),
+        Err(error) => webhook_error(error).into_response(),
+    }
+}
+
+async fn remove_webhook(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if Controls::new(shared).remove_webhook(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        ApiError::not_found("Webhook").into_response()
+    }
+}
+
+async fn webhook_deliveries(State(shared): State<Arc<Shared>>) -> Json<Vec<WebhookDelivery>> {
+    Json(Controls::new(shared).webhook_deliveries())
+}
+
+/// The JSON form of a [`LicenseChange`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LicenseChangeJson {
+    revoked: Option<bool>,
+    suspended: Option<bool>,
+}
+
+/// `PATCH /__sandbox/licenses/{id}`: answers the license as the admin API shows it.
+async fn update_license(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let change = match serde_json::from_slice::<LicenseChangeJson>(&body) {
+        Ok(change) => LicenseChange {
+            revoked: change.revoked,
+            suspended: change.suspended,
+        },
+        Err(error) => {
+            return ApiError::bad_request(format!("invalid license change: {error}"))
+                .into_response();
+        }
+    };
+    match apply_license_update(&shared, &id, change.into()) {
+        Ok((_, dto)) => Json(dto).into_response(),
+        Err(error) => error.into_response(),
+    }
 }

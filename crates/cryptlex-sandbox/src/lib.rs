@@ -13,6 +13,11 @@
 //! tokens (PATs with chosen scopes), switch the rate limit, and inject faults (delays, canned
 //! responses, connection resets before or after the work, truncated bodies).
 //!
+//! It also sends Cryptlex's webhooks (the names are in [`events`]):
+//! register one with [`Controls::add_webhook`] or Cryptlex's own `POST /v3/webhooks`, and
+//! every change made through the API or the controls is POSTed to it, signed, with Cryptlex's
+//! retry rules; [`Controls::update_license`] changes a license as the dashboard would.
+//!
 //! # Layout
 //! - `lib.rs`: the public entry points and options, and the re-exports.
 //! - `seed.rs`: the fixed account, users, licenses and scopes every sandbox starts with.
@@ -26,6 +31,7 @@
 //! - `wire.rs`: Cryptlex's JSON shapes.
 //! - `faults.rs`: fault rules.
 //! - `rate_limit.rs`: the limiter.
+//! - `webhooks.rs`: the webhook registry, the events, and the delivery task.
 //! - `server.rs`: the accept loop with a per-connection reset switch.
 //! - `pki.rs`: development certificates for the gateway's TLS listeners.
 //! - `tests.rs`: black-box tests over real HTTP.
@@ -42,6 +48,7 @@ mod server;
 mod shared;
 mod state;
 mod tokens;
+mod webhooks;
 mod wire;
 
 #[cfg(test)]
@@ -60,7 +67,11 @@ pub use faults::{FaultAction, FaultId, FaultKind, FaultRule, InvalidFaultRule};
 pub use journal::{AuthKind, ReceivedRequest, Stats};
 pub use rate_limit::RateLimit;
 pub use routes::API_OPERATIONS;
-pub use state::{LicenseRecord, MetadataRecord, UserRecord};
+pub use state::{LicenseChange, LicenseRecord, MetadataRecord, UserRecord};
+pub use webhooks::{
+    DeliveryStatus, InvalidWebhook, MAX_RECORDED_DELIVERIES, MAX_WEBHOOK_EVENTS, MAX_WEBHOOKS,
+    WebhookDelivery, events,
+};
 
 use shared::Shared;
 
@@ -74,16 +85,33 @@ pub struct SandboxOptions {
     pub refresh_token_ttl: Duration,
     /// The oldest requests are forgotten past this many, so a long demo does not grow forever.
     pub max_recorded_requests: usize,
+    /// The wait before each retry of a webhook delivery that got a 5xx or no answer; a
+    /// delivery gets at most `webhook_retry_delays.len() + 1` attempts.
+    pub webhook_retry_delays: Vec<Duration>,
+    /// The longest one delivery attempt may take, connecting and reading the answer included.
+    pub webhook_timeout: Duration,
+    /// The most deliveries queued or under way at once; past it a delivery fails at once.
+    pub webhook_queue_capacity: usize,
 }
 
 impl Default for SandboxOptions {
-    /// Cryptlex's 50-per-5-s limit on, 15-minute access tokens, 30-day refresh tokens.
+    /// Cryptlex's 50-per-5-s limit on, 15-minute access tokens, 30-day refresh tokens;
+    /// webhook deliveries get 4 attempts (retries after 200 ms, 1 s and 5 s), 5 s each, and
+    /// at most 1024 wait at once. Cryptlex does not document its own schedule; this one is
+    /// short so a demo sees a recovered receiver catch up within seconds.
     fn default() -> Self {
         SandboxOptions {
             rate_limit: Some(RateLimit::cryptlex_default()),
             access_token_ttl: Duration::from_secs(15 * 60),
             refresh_token_ttl: Duration::from_secs(30 * 24 * 60 * 60),
             max_recorded_requests: 10_000,
+            webhook_retry_delays: vec![
+                Duration::from_millis(200),
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+            ],
+            webhook_timeout: Duration::from_secs(5),
+            webhook_queue_capacity: 1024,
         }
     }
 }
@@ -96,6 +124,7 @@ pub struct SandboxCryptlex {
     controls: Controls,
     admin_pat: SecretString,
     server: Option<JoinHandle<()>>,
+    deliveries: Option<JoinHandle<()>>,
 }
 
 impl SandboxCryptlex {
@@ -103,14 +132,24 @@ impl SandboxCryptlex {
     pub async fn start(addr: SocketAddr, options: SandboxOptions) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(
+        let (shared, queue) = Shared::new(
             options.rate_limit,
             options.access_token_ttl,
             options.refresh_token_ttl,
             options.max_recorded_requests,
-        ));
+            options.webhook_queue_capacity,
+        );
+        let shared = Arc::new(shared);
         let controls = Controls::new(Arc::clone(&shared));
         let admin_pat = controls.create_pat(seed::ALL_SCOPES);
+        let deliveries = tokio::spawn(webhooks::run(
+            Arc::clone(&shared),
+            queue,
+            webhooks::DeliveryPolicy {
+                retry_delays: options.webhook_retry_delays,
+                attempt_timeout: options.webhook_timeout,
+            },
+        ));
         let router = routes::router(Arc::clone(&shared));
         let server = tokio::spawn(server::accept_loop(listener, router, shared));
         tracing::info!(%local_addr, "sandbox cryptlex listening");
@@ -119,6 +158,7 @@ impl SandboxCryptlex {
             controls,
             admin_pat,
             server: Some(server),
+            deliveries: Some(deliveries),
         })
     }
 
@@ -142,20 +182,24 @@ impl SandboxCryptlex {
         self.admin_pat.clone()
     }
 
-    /// Stops the server and waits until its port is closed.
+    /// Stops the server and the webhook deliveries, and waits until its port is closed.
+    /// Deliveries not yet made are abandoned (their log entries stay pending or retrying).
     pub async fn shutdown(mut self) {
-        if let Some(server) = self.server.take() {
-            server.abort();
+        for task in [self.server.take(), self.deliveries.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
             // The only possible error is the cancellation just requested.
-            let _ = server.await;
+            let _ = task.await;
         }
     }
 }
 
 impl Drop for SandboxCryptlex {
     fn drop(&mut self) {
-        if let Some(server) = &self.server {
-            server.abort();
+        for task in [&self.server, &self.deliveries].into_iter().flatten() {
+            task.abort();
         }
     }
 }

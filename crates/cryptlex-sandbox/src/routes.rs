@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, patch, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use http::StatusCode;
@@ -23,8 +23,11 @@ use crate::controls;
 use crate::pipeline::{Caller, front_door};
 use crate::seed;
 use crate::shared::{Shared, lock};
-use crate::state::{DomainError, LicenseRecord, NewLicense, NewMetadata, NewUser, add_interval};
+use crate::state::{
+    DomainError, LicenseRecord, LicenseUpdate, NewLicense, NewMetadata, NewUser, add_interval,
+};
 use crate::tokens::TokenPair;
+use crate::webhooks::{InvalidWebhook, MAX_WEBHOOK_EVENTS, NewWebhook, WebhookDto, events};
 use crate::wire::{
     AUTHENTICATION_FAILED_MESSAGE, AccessTokenDto, AccountDto, ApiError, BaseProfileDto,
     LicenseDto, ProductDto, UserDto, UserLicenseDto, timestamp,
@@ -59,6 +62,11 @@ pub const API_OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/v3/licenses"),
     ("POST", "/v3/licenses"),
     ("GET", "/v3/licenses/{id}"),
+    ("PATCH", "/v3/licenses/{id}"),
+    ("DELETE", "/v3/licenses/{id}"),
+    ("GET", "/v3/webhooks"),
+    ("POST", "/v3/webhooks"),
+    ("DELETE", "/v3/webhooks/{id}"),
 ];
 
 /// The handler of one entry of [`API_OPERATIONS`].
@@ -78,6 +86,11 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Shared>> {
         ("GET", "/v3/licenses") => get(list_licenses),
         ("POST", "/v3/licenses") => post(create_license),
         ("GET", "/v3/licenses/{id}") => get(get_license),
+        ("PATCH", "/v3/licenses/{id}") => patch(update_license),
+        ("DELETE", "/v3/licenses/{id}") => delete(delete_license),
+        ("GET", "/v3/webhooks") => get(list_webhooks),
+        ("POST", "/v3/webhooks") => post(create_webhook),
+        ("DELETE", "/v3/webhooks/{id}") => delete(delete_webhook),
         _ => unreachable!("{method} {path} is listed in API_OPERATIONS without a handler"),
     }
 }
@@ -145,11 +158,16 @@ async fn login(State(shared): State<Arc<Shared>>, body: Bytes) -> ApiResult<Json
     }
 
     let now = Utc::now();
-    let user = lock(&shared.domain).check_password(email, password, now);
+    let mut domain = lock(&shared.domain);
+    let user = domain.check_password(email, password, now);
     // The code is an inference borrowed from the activation API's `AUTHENTICATION_FAILED`.
     let user = user.ok_or_else(|| {
         ApiError::bad_request(AUTHENTICATION_FAILED_MESSAGE).with_code("AUTHENTICATION_FAILED")
     })?;
+    shared
+        .webhooks
+        .fire(events::ACCOUNT_LOGGED_IN, &UserDto::from(&user));
+    drop(domain);
     let pair = lock(&shared.tokens).issue_login(&user.id, now);
     lock(&shared.journal).stats.logins += 1;
     Ok(Json(token_dto(pair)))
@@ -330,10 +348,15 @@ async fn create_user(
         tags: tags(request.tags)?,
     };
 
-    let created = lock(&shared.domain).create_user(new_user, Utc::now());
-    let user = created.map_err(domain_error)?;
+    let mut domain = lock(&shared.domain);
+    let user = domain
+        .create_user(new_user, Utc::now())
+        .map_err(domain_error)?;
+    let dto = UserDto::from(&user);
+    shared.webhooks.fire(events::USER_CREATED, &dto);
+    drop(domain);
     lock(&shared.journal).stats.users_created += 1;
-    Ok((StatusCode::CREATED, Json(UserDto::from(&user))))
+    Ok((StatusCode::CREATED, Json(dto)))
 }
 
 /// `GET /v3/users`. The flat `email=` is what older clients send; it means `email[eq]=`.
@@ -450,6 +473,7 @@ async fn create_license(
         .map_err(domain_error)?;
     let owner = license.user_id.as_deref().and_then(|id| domain.user(id));
     let dto = LicenseDto::new(&license, owner);
+    shared.webhooks.fire(events::LICENSE_CREATED, &dto);
     drop(domain);
     lock(&shared.journal).stats.licenses_created += 1;
     Ok((StatusCode::CREATED, Json(dto)))
@@ -526,6 +550,188 @@ async fn get_license(
     Ok(Json(LicenseDto::new(license, owner)))
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdateLicenseRequest {
+    key: Option<String>,
+    revoked: Option<bool>,
+    suspended: Option<bool>,
+    allowed_activations: Option<i64>,
+    allowed_deactivations: Option<i64>,
+    notes: Option<String>,
+    user_id: Option<String>,
+    tags: Option<Vec<String>>,
+    metadata: Option<Vec<MetadataRequest>>,
+}
+
+/// `PATCH /v3/licenses/{id}`: the fields the sandbox models change, S1's others are accepted
+/// and ignored; fires `license.updated`.
+async fn update_license(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<LicenseDto>> {
+    caller.require_scope("license:write")?;
+    let request: UpdateLicenseRequest = parse_json(&body)?;
+    let update = LicenseUpdate {
+        key: optional_text("key", request.key.as_deref(), 16, 256)?.map(str::to_owned),
+        revoked: request.revoked,
+        suspended: request.suspended,
+        allowed_activations: activation_limit("allowedActivations", request.allowed_activations)?,
+        allowed_deactivations: activation_limit(
+            "allowedDeactivations",
+            request.allowed_deactivations,
+        )?,
+        notes: optional_text("notes", request.notes.as_deref(), 0, 4096)?.map(str::to_owned),
+        // An empty id takes the license away from its owner (an inference).
+        user_id: optional_text("userId", request.user_id.as_deref(), 0, 256)?
+            .map(|user_id| (!user_id.is_empty()).then(|| user_id.to_owned())),
+        tags: request.tags.map(|list| tags(Some(list))).transpose()?,
+        metadata: request
+            .metadata
+            .map(|entries| metadata(Some(entries), MAX_LICENSE_METADATA))
+            .transpose()?,
+    };
+    let (_, dto) = apply_license_update(&shared, &id, update)?;
+    Ok(Json(dto))
+}
+
+/// Applies a license update for the API and the dashboard control alike, and fires
+/// `license.updated` with the license as the API now returns it.
+pub(crate) fn apply_license_update(
+    shared: &Shared,
+    id: &str,
+    update: LicenseUpdate,
+) -> ApiResult<(LicenseRecord, LicenseDto)> {
+    let mut domain = lock(&shared.domain);
+    let license = domain
+        .update_license(id, update, Utc::now())
+        .map_err(domain_error)?;
+    let owner = license.user_id.as_deref().and_then(|id| domain.user(id));
+    let dto = LicenseDto::new(&license, owner);
+    shared.webhooks.fire(events::LICENSE_UPDATED, &dto);
+    Ok((license, dto))
+}
+
+/// `DELETE /v3/licenses/{id}`: fires `license.deleted` with the license as it was.
+async fn delete_license(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_scope("license:write")?;
+    let mut domain = lock(&shared.domain);
+    let license = domain.delete_license(&id).map_err(domain_error)?;
+    let owner = license.user_id.as_deref().and_then(|id| domain.user(id));
+    shared
+        .webhooks
+        .fire(events::LICENSE_DELETED, &LicenseDto::new(&license, owner));
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// === webhooks ===
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateWebhookRequest {
+    name: Option<String>,
+    url: Option<String>,
+    token: Option<String>,
+    enabled: Option<bool>,
+    events: Option<Vec<String>>,
+}
+
+/// `POST /v3/webhooks`. Every field is required, as in S1's `WebhookCreateRequestModel`.
+/// Event names are not checked against Cryptlex's list (the sandbox knows only the events it
+/// fires), and an empty list is refused: Cryptlex's form needs at least one event, and a
+/// webhook with none would never fire (the "every event" shorthand is the control's alone).
+async fn create_webhook(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<WebhookDto>)> {
+    caller.require_scope("webhook:write")?;
+    let request: CreateWebhookRequest = parse_json(&body)?;
+    let name = required_text("name", request.name.as_deref(), 1, 256)?;
+    let url = required_text("url", request.url.as_deref(), 1, 256)?;
+    let token = required_text("token", request.token.as_deref(), 1, 256)?;
+    let enabled = request
+        .enabled
+        .ok_or_else(|| ApiError::bad_request("The enabled field is required."))?;
+    let events = request
+        .events
+        .ok_or_else(|| ApiError::bad_request("The events field is required."))?;
+    if events.is_empty() || events.len() > MAX_WEBHOOK_EVENTS {
+        return Err(ApiError::bad_request(format!(
+            "The field events must have between 1 and {MAX_WEBHOOK_EVENTS} items."
+        )));
+    }
+    let created = shared.webhooks.add(NewWebhook {
+        name,
+        url,
+        token,
+        enabled,
+        events,
+    });
+    let dto = created.map_err(webhook_error)?;
+    Ok((StatusCode::CREATED, Json(dto)))
+}
+
+/// The 400 for a refused webhook. The message names the rule, never the secret.
+pub(crate) fn webhook_error(error: InvalidWebhook) -> ApiError {
+    match error {
+        InvalidWebhook::Url => ApiError::bad_request(
+            "The field url must be an absolute http URL of at most 256 characters (the sandbox delivers over plain HTTP).",
+        ),
+        InvalidWebhook::Secret => ApiError::bad_request(
+            "The field token must be a string with a minimum length of 1 and a maximum length of 256.",
+        ),
+        InvalidWebhook::Name => ApiError::bad_request(
+            "The field name must be a string with a minimum length of 1 and a maximum length of 256.",
+        ),
+        InvalidWebhook::Events => ApiError::bad_request(format!(
+            "The field events must have at most {MAX_WEBHOOK_EVENTS} items of 1 to 256 characters."
+        )),
+        InvalidWebhook::TooMany => ApiError::bad_request(error.to_string()),
+    }
+}
+
+/// `GET /v3/webhooks`: oldest first, paged like every list.
+const LIST_WEBHOOKS: ListSpec = ListSpec {
+    filters: &[],
+    sortable: &["createdAt", "updatedAt"],
+};
+
+async fn list_webhooks(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+) -> ApiResult<Json<Vec<WebhookDto>>> {
+    caller.require_scope("webhook:read")?;
+    let query = ListQuery::parse(query.as_deref(), &LIST_WEBHOOKS)?;
+    let all = shared.webhooks.list();
+    // The DTO's timestamps have a fixed width, so they sort as text.
+    let page = query.page_of(all, |webhook, field| match field {
+        "updatedAt" => webhook.updated_at().to_owned(),
+        _ => webhook.created_at().to_owned(),
+    });
+    Ok(Json(page))
+}
+
+async fn delete_webhook(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_scope("webhook:write")?;
+    if shared.webhooks.remove(&id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("Webhook"))
+    }
+}
+
 // === products and accounts (read-only: what `check-upstream` asks) ===
 
 async fn get_product(
@@ -576,6 +782,7 @@ fn domain_error(error: DomainError) -> ApiError {
         DomainError::UnknownUser => {
             ApiError::bad_request("User does not exist!").with_code("INVALID_USER_ID")
         }
+        DomainError::UnknownLicense => ApiError::not_found("License"),
         DomainError::InvalidSubscriptionInterval => {
             ApiError::bad_request("The field subscriptionInterval is not a valid duration.")
         }

@@ -13,14 +13,17 @@ use crate::journal::{Journal, ReceivedRequest};
 use crate::rate_limit::{RateLimit, RateLimiter};
 use crate::state::Domain;
 use crate::tokens::TokenTable;
+use crate::webhooks::{JobQueue, Webhooks};
 
 /// Paths under this prefix are the test controls: never rate-limited, faulted or recorded.
 pub(crate) const CONTROL_PREFIX: &str = "/__sandbox/";
 
 /// State shared by the server and every [`Controls`](crate::controls::Controls) handle.
 ///
-/// Each part has its own std `Mutex` because no critical section awaits and each is short;
-/// code never holds two of them at once, so there is no lock order to get wrong.
+/// Each part has its own std `Mutex` because no critical section awaits and each is short.
+/// Code never holds two of them at once, with one exception: `webhooks` is a leaf (code
+/// holding it takes no other lock), so a route may fire an event while it still holds
+/// `domain`, which keeps one record's events in the order its changes happened.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) domain: Mutex<Domain>,
@@ -28,19 +31,23 @@ pub(crate) struct Shared {
     pub(crate) journal: Mutex<Journal>,
     pub(crate) faults: Mutex<FaultTable>,
     pub(crate) limiter: Mutex<RateLimiter>,
+    pub(crate) webhooks: Webhooks,
 }
 
 impl Shared {
     /// Creates the state for a fresh start, from the fields of
-    /// [`SandboxOptions`](crate::SandboxOptions) of the same names.
+    /// [`SandboxOptions`](crate::SandboxOptions) of the same names; also returns the webhook
+    /// delivery queue, for the delivery task.
     pub(crate) fn new(
         rate_limit: Option<RateLimit>,
         access_token_ttl: Duration,
         refresh_token_ttl: Duration,
         max_recorded_requests: usize,
-    ) -> Self {
+        webhook_queue_capacity: usize,
+    ) -> (Self, JobQueue) {
         let ttl = |duration: Duration| TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX);
-        Shared {
+        let (webhooks, queue) = Webhooks::new(webhook_queue_capacity);
+        let shared = Shared {
             domain: Mutex::new(Domain::seeded(Utc::now())),
             tokens: Mutex::new(TokenTable::new(
                 ttl(access_token_ttl),
@@ -49,7 +56,9 @@ impl Shared {
             journal: Mutex::new(Journal::new(max_recorded_requests)),
             faults: Mutex::new(FaultTable::default()),
             limiter: Mutex::new(RateLimiter::new(rate_limit)),
-        }
+            webhooks,
+        };
+        (shared, queue)
     }
 
     /// Locks the journal for [`Journal::record`]: returns the request's sequence number.

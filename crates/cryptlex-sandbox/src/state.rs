@@ -89,6 +89,42 @@ impl LicenseRecord {
     }
 }
 
+/// A change to a license made as the Cryptlex dashboard would (revoke, suspend, or undo
+/// either), for [`Controls::update_license`](crate::Controls::update_license); `None` leaves
+/// a field as it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LicenseChange {
+    pub revoked: Option<bool>,
+    pub suspended: Option<bool>,
+}
+
+/// The license fields `PATCH /v3/licenses/{id}` may change that the sandbox models (a subset
+/// of S1's `LicenseUpdateRequestModel`); `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub(crate) struct LicenseUpdate {
+    pub(crate) key: Option<String>,
+    pub(crate) revoked: Option<bool>,
+    pub(crate) suspended: Option<bool>,
+    pub(crate) allowed_activations: Option<i32>,
+    pub(crate) allowed_deactivations: Option<i32>,
+    pub(crate) notes: Option<String>,
+    /// `Some(None)` takes the license away from its owner.
+    pub(crate) user_id: Option<Option<String>>,
+    pub(crate) tags: Option<Vec<String>>,
+    /// Replaces every entry (an inference: S1 does not say whether entries are merged).
+    pub(crate) metadata: Option<Vec<NewMetadata>>,
+}
+
+impl From<LicenseChange> for LicenseUpdate {
+    fn from(change: LicenseChange) -> Self {
+        LicenseUpdate {
+            revoked: change.revoked,
+            suspended: change.suspended,
+            ..LicenseUpdate::default()
+        }
+    }
+}
+
 /// A metadata entry on a license or user.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -167,6 +203,7 @@ pub(crate) enum DomainError {
     DuplicateLicenseKey,
     UnknownProduct,
     UnknownUser,
+    UnknownLicense,
     InvalidSubscriptionInterval,
 }
 
@@ -489,6 +526,77 @@ impl Domain {
         };
         self.licenses.push(license.clone());
         Ok(license)
+    }
+
+    /// Applies `update` to a license and returns it as changed. Like Cryptlex's dashboard, a
+    /// save counts as an update (and moves `updatedAt`) even when no value differs.
+    pub(crate) fn update_license(
+        &mut self,
+        id: &str,
+        update: LicenseUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<LicenseRecord, DomainError> {
+        let index = self
+            .licenses
+            .iter()
+            .position(|license| license.id == id)
+            .ok_or(DomainError::UnknownLicense)?;
+        if let Some(Some(user_id)) = &update.user_id
+            && self.user(user_id).is_none()
+        {
+            return Err(DomainError::UnknownUser);
+        }
+        if let Some(key) = &update.key
+            && self
+                .licenses
+                .iter()
+                .any(|license| license.id != id && &license.key == key)
+        {
+            return Err(DomainError::DuplicateLicenseKey);
+        }
+        let license = &mut self.licenses[index];
+        if let Some(key) = update.key {
+            license.key = key;
+        }
+        if let Some(revoked) = update.revoked {
+            license.revoked = revoked;
+        }
+        if let Some(suspended) = update.suspended {
+            license.suspended = suspended;
+        }
+        if let Some(allowed) = update.allowed_activations {
+            license.allowed_activations = allowed;
+        }
+        if let Some(allowed) = update.allowed_deactivations {
+            license.allowed_deactivations = allowed;
+        }
+        if let Some(notes) = update.notes {
+            license.notes = Some(notes);
+        }
+        if let Some(user_id) = update.user_id {
+            license.user_id = user_id;
+        }
+        if let Some(tags) = update.tags {
+            license.tags = tags;
+        }
+        if let Some(metadata) = update.metadata {
+            license.metadata = metadata
+                .into_iter()
+                .map(|entry| metadata_record(entry, now))
+                .collect();
+        }
+        license.updated_at = now;
+        Ok(license.clone())
+    }
+
+    /// Deletes a license for good and returns it as it was.
+    pub(crate) fn delete_license(&mut self, id: &str) -> Result<LicenseRecord, DomainError> {
+        let index = self
+            .licenses
+            .iter()
+            .position(|license| license.id == id)
+            .ok_or(DomainError::UnknownLicense)?;
+        Ok(self.licenses.remove(index))
     }
 
     fn fresh_license_key(&self) -> String {

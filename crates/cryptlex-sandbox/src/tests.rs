@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use super::pki::{DevPki, subject_alt_names};
 use super::*;
 
+mod webhooks;
+
 // === helpers ===
 
 struct TestSandbox {
