@@ -14,9 +14,8 @@
 //! | 401 | `Webhook-Signature` missing or wrong |
 //! | 404 | no secret configured: the endpoint is off |
 //! | 405 | not a POST |
-//! | 408 | the body did not arrive within the body timeout |
 //! | 413 | the body is larger than `webhook.max_body_bytes` |
-//! | 503 | too many deliveries in progress (Cryptlex retries later) |
+//! | 503 | too many deliveries in progress, or the body did not arrive within the body timeout (`limits.request_body_timeout`): both may succeed later, so Cryptlex should retry |
 //!
 //! Every delivery is bounded: a small number in progress at once (taken
 //! before the body is read, so memory stays at that many bodies), the body
@@ -137,8 +136,9 @@ impl Outcome {
             Self::BadSignature => StatusCode::UNAUTHORIZED,
             Self::Malformed => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            // Not 408: Cryptlex gives up on any 4xx, and a slow network
+            // may well deliver the same body in time on the next attempt.
+            Self::BodyTimeout | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::WrongMethod => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -185,7 +185,7 @@ impl Webhook {
                     .headers_mut()
                     .insert(header::ALLOW, http::HeaderValue::from_static("POST"));
             }
-            Outcome::Overloaded => {
+            Outcome::Overloaded | Outcome::BodyTimeout => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
@@ -215,10 +215,11 @@ impl Inner {
         {
             return Outcome::TooLarge;
         }
-        let body = match self.read_body(body).await {
-            Ok(body) => body,
-            Err(outcome) => return outcome,
-        };
+        let body =
+            match read_body(body, self.options.max_body_bytes, self.options.body_timeout).await {
+                Ok(body) => body,
+                Err(outcome) => return outcome,
+            };
         let signature = parts
             .headers
             .get(signature::SIGNATURE_HEADER)
@@ -228,24 +229,6 @@ impl Inner {
             return Outcome::BadSignature;
         }
         self.apply(&body)
-    }
-
-    /// Reads the whole body within the size and time bounds.
-    async fn read_body<B>(&self, body: B) -> Result<Bytes, Outcome>
-    where
-        B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let limited = Limited::new(body, self.options.max_body_bytes);
-        match tokio::time::timeout(self.options.body_timeout, limited.collect()).await {
-            Err(_) => Err(Outcome::BodyTimeout),
-            Ok(Ok(collected)) => Ok(collected.to_bytes()),
-            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
-                Err(Outcome::TooLarge)
-            }
-            // The client reset the stream or broke the framing.
-            Ok(Err(_)) => Err(Outcome::Malformed),
-        }
     }
 
     /// Applies a signed body, unless it is malformed, too old, a replay or
@@ -294,6 +277,22 @@ impl Inner {
     }
 }
 
+/// Reads the whole body, at most `max_bytes`, within `timeout`.
+async fn read_body<B>(body: B, max_bytes: usize, timeout: Duration) -> Result<Bytes, Outcome>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limited = Limited::new(body, max_bytes);
+    match tokio::time::timeout(timeout, limited.collect()).await {
+        Err(_) => Err(Outcome::BodyTimeout),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(Outcome::TooLarge),
+        // The client reset the stream or broke the framing.
+        Ok(Err(_)) => Err(Outcome::Malformed),
+    }
+}
+
 /// The `Content-Length` the client declared, if any and readable.
 fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
     headers
@@ -315,4 +314,64 @@ fn answer(status: StatusCode) -> http::Response<ResponseBody> {
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    use super::*;
+
+    fn chunks(
+        sizes: &[usize],
+    ) -> StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>
+    {
+        let frames: Vec<_> = sizes
+            .iter()
+            .map(|size| Ok(Frame::data(Bytes::from(vec![b'x'; *size]))))
+            .collect();
+        StreamBody::new(futures::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_is_read_whole() {
+        let body = read_body(chunks(&[100, 100, 56]), 256, Duration::from_secs(1)).await;
+        assert_eq!(body.map(|body| body.len()), Ok(256));
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_past_the_limit_is_too_large_without_a_declared_length() {
+        let body = read_body(chunks(&[200, 200]), 256, Duration::from_secs(1)).await;
+        assert_eq!(body, Err(Outcome::TooLarge));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_never_ends_times_out() {
+        let never = StreamBody::new(futures::stream::pending::<Result<Frame<Bytes>, Infallible>>());
+        let body = read_body(never, 256, Duration::from_secs(5)).await;
+        assert_eq!(body, Err(Outcome::BodyTimeout));
+    }
+
+    #[test]
+    fn cryptlex_retries_only_what_may_succeed_later() {
+        // 2xx: done; 4xx: Cryptlex gives up, right for what a retry cannot
+        // fix; 5xx: retried, right for a shed delivery.
+        for (outcome, status) in [
+            (Outcome::Applied, 200),
+            (Outcome::Replayed, 200),
+            (Outcome::UnknownEvent, 200),
+            (Outcome::TooOld, 200),
+            (Outcome::BadSignature, 401),
+            (Outcome::Malformed, 400),
+            (Outcome::TooLarge, 413),
+            (Outcome::BodyTimeout, 503),
+            (Outcome::WrongMethod, 405),
+            (Outcome::Overloaded, 503),
+        ] {
+            assert_eq!(outcome.status().as_u16(), status, "{outcome:?}");
+        }
+    }
 }

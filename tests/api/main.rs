@@ -20,3 +20,4 @@ mod throttle;
 mod token_abuse;
 mod upstream_answers;
 mod user;
+mod webhooks;
