@@ -325,10 +325,9 @@ mod tests {
 
     use super::*;
 
-    fn chunks(
-        sizes: &[usize],
-    ) -> StreamBody<futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>
-    {
+    type Frames = futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
+
+    fn chunks(sizes: &[usize]) -> StreamBody<Frames> {
         let frames: Vec<_> = sizes
             .iter()
             .map(|size| Ok(Frame::data(Bytes::from(vec![b'x'; *size]))))
