@@ -50,7 +50,6 @@ pub(crate) enum Seen {
 }
 
 /// Deliveries seen within the last `window`, at most `capacity` of them.
-#[derive(Debug)]
 pub(crate) struct ReplayWindow {
     window: Duration,
     capacity: usize,
@@ -58,7 +57,18 @@ pub(crate) struct ReplayWindow {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default)]
+// By hand: the keys are of no use in a debug print, and there may be
+// thousands.
+impl std::fmt::Debug for ReplayWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayWindow")
+            .field("window", &self.window)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
 struct State {
     /// Each remembered key and when it was seen.
     seen: HashMap<DeliveryKey, Instant>,
