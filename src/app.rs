@@ -30,6 +30,7 @@ use crate::licensing::throttle::ThrottleOptions;
 use crate::licensing::{IssuanceOptions, Licensing, LicensingOptions};
 use crate::metrics;
 use crate::tls::{self, HandshakeLimits, ReloadableTls};
+use crate::webhook::{Webhook, WebhookOptions};
 
 /// ALPN of the public listener with TLS: HTTP/2 for gRPC, HTTP/1.1 for
 /// gRPC-Web from fetch-only clients (tonic's own TLS server offers only
@@ -340,9 +341,20 @@ async fn bind_public(
             settings.limits.trusted_proxy_hops,
         ),
     );
+    let webhook = Webhook::new(
+        licensing.clone(),
+        WebhookOptions {
+            path: settings.webhook.path.clone(),
+            secret: settings.webhook.secret.clone(),
+            replay_window: settings.webhook.replay_window,
+            max_body_bytes: settings.webhook.max_body_bytes,
+            body_timeout: settings.limits.request_body_timeout,
+        },
+    );
     let options = PublicOptions {
         cors_allowed_origins,
         limits: server_limits(settings),
+        webhook,
     };
     Ok(GrpcListener::public(listener, public_tls, user_api, options).await?)
 }

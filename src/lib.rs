@@ -36,6 +36,8 @@
 //!   PostgreSQL for replicas).
 //! - [`grpc`]: the only module that knows tonic: adapters, conversions,
 //!   credential extraction, the one status table, the listeners' stacks.
+//! - [`webhook`]: Cryptlex's webhooks (signature, replay window, events)
+//!   turned into cache invalidations; mounted on the public listener.
 //! - `fuzzing` (feature `fuzzing` only): entry points for the fuzz targets.
 //!
 //! The stand-in for Cryptlex used by the `sandbox` subcommand and the tests
@@ -57,3 +59,4 @@ pub mod licensing;
 pub(crate) mod metrics;
 pub mod telemetry;
 pub(crate) mod tls;
+pub mod webhook;

@@ -10,7 +10,8 @@
 //! # Naming convention
 //!
 //! - Every name is `licensing_gateway_<subsystem>_<what>[_<unit>]`, with the
-//!   subsystem one of `rpc`, `upstream`, `ledger`, `tls`, `cache`, `budget`.
+//!   subsystem one of `rpc`, `upstream`, `ledger`, `tls`, `cache`, `budget`,
+//!   `webhook`.
 //! - Counters end in `_total`. Durations are histograms in seconds and end
 //!   in `_duration_seconds`. Timestamps are gauges in unix seconds and end in
 //!   `_timestamp_seconds`.
@@ -69,6 +70,12 @@ pub(crate) const TLS_RELOADS_TOTAL: &str = "licensing_gateway_tls_reloads_total"
 /// Counter `{listener}`: TLS handshakes that failed or timed out.
 pub(crate) const TLS_HANDSHAKE_FAILURES_TOTAL: &str =
     "licensing_gateway_tls_handshake_failures_total";
+/// Counter `{outcome}`: deliveries to the Cryptlex webhook endpoint, by what
+/// became of them: `applied`, `replayed` (seen within the replay window),
+/// `unknown_event`, `too_old` (triggered before the replay window, or in the
+/// future), `bad_signature`, `malformed`, `too_large`, `body_timeout`,
+/// `overloaded`, `wrong_method`. Not counted in the RPC metrics.
+pub(crate) const WEBHOOK_DELIVERIES_TOTAL: &str = "licensing_gateway_webhook_deliveries_total";
 /// Gauge `{version}`: always 1; carries the build's version.
 pub(crate) const BUILD_INFO: &str = "licensing_gateway_build_info";
 
@@ -176,4 +183,9 @@ pub(crate) fn set_certificate_expiry(
         "certificate" => certificate
     )
     .set(not_after as f64);
+}
+
+/// Counts one webhook delivery by `outcome` (see [`WEBHOOK_DELIVERIES_TOTAL`]).
+pub(crate) fn record_webhook(outcome: &'static str) {
+    ::metrics::counter!(WEBHOOK_DELIVERIES_TOTAL, "outcome" => outcome).increment(1);
 }

@@ -23,10 +23,11 @@ use url::Url;
 pub use raw::{
     RawAdmin, RawAllowedClient, RawBreaker, RawBudget, RawCache, RawCryptlex, RawInternal,
     RawIssuance, RawLedger, RawLimits, RawLog, RawOtlp, RawPublic, RawSettings, RawSignUp, RawTls,
+    RawWebhook,
 };
 pub use settings::{
     CryptlexSettings, InternalSettings, IssuanceSettings, LedgerSettings, PublicSettings, Settings,
-    TlsFiles,
+    TlsFiles, WebhookSettings,
 };
 
 /// Prefix of environment overrides: `LICENSING_GATEWAY__CRYPTLEX__ACCOUNT_ALIAS`
@@ -92,19 +93,33 @@ impl RawSettings {
             .map_err(|error| ConfigError::one(error.to_string()))
     }
 
-    /// Reads the one file the settings name by content (`cryptlex.pat_file`),
-    /// then checks every setting and returns the typed tree, or every problem.
+    /// Reads the files the settings name by content (`cryptlex.pat_file`,
+    /// `webhook.secret_file`), then checks every setting and returns the
+    /// typed tree, or every problem.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let pat_file = self.cryptlex.pat_file.as_ref().map(std::fs::read_to_string);
-        validate::settings(self, pat_file)
+        let webhook_secret_file = self
+            .webhook
+            .secret_file
+            .as_ref()
+            .map(std::fs::read_to_string);
+        validate::settings(self, pat_file, webhook_secret_file)
     }
 
     /// Returns what these settings allow but an operator should look at, one
     /// line each (check-config prints them, `serve` logs them at start-up).
-    /// Reads the permissions of `cryptlex.pat_file`, nothing else.
+    /// Reads the permissions of `cryptlex.pat_file` and
+    /// `webhook.secret_file`, nothing else.
     pub fn warnings(&self) -> Vec<String> {
         let pat_file = self.cryptlex.pat_file.as_deref().and_then(pat_file_access);
-        validate::warnings(self, pat_file)
+        let webhook_secret_file = self
+            .webhook
+            .secret_file
+            .as_deref()
+            .and_then(pat_file_access);
+        let mut warnings = validate::warnings(self, pat_file);
+        warnings.extend(validate::webhook_warnings(self, webhook_secret_file));
+        warnings
     }
 }
 

@@ -29,6 +29,7 @@ pub struct RawSettings {
     pub admin: RawAdmin,
     pub tls: RawTls,
     pub otlp: RawOtlp,
+    pub webhook: RawWebhook,
 }
 
 /// `[admin]`: the operations HTTP listener (`/metrics`, `/healthz`, `/readyz`).
@@ -59,6 +60,37 @@ pub struct RawOtlp {
     /// The OTLP/HTTP traces endpoint, e.g. `http://otel-collector:4318/v1/traces`.
     pub endpoint: String,
     pub service_name: String,
+}
+
+/// `[webhook]`: the endpoint on the public listener that receives Cryptlex's
+/// webhooks. Without a secret it is off (answers 404).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebhook {
+    /// The secret ("token") the webhook was registered with in Cryptlex;
+    /// prefer `secret_file` or `LICENSING_GATEWAY__WEBHOOK__SECRET`.
+    pub secret: Option<SecretString>,
+    pub secret_file: Option<PathBuf>,
+    /// The path Cryptlex POSTs to, on the public listener.
+    pub path: String,
+    /// How long a delivery is remembered, so a redelivery is not applied
+    /// twice; deliveries triggered longer ago than this are ignored.
+    #[serde(with = "humantime_serde")]
+    pub replay_window: Duration,
+    /// Largest delivery body accepted (Cryptlex sends one DTO).
+    pub max_body_bytes: usize,
+}
+
+impl Default for RawWebhook {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            secret_file: None,
+            path: "/webhooks/cryptlex".into(),
+            replay_window: Duration::from_secs(10 * 60),
+            max_body_bytes: 256 * 1024,
+        }
+    }
 }
 
 impl Default for RawAdmin {

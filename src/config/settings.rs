@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use secrecy::SecretString;
 use url::Url;
 
 use super::raw::{RawCache, RawLimits, RawLog};
@@ -38,6 +39,19 @@ pub struct Settings {
     pub tls_reload_interval: Duration,
     /// OTLP trace export; `None` when off.
     pub otlp: Option<OtlpSettings>,
+    pub webhook: WebhookSettings,
+}
+
+/// Validated `[webhook]`.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// The path on the public listener (always routed, so that it answers
+    /// 404 rather than a gRPC error while the endpoint is off).
+    pub path: String,
+    /// `None`: the endpoint is off.
+    pub secret: Option<SecretString>,
+    pub replay_window: Duration,
+    pub max_body_bytes: usize,
 }
 
 /// Validated `[public]`.

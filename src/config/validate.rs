@@ -18,11 +18,11 @@ use url::Url;
 
 use super::raw::{
     RawAdmin, RawCache, RawCryptlex, RawInternal, RawIssuance, RawLedger, RawLimits, RawLog,
-    RawOtlp, RawPublic, RawSettings,
+    RawOtlp, RawPublic, RawSettings, RawWebhook,
 };
 use super::settings::{
     CryptlexSettings, InternalSettings, IssuanceSettings, LedgerSettings, PublicSettings, Settings,
-    TlsFiles,
+    TlsFiles, WebhookSettings,
 };
 use super::{ConfigError, redact_url_password};
 use crate::cryptlex::{Account, BreakerOptions, BudgetOptions};
@@ -36,11 +36,13 @@ pub(super) type PatFileContents = Result<String, std::io::Error>;
 /// operator sees all of them at once.
 type Problems = Vec<String>;
 
-/// Validates every section of `raw`. `pat_file` is what reading
-/// `cryptlex.pat_file` returned, or `None` when it is not set.
+/// Validates every section of `raw`. `pat_file` and `webhook_secret_file`
+/// are what reading `cryptlex.pat_file` and `webhook.secret_file` returned,
+/// or `None` when they are not set.
 pub(super) fn settings(
     raw: &RawSettings,
     pat_file: Option<PatFileContents>,
+    webhook_secret_file: Option<PatFileContents>,
 ) -> Result<Settings, ConfigError> {
     let mut problems = Problems::new();
     let public = public(&mut problems, &raw.public);
@@ -58,6 +60,7 @@ pub(super) fn settings(
     log(&mut problems, &raw.log);
     let admin_addr = admin(&mut problems, &raw.admin);
     let otlp = otlp(&mut problems, &raw.otlp);
+    let webhook = webhook(&mut problems, &raw.webhook, webhook_secret_file);
 
     let Some(public) = public else {
         // `public` only fails with a recorded problem.
@@ -79,6 +82,7 @@ pub(super) fn settings(
         admin_addr,
         tls_reload_interval: raw.tls.reload_interval,
         otlp,
+        webhook,
     })
 }
 
@@ -568,6 +572,114 @@ fn otlp(problems: &mut Problems, raw: &RawOtlp) -> Option<OtlpSettings> {
     }
 }
 
+/// The largest `webhook.max_body_bytes`: a delivery is one DTO, a few KiB;
+/// the bound keeps a signed-or-not body's memory small.
+const MAX_WEBHOOK_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// The longest `webhook.replay_window`: Cryptlex retries within minutes, and
+/// a longer window only lets older deliveries through.
+const MAX_WEBHOOK_REPLAY_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `[webhook]`: the path, the secret (from `secret` or the already-read
+/// `secret_file`), the replay window and the body bound.
+fn webhook(
+    problems: &mut Problems,
+    raw: &RawWebhook,
+    secret_file: Option<PatFileContents>,
+) -> WebhookSettings {
+    let path = raw.path.trim().to_owned();
+    // A gRPC path is `/package.Service/Method`; ours must not shadow one.
+    let is_grpc_like = path
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .is_some_and(|first| first.contains('.'));
+    let is_plain_path = path.starts_with('/')
+        && path.len() > 1
+        && path.len() <= 256
+        && !path.contains(['?', '#'])
+        && path.parse::<http::uri::PathAndQuery>().is_ok();
+    if !is_plain_path || is_grpc_like {
+        problems.push(format!(
+            "webhook.path {path:?} must be an absolute path such as /webhooks/cryptlex (no query, no dot in its first segment, which gRPC services use)"
+        ));
+    }
+    if raw.replay_window.is_zero() || raw.replay_window > MAX_WEBHOOK_REPLAY_WINDOW {
+        problems.push("webhook.replay_window must be above zero and at most 24h".into());
+    }
+    if raw.max_body_bytes == 0 || raw.max_body_bytes > MAX_WEBHOOK_BODY_BYTES {
+        problems.push(format!(
+            "webhook.max_body_bytes must be above zero and at most {MAX_WEBHOOK_BODY_BYTES}"
+        ));
+    }
+    let trimmed = |secret: &str| SecretString::from(secret.trim().to_owned());
+    let secret = match (&raw.secret, &raw.secret_file, secret_file) {
+        (Some(_), Some(_), _) => {
+            problems.push("webhook: secret and secret_file are both set; set one".into());
+            None
+        }
+        (Some(secret), None, _) if secret.expose_secret().trim().is_empty() => {
+            problems.push("webhook.secret is empty (unset it to turn the endpoint off)".into());
+            None
+        }
+        (Some(secret), None, _) => Some(trimmed(secret.expose_secret())),
+        (None, Some(path), Some(Ok(contents))) if contents.trim().is_empty() => {
+            problems.push(format!("webhook.secret_file {} is empty", path.display()));
+            None
+        }
+        (None, Some(_), Some(Ok(contents))) => Some(trimmed(&contents)),
+        (None, Some(path), Some(Err(error))) => {
+            problems.push(format!(
+                "webhook.secret_file {} cannot be read: {error}",
+                path.display()
+            ));
+            None
+        }
+        (None, Some(path), None) => {
+            problems.push(format!(
+                "webhook.secret_file {} was not read",
+                path.display()
+            ));
+            None
+        }
+        (None, None, _) => None,
+    };
+    WebhookSettings {
+        path,
+        secret,
+        replay_window: raw.replay_window,
+        max_body_bytes: raw.max_body_bytes,
+    }
+}
+
+/// Returns the warning for a `webhook.secret_file` that others can read
+/// (whoever reads it can forge deliveries that empty the caches), judged as
+/// [`warnings`] judges the PAT file.
+pub(super) fn webhook_warnings(
+    raw: &RawSettings,
+    secret_file: Option<PatFileAccess>,
+) -> Vec<String> {
+    let (Some(path), Some(access)) = (&raw.webhook.secret_file, secret_file) else {
+        return Vec::new();
+    };
+    let readers = if access.mode & 0o004 != 0 {
+        Some("every user of this machine")
+    } else if access.mode & 0o040 != 0 && !access.group_is_ours {
+        Some("a group the gateway does not run as")
+    } else {
+        None
+    };
+    readers
+        .map(|readers| {
+            format!(
+                "webhook.secret_file {} can be read by {readers} (mode {:04o}), and whoever holds the secret can send webhooks the gateway trusts: make it readable by the gateway only (chmod 600, or defaultMode 0400 on a Kubernetes Secret volume)",
+                path.display(),
+                access.mode
+            )
+        })
+        .into_iter()
+        .collect()
+}
+
 /// Who can read `cryptlex.pat_file`, from its Unix permissions (read by the
 /// caller: this module does no I/O).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -706,7 +818,7 @@ mod tests {
     }
 
     fn problems(raw: &RawSettings) -> Vec<String> {
-        settings(raw, None)
+        settings(raw, None, None)
             .err()
             .map(|error| error.problems)
             .unwrap_or_default()
@@ -836,5 +948,112 @@ mod tests {
             let raw = raw_with(|raw| raw.ledger.url = fine.into());
             assert_eq!(warnings(&raw, None), Vec::<String>::new(), "{fine}");
         }
+    }
+
+    #[test]
+    fn the_webhook_is_off_without_a_secret_and_on_with_one_trimmed() {
+        let off = settings(&raw_with(|_| {}), None, None).expect("valid");
+        assert!(off.webhook.secret.is_none());
+        assert_eq!(off.webhook.path, "/webhooks/cryptlex");
+        assert_eq!(off.webhook.replay_window, Duration::from_secs(600));
+        assert_eq!(off.webhook.max_body_bytes, 256 * 1024);
+
+        let raw = raw_with(|raw| raw.webhook.secret = Some(" whsec-value \n".into()));
+        let on = settings(&raw, None, None).expect("valid");
+        assert_eq!(
+            on.webhook
+                .secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_owned()),
+            Some("whsec-value".to_owned())
+        );
+        assert!(!format!("{on:?}").contains("whsec-value"));
+
+        let raw = raw_with(|raw| raw.webhook.secret_file = Some("/run/secrets/webhook".into()));
+        let from_file = settings(&raw, None, Some(Ok("file-secret\n".into()))).expect("valid");
+        assert_eq!(
+            from_file
+                .webhook
+                .secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_owned()),
+            Some("file-secret".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_webhook_secret_set_twice_empty_or_unreadable_is_refused_without_showing_it() {
+        let both = raw_with(|raw| {
+            raw.webhook.secret = Some("inline-secret".into());
+            raw.webhook.secret_file = Some("/run/secrets/webhook".into());
+        });
+        let found = settings(&both, None, Some(Ok("file-secret".into())))
+            .expect_err("both set")
+            .problems;
+        assert_one(&found, "both set", "both");
+        assert!(!found[0].contains("inline-secret") && !found[0].contains("file-secret"));
+
+        let empty = raw_with(|raw| raw.webhook.secret = Some("  ".into()));
+        assert_one(&problems(&empty), "webhook.secret is empty", "empty");
+
+        let file = raw_with(|raw| raw.webhook.secret_file = Some("/nope".into()));
+        let unreadable = settings(
+            &file,
+            None,
+            Some(Err(std::io::Error::from(std::io::ErrorKind::NotFound))),
+        )
+        .expect_err("unreadable")
+        .problems;
+        assert_one(&unreadable, "cannot be read", "unreadable");
+        let blank = settings(&file, None, Some(Ok("\n".into())))
+            .expect_err("blank")
+            .problems;
+        assert_one(&blank, "is empty", "blank file");
+    }
+
+    #[test]
+    fn webhook_paths_bodies_and_windows_out_of_bounds_are_refused() {
+        for path in [
+            "webhooks",
+            "/",
+            "/licensing.v1.UserService/Login",
+            "/a?b=1",
+            "",
+        ] {
+            let raw = raw_with(|raw| raw.webhook.path = path.into());
+            assert_one(&problems(&raw), "webhook.path", path);
+        }
+        let raw = raw_with(|raw| raw.webhook.path = "/hooks/cryptlex-1".into());
+        assert_eq!(problems(&raw), Vec::<String>::new());
+        let raw = raw_with(|raw| raw.webhook.max_body_bytes = 0);
+        assert_one(&problems(&raw), "webhook.max_body_bytes", "zero body");
+        let raw = raw_with(|raw| raw.webhook.replay_window = Duration::ZERO);
+        assert_one(&problems(&raw), "webhook.replay_window", "zero window");
+        let raw = raw_with(|raw| raw.webhook.replay_window = Duration::from_secs(2 * 86_400));
+        assert_one(&problems(&raw), "webhook.replay_window", "long window");
+    }
+
+    #[test]
+    fn a_webhook_secret_file_others_can_read_is_a_warning() {
+        let raw = raw_with(|raw| raw.webhook.secret_file = Some("/run/secrets/webhook".into()));
+        let open = PatFileAccess {
+            mode: 0o644,
+            group_is_ours: false,
+        };
+        assert_one(
+            &webhook_warnings(&raw, Some(open)),
+            "webhook.secret_file",
+            "0644",
+        );
+        let group = PatFileAccess {
+            mode: 0o440,
+            group_is_ours: true,
+        };
+        assert_eq!(webhook_warnings(&raw, Some(group)), Vec::<String>::new());
+        let private = PatFileAccess {
+            mode: 0o600,
+            group_is_ours: false,
+        };
+        assert_eq!(webhook_warnings(&raw, Some(private)), Vec::<String>::new());
     }
 }

@@ -1,7 +1,8 @@
 //! The listeners' tower stacks and service sets.
 //!
 //! The public listener serves `UserService` over gRPC and gRPC-Web (HTTP/1.1
-//! and HTTP/2) with CORS, plus health and reflection. The internal listener
+//! and HTTP/2) with CORS, plus health and reflection, and Cryptlex's
+//! webhook endpoint (plain HTTP, see [`WebhookRouteLayer`]). The internal listener
 //! (mutual TLS) serves `IssuanceService`, health and reflection, and nothing
 //! else. Both stacks are built here and read top-down: the first layer is the
 //! outermost.
@@ -11,9 +12,11 @@
 //! configuration; the README's "Limits and abuse" lists them all).
 
 use std::future::Future;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
+use futures::future::BoxFuture;
 use http::header::{AUTHORIZATION, COOKIE, HeaderName};
 use http::{HeaderValue, Method};
 use prost::Message as _;
@@ -44,6 +47,7 @@ use super::pb;
 use super::request_timeout::answer_elapsed;
 use super::rpc_metrics::RpcMetricsLayer;
 use crate::tls::HandshakeLimits;
+use crate::webhook::Webhook;
 
 /// The bounds both listeners apply to their connections and calls.
 #[derive(Debug, Clone, Copy)]
@@ -186,6 +190,9 @@ pub struct PublicOptions {
     /// Browser origins allowed to call over gRPC-Web (exact matches).
     pub cors_allowed_origins: Vec<HeaderValue>,
     pub limits: ServerLimits,
+    /// Cryptlex's webhook endpoint, served on its path (404 while it has no
+    /// secret).
+    pub webhook: Webhook,
 }
 
 /// Serves the public listener on the connections of `incoming` (plain TCP,
@@ -211,6 +218,15 @@ where
     introspection.add_to(&mut routes, service_name);
 
     let stack = front_layers(connections)
+        // The webhook path leaves the stack here, before anything that
+        // speaks gRPC: tonic-web answers any HTTP/1.1 request that is not
+        // gRPC-Web with 400, the timeout and overload layers answer with
+        // gRPC statuses (an HTTP 200 that Cryptlex would take for success),
+        // and the RPC metrics would count it as a call. It keeps the
+        // connection bookkeeping, request id and trace span above, and
+        // brings its own bounds (body size and time, a few deliveries at
+        // once, none of the gRPC calls' slots).
+        .layer(WebhookRouteLayer::new(options.webhook))
         // CORS outside gRPC-Web, so preflights are answered before the
         // gRPC-Web translation and errors stay readable by browsers.
         .layer(cors(options.cors_allowed_origins))
@@ -230,6 +246,69 @@ where
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// Routes requests for the webhook path to [`Webhook`], and everything else
+/// to the gRPC stack inside, answering both with one body type.
+#[derive(Debug, Clone)]
+pub(super) struct WebhookRouteLayer {
+    webhook: Webhook,
+}
+
+impl WebhookRouteLayer {
+    fn new(webhook: Webhook) -> Self {
+        Self { webhook }
+    }
+}
+
+impl<S> tower::Layer<S> for WebhookRouteLayer {
+    type Service = WebhookRoute<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WebhookRoute {
+            inner,
+            webhook: self.webhook.clone(),
+        }
+    }
+}
+
+/// The service built by [`WebhookRouteLayer`].
+#[derive(Debug, Clone)]
+pub(super) struct WebhookRoute<S> {
+    inner: S,
+    webhook: Webhook,
+}
+
+impl<S, ResBody> tower::Service<http::Request<tonic::body::Body>> for WebhookRoute<S>
+where
+    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: http_body::Body<Data = prost::bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        // The exact path only: `/webhooks/cryptlex/x` is nobody's, and goes
+        // on to the gRPC routes, which know no such path.
+        if request.uri().path() == self.webhook.path() {
+            let webhook = self.webhook.clone();
+            return Box::pin(async move {
+                Ok(webhook.handle(request).await.map(tonic::body::Body::new))
+            });
+        }
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            call.await
+                .map(|response| response.map(tonic::body::Body::new))
+        })
+    }
 }
 
 /// What [`front_layers`] builds.

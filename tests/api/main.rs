@@ -21,3 +21,4 @@ mod throttle;
 mod token_abuse;
 mod upstream_answers;
 mod user;
+mod webhooks;
