@@ -145,16 +145,23 @@ impl Client {
         // (as throttled or short-circuited) so operators see them. A probe's
         // admission dropped unsettled (budget refused, caller gone) hands the
         // breaker back.
+        // A user's read is shared fairly by session; a background refresh
+        // of one (stale-while-revalidate) spends only budget nobody needs.
+        let priority = match (call.priority, ctx.read_share) {
+            (Priority::Read, Some(share)) if share.background => Priority::Background,
+            (priority, _) => priority,
+        };
+        let share = ctx.read_share.filter(|_| call.priority == Priority::Read);
         let admitted = match self.breaker.admit() {
             Err(retry_after) => Err(CryptlexError::CircuitOpen { retry_after }),
             Ok(admission) => self
                 .budget
-                .acquire(call.priority, ctx.deadline)
+                .acquire(priority, ctx.deadline, share)
                 .await
                 .map(|()| admission)
                 .map_err(|exhausted| CryptlexError::BudgetExhausted {
                     retry_after: exhausted.retry_after,
-                    priority: call.priority,
+                    priority,
                 }),
         };
         let mut admission = match admitted {
