@@ -1274,4 +1274,438 @@ mod tests {
             "the newcomer took the next slot to free"
         );
     }
+
+    fn share(session: u64, vouched: bool) -> Option<ReadShare> {
+        Some(ReadShare {
+            session,
+            vouched,
+            background: false,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_read_is_never_pushed_back_by_later_higher_priority_calls() {
+        let budget = budget(10);
+        let far = Instant::now() + Duration::from_secs(30);
+        // Reads may use 7 slots: one started now, six two seconds later.
+        take(&budget, Priority::Read, 1).await;
+        tokio::time::advance(Duration::from_secs(2)).await;
+        take(&budget, Priority::Read, 6).await;
+        // 50 ms before the first slot frees; reads may wait 100 ms.
+        tokio::time::advance(Duration::from_millis(3200)).await;
+        let read = tokio::spawn({
+            let budget = budget.clone();
+            async move {
+                budget.acquire(Priority::Read, far, None).await?;
+                Ok::<_, Exhausted>(Instant::now())
+            }
+        });
+        until(|| budget.snapshot().waiters == 1).await;
+
+        // Issuance and sign-in arrive after it and take what is left (which
+        // used to push the read past its wait, to fail when it woke).
+        let arrived = Instant::now();
+        take(&budget, Priority::Issuance, 2).await;
+        let sign_in = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.acquire(Priority::SignIn, far, None).await }
+        });
+
+        let started = read.await.expect("task").expect("the booked slot is kept");
+        assert_eq!(started - arrived, Duration::from_millis(50));
+        sign_in
+            .await
+            .expect("task")
+            .expect("sign-in gets a later slot");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_load_a_read_is_refused_without_waiting_or_waits_and_starts() {
+        let budget = budget(10);
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let mut calls = Vec::new();
+        // A fixed pseudo-random mix: mostly reads, some of every priority,
+        // arriving 0 to 150 ms apart for 30 s.
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(30) {
+            let priority = match next() % 10 {
+                0 => Priority::Issuance,
+                1 => Priority::SignIn,
+                2 => Priority::Session,
+                3 => Priority::Background,
+                _ => Priority::Read,
+            };
+            let session = next() % 4;
+            let budget = budget.clone();
+            let outcomes = Arc::clone(&outcomes);
+            calls.push(tokio::spawn(async move {
+                let arrived = Instant::now();
+                let result = budget
+                    .acquire(
+                        priority,
+                        arrived + Duration::from_secs(2),
+                        share(session, session != 0),
+                    )
+                    .await;
+                outcomes.lock().expect("lock").push((
+                    priority,
+                    arrived,
+                    Instant::now(),
+                    result.is_ok(),
+                ));
+            }));
+            tokio::time::sleep(Duration::from_millis(next() % 150)).await;
+        }
+        for call in calls {
+            call.await.expect("task");
+        }
+
+        let outcomes = outcomes.lock().expect("lock");
+        let refused_reads = outcomes
+            .iter()
+            .filter(|(priority, _, _, ok)| priority.is_low() && !ok)
+            .count();
+        assert!(refused_reads > 50, "the budget was not exhausted");
+        for (priority, arrived, done, ok) in outcomes.iter() {
+            let waited = *done - *arrived;
+            if priority.is_low() && !ok {
+                assert_eq!(waited, Duration::ZERO, "a refused {priority:?} call waited");
+            }
+            if *ok && priority.is_low() {
+                assert!(
+                    waited <= Duration::from_millis(100),
+                    "{priority:?} waited {waited:?}"
+                );
+            }
+        }
+        let mut starts: Vec<Instant> = outcomes
+            .iter()
+            .filter(|(_, _, _, ok)| *ok)
+            .map(|(_, _, done, _)| *done)
+            .collect();
+        starts.sort_unstable();
+        assert_within_limit(&starts, 10, Duration::from_secs(5));
+    }
+
+    /// Fails if more than `limit` of `starts` (sorted) fall in any window.
+    #[track_caller]
+    fn assert_within_limit(starts: &[Instant], limit: usize, window: Duration) {
+        for (index, start) in starts.iter().enumerate() {
+            let in_window = starts[index..]
+                .iter()
+                .take_while(|other| other.duration_since(*start) < window)
+                .count();
+            assert!(in_window <= limit, "{in_window} calls in one window");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_refreshes_use_only_spare_budget_and_never_wait() {
+        // 50 calls, 35 for reads, of which 10 must stay free.
+        let budget = Budget::new(BudgetOptions {
+            max_read_wait: Duration::from_secs(10),
+            session_share: 1,
+            ..BudgetOptions::default()
+        });
+        let far = Instant::now() + Duration::from_secs(30);
+        take(&budget, Priority::Read, 25).await;
+        // 10 of the reads' slots are free: just enough.
+        take(&budget, Priority::Background, 1).await;
+        let arrived = Instant::now();
+        let refused = budget
+            .acquire(Priority::Background, far, None)
+            .await
+            .expect_err("only 9 of the reads' slots are free");
+        assert_eq!(arrived.elapsed(), Duration::ZERO);
+        assert_eq!(refused.retry_after, Duration::from_secs(5) + WINDOW_MARGIN);
+        // Reads still have their slots.
+        take(&budget, Priority::Read, 9).await;
+
+        // A call waiting anywhere stops background refreshes too, whatever
+        // is free.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        take(&budget, Priority::Session, 1).await;
+        let session = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.acquire(Priority::Session, far, None).await }
+        });
+        until(|| budget.snapshot().waiters == 1).await;
+        assert!(
+            budget
+                .acquire(Priority::Background, far, None)
+                .await
+                .is_err()
+        );
+        assert_eq!(arrived.elapsed(), Duration::from_secs(6));
+        session.await.expect("task").expect("session slot");
+        take(&budget, Priority::Background, 1).await;
+        assert_eq!(Priority::Background.as_str(), "background");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_session_starts_at_most_its_reads_per_window() {
+        let budget = budget_of(50);
+        let far = Instant::now() + Duration::from_secs(30);
+        for _ in 0..6 {
+            budget
+                .acquire(Priority::Read, far, share(1, true))
+                .await
+                .expect("within the session's share");
+        }
+        let arrived = Instant::now();
+        let refused = budget
+            .acquire(Priority::Read, far, share(1, true))
+            .await
+            .expect_err("the session's share is used, and its slot is beyond the wait");
+        assert_eq!(arrived.elapsed(), Duration::ZERO);
+        assert_eq!(refused.retry_after, Duration::from_secs(5) + WINDOW_MARGIN);
+        // Others read on, and internal reads (no share) are not held to it.
+        budget
+            .acquire(Priority::Read, far, share(2, true))
+            .await
+            .expect("another session");
+        take(&budget, Priority::Read, 1).await;
+
+        tokio::time::advance(Duration::from_secs(5) + WINDOW_MARGIN).await;
+        assert_eq!(
+            budget.sessions_tracked(),
+            0,
+            "entries leave with their calls"
+        );
+        budget
+            .acquire(Priority::Read, far, share(1, true))
+            .await
+            .expect("a new window");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_unvouched_sessions_cannot_take_the_vouched_reads() {
+        let budget = budget_of(50);
+        let far = Instant::now() + Duration::from_secs(30);
+        let mut admitted = 0;
+        for session in 0..200 {
+            let arrived = Instant::now();
+            match budget
+                .acquire(Priority::Read, far, share(1000 + session, false))
+                .await
+            {
+                Ok(()) => admitted += 1,
+                Err(refused) => {
+                    assert_eq!(arrived.elapsed(), Duration::ZERO);
+                    assert!(refused.retry_after > Duration::ZERO);
+                }
+            }
+        }
+        assert_eq!(admitted, 10, "the unvouched sessions' share");
+        assert!(
+            budget.sessions_tracked() <= 10,
+            "only sessions with calls are kept"
+        );
+        // The rest of the reads' 35 is the vouched sessions'.
+        for session in 0..25 {
+            budget
+                .acquire(Priority::Read, far, share(session, true))
+                .await
+                .expect("a vouched read");
+        }
+        assert!(
+            budget
+                .acquire(Priority::Read, far, share(99, true))
+                .await
+                .is_err(),
+            "the reads' share is used"
+        );
+        take(&budget, Priority::SignIn, 5).await;
+    }
+
+    fn budget_of(max_requests: u32) -> Budget {
+        Budget::new(BudgetOptions {
+            max_requests,
+            ..BudgetOptions::default()
+        })
+    }
+
+    /// An in-memory shared window with the same sliding-window semantics as
+    /// the PostgreSQL one; it can be made unreachable or unanswering.
+    #[derive(Debug, Default)]
+    struct MemoryWindow {
+        starts: Mutex<VecDeque<Instant>>,
+        unavailable: std::sync::atomic::AtomicBool,
+        unanswering: std::sync::atomic::AtomicBool,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SharedWindow for MemoryWindow {
+        fn try_start(
+            &self,
+            limit: u32,
+            window: Duration,
+            _timeout: Duration,
+        ) -> futures::future::BoxFuture<'_, Result<Admit, SharedWindowUnavailable>> {
+            use std::sync::atomic::Ordering;
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                if self.unanswering.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+                if self.unavailable.load(Ordering::SeqCst) {
+                    return Err(SharedWindowUnavailable {
+                        reason: "connection refused".into(),
+                    });
+                }
+                let now = Instant::now();
+                let mut starts = self.starts.lock().expect("lock");
+                while starts
+                    .front()
+                    .is_some_and(|start| now.duration_since(*start) >= window)
+                {
+                    starts.pop_front();
+                }
+                if starts.len() < limit as usize {
+                    starts.push_back(now);
+                    Ok(Admit::Started)
+                } else {
+                    Ok(Admit::NotBefore(starts[0] + window - now))
+                }
+            })
+        }
+    }
+
+    fn replicas(options: BudgetOptions) -> (Arc<MemoryWindow>, Budget, Budget) {
+        let window = Arc::new(MemoryWindow::default());
+        let first = Budget::new(options).with_shared(window.clone());
+        let second = Budget::new(options).with_shared(window.clone());
+        (window, first, second)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replicas_sharing_a_window_never_exceed_the_limit_together() {
+        let (_window, first, second) = replicas(*budget(10).options());
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let mut calls = Vec::new();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..400u64 {
+            let budget = if next() % 2 == 0 { &first } else { &second };
+            let budget = budget.clone();
+            let priority = Priority::ALL[(next() % 5) as usize];
+            let starts = Arc::clone(&starts);
+            calls.push(tokio::spawn(async move {
+                let arrived = Instant::now();
+                let result = budget
+                    .acquire(
+                        priority,
+                        arrived + Duration::from_secs(3),
+                        share(round % 7, true),
+                    )
+                    .await;
+                if result.is_ok() {
+                    starts.lock().expect("lock").push(Instant::now());
+                } else if priority.is_low() {
+                    assert_eq!(arrived.elapsed(), Duration::ZERO, "refused after waiting");
+                }
+                result.is_ok()
+            }));
+            if next() % 3 == 0 {
+                tokio::time::sleep(Duration::from_millis(next() % 120)).await;
+            }
+        }
+        let mut admitted = 0;
+        for call in calls {
+            admitted += usize::from(call.await.expect("task"));
+        }
+        let mut starts = starts.lock().expect("lock").clone();
+        starts.sort_unstable();
+        assert!(admitted > 20 && admitted < 400, "{admitted} admitted");
+        assert_within_limit(&starts, 10, Duration::from_secs(5));
+        assert_eq!(first.snapshot().mode, BudgetMode::Shared);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn priorities_hold_across_replicas() {
+        // 10 calls: reads 7, sign-in 8, issuance 10.
+        let (window, first, second) = replicas(*budget(10).options());
+        let far = Instant::now() + Duration::from_secs(30);
+        take(&first, Priority::Read, 7).await;
+
+        let arrived = Instant::now();
+        let refused = second
+            .acquire(Priority::Read, far, None)
+            .await
+            .expect_err("the other replica used the reads' share");
+        assert_eq!(arrived.elapsed(), Duration::ZERO, "decided at once");
+        assert_eq!(refused.retry_after, Duration::from_secs(5) + WINDOW_MARGIN);
+        take(&second, Priority::SignIn, 1).await;
+        take(&second, Priority::Issuance, 2).await;
+        assert_eq!(window.starts.lock().expect("lock").len(), 10);
+
+        // Issuance waits for the shared slot, within its deadline.
+        let started = Instant::now();
+        take(&second, Priority::Issuance, 1).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(5) + WINDOW_MARGIN);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_shared_window_falls_back_to_the_static_share() {
+        use std::sync::atomic::Ordering;
+        // 10 calls shared, 6 alone; reads 7 and 3 of them.
+        let (window, first, _second) = replicas(BudgetOptions {
+            fallback_share: 6,
+            ..*budget(10).options()
+        });
+        let far = Instant::now() + Duration::from_secs(30);
+        window.unavailable.store(true, Ordering::SeqCst);
+        take(&first, Priority::Read, 3).await;
+        assert_eq!(first.snapshot().mode, BudgetMode::Fallback);
+        assert!(first.acquire(Priority::Read, far, None).await.is_err());
+        take(&first, Priority::Issuance, 3).await;
+        assert_eq!(first.snapshot().remaining, 0);
+        // Only the first call (and none within the retry interval) asked.
+        assert_eq!(window.calls.load(Ordering::SeqCst), 1);
+
+        window.unavailable.store(false, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        take(&first, Priority::Read, 1).await;
+        assert_eq!(first.snapshot().mode, BudgetMode::Shared);
+        assert_eq!(window.starts.lock().expect("lock").len(), 1);
+        take(&first, Priority::Read, 6).await;
+        assert_eq!(window.starts.lock().expect("lock").len(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_dropped_while_the_shared_window_answers_leaves_nothing_behind() {
+        use std::sync::atomic::Ordering;
+        let (window, first, _second) = replicas(*budget(10).options());
+        let far = Instant::now() + Duration::from_secs(30);
+        window.unanswering.store(true, Ordering::SeqCst);
+        let call = tokio::spawn({
+            let first = first.clone();
+            async move { first.acquire(Priority::Issuance, far, None).await }
+        });
+        until(|| window.calls.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(first.snapshot().remaining, 9, "counted while it asks");
+
+        call.abort();
+        assert!(call.await.expect_err("aborted").is_cancelled());
+        let snapshot = first.snapshot();
+        assert_eq!((snapshot.remaining, snapshot.waiters), (10, 0));
+
+        // An answer that never comes is an unreachable window.
+        let started = Instant::now();
+        take(&first, Priority::Issuance, 1).await;
+        assert_eq!(started.elapsed(), SHARED_TIMEOUT + MIN_SHARED_PAUSE);
+        assert_eq!(first.snapshot().mode, BudgetMode::Fallback);
+    }
 }
