@@ -402,6 +402,8 @@ struct Slot<'a> {
     kept: bool,
     /// The mode whose limits admitted it.
     admitted: BudgetMode,
+    /// It booked a slot (rather than starting at once).
+    booked: bool,
 }
 
 impl Slot<'_> {
@@ -522,7 +524,8 @@ impl Budget {
                 slot.keep();
                 return Ok(());
             };
-            let consult = self.lock().consult(Instant::now(), slot.admitted);
+            let waited = slot.booked && priority.is_low();
+            let consult = self.lock().consult(Instant::now(), slot.admitted, waited);
             let probe = match consult {
                 Consult::No => {
                     slot.keep();
@@ -627,6 +630,7 @@ impl Budget {
             waiting: waits,
             kept: false,
             admitted: state.mode,
+            booked: waits,
         };
         if waits {
             *state.waiting.get_mut(priority) += 1;
@@ -769,8 +773,13 @@ impl State {
     }
 
     /// Whether the call that just took its local slot asks the shared
-    /// window; while falling back, one call per interval does.
-    fn consult(&mut self, now: Instant, admitted: BudgetMode) -> Consult {
+    /// window; while falling back, one call per interval does. A read or
+    /// session call that waited for a slot of the fallback share starts in
+    /// it: asking now could only refuse it after its wait.
+    fn consult(&mut self, now: Instant, admitted: BudgetMode, low_and_waited: bool) -> Consult {
+        if admitted == BudgetMode::Fallback && low_and_waited {
+            return Consult::No;
+        }
         match self.mode {
             BudgetMode::Local => Consult::No,
             BudgetMode::Shared => Consult::Shared,
@@ -1707,5 +1716,35 @@ mod tests {
         take(&first, Priority::Issuance, 1).await;
         assert_eq!(started.elapsed(), SHARED_TIMEOUT + MIN_SHARED_PAUSE);
         assert_eq!(first.snapshot().mode, BudgetMode::Fallback);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_that_waited_in_the_fallback_share_starts_even_if_the_shared_window_is_back_and_full()
+     {
+        use std::sync::atomic::Ordering;
+        let (window, first, second) = replicas(BudgetOptions {
+            fallback_share: 6,
+            ..*budget(10).options()
+        });
+        let far = Instant::now() + Duration::from_secs(30);
+        window.unavailable.store(true, Ordering::SeqCst);
+        take(&first, Priority::Read, 3).await;
+        // 50 ms before the fallback share's first read slot frees.
+        tokio::time::advance(Duration::from_millis(5200)).await;
+        let read = tokio::spawn({
+            let first = first.clone();
+            async move { first.acquire(Priority::Read, far, None).await }
+        });
+        until(|| first.snapshot().waiters == 1).await;
+        // Meanwhile the shared window is back, and the other replica fills
+        // the reads' share in it.
+        window.unavailable.store(false, Ordering::SeqCst);
+        take(&second, Priority::Read, 7).await;
+
+        let arrived = Instant::now();
+        read.await
+            .expect("task")
+            .expect("a read that waited for its slot is not refused after all");
+        assert_eq!(arrived.elapsed(), Duration::from_millis(50));
     }
 }
