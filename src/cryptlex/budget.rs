@@ -449,6 +449,7 @@ enum Consult {
 impl Budget {
     /// Creates a budget.
     pub(crate) fn new(options: BudgetOptions) -> Self {
+        super::observe::budget_mode(BudgetMode::Local);
         Self {
             options,
             state: Arc::new(Mutex::new(State {
