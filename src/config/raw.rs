@@ -190,6 +190,17 @@ pub struct RawBudget {
     pub reserved_for_sign_in: u32,
     #[serde(with = "humantime_serde")]
     pub max_read_wait: Duration,
+    /// Calls per window this replica may start while the budget shared with
+    /// other replicas (PostgreSQL ledger) cannot be reached. Unset: 25,
+    /// within what `max_requests` and the reserves allow.
+    pub fallback_share: Option<u32>,
+    /// Most reads one session starts per window.
+    pub per_session_reads: u32,
+    /// Most reads all unvouched sessions together start per window.
+    pub unvouched_reads: u32,
+    /// Slots of the reads' share that must be free for a background refresh.
+    /// Unset: 10, within the reads' share.
+    pub background_headroom: Option<u32>,
 }
 
 /// `[cryptlex.breaker]`.
@@ -311,6 +322,10 @@ impl Default for RawBudget {
             reserved_for_issuance: defaults.reserved_for_issuance,
             reserved_for_sign_in: defaults.reserved_for_sign_in,
             max_read_wait: defaults.max_read_wait,
+            fallback_share: None,
+            per_session_reads: defaults.per_session_reads,
+            unvouched_reads: defaults.unvouched_reads,
+            background_headroom: None,
         }
     }
 }

@@ -233,16 +233,52 @@ fn cryptlex(
         }
     }
     let budget = &raw.budget;
+    let defaults = BudgetOptions::default();
+    let reserves = budget.reserved_for_issuance + budget.reserved_for_sign_in;
+    let mut fallback_share = defaults.fallback_share;
+    let mut background_headroom = defaults.background_headroom;
     if budget.max_requests == 0 || budget.window.is_zero() {
         problems.push(
             "cryptlex.budget.max_requests and cryptlex.budget.window must be above zero".into(),
         );
-    } else if budget.reserved_for_issuance + budget.reserved_for_sign_in >= budget.max_requests {
+    } else if reserves >= budget.max_requests {
         problems.push(format!(
             "cryptlex.budget: reserved_for_issuance + reserved_for_sign_in ({}) must be below max_requests ({}), or reads could never reach Cryptlex",
-            budget.reserved_for_issuance + budget.reserved_for_sign_in,
-            budget.max_requests
+            reserves, budget.max_requests
         ));
+    } else {
+        let reads_share = budget.max_requests - reserves;
+        // Unset, the defaults shrink to fit a smaller configured limit.
+        fallback_share = budget.fallback_share.unwrap_or_else(|| {
+            defaults
+                .fallback_share
+                .clamp(reserves + 1, budget.max_requests)
+        });
+        background_headroom = budget
+            .background_headroom
+            .unwrap_or_else(|| defaults.background_headroom.min(reads_share - 1));
+        if fallback_share <= reserves || fallback_share > budget.max_requests {
+            problems.push(format!(
+                "cryptlex.budget.fallback_share ({fallback_share}) must be above reserved_for_issuance + reserved_for_sign_in ({reserves}), or reads could never start while the shared budget is unreachable, and at most max_requests ({})",
+                budget.max_requests
+            ));
+        }
+        if background_headroom >= reads_share {
+            problems.push(format!(
+                "cryptlex.budget.background_headroom ({background_headroom}) must be below the reads' share (max_requests - reserved_for_issuance - reserved_for_sign_in = {reads_share}), or background refreshes could never start"
+            ));
+        }
+    }
+    for (key, value) in [
+        (
+            "cryptlex.budget.per_session_reads",
+            budget.per_session_reads,
+        ),
+        ("cryptlex.budget.unvouched_reads", budget.unvouched_reads),
+    ] {
+        if value == 0 {
+            problems.push(format!("{key} must be above zero"));
+        }
     }
     if raw.breaker.failure_threshold == 0 {
         problems.push("cryptlex.breaker.failure_threshold must be above zero".into());
@@ -260,6 +296,10 @@ fn cryptlex(
             reserved_for_issuance: budget.reserved_for_issuance,
             reserved_for_sign_in: budget.reserved_for_sign_in,
             max_read_wait: budget.max_read_wait,
+            fallback_share,
+            per_session_reads: budget.per_session_reads,
+            unvouched_reads: budget.unvouched_reads,
+            background_headroom,
             ..BudgetOptions::default()
         },
         breaker: BreakerOptions {
@@ -844,6 +884,55 @@ mod tests {
         ] {
             let raw = raw_with(|raw| raw.cryptlex.base_url = local.into());
             assert_eq!(problems(&raw), Vec::<String>::new(), "{local}");
+        }
+    }
+
+    #[test]
+    fn budget_shares_are_checked_and_unset_ones_fit_a_smaller_limit() {
+        let fits = |raw: &RawSettings| settings(raw, None).expect("valid").cryptlex.budget;
+        let defaults = fits(&raw_with(|_| {}));
+        assert_eq!(
+            (
+                defaults.fallback_share,
+                defaults.per_session_reads,
+                defaults.unvouched_reads,
+                defaults.background_headroom
+            ),
+            (25, 6, 10, 10)
+        );
+        // 20 calls, 15 reserved: unset shares shrink to what is left.
+        let small = fits(&raw_with(|raw| raw.cryptlex.budget.max_requests = 20));
+        assert_eq!((small.fallback_share, small.background_headroom), (20, 4));
+
+        for (case, change, expected) in [
+            (
+                "fallback above the limit",
+                (|raw: &mut RawSettings| raw.cryptlex.budget.fallback_share = Some(51))
+                    as fn(&mut RawSettings),
+                "fallback_share (51)",
+            ),
+            (
+                "fallback within the reserves",
+                |raw| raw.cryptlex.budget.fallback_share = Some(15),
+                "fallback_share (15)",
+            ),
+            (
+                "headroom the size of the reads' share",
+                |raw| raw.cryptlex.budget.background_headroom = Some(35),
+                "background_headroom (35)",
+            ),
+            (
+                "no reads per session",
+                |raw| raw.cryptlex.budget.per_session_reads = 0,
+                "per_session_reads",
+            ),
+            (
+                "no unvouched reads",
+                |raw| raw.cryptlex.budget.unvouched_reads = 0,
+                "unvouched_reads",
+            ),
+        ] {
+            assert_one(&problems(&raw_with(change)), expected, case);
         }
     }
 

@@ -9,30 +9,49 @@
 //! Calls have priorities. Reads may only use the budget down to a reserve,
 //! sign-in calls down to a smaller one, and issuance may use all of it, so a
 //! burst of page views cannot delay a paid order. Session calls (refresh and
-//! logout) come last: they keep the reads' reserve and may use only a share
-//! of each window besides, because anyone can send them with junk tokens that
-//! nothing can tell from real ones; a flood of them then costs the reads
-//! their share at most and never reaches the slots Login needs. A call that cannot start in
-//! time (before the caller's deadline, and within its class's maximum wait)
-//! fails at once with the time to come back; there is no unbounded queue.
+//! logout) keep the reads' reserve and may use only a share of each window
+//! besides, because anyone can send them with junk tokens that nothing can
+//! tell from real ones; a flood of them then costs the reads their share at
+//! most and never reaches the slots Login needs. Background refreshes
+//! (stale-while-revalidate) come last of all: they start only when nobody is
+//! waiting and plenty of the reads' share is free, and never wait.
 //!
-//! # Waiting
+//! Reads are also shared fairly: one session may start only
+//! `per_session_reads` per window, and all sessions whose token nothing
+//! vouches for (anyone can make one up) together only `unvouched_reads`, so
+//! neither one heavy user nor a flood of distinct made-up sessions can take
+//! the reads' whole share from known users.
 //!
-//! A call that cannot start at once waits in line, and the line is part of
-//! the arithmetic: a call's slot is the one left after every call ahead of it
-//! has taken one (all waiting calls of a higher priority, and those of its own
-//! priority that came earlier). So whether a wait can succeed is known before
-//! it begins, and a read whose slot is further away than `max_read_wait` is
-//! refused at once, with that slot's time as `retry_after`, instead of waiting
-//! only to fail. (A call that arrives later with a higher priority can still
-//! push a waiting call past its limit; then it fails when it wakes.) A newcomer
-//! never takes a slot that a waiting call of its own or a higher priority is
-//! about to take.
+//! # Deciding at once
+//!
+//! A call that cannot start now books the first slot it may have: the log
+//! holds the calls that started and, at their future times, the calls that
+//! booked a slot. Everyone counts both, so a booked slot is never taken by
+//! anyone else, whatever arrives later: a call that waits is certain to
+//! start, and a call whose first possible slot is too far away (past the
+//! caller's deadline, or `max_read_wait` for reads and session calls) is
+//! refused in microseconds, with that slot's time as `retry_after`. Priority
+//! does not reorder the waiting calls: it is in the limits instead, because
+//! reads never book the slots reserved for sign-in and issuance. The only
+//! thing that can still stop a booked call is Cryptlex itself: after a 429
+//! every call waits out its `Retry-After`, and one that cannot is refused.
 //!
 //! Each priority has its own bounded number of waiting places, so reads (and
 //! junk sent as reads) can never take the places of sign-in or issuance, nor
-//! sign-in those of issuance. A waiting call holds its place through a guard,
-//! so the place is given back on every path, a caller that goes away included.
+//! sign-in those of issuance. A booking is held by a guard, so it is given
+//! back on every path, a caller that goes away included.
+//!
+//! # Replicas
+//!
+//! With a [`SharedWindow`] (replicas behind one egress IP sharing the count,
+//! e.g. in PostgreSQL), a call also needs the shared window to record its
+//! start, under the same limit its priority has locally, so priorities hold
+//! across replicas. Reads, session calls and background refreshes never wait
+//! in this mode (another replica may take any slot they would wait for);
+//! sign-in and issuance wait for the time the shared window names, within
+//! their deadline. When the shared window cannot be reached, this replica
+//! falls back to its static share (`fallback_share`) and looks again every
+//! [`SHARED_RETRY_INTERVAL`].
 //!
 //! The budget also follows what Cryptlex says: `X-Rate-Limit-Remaining` and
 //! `X-Rate-Limit-Reset` cap it when another client on the same IP spends
@@ -45,33 +64,57 @@
 //! | slots only issuance may use | 10 | `cryptlex.budget.reserved_for_issuance` |
 //! | further slots reads may not use | 5 | `cryptlex.budget.reserved_for_sign_in` |
 //! | session calls (refresh, logout) starting per window | 10 | [`BudgetOptions::session_share`] (in code, not configurable) |
+//! | reads one session starts per window | 6 | `cryptlex.budget.per_session_reads` |
+//! | reads all unvouched sessions start per window | 10 | `cryptlex.budget.unvouched_reads` |
+//! | reads' slots that must be free for a background refresh | 10 | `cryptlex.budget.background_headroom` |
+//! | calls per window when the shared window is unreachable | 25 | `cryptlex.budget.fallback_share` |
 //! | longest a read or session call waits | 500 ms | `cryptlex.budget.max_read_wait` |
 //! | longest sign-in and issuance wait | the caller's deadline | `public.default_deadline`, `public.max_deadline`, `grpc-timeout` |
-//! | session calls waiting at once | 32 | [`BudgetOptions::max_waiters`] (in code, not configurable) |
-//! | reads waiting at once | 128 | [`BudgetOptions::max_waiters`] (in code, not configurable) |
-//! | sign-in calls waiting at once | 64 | [`BudgetOptions::max_waiters`] (in code, not configurable) |
-//! | issuance calls waiting at once | 64 | [`BudgetOptions::max_waiters`] (in code, not configurable) |
+//! | calls waiting at once | 32 session, 128 read, 64 sign-in, 64 issuance, 0 background | [`BudgetOptions::max_waiters`] (in code, not configurable) |
+//! | longest wait for the shared window's answer | 200 ms | `SHARED_TIMEOUT` |
 //! | margin a call stays in the log after its window | 250 ms | `WINDOW_MARGIN` |
+//!
+//! The log, the session calls' log and the fairness logs hold only the calls
+//! of the current window (and booked ones), so they are bounded by
+//! `max_requests` plus the waiting places.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::shared_window::{Admit, SharedWindow, SharedWindowUnavailable};
+use crate::domain::ReadShare;
+
 /// Calls stay in the log this much longer than the window. Our clock starts
 /// a call when it is sent, Cryptlex's when it arrives; without a margin a
 /// call that travels faster than the one leaving the window could land in
 /// the same upstream window and be the 51st.
-const WINDOW_MARGIN: Duration = Duration::from_millis(250);
+pub(crate) const WINDOW_MARGIN: Duration = Duration::from_millis(250);
+
+/// Longest a call waits for the shared window's answer before this replica
+/// treats it as unreachable.
+const SHARED_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// While falling back to the static share, how often one call tries the
+/// shared window again.
+pub(crate) const SHARED_RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Shortest pause before asking the shared window again after it named a
+/// time, so that a `NotBefore(0)` cannot become a busy loop.
+const MIN_SHARED_PAUSE: Duration = Duration::from_millis(5);
 
 /// How important an upstream call is, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Priority {
+    /// A stale-while-revalidate refresh nobody waits for: it uses only
+    /// budget nobody else needs, and never waits.
+    Background,
     /// Refresh and logout: they need no credential that a caller must prove
     /// first (any string is a refresh token, any JWT-shaped one may be an
-    /// access token), so junk can be sent as them at no cost. Lowest, and held
-    /// to a share of each window.
+    /// access token), so junk can be sent as them at no cost. Held to a share
+    /// of each window.
     Session,
     /// Profile and license reads: the bulk of traffic.
     Read,
@@ -83,22 +126,36 @@ pub enum Priority {
 
 impl Priority {
     /// Every priority, lowest first.
-    pub const ALL: [Priority; 4] = [Self::Session, Self::Read, Self::SignIn, Self::Issuance];
+    pub const ALL: [Priority; 5] = [
+        Self::Background,
+        Self::Session,
+        Self::Read,
+        Self::SignIn,
+        Self::Issuance,
+    ];
 
     /// A label for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Background => "background",
             Self::Session => "session",
             Self::Read => "read",
             Self::SignIn => "sign_in",
             Self::Issuance => "issuance",
         }
     }
+
+    /// Whether a call of this priority waits at most `max_read_wait` and
+    /// stays out of the reserves.
+    fn is_low(self) -> bool {
+        self <= Self::Read
+    }
 }
 
 /// One value for each priority.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PerPriority<T> {
+    pub background: T,
     pub session: T,
     pub read: T,
     pub sign_in: T,
@@ -109,6 +166,7 @@ impl<T> PerPriority<T> {
     /// The value for `priority`.
     pub fn get(&self, priority: Priority) -> &T {
         match priority {
+            Priority::Background => &self.background,
             Priority::Session => &self.session,
             Priority::Read => &self.read,
             Priority::SignIn => &self.sign_in,
@@ -118,6 +176,7 @@ impl<T> PerPriority<T> {
 
     fn get_mut(&mut self, priority: Priority) -> &mut T {
         match priority {
+            Priority::Background => &mut self.background,
             Priority::Session => &mut self.session,
             Priority::Read => &mut self.read,
             Priority::SignIn => &mut self.sign_in,
@@ -136,7 +195,8 @@ impl<T> PerPriority<T> {
 /// Budget settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BudgetOptions {
-    /// Calls allowed per window for this replica.
+    /// Calls allowed per window (for all replicas together when they share a
+    /// window; for this replica alone otherwise).
     pub max_requests: u32,
     /// The window length.
     pub window: Duration,
@@ -149,6 +209,16 @@ pub struct BudgetOptions {
     /// Most session calls (refresh, logout) starting per window, within what
     /// reads may use.
     pub session_share: u32,
+    /// Most reads one session starts per window.
+    pub per_session_reads: u32,
+    /// Most reads all unvouched sessions together start per window.
+    pub unvouched_reads: u32,
+    /// Slots of the reads' share that must be free for a background refresh
+    /// to start.
+    pub background_headroom: u32,
+    /// Calls per window this replica may start while the shared window
+    /// cannot be reached (the reserves apply within it).
+    pub fallback_share: u32,
     /// Most calls of each priority waiting for a slot at once; more fail at
     /// once. Separate counts, so that no class can crowd out another.
     pub max_waiters: PerPriority<usize>,
@@ -166,16 +236,63 @@ impl Default for BudgetOptions {
             // refresh per session every few minutes), while a flood leaves
             // reads most of theirs.
             session_share: 10,
+            // A page view costs about three reads; two page views per window
+            // is more than a person clicks.
+            per_session_reads: 6,
+            // Enough for a few sessions whose tokens the cache has not seen
+            // yet (after a restart); the rest of the reads' 35 stays for the
+            // known ones.
+            unvouched_reads: 10,
+            background_headroom: 10,
+            // Half the limit: two replicas that both lose the database stay
+            // within it together.
+            fallback_share: 25,
             // Reads get the most because they are most of the traffic,
             // although at most the slots freeing within `max_read_wait` can
-            // hold one usefully.
+            // hold one usefully. Background refreshes never wait.
             max_waiters: PerPriority {
+                background: 0,
                 session: 32,
                 read: 128,
                 sign_in: 64,
                 issuance: 64,
             },
         }
+    }
+}
+
+impl BudgetOptions {
+    /// Most calls in any window, counting every priority, when a call of
+    /// `priority` starts, out of a window of `max` calls.
+    fn limit(&self, priority: Priority, max: u32) -> u32 {
+        let reads = self.reserved_for_issuance + self.reserved_for_sign_in;
+        let limit = match priority {
+            // "At least `background_headroom` free" before it starts.
+            Priority::Background => max
+                .saturating_sub(reads)
+                .saturating_sub(self.background_headroom)
+                .saturating_add(1),
+            Priority::Session | Priority::Read => max.saturating_sub(reads),
+            Priority::SignIn => max.saturating_sub(self.reserved_for_issuance),
+            Priority::Issuance => max,
+        };
+        limit.max(1)
+    }
+
+    /// Cryptlex's own remaining count a call of `priority` must leave.
+    fn upstream_reserve(&self, priority: Priority) -> u32 {
+        match priority {
+            Priority::Background | Priority::Session | Priority::Read => {
+                self.reserved_for_issuance + self.reserved_for_sign_in
+            }
+            Priority::SignIn => self.reserved_for_issuance,
+            Priority::Issuance => 0,
+        }
+    }
+
+    /// How long a call stays in the log.
+    fn span(&self) -> Duration {
+        self.window + WINDOW_MARGIN
     }
 }
 
@@ -186,32 +303,68 @@ pub(crate) struct Exhausted {
     pub retry_after: Duration,
 }
 
+/// Which count bounds this replica's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetMode {
+    /// Its own window only (no shared window configured).
+    Local,
+    /// Its own window and the window every replica shares.
+    Shared,
+    /// The shared window is unreachable: its own window, within
+    /// `fallback_share`.
+    Fallback,
+}
+
+impl BudgetMode {
+    /// Every mode.
+    pub const ALL: [BudgetMode; 3] = [Self::Local, Self::Shared, Self::Fallback];
+
+    /// A label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Shared => "shared",
+            Self::Fallback => "fallback",
+        }
+    }
+}
+
 /// The shared budget. Cloning is cheap and shares the state.
 #[derive(Debug, Clone)]
 pub(crate) struct Budget {
     options: BudgetOptions,
     state: Arc<Mutex<State>>,
     /// The count every replica shares, when replicas share one budget.
-    #[expect(dead_code, reason = "read once admission consults the shared window")]
-    shared: Option<Arc<dyn super::SharedWindow>>,
+    shared: Option<Arc<dyn SharedWindow>>,
 }
+
+/// Start times (past, or booked in the future), oldest first, each with the
+/// id of the call that holds it.
+type Log = VecDeque<(Instant, u64)>;
 
 #[derive(Debug)]
 struct State {
-    /// Start times of the calls in the current window, oldest first.
-    started: VecDeque<Instant>,
-    /// The same, for session calls only (they are also in `started`).
-    session_started: VecDeque<Instant>,
+    /// Every call in the current window.
+    all: Log,
+    /// The session calls among them.
+    sessions: Log,
+    /// The reads for unvouched sessions among them.
+    unvouched: Log,
+    /// The reads of each session (by its digest); a session without calls in
+    /// the window has no entry.
+    per_session: HashMap<u64, Log>,
     /// Cryptlex's own count: calls left until `reset`, minus those we
-    /// started since it said so.
+    /// started or booked since it said so.
     upstream: Option<(u32, Instant)>,
     /// No call may start before this (after a 429).
     paused_until: Option<Instant>,
-    /// The tickets of the calls waiting for a slot, per priority, in the
-    /// order they arrived.
-    waiting: PerPriority<VecDeque<u64>>,
-    /// The next waiting call's ticket.
-    next_ticket: u64,
+    /// Calls holding a booked slot that has not come yet, per priority.
+    waiting: PerPriority<usize>,
+    /// The next call's id.
+    next_id: u64,
+    mode: BudgetMode,
+    /// While falling back: when a call may try the shared window again.
+    retry_shared_at: Instant,
 }
 
 /// A snapshot for metrics and tests.
@@ -222,54 +375,103 @@ pub struct BudgetSnapshot {
     /// Calls waiting for a slot, all priorities.
     pub waiters: usize,
     pub waiters_by_priority: PerPriority<usize>,
+    /// Which count bounds the calls.
+    pub mode: BudgetMode,
 }
 
-/// A waiting call's place in line; dropping it (the call started, gave up or
-/// was cancelled) gives the place back.
-#[derive(Debug)]
-struct WaitingPlace<'a> {
-    budget: &'a Budget,
+/// What a call is counted as.
+#[derive(Debug, Clone, Copy)]
+struct Claim {
     priority: Priority,
-    ticket: u64,
+    /// The session whose read this is (reads only; background refreshes
+    /// are not held to the sessions' shares).
+    share: Option<ReadShare>,
 }
 
-impl Drop for WaitingPlace<'_> {
+/// A call's entries in the log; dropping it (the call gave up, was refused
+/// by the shared window or was cancelled) takes them out again, and gives
+/// back its waiting place if it still holds one.
+#[derive(Debug)]
+struct Slot<'a> {
+    budget: &'a Budget,
+    id: u64,
+    claim: Claim,
+    /// Still waiting for its booked time.
+    waiting: bool,
+    /// Started: the entries stay until they leave the window.
+    kept: bool,
+    /// The mode whose limits admitted it.
+    admitted: BudgetMode,
+    /// It booked a slot (rather than starting at once).
+    booked: bool,
+}
+
+impl Slot<'_> {
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.budget.lock().leave(self.priority, self.ticket);
+        if self.kept {
+            return;
+        }
+        let mut state = self.budget.lock();
+        state.remove(self.claim, self.id);
+        if self.waiting {
+            *state.waiting.get_mut(self.claim.priority) -= 1;
+        }
     }
 }
 
 /// What one look at the budget decided.
-enum Step {
-    Started,
+enum Step<'a> {
+    /// A slot is taken now.
+    Started(Slot<'a>),
+    /// A slot is booked for then.
+    Booked(Slot<'a>, Instant),
     Refused(Exhausted),
-    /// Sleep until then and look again; `joined` is the ticket of a place
-    /// taken in line by this look.
-    Wait {
-        until: Instant,
-        joined: Option<u64>,
-    },
+}
+
+/// Whether a call that has its local slot also asks the shared window.
+enum Consult {
+    No,
+    Shared,
+    /// The shared window was unreachable; this call looks whether it is
+    /// back (its local slot is already within the fallback share).
+    Probe,
+    /// The slot was admitted under the shared limits, but the shared window
+    /// has become unreachable since: look again under the fallback share.
+    Again,
 }
 
 impl Budget {
     /// Creates a budget.
     pub(crate) fn new(options: BudgetOptions) -> Self {
+        super::observe::budget_mode(BudgetMode::Local);
         Self {
             options,
             state: Arc::new(Mutex::new(State {
-                started: VecDeque::with_capacity(options.max_requests as usize),
-                session_started: VecDeque::with_capacity(options.session_share as usize),
+                all: VecDeque::with_capacity(options.max_requests as usize),
+                sessions: VecDeque::new(),
+                unvouched: VecDeque::new(),
+                per_session: HashMap::new(),
                 upstream: None,
                 paused_until: None,
                 waiting: PerPriority::default(),
-                next_ticket: 0,
+                next_id: 0,
+                mode: BudgetMode::Local,
+                retry_shared_at: Instant::now(),
             })),
             shared: None,
         }
     }
 
     /// The same budget, also bounded by `window`, which every replica shares.
-    pub(crate) fn with_shared(self, window: Arc<dyn super::SharedWindow>) -> Self {
+    pub(crate) fn with_shared(self, window: Arc<dyn SharedWindow>) -> Self {
+        self.lock().mode = BudgetMode::Shared;
+        super::observe::budget_mode(BudgetMode::Shared);
         Self {
             shared: Some(window),
             ..self
@@ -282,83 +484,207 @@ impl Budget {
         &self.options
     }
 
-    /// Waits for a slot for a call of `priority` that must start before
-    /// `deadline`, or fails at once when none will be free in time.
+    /// Waits for a slot for a call of `priority` (made for `share`, when it
+    /// is a user's read) that must start before `deadline`, or fails at
+    /// once when none will be free in time.
     pub(crate) async fn acquire(
         &self,
         priority: Priority,
         deadline: Instant,
+        share: Option<ReadShare>,
     ) -> Result<(), Exhausted> {
-        let max_wait = match priority {
+        let claim = Claim {
+            priority,
+            share: share.filter(|_| priority == Priority::Read),
+        };
+        let max_wait = if priority.is_low() {
             // A session call waits no longer than a read: junk must not hold
             // call slots, and a real one is retried by its caller.
-            Priority::Session | Priority::Read => self.options.max_read_wait,
-            Priority::SignIn | Priority::Issuance => Duration::MAX,
+            self.options.max_read_wait
+        } else {
+            Duration::MAX
         };
         let give_up_at = deadline.min(Instant::now().checked_add(max_wait).unwrap_or(deadline));
-        // Declared before the loop so that it lives through every sleep and
-        // is dropped on every way out, including this future being dropped.
-        let mut place: Option<WaitingPlace<'_>> = None;
         loop {
-            let ticket = place.as_ref().map(|place| place.ticket);
-            let step = self.step(priority, ticket, give_up_at);
-            let until = match step {
-                Step::Started => return Ok(()),
+            let slot = match self.step(claim, give_up_at) {
                 Step::Refused(exhausted) => return Err(exhausted),
-                Step::Wait { until, joined } => {
-                    if let Some(ticket) = joined {
-                        place = Some(WaitingPlace {
-                            budget: self,
-                            priority,
-                            ticket,
-                        });
+                Step::Started(slot) => slot,
+                Step::Booked(mut slot, at) => {
+                    // The slot lives through the sleep and is given back if
+                    // this future is dropped.
+                    tokio::time::sleep_until(at).await;
+                    match self.arrive(&mut slot) {
+                        Ok(()) => slot,
+                        // Paused by a 429 since it booked.
+                        Err(exhausted) if priority.is_low() => return Err(exhausted),
+                        Err(_) => continue,
                     }
-                    until
                 }
             };
-            tokio::time::sleep_until(until).await;
+            let Some(shared) = &self.shared else {
+                slot.keep();
+                return Ok(());
+            };
+            let waited = slot.booked && priority.is_low();
+            let consult = self.lock().consult(Instant::now(), slot.admitted, waited);
+            let probe = match consult {
+                Consult::No => {
+                    slot.keep();
+                    return Ok(());
+                }
+                Consult::Again => continue,
+                Consult::Shared => false,
+                Consult::Probe => true,
+            };
+            let limit = self.options.limit(priority, self.options.max_requests);
+            let answer = tokio::time::timeout(
+                SHARED_TIMEOUT + MIN_SHARED_PAUSE,
+                shared.try_start(limit, self.options.span(), SHARED_TIMEOUT),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(SharedWindowUnavailable {
+                    reason: format!("no answer within {SHARED_TIMEOUT:?}"),
+                })
+            });
+            match answer {
+                Ok(Admit::Started) => {
+                    self.shared_reachable();
+                    slot.keep();
+                    return Ok(());
+                }
+                Ok(Admit::NotBefore(after)) => {
+                    self.shared_reachable();
+                    drop(slot);
+                    let after = after.max(MIN_SHARED_PAUSE);
+                    // Another replica may take whatever a read would wait
+                    // for: only sign-in and issuance wait for the shared
+                    // window, within their deadline.
+                    let within = Instant::now()
+                        .checked_add(after)
+                        .is_some_and(|at| at <= give_up_at);
+                    if priority.is_low() || !within {
+                        return Err(Exhausted { retry_after: after });
+                    }
+                    tokio::time::sleep(after).await;
+                }
+                Err(unavailable) => {
+                    self.shared_unavailable(&unavailable);
+                    if probe {
+                        // Already admitted within the fallback share.
+                        slot.keep();
+                        return Ok(());
+                    }
+                    // Admitted under the shared limits: look again under
+                    // the fallback share.
+                    drop(slot);
+                }
+            }
         }
     }
 
-    /// Takes a slot, or decides between waiting (taking a place in line if
-    /// `ticket` holds none yet) and refusing.
-    fn step(&self, priority: Priority, ticket: Option<u64>, give_up_at: Instant) -> Step {
+    /// Takes a slot now, books one, or refuses.
+    fn step(&self, claim: Claim, give_up_at: Instant) -> Step<'_> {
         let now = Instant::now();
         let mut state = self.lock();
-        let next_free = match state.try_take(&self.options, priority, ticket, now) {
-            Ok(()) => {
-                // Leave the line now, under the same lock, so that no other
-                // call counts this one both in the window and ahead of it.
-                if let Some(ticket) = ticket {
-                    state.leave(priority, ticket);
-                }
-                return Step::Started;
-            }
-            Err(next_free) => next_free,
+        state.expire(&self.options, now);
+        let priority = claim.priority;
+        let max = match state.mode {
+            BudgetMode::Fallback => self.options.fallback_share,
+            BudgetMode::Local | BudgetMode::Shared => self.options.max_requests,
         };
+        let at = state.earliest(&self.options, claim, max, now);
         let refused = Step::Refused(Exhausted {
-            retry_after: next_free.saturating_duration_since(now),
+            retry_after: at.saturating_duration_since(now),
         });
-        if next_free > give_up_at {
+        let waiting_anywhere = state.waiting.iter().any(|(_, count)| *count > 0);
+        if priority == Priority::Background && waiting_anywhere {
             return refused;
         }
-        if ticket.is_some() {
-            return Step::Wait {
-                until: next_free,
-                joined: None,
+        let waits = at > now;
+        if waits {
+            let may_wait = match priority {
+                Priority::Background => false,
+                // In shared mode, a slot free here may be taken elsewhere.
+                _ if priority.is_low() => state.mode != BudgetMode::Shared,
+                _ => true,
             };
+            if !may_wait
+                || at > give_up_at
+                || *state.waiting.get(priority) >= *self.options.max_waiters.get(priority)
+            {
+                return refused;
+            }
         }
-        let line = state.waiting.get(priority).len();
-        if line >= *self.options.max_waiters.get(priority) {
-            return refused;
+        let id = state.next_id;
+        state.next_id += 1;
+        state.insert(claim, at, id);
+        if let Some((remaining, reset)) = &mut state.upstream
+            && at < *reset
+        {
+            *remaining = remaining.saturating_sub(1);
         }
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.waiting.get_mut(priority).push_back(ticket);
-        Step::Wait {
-            until: next_free,
-            joined: Some(ticket),
+        let slot = Slot {
+            budget: self,
+            id,
+            claim,
+            waiting: waits,
+            kept: false,
+            admitted: state.mode,
+            booked: waits,
+        };
+        if waits {
+            *state.waiting.get_mut(priority) += 1;
+            Step::Booked(slot, at)
+        } else {
+            Step::Started(slot)
         }
+    }
+
+    /// A booked call's time has come: it starts, unless a 429 paused every
+    /// call since it booked (then its booking is given back).
+    fn arrive(&self, slot: &mut Slot<'_>) -> Result<(), Exhausted> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        *state.waiting.get_mut(slot.claim.priority) -= 1;
+        slot.waiting = false;
+        match state.paused_until {
+            Some(until) if until > now => Err(Exhausted {
+                retry_after: until - now,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The shared window answered.
+    fn shared_reachable(&self) {
+        let mut state = self.lock();
+        if state.mode == BudgetMode::Fallback {
+            state.mode = BudgetMode::Shared;
+            drop(state);
+            tracing::info!("the shared upstream budget is reachable again");
+            super::observe::budget_mode(BudgetMode::Shared);
+        }
+    }
+
+    /// The shared window could not be consulted: fall back to the static
+    /// share, and say so once per outage.
+    fn shared_unavailable(&self, unavailable: &SharedWindowUnavailable) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.retry_shared_at = now + SHARED_RETRY_INTERVAL;
+        if state.mode == BudgetMode::Fallback {
+            tracing::debug!(%unavailable, "the shared upstream budget is still unavailable");
+            return;
+        }
+        state.mode = BudgetMode::Fallback;
+        drop(state);
+        tracing::warn!(
+            %unavailable,
+            fallback_share = self.options.fallback_share,
+            "falling back to this replica's static share of the upstream budget"
+        );
+        super::observe::budget_mode(BudgetMode::Fallback);
     }
 
     /// Records what Cryptlex said about its own count in a response.
@@ -387,27 +713,34 @@ impl Budget {
         let now = Instant::now();
         let mut state = self.lock();
         state.expire(&self.options, now);
-        let used = u32::try_from(state.started.len()).unwrap_or(u32::MAX);
-        let mut remaining = self.options.max_requests.saturating_sub(used);
+        let max = match state.mode {
+            BudgetMode::Fallback => self.options.fallback_share,
+            BudgetMode::Local | BudgetMode::Shared => self.options.max_requests,
+        };
+        let used = u32::try_from(state.all.len()).unwrap_or(u32::MAX);
+        let mut remaining = max.saturating_sub(used);
         if let Some((upstream_remaining, _)) = state.upstream {
             remaining = remaining.min(upstream_remaining);
         }
-        let waiters_by_priority = PerPriority {
-            session: state.waiting.session.len(),
-            read: state.waiting.read.len(),
-            sign_in: state.waiting.sign_in.len(),
-            issuance: state.waiting.issuance.len(),
-        };
         BudgetSnapshot {
             remaining,
-            waiters: waiters_by_priority.iter().map(|(_, count)| count).sum(),
-            waiters_by_priority,
+            waiters: state.waiting.iter().map(|(_, count)| count).sum(),
+            waiters_by_priority: state.waiting,
+            mode: state.mode,
         }
+    }
+
+    /// How many sessions the fairness log holds (for tests of its bound).
+    #[cfg(test)]
+    fn sessions_tracked(&self) -> usize {
+        let mut state = self.lock();
+        state.expire(&self.options, Instant::now());
+        state.per_session.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state stays consistent even if a holder panicked: every update
-        // is a single push/pop/assignment.
+        // is a few pushes and removals that cannot panic halfway.
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -416,20 +749,22 @@ impl Budget {
 
 impl State {
     fn expire(&mut self, options: &BudgetOptions, now: Instant) {
-        while self
-            .started
-            .front()
-            .is_some_and(|started| now.duration_since(*started) >= options.window + WINDOW_MARGIN)
-        {
-            self.started.pop_front();
-        }
-        while self
-            .session_started
-            .front()
-            .is_some_and(|started| now.duration_since(*started) >= options.window + WINDOW_MARGIN)
-        {
-            self.session_started.pop_front();
-        }
+        let span = options.span();
+        let expire = |log: &mut Log| {
+            while log
+                .front()
+                .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= span)
+            {
+                log.pop_front();
+            }
+        };
+        expire(&mut self.all);
+        expire(&mut self.sessions);
+        expire(&mut self.unvouched);
+        self.per_session.retain(|_, log| {
+            expire(log);
+            !log.is_empty()
+        });
         if self.upstream.is_some_and(|(_, reset)| reset <= now) {
             self.upstream = None;
         }
@@ -438,127 +773,133 @@ impl State {
         }
     }
 
-    /// How many waiting calls take a slot before a call of `priority`
-    /// holding `ticket` (or arriving now, without one): all those of higher
-    /// priority, and those of its own that came earlier.
-    fn ahead(&self, priority: Priority, ticket: Option<u64>) -> usize {
-        let higher: usize = self
-            .waiting
-            .iter()
-            .filter(|(other, _)| *other > priority)
-            .map(|(_, line)| line.len())
-            .sum();
-        higher + self.earlier(priority, ticket)
-    }
-
-    /// How many waiting calls of `priority` came before the one holding
-    /// `ticket` (or before one arriving now, without one).
-    fn earlier(&self, priority: Priority, ticket: Option<u64>) -> usize {
-        let own_line = self.waiting.get(priority);
-        match ticket {
-            Some(ticket) => own_line
-                .iter()
-                .take_while(|other| **other != ticket)
-                .count(),
-            None => own_line.len(),
+    /// Whether the call that just took its local slot asks the shared
+    /// window; while falling back, one call per interval does. A read or
+    /// session call that waited for a slot of the fallback share starts in
+    /// it: asking now could only refuse it after its wait.
+    fn consult(&mut self, now: Instant, admitted: BudgetMode, low_and_waited: bool) -> Consult {
+        if admitted == BudgetMode::Fallback && low_and_waited {
+            return Consult::No;
+        }
+        match self.mode {
+            BudgetMode::Local => Consult::No,
+            BudgetMode::Shared => Consult::Shared,
+            BudgetMode::Fallback if admitted != BudgetMode::Fallback => Consult::Again,
+            BudgetMode::Fallback if now >= self.retry_shared_at => {
+                self.retry_shared_at = now + SHARED_RETRY_INTERVAL;
+                Consult::Probe
+            }
+            BudgetMode::Fallback => Consult::No,
         }
     }
 
-    /// Gives a waiting call's place back; nothing if it was already given.
-    fn leave(&mut self, priority: Priority, ticket: u64) {
-        let line = self.waiting.get_mut(priority);
-        if let Some(position) = line.iter().position(|other| *other == ticket) {
-            line.remove(position);
+    /// The earliest time from `now` at which a call of `claim` fits every
+    /// limit it is held to, out of a window of `max` calls.
+    fn earliest(&self, options: &BudgetOptions, claim: Claim, max: u32, now: Instant) -> Instant {
+        let span = options.span();
+        let mut logs: Vec<(&Log, u32)> = vec![(&self.all, options.limit(claim.priority, max))];
+        if claim.priority == Priority::Session {
+            logs.push((&self.sessions, options.session_share.max(1)));
         }
-    }
-
-    /// Takes a slot, or says when one may be free for this call once the
-    /// calls ahead of it have taken theirs.
-    fn try_take(
-        &mut self,
-        options: &BudgetOptions,
-        priority: Priority,
-        ticket: Option<u64>,
-        now: Instant,
-    ) -> Result<(), Instant> {
-        self.expire(options, now);
+        if let Some(share) = claim.share {
+            if let Some(log) = self.per_session.get(&share.session) {
+                logs.push((log, options.per_session_reads.max(1)));
+            }
+            if !share.vouched {
+                logs.push((&self.unvouched, options.unvouched_reads.max(1)));
+            }
+        }
+        let mut lower = now;
         if let Some(until) = self.paused_until {
-            return Err(until);
+            lower = lower.max(until);
         }
-        let ahead = self.ahead(priority, ticket);
-        let reserve = match priority {
-            Priority::Session | Priority::Read => {
-                options.reserved_for_issuance + options.reserved_for_sign_in
+        if let Some((remaining, reset)) = self.upstream
+            && remaining <= options.upstream_reserve(claim.priority)
+        {
+            lower = lower.max(reset);
+        }
+        // A slot can only free when a call leaves a window: try those times.
+        let mut candidates: Vec<Instant> = std::iter::once(lower)
+            .chain(
+                logs.iter()
+                    .flat_map(|(log, _)| log.iter().map(|(at, _)| *at + span))
+                    .filter(|at| *at > lower),
+            )
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
+            .iter()
+            .copied()
+            .find(|at| logs.iter().all(|(log, limit)| fits(log, *at, *limit, span)))
+            // The last candidate is after every call has left: it always fits.
+            .unwrap_or_else(|| candidates.last().copied().unwrap_or(lower))
+    }
+
+    fn insert(&mut self, claim: Claim, at: Instant, id: u64) {
+        insert_sorted(&mut self.all, at, id);
+        if claim.priority == Priority::Session {
+            insert_sorted(&mut self.sessions, at, id);
+        }
+        if let Some(share) = claim.share {
+            insert_sorted(self.per_session.entry(share.session).or_default(), at, id);
+            if !share.vouched {
+                insert_sorted(&mut self.unvouched, at, id);
             }
-            Priority::SignIn => options.reserved_for_issuance,
-            Priority::Issuance => 0,
+        }
+    }
+
+    fn remove(&mut self, claim: Claim, id: u64) {
+        let remove = |log: &mut Log| {
+            if let Some(position) = log.iter().position(|(_, other)| *other == id) {
+                log.remove(position);
+            }
         };
-        let limit = options.max_requests.saturating_sub(reserve).max(1) as usize;
-        // The window as it will be once every call ahead has started.
-        let mut frees_at = slot_frees_at(
-            &self.started,
-            self.started.len() + ahead,
-            limit,
-            options,
-            now,
-        );
-        if priority == Priority::Session {
-            // Within its share too: only earlier session calls are ahead of
-            // it there. It must wait for whichever frees later (`None`, free
-            // now, is the least of all).
-            let share = options.session_share.max(1) as usize;
-            let in_share = self.session_started.len() + self.earlier(priority, ticket);
-            frees_at = frees_at.max(slot_frees_at(
-                &self.session_started,
-                in_share,
-                share,
-                options,
-                now,
-            ));
+        remove(&mut self.all);
+        if claim.priority == Priority::Session {
+            remove(&mut self.sessions);
         }
-        if let Some(frees_at) = frees_at {
-            return Err(frees_at);
-        }
-        if let Some((remaining, reset)) = &mut self.upstream {
-            let upstream_reserve = match priority {
-                Priority::Session | Priority::Read => reserve,
-                Priority::SignIn => options.reserved_for_issuance.min(reserve),
-                Priority::Issuance => 0,
-            };
-            let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
-            if *remaining <= upstream_reserve.saturating_add(ahead) {
-                return Err(*reset);
+        if let Some(share) = claim.share {
+            if let Some(log) = self.per_session.get_mut(&share.session) {
+                remove(log);
+                if log.is_empty() {
+                    self.per_session.remove(&share.session);
+                }
             }
-            *remaining -= 1;
+            if !share.vouched {
+                remove(&mut self.unvouched);
+            }
         }
-        self.started.push_back(now);
-        if priority == Priority::Session {
-            self.session_started.push_back(now);
-        }
-        Ok(())
     }
 }
 
-/// When a slot frees for a call that finds `in_window` calls in `started`'s
-/// window (counting those ahead of it that have not started yet) under a
-/// `limit`; `None` when one is free now.
-fn slot_frees_at(
-    started: &VecDeque<Instant>,
-    in_window: usize,
-    limit: usize,
-    options: &BudgetOptions,
-    now: Instant,
-) -> Option<Instant> {
-    if in_window < limit {
-        return None;
-    }
-    // The slot we need frees when enough of the oldest calls leave the
-    // window. When calls that have not started yet would have to leave it,
-    // the earliest that can happen is a whole window from now: look again
-    // then.
-    let leaving = in_window - limit;
-    let started_at = started.get(leaving).map_or(now, |started| *started);
-    Some(started_at + options.window + WINDOW_MARGIN)
+fn insert_sorted(log: &mut Log, at: Instant, id: u64) {
+    let position = log.partition_point(|(other, _)| *other <= at);
+    log.insert(position, (at, id));
+}
+
+/// Whether one more call at `at` keeps every window of `span` that contains
+/// it within `limit` calls of `log` (started or booked).
+fn fits(log: &Log, at: Instant, limit: u32, span: Duration) -> bool {
+    let limit = limit as usize;
+    // Calls in the window ending at `end`: those after `end - span`, up to
+    // `end`.
+    let in_window = |end: Instant| {
+        let from = end
+            .checked_sub(span)
+            .map_or(0, |start| log.partition_point(|(other, _)| *other <= start));
+        let to = log.partition_point(|(other, _)| *other <= end);
+        to - from
+    };
+    // The windows containing `at` end from `at` to `at + span`; their counts
+    // only rise at a call's time.
+    let later = log
+        .iter()
+        .map(|(other, _)| *other)
+        .filter(|other| *other > at && *other < at + span);
+    std::iter::once(at)
+        .chain(later)
+        .all(|end| in_window(end) < limit)
 }
 
 #[cfg(test)]
@@ -574,11 +915,13 @@ mod tests {
             max_read_wait: Duration::from_millis(100),
             session_share: 2,
             max_waiters: PerPriority {
+                background: 0,
                 session: 8,
                 read: 8,
                 sign_in: 8,
                 issuance: 8,
             },
+            ..BudgetOptions::default()
         })
     }
 
@@ -600,25 +943,25 @@ mod tests {
         let far = Instant::now() + Duration::from_secs(30);
         for _ in 0..7 {
             budget
-                .acquire(Priority::Read, far)
+                .acquire(Priority::Read, far, None)
                 .await
                 .expect("read slot");
         }
         let refused = budget
-            .acquire(Priority::Read, far)
+            .acquire(Priority::Read, far, None)
             .await
             .expect_err("reserve");
         assert!(refused.retry_after <= Duration::from_secs(5) + WINDOW_MARGIN);
         budget
-            .acquire(Priority::SignIn, far)
+            .acquire(Priority::SignIn, far, None)
             .await
             .expect("sign-in slot");
         budget
-            .acquire(Priority::Issuance, far)
+            .acquire(Priority::Issuance, far, None)
             .await
             .expect("issuance slot");
         budget
-            .acquire(Priority::Issuance, far)
+            .acquire(Priority::Issuance, far, None)
             .await
             .expect("issuance slot");
         assert_eq!(budget.snapshot().remaining, 0);
@@ -628,7 +971,7 @@ mod tests {
     async fn take(budget: &Budget, priority: Priority, count: usize) {
         let far = Instant::now() + Duration::from_secs(30);
         for taken in 0..count {
-            let slot = budget.acquire(priority, far).await;
+            let slot = budget.acquire(priority, far, None).await;
             assert!(slot.is_ok(), "{priority:?} slot {taken} of {count}");
         }
     }
@@ -639,7 +982,7 @@ mod tests {
         let far = Instant::now() + Duration::from_secs(30);
         take(&budget, Priority::Session, 2).await;
         let refused = budget
-            .acquire(Priority::Session, far)
+            .acquire(Priority::Session, far, None)
             .await
             .expect_err("the share is used");
         assert_eq!(refused.retry_after, Duration::from_secs(5) + WINDOW_MARGIN);
@@ -647,7 +990,7 @@ mod tests {
         // Reads may use 7 slots: the sessions took two of them, and none of
         // the sign-in reserve.
         take(&budget, Priority::Read, 5).await;
-        assert!(budget.acquire(Priority::Read, far).await.is_err());
+        assert!(budget.acquire(Priority::Read, far, None).await.is_err());
         take(&budget, Priority::SignIn, 1).await;
         tokio::time::advance(Duration::from_secs(5) + WINDOW_MARGIN).await;
         take(&budget, Priority::Session, 2).await;
@@ -665,7 +1008,7 @@ mod tests {
         take(&budget, Priority::Session, 1).await;
         let waiting = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.acquire(Priority::Session, far).await }
+            async move { budget.acquire(Priority::Session, far, None).await }
         });
         until(|| budget.snapshot().waiters_by_priority.session == 1).await;
 
@@ -686,11 +1029,14 @@ mod tests {
         let budget = budget(3);
         let far = Instant::now() + Duration::from_secs(30);
         for _ in 0..3 {
-            budget.acquire(Priority::Issuance, far).await.expect("slot");
+            budget
+                .acquire(Priority::Issuance, far, None)
+                .await
+                .expect("slot");
         }
         let started = Instant::now();
         budget
-            .acquire(Priority::Issuance, far)
+            .acquire(Priority::Issuance, far, None)
             .await
             .expect("slot after waiting");
         assert_eq!(started.elapsed(), Duration::from_secs(5) + WINDOW_MARGIN);
@@ -702,13 +1048,13 @@ mod tests {
         let soon = Instant::now() + Duration::from_secs(1);
         for _ in 0..3 {
             budget
-                .acquire(Priority::Issuance, soon)
+                .acquire(Priority::Issuance, soon, None)
                 .await
                 .expect("slot");
         }
         let started = Instant::now();
         let refused = budget
-            .acquire(Priority::Issuance, soon)
+            .acquire(Priority::Issuance, soon, None)
             .await
             .expect_err("too late");
         assert_eq!(started.elapsed(), Duration::ZERO);
@@ -723,18 +1069,18 @@ mod tests {
         // Reads keep the reserve (3) even by Cryptlex's count.
         assert!(
             budget
-                .acquire(Priority::Read, Instant::now())
+                .acquire(Priority::Read, Instant::now(), None)
                 .await
                 .is_err()
         );
         budget
-            .acquire(Priority::Issuance, far)
+            .acquire(Priority::Issuance, far, None)
             .await
             .expect("issuance");
         budget.pause(Duration::from_secs(4));
         let started = Instant::now();
         budget
-            .acquire(Priority::Issuance, far)
+            .acquire(Priority::Issuance, far, None)
             .await
             .expect("after the pause");
         assert_eq!(started.elapsed(), Duration::from_secs(4));
@@ -746,7 +1092,10 @@ mod tests {
         let far = Instant::now() + Duration::from_secs(60);
         let mut starts = Vec::new();
         for _ in 0..20 {
-            budget.acquire(Priority::Issuance, far).await.expect("slot");
+            budget
+                .acquire(Priority::Issuance, far, None)
+                .await
+                .expect("slot");
             starts.push(Instant::now());
         }
         for (index, start) in starts.iter().enumerate() {
@@ -763,19 +1112,23 @@ mod tests {
         let budget = budget(3);
         let far = Instant::now() + Duration::from_secs(30);
         for _ in 0..3 {
-            budget.acquire(Priority::Issuance, far).await.expect("slot");
+            budget
+                .acquire(Priority::Issuance, far, None)
+                .await
+                .expect("slot");
         }
         let mut waiting = Vec::new();
         for priority in [Priority::SignIn, Priority::SignIn, Priority::Issuance] {
             let budget = budget.clone();
-            waiting.push(tokio::spawn(
-                async move { budget.acquire(priority, far).await },
-            ));
+            waiting.push(tokio::spawn(async move {
+                budget.acquire(priority, far, None).await
+            }));
         }
         until(|| budget.snapshot().waiters == 3).await;
         assert_eq!(
             budget.snapshot().waiters_by_priority,
             PerPriority {
+                background: 0,
                 session: 0,
                 read: 0,
                 sign_in: 2,
@@ -808,31 +1161,36 @@ mod tests {
             max_read_wait: Duration::from_secs(10),
             session_share: 2,
             max_waiters: PerPriority {
+                background: 0,
                 session: 1,
                 read: 2,
                 sign_in: 1,
                 issuance: 1,
             },
+            ..BudgetOptions::default()
         });
         let far = Instant::now() + Duration::from_secs(30);
         for _ in 0..10 {
-            budget.acquire(Priority::Issuance, far).await.expect("slot");
+            budget
+                .acquire(Priority::Issuance, far, None)
+                .await
+                .expect("slot");
         }
         let mut reads = Vec::new();
         for _ in 0..2 {
             let budget = budget.clone();
             reads.push(tokio::spawn(async move {
-                budget.acquire(Priority::Read, far).await
+                budget.acquire(Priority::Read, far, None).await
             }));
         }
         until(|| budget.snapshot().waiters_by_priority.read == 2).await;
 
-        let third_read = budget.acquire(Priority::Read, far).await;
+        let third_read = budget.acquire(Priority::Read, far, None).await;
         assert!(third_read.is_err(), "the reads' places are taken");
         let started = Instant::now();
         let (sign_in, issuance) = tokio::join!(
-            budget.acquire(Priority::SignIn, far),
-            budget.acquire(Priority::Issuance, far),
+            budget.acquire(Priority::SignIn, far, None),
+            budget.acquire(Priority::Issuance, far, None),
         );
 
         sign_in.expect("sign-in waited in a place of its own");
@@ -851,22 +1209,28 @@ mod tests {
         let budget = budget(10);
         let far = Instant::now() + Duration::from_secs(30);
         // Reads may use 7 slots: one started now, six two seconds later.
-        budget.acquire(Priority::Read, far).await.expect("slot");
+        budget
+            .acquire(Priority::Read, far, None)
+            .await
+            .expect("slot");
         tokio::time::advance(Duration::from_secs(2)).await;
         for _ in 0..6 {
-            budget.acquire(Priority::Read, far).await.expect("slot");
+            budget
+                .acquire(Priority::Read, far, None)
+                .await
+                .expect("slot");
         }
         // 50 ms before the first slot frees; reads may wait 100 ms.
         tokio::time::advance(Duration::from_millis(3200)).await;
         let first = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.acquire(Priority::Read, far).await }
+            async move { budget.acquire(Priority::Read, far, None).await }
         });
         until(|| budget.snapshot().waiters == 1).await;
 
         let arrived = Instant::now();
         let refused = budget
-            .acquire(Priority::Read, far)
+            .acquire(Priority::Read, far, None)
             .await
             .expect_err("the only slot within reach is the first read's");
 
@@ -886,22 +1250,28 @@ mod tests {
     async fn a_newcomer_does_not_take_the_slot_a_waiting_call_is_about_to_take() {
         let budget = budget(3);
         let far = Instant::now() + Duration::from_secs(30);
-        budget.acquire(Priority::Issuance, far).await.expect("slot");
+        budget
+            .acquire(Priority::Issuance, far, None)
+            .await
+            .expect("slot");
         tokio::time::advance(Duration::from_secs(1)).await;
         for _ in 0..2 {
-            budget.acquire(Priority::Issuance, far).await.expect("slot");
+            budget
+                .acquire(Priority::Issuance, far, None)
+                .await
+                .expect("slot");
         }
         let waiting = tokio::spawn({
             let budget = budget.clone();
             async move {
-                budget.acquire(Priority::Issuance, far).await?;
+                budget.acquire(Priority::Issuance, far, None).await?;
                 Ok::<_, Exhausted>(Instant::now())
             }
         });
         until(|| budget.snapshot().waiters == 1).await;
 
         let newcomer = budget
-            .acquire(Priority::Issuance, far)
+            .acquire(Priority::Issuance, far, None)
             .await
             .map(|()| Instant::now());
 
@@ -913,5 +1283,469 @@ mod tests {
             Duration::from_secs(1),
             "the newcomer took the next slot to free"
         );
+    }
+
+    fn share(session: u64, vouched: bool) -> Option<ReadShare> {
+        Some(ReadShare {
+            session,
+            vouched,
+            background: false,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_read_is_never_pushed_back_by_later_higher_priority_calls() {
+        let budget = budget(10);
+        let far = Instant::now() + Duration::from_secs(30);
+        // Reads may use 7 slots: one started now, six two seconds later.
+        take(&budget, Priority::Read, 1).await;
+        tokio::time::advance(Duration::from_secs(2)).await;
+        take(&budget, Priority::Read, 6).await;
+        // 50 ms before the first slot frees; reads may wait 100 ms.
+        tokio::time::advance(Duration::from_millis(3200)).await;
+        let read = tokio::spawn({
+            let budget = budget.clone();
+            async move {
+                budget.acquire(Priority::Read, far, None).await?;
+                Ok::<_, Exhausted>(Instant::now())
+            }
+        });
+        until(|| budget.snapshot().waiters == 1).await;
+
+        // Issuance and sign-in arrive after it and take what is left (which
+        // used to push the read past its wait, to fail when it woke).
+        let arrived = Instant::now();
+        take(&budget, Priority::Issuance, 2).await;
+        let sign_in = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.acquire(Priority::SignIn, far, None).await }
+        });
+
+        let started = read.await.expect("task").expect("the booked slot is kept");
+        assert_eq!(started - arrived, Duration::from_millis(50));
+        sign_in
+            .await
+            .expect("task")
+            .expect("sign-in gets a later slot");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_load_a_read_is_refused_without_waiting_or_waits_and_starts() {
+        let budget = budget(10);
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let mut calls = Vec::new();
+        // A fixed pseudo-random mix: mostly reads, some of every priority,
+        // arriving 0 to 150 ms apart for 30 s.
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(30) {
+            let priority = match next() % 10 {
+                0 => Priority::Issuance,
+                1 => Priority::SignIn,
+                2 => Priority::Session,
+                3 => Priority::Background,
+                _ => Priority::Read,
+            };
+            let session = next() % 4;
+            let budget = budget.clone();
+            let outcomes = Arc::clone(&outcomes);
+            calls.push(tokio::spawn(async move {
+                let arrived = Instant::now();
+                let result = budget
+                    .acquire(
+                        priority,
+                        arrived + Duration::from_secs(2),
+                        share(session, session != 0),
+                    )
+                    .await;
+                outcomes.lock().expect("lock").push((
+                    priority,
+                    arrived,
+                    Instant::now(),
+                    result.is_ok(),
+                ));
+            }));
+            tokio::time::sleep(Duration::from_millis(next() % 150)).await;
+        }
+        for call in calls {
+            call.await.expect("task");
+        }
+
+        let outcomes = outcomes.lock().expect("lock");
+        let refused_reads = outcomes
+            .iter()
+            .filter(|(priority, _, _, ok)| priority.is_low() && !ok)
+            .count();
+        assert!(refused_reads > 50, "the budget was not exhausted");
+        for (priority, arrived, done, ok) in outcomes.iter() {
+            let waited = *done - *arrived;
+            if priority.is_low() && !ok {
+                assert_eq!(waited, Duration::ZERO, "a refused {priority:?} call waited");
+            }
+            if *ok && priority.is_low() {
+                assert!(
+                    waited <= Duration::from_millis(100),
+                    "{priority:?} waited {waited:?}"
+                );
+            }
+        }
+        let mut starts: Vec<Instant> = outcomes
+            .iter()
+            .filter(|(_, _, _, ok)| *ok)
+            .map(|(_, _, done, _)| *done)
+            .collect();
+        starts.sort_unstable();
+        assert_within_limit(&starts, 10, Duration::from_secs(5));
+    }
+
+    /// Fails if more than `limit` of `starts` (sorted) fall in any window.
+    #[track_caller]
+    fn assert_within_limit(starts: &[Instant], limit: usize, window: Duration) {
+        for (index, start) in starts.iter().enumerate() {
+            let in_window = starts[index..]
+                .iter()
+                .take_while(|other| other.duration_since(*start) < window)
+                .count();
+            assert!(in_window <= limit, "{in_window} calls in one window");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn background_refreshes_use_only_spare_budget_and_never_wait() {
+        // 50 calls, 35 for reads, of which 10 must stay free.
+        let budget = Budget::new(BudgetOptions {
+            max_read_wait: Duration::from_secs(10),
+            session_share: 1,
+            ..BudgetOptions::default()
+        });
+        let far = Instant::now() + Duration::from_secs(30);
+        take(&budget, Priority::Read, 25).await;
+        // 10 of the reads' slots are free: just enough.
+        take(&budget, Priority::Background, 1).await;
+        let arrived = Instant::now();
+        let refused = budget
+            .acquire(Priority::Background, far, None)
+            .await
+            .expect_err("only 9 of the reads' slots are free");
+        assert_eq!(arrived.elapsed(), Duration::ZERO);
+        assert_eq!(refused.retry_after, Duration::from_secs(5) + WINDOW_MARGIN);
+        // Reads still have their slots.
+        take(&budget, Priority::Read, 9).await;
+
+        // A call waiting anywhere stops background refreshes too, whatever
+        // is free.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        take(&budget, Priority::Session, 1).await;
+        let session = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.acquire(Priority::Session, far, None).await }
+        });
+        until(|| budget.snapshot().waiters == 1).await;
+        assert!(
+            budget
+                .acquire(Priority::Background, far, None)
+                .await
+                .is_err()
+        );
+        assert_eq!(arrived.elapsed(), Duration::from_secs(6));
+        session.await.expect("task").expect("session slot");
+        take(&budget, Priority::Background, 1).await;
+        assert_eq!(Priority::Background.as_str(), "background");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_session_starts_at_most_its_reads_per_window() {
+        let budget = budget_of(50);
+        let far = Instant::now() + Duration::from_secs(30);
+        for _ in 0..6 {
+            budget
+                .acquire(Priority::Read, far, share(1, true))
+                .await
+                .expect("within the session's share");
+        }
+        let arrived = Instant::now();
+        let refused = budget
+            .acquire(Priority::Read, far, share(1, true))
+            .await
+            .expect_err("the session's share is used, and its slot is beyond the wait");
+        assert_eq!(arrived.elapsed(), Duration::ZERO);
+        assert_eq!(refused.retry_after, Duration::from_secs(5) + WINDOW_MARGIN);
+        // Others read on, and internal reads (no share) are not held to it.
+        budget
+            .acquire(Priority::Read, far, share(2, true))
+            .await
+            .expect("another session");
+        take(&budget, Priority::Read, 1).await;
+
+        tokio::time::advance(Duration::from_secs(5) + WINDOW_MARGIN).await;
+        assert_eq!(
+            budget.sessions_tracked(),
+            0,
+            "entries leave with their calls"
+        );
+        budget
+            .acquire(Priority::Read, far, share(1, true))
+            .await
+            .expect("a new window");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_unvouched_sessions_cannot_take_the_vouched_reads() {
+        let budget = budget_of(50);
+        let far = Instant::now() + Duration::from_secs(30);
+        let mut admitted = 0;
+        for session in 0..200 {
+            let arrived = Instant::now();
+            match budget
+                .acquire(Priority::Read, far, share(1000 + session, false))
+                .await
+            {
+                Ok(()) => admitted += 1,
+                Err(refused) => {
+                    assert_eq!(arrived.elapsed(), Duration::ZERO);
+                    assert!(refused.retry_after > Duration::ZERO);
+                }
+            }
+        }
+        assert_eq!(admitted, 10, "the unvouched sessions' share");
+        assert!(
+            budget.sessions_tracked() <= 10,
+            "only sessions with calls are kept"
+        );
+        // The rest of the reads' 35 is the vouched sessions'.
+        for session in 0..25 {
+            budget
+                .acquire(Priority::Read, far, share(session, true))
+                .await
+                .expect("a vouched read");
+        }
+        assert!(
+            budget
+                .acquire(Priority::Read, far, share(99, true))
+                .await
+                .is_err(),
+            "the reads' share is used"
+        );
+        take(&budget, Priority::SignIn, 5).await;
+    }
+
+    fn budget_of(max_requests: u32) -> Budget {
+        Budget::new(BudgetOptions {
+            max_requests,
+            ..BudgetOptions::default()
+        })
+    }
+
+    /// An in-memory shared window with the same sliding-window semantics as
+    /// the PostgreSQL one; it can be made unreachable or unanswering.
+    #[derive(Debug, Default)]
+    struct MemoryWindow {
+        starts: Mutex<VecDeque<Instant>>,
+        unavailable: std::sync::atomic::AtomicBool,
+        unanswering: std::sync::atomic::AtomicBool,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SharedWindow for MemoryWindow {
+        fn try_start(
+            &self,
+            limit: u32,
+            window: Duration,
+            _timeout: Duration,
+        ) -> futures::future::BoxFuture<'_, Result<Admit, SharedWindowUnavailable>> {
+            use std::sync::atomic::Ordering;
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                if self.unanswering.load(Ordering::SeqCst) {
+                    std::future::pending::<()>().await;
+                }
+                if self.unavailable.load(Ordering::SeqCst) {
+                    return Err(SharedWindowUnavailable {
+                        reason: "connection refused".into(),
+                    });
+                }
+                let now = Instant::now();
+                let mut starts = self.starts.lock().expect("lock");
+                while starts
+                    .front()
+                    .is_some_and(|start| now.duration_since(*start) >= window)
+                {
+                    starts.pop_front();
+                }
+                if starts.len() < limit as usize {
+                    starts.push_back(now);
+                    Ok(Admit::Started)
+                } else {
+                    Ok(Admit::NotBefore(starts[0] + window - now))
+                }
+            })
+        }
+    }
+
+    fn replicas(options: BudgetOptions) -> (Arc<MemoryWindow>, Budget, Budget) {
+        let window = Arc::new(MemoryWindow::default());
+        let first = Budget::new(options).with_shared(window.clone());
+        let second = Budget::new(options).with_shared(window.clone());
+        (window, first, second)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replicas_sharing_a_window_never_exceed_the_limit_together() {
+        let (_window, first, second) = replicas(*budget(10).options());
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let mut calls = Vec::new();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..400u64 {
+            let budget = if next() % 2 == 0 { &first } else { &second };
+            let budget = budget.clone();
+            let priority = Priority::ALL[(next() % 5) as usize];
+            let starts = Arc::clone(&starts);
+            calls.push(tokio::spawn(async move {
+                let arrived = Instant::now();
+                let result = budget
+                    .acquire(
+                        priority,
+                        arrived + Duration::from_secs(3),
+                        share(round % 7, true),
+                    )
+                    .await;
+                if result.is_ok() {
+                    starts.lock().expect("lock").push(Instant::now());
+                } else if priority.is_low() {
+                    assert_eq!(arrived.elapsed(), Duration::ZERO, "refused after waiting");
+                }
+                result.is_ok()
+            }));
+            if next() % 3 == 0 {
+                tokio::time::sleep(Duration::from_millis(next() % 120)).await;
+            }
+        }
+        let mut admitted = 0;
+        for call in calls {
+            admitted += usize::from(call.await.expect("task"));
+        }
+        let mut starts = starts.lock().expect("lock").clone();
+        starts.sort_unstable();
+        assert!(admitted > 20 && admitted < 400, "{admitted} admitted");
+        assert_within_limit(&starts, 10, Duration::from_secs(5));
+        assert_eq!(first.snapshot().mode, BudgetMode::Shared);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn priorities_hold_across_replicas() {
+        // 10 calls: reads 7, sign-in 8, issuance 10.
+        let (window, first, second) = replicas(*budget(10).options());
+        let far = Instant::now() + Duration::from_secs(30);
+        take(&first, Priority::Read, 7).await;
+
+        let arrived = Instant::now();
+        let refused = second
+            .acquire(Priority::Read, far, None)
+            .await
+            .expect_err("the other replica used the reads' share");
+        assert_eq!(arrived.elapsed(), Duration::ZERO, "decided at once");
+        assert_eq!(refused.retry_after, Duration::from_secs(5) + WINDOW_MARGIN);
+        take(&second, Priority::SignIn, 1).await;
+        take(&second, Priority::Issuance, 2).await;
+        assert_eq!(window.starts.lock().expect("lock").len(), 10);
+
+        // Issuance waits for the shared slot, within its deadline.
+        let started = Instant::now();
+        take(&second, Priority::Issuance, 1).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(5) + WINDOW_MARGIN);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_shared_window_falls_back_to_the_static_share() {
+        use std::sync::atomic::Ordering;
+        // 10 calls shared, 6 alone; reads 7 and 3 of them.
+        let (window, first, _second) = replicas(BudgetOptions {
+            fallback_share: 6,
+            ..*budget(10).options()
+        });
+        let far = Instant::now() + Duration::from_secs(30);
+        window.unavailable.store(true, Ordering::SeqCst);
+        take(&first, Priority::Read, 3).await;
+        assert_eq!(first.snapshot().mode, BudgetMode::Fallback);
+        assert!(first.acquire(Priority::Read, far, None).await.is_err());
+        take(&first, Priority::Issuance, 3).await;
+        assert_eq!(first.snapshot().remaining, 0);
+        // Only the first call (and none within the retry interval) asked.
+        assert_eq!(window.calls.load(Ordering::SeqCst), 1);
+
+        window.unavailable.store(false, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        take(&first, Priority::Read, 1).await;
+        assert_eq!(first.snapshot().mode, BudgetMode::Shared);
+        assert_eq!(window.starts.lock().expect("lock").len(), 1);
+        take(&first, Priority::Read, 6).await;
+        assert_eq!(window.starts.lock().expect("lock").len(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_dropped_while_the_shared_window_answers_leaves_nothing_behind() {
+        use std::sync::atomic::Ordering;
+        let (window, first, _second) = replicas(*budget(10).options());
+        let far = Instant::now() + Duration::from_secs(30);
+        window.unanswering.store(true, Ordering::SeqCst);
+        let call = tokio::spawn({
+            let first = first.clone();
+            async move { first.acquire(Priority::Issuance, far, None).await }
+        });
+        until(|| window.calls.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(first.snapshot().remaining, 9, "counted while it asks");
+
+        call.abort();
+        assert!(call.await.expect_err("aborted").is_cancelled());
+        let snapshot = first.snapshot();
+        assert_eq!((snapshot.remaining, snapshot.waiters), (10, 0));
+
+        // An answer that never comes is an unreachable window.
+        let started = Instant::now();
+        take(&first, Priority::Issuance, 1).await;
+        assert_eq!(started.elapsed(), SHARED_TIMEOUT + MIN_SHARED_PAUSE);
+        assert_eq!(first.snapshot().mode, BudgetMode::Fallback);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_that_waited_in_the_fallback_share_starts_even_if_the_shared_window_is_back_and_full()
+     {
+        use std::sync::atomic::Ordering;
+        let (window, first, second) = replicas(BudgetOptions {
+            fallback_share: 6,
+            ..*budget(10).options()
+        });
+        let far = Instant::now() + Duration::from_secs(30);
+        window.unavailable.store(true, Ordering::SeqCst);
+        take(&first, Priority::Read, 3).await;
+        // 50 ms before the fallback share's first read slot frees.
+        tokio::time::advance(Duration::from_millis(5200)).await;
+        let read = tokio::spawn({
+            let first = first.clone();
+            async move { first.acquire(Priority::Read, far, None).await }
+        });
+        until(|| first.snapshot().waiters == 1).await;
+        // Meanwhile the shared window is back, and the other replica fills
+        // the reads' share in it.
+        window.unavailable.store(false, Ordering::SeqCst);
+        take(&second, Priority::Read, 7).await;
+
+        let arrived = Instant::now();
+        read.await
+            .expect("task")
+            .expect("a read that waited for its slot is not refused after all");
+        assert_eq!(arrived.elapsed(), Duration::from_millis(50));
     }
 }

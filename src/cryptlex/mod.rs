@@ -38,7 +38,7 @@ use std::time::Duration;
 use url::Url;
 
 pub use breaker::{BreakerOptions, BreakerState};
-pub use budget::{BudgetOptions, BudgetSnapshot, Priority};
+pub use budget::{BudgetMode, BudgetOptions, BudgetSnapshot, Priority};
 pub use endpoints::{AccountInfo, PatClaims, Product};
 pub use error::{CryptlexError, ErrorCode, Rejection};
 pub use observe::OPERATIONS;

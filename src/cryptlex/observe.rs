@@ -86,6 +86,20 @@ pub(super) fn record(
     crate::metrics::record_upstream(endpoint, status, outcome, elapsed);
 }
 
+/// Gauge `{mode="local"|"shared"|"fallback"}`: 1 for the count that bounds
+/// this replica's upstream calls (its own window; the window shared with
+/// other replicas; its static fallback share while the shared one is
+/// unreachable), 0 for the others.
+pub(crate) const BUDGET_MODE: &str = "licensing_gateway_budget_mode";
+
+/// Publishes which count bounds the budget.
+pub(super) fn budget_mode(mode: super::budget::BudgetMode) {
+    for other in super::budget::BudgetMode::ALL {
+        let value = if other == mode { 1.0 } else { 0.0 };
+        ::metrics::gauge!(BUDGET_MODE, "mode" => other.as_str()).set(value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,16 +145,23 @@ impl Client {
         // (as throttled or short-circuited) so operators see them. A probe's
         // admission dropped unsettled (budget refused, caller gone) hands the
         // breaker back.
+        // A user's read is shared fairly by session; a background refresh
+        // of one (stale-while-revalidate) spends only budget nobody needs.
+        let priority = match (call.priority, ctx.read_share) {
+            (Priority::Read, Some(share)) if share.background => Priority::Background,
+            (priority, _) => priority,
+        };
+        let share = ctx.read_share.filter(|_| call.priority == Priority::Read);
         let admitted = match self.breaker.admit() {
             Err(retry_after) => Err(CryptlexError::CircuitOpen { retry_after }),
             Ok(admission) => self
                 .budget
-                .acquire(call.priority, ctx.deadline)
+                .acquire(priority, ctx.deadline, share)
                 .await
                 .map(|()| admission)
                 .map_err(|exhausted| CryptlexError::BudgetExhausted {
                     retry_after: exhausted.retry_after,
-                    priority: call.priority,
+                    priority,
                 }),
         };
         let mut admission = match admitted {
@@ -491,6 +498,55 @@ mod tests {
         );
         assert_eq!(url.path(), "/v3/users/..%2Fadmin%3Fx=1");
         assert_eq!(url.query(), Some("email%5Beq%5D=a%2Bb%40c.d%26limit%3D100"));
+    }
+
+    #[tokio::test]
+    async fn a_background_read_is_budgeted_as_background_and_refused_at_once() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::new(ClientOptions {
+            base_url: Url::parse("http://127.0.0.1:1/").expect("url"),
+            account: Account::Alias("a".to_owned()),
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            budget: BudgetOptions::default(),
+            breaker: BreakerOptions::default(),
+            max_retries: 0,
+        })
+        .expect("client builds");
+        let far = tokio::time::Instant::now() + Duration::from_secs(30);
+        // 26 of the reads' 35 slots used: fewer than the 10 a background
+        // refresh needs are free, while a user's read still fits.
+        for _ in 0..26 {
+            client
+                .budget
+                .acquire(Priority::Read, far, None)
+                .await
+                .expect("slot");
+        }
+        let share = crate::domain::ReadShare {
+            session: 7,
+            vouched: true,
+            background: true,
+        };
+        let ctx = RequestContext::new("r", Duration::from_secs(5)).with_read_share(share);
+        let started = tokio::time::Instant::now();
+        let refused = client
+            .call(&ctx, Request::get(&["me"], Priority::Read))
+            .await
+            .err();
+
+        assert!(started.elapsed() < Duration::from_millis(50));
+        assert!(
+            matches!(
+                refused,
+                Some(CryptlexError::BudgetExhausted {
+                    priority: Priority::Background,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(client.budget().remaining, 50 - 26, "nothing was spent");
     }
 
     #[test]
