@@ -73,6 +73,11 @@ async fn main() -> anyhow::Result<()> {
             let _telemetry = init_logging(&sandbox.settings, rust_log);
             let settings = sandbox.settings.clone();
             let banner = |app: &Application| {
+                sandbox::register_webhook(
+                    &sandbox,
+                    app.public_addr(),
+                    sandbox.settings.public.tls.is_some(),
+                );
                 println!(
                     "{}",
                     sandbox::banner(

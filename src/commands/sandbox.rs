@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::config::{RawAllowedClient, RawSettings, Settings};
 use cryptlex_sandbox::pki::DevPki;
@@ -40,6 +40,10 @@ pub struct Sandbox {
     pub pki: DevPki,
     pub settings: Settings,
     pub config_file: PathBuf,
+    /// The secret the sandbox signs its webhooks with, when this command
+    /// made one (a configured `webhook.secret` or `secret_file` is left to
+    /// whoever registers it).
+    pub webhook_secret: Option<SecretString>,
 }
 
 /// Starts the sandbox Cryptlex and derives the gateway's settings from `raw`
@@ -72,6 +76,17 @@ pub async fn prepare(args: &SandboxArgs, mut raw: RawSettings) -> anyhow::Result
     raw.cryptlex.pat = None;
     raw.cryptlex.pat_file = Some(pat_file);
     raw.issuance.default_product_id = Some(seed::PRODUCT_ID.to_owned());
+    // A webhook secret of our own, so the sandbox's webhooks keep the
+    // gateway's caches coherent out of the box, as Cryptlex's would.
+    let webhook_secret = if raw.webhook.secret.is_none() && raw.webhook.secret_file.is_none() {
+        let secret = random_secret();
+        let secret_file = dir.join("webhook-secret");
+        write_private(&secret_file, secret.expose_secret())?;
+        raw.webhook.secret_file = Some(secret_file);
+        Some(secret)
+    } else {
+        None
+    };
     if !raw.ledger.url.starts_with("postgres") {
         raw.ledger.url = format!("sqlite://{}", dir.join("ledger.db").display());
     }
@@ -99,7 +114,36 @@ pub async fn prepare(args: &SandboxArgs, mut raw: RawSettings) -> anyhow::Result
         pki,
         settings,
         config_file,
+        webhook_secret,
     })
+}
+
+/// Has the sandbox Cryptlex send its webhooks to the gateway's public
+/// listener at `public`, as one registers the endpoint in Cryptlex's
+/// dashboard. Does nothing when the secret was configured elsewhere.
+pub fn register_webhook(sandbox: &Sandbox, public: SocketAddr, public_tls: bool) {
+    let Some(secret) = &sandbox.webhook_secret else {
+        return;
+    };
+    if public_tls {
+        // The sandbox delivers over plain HTTP only.
+        tracing::warn!(
+            "the public listener uses TLS: the sandbox cannot deliver webhooks to it, so changes made through its controls show after cache.max_age"
+        );
+        return;
+    }
+    let url = format!("http://{public}{}", sandbox.settings.webhook.path);
+    sandbox
+        .cryptlex
+        .controls()
+        .add_webhook(&url, secret.expose_secret(), &[]);
+}
+
+/// 32 random bytes, base64url: a webhook secret.
+fn random_secret() -> SecretString {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// Writes `contents` to `path` readable by the owner only.
@@ -176,6 +220,13 @@ fn effective_config(raw: &RawSettings) -> String {
         ),
         quote(&crate::config::redact_url_password(&raw.ledger.url)),
     );
+    if let Some(secret_file) = &raw.webhook.secret_file {
+        let _ = writeln!(
+            text,
+            "\n[webhook]\nsecret_file = {}",
+            quote(&secret_file.display().to_string())
+        );
+    }
     text
 }
 
@@ -225,6 +276,13 @@ pub fn banner(
         "  sandbox Cryptlex         : {}",
         sandbox.cryptlex.base_url()
     );
+    if sandbox.webhook_secret.is_some() {
+        let _ = writeln!(
+            text,
+            "  webhooks (sandbox → us)  : http://{public}{}",
+            sandbox.settings.webhook.path
+        );
+    }
     let _ = writeln!(
         text,
         "  effective configuration  : {}",
