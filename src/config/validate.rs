@@ -383,6 +383,17 @@ fn cache(problems: &mut Problems, raw: &RawCache) {
     if raw.max_entries == 0 {
         problems.push("cache.max_entries must be above zero".into());
     }
+    // Below one entry's overhead nothing could ever be kept.
+    if raw.max_bytes < 4096 {
+        problems.push("cache.max_bytes must be at least 4096".into());
+    }
+    if raw.max_age < raw.fresh_for {
+        problems.push(format!(
+            "cache.max_age ({}) must be at least cache.fresh_for ({})",
+            humantime::format_duration(raw.max_age),
+            humantime::format_duration(raw.fresh_for)
+        ));
+    }
 }
 
 /// `[limits]`: the front door. `max_deadline` is `public.max_deadline`,
