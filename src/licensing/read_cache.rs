@@ -1287,6 +1287,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_page_view_every_second_for_a_minute_costs_its_first_two_fetches() {
+        let cache = ReadCache::new(options());
+        let calls = counter();
+        for _ in 0..60 {
+            // Two profile reads and the first license page, at once.
+            let (a, b, c) = tokio::join!(
+                read(&cache, "t", "me", Some("u1"), &calls, profile("u1", "v")),
+                read(&cache, "t", "me", Some("u1"), &calls, profile("u1", "v")),
+                read(&cache, "t", "page", Some("u1"), &calls, page(&["l1"])),
+            );
+            (a.unwrap(), b.unwrap(), c.unwrap());
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        let (profiles, pages) = (cache.stats(Kind::Profile), cache.stats(Kind::Page));
+        assert_eq!((profiles.misses, pages.misses), (1, 1));
+        assert_eq!(profiles.hits + profiles.coalesced + pages.hits, 178);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_failed_background_refresh_keeps_the_answer_and_a_refused_token_loses_its_answers() {
         let cache = ReadCache::new(options());
         let calls = counter();

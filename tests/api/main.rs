@@ -9,6 +9,7 @@
 mod support;
 
 mod contract;
+mod freshness;
 mod grpc_web;
 mod helpers;
 mod hostile;
