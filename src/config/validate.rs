@@ -848,4 +848,26 @@ mod tests {
             assert_eq!(warnings(&raw, None), Vec::<String>::new(), "{fine}");
         }
     }
+
+    #[test]
+    fn the_cache_keeps_answers_no_longer_fresh_than_its_maximum_age_and_within_a_usable_size() {
+        let raw = raw_with(|raw| {
+            raw.cache.fresh_for = Duration::from_secs(600);
+            raw.cache.max_age = Duration::from_secs(60);
+        });
+        assert_one(&problems(&raw), "cache.max_age", "max_age below fresh_for");
+        let raw = raw_with(|raw| raw.cache.max_bytes = 100);
+        assert_one(&problems(&raw), "cache.max_bytes", "max_bytes too small");
+        let raw = raw_with(|raw| raw.cache.fresh_for = Duration::ZERO);
+        assert!(problems(&raw).is_empty(), "reuse may be turned off");
+    }
+
+    #[test]
+    fn the_old_cache_ttl_key_still_sets_fresh_for() {
+        let cache: RawCache = serde_json::from_str(r#"{"ttl": "45s"}"#).expect("parses");
+        assert_eq!(cache.fresh_for, Duration::from_secs(45));
+        assert_eq!(cache.max_age, Duration::from_secs(600), "the default");
+        let cache: RawCache = serde_json::from_str(r#"{"fresh_for": "1s"}"#).expect("parses");
+        assert_eq!(cache.fresh_for, Duration::from_secs(1));
+    }
 }

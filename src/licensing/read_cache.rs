@@ -1297,7 +1297,10 @@ mod tests {
                 read(&cache, "t", "me", Some("u1"), &calls, profile("u1", "v")),
                 read(&cache, "t", "page", Some("u1"), &calls, page(&["l1"])),
             );
-            (a.unwrap(), b.unwrap(), c.unwrap());
+            assert_eq!(
+                (a.unwrap(), b.unwrap(), c.unwrap()),
+                ("v".into(), "v".into(), "l1".into())
+            );
             tokio::time::advance(Duration::from_secs(1)).await;
         }
         assert_eq!(calls.load(Ordering::SeqCst), 2);

@@ -402,4 +402,65 @@ mod tests {
         let refused = guard.lock();
         assert_eq!((refused.until.len(), refused.order.len()), (1, 1));
     }
+
+    fn jwt(claims: &serde_json::Value) -> UserToken {
+        use base64::Engine as _;
+        let part = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        token(&format!(
+            "{}.{}.{}",
+            part(br#"{"alg":"HS256"}"#),
+            part(claims.to_string().as_bytes()),
+            part(b"signature")
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_vouched_for_until_they_expire_and_no_longer_once_signed_out() {
+        let guard = TokenGuard::new();
+        let exp = chrono::Utc::now().timestamp() + 60;
+        let answered = jwt(&serde_json::json!({"sub": "u1", "exp": exp}));
+        let issued = jwt(&serde_json::json!({"sub": "u2"}));
+        let stranger = jwt(&serde_json::json!({"sub": "u3"}));
+
+        guard.vouch_answered(&answered);
+        guard.vouch_issued(&Session {
+            access_token: issued.clone(),
+            refresh_token: None,
+            expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
+        });
+
+        assert!(guard.is_vouched(&TokenDigest::new(&answered)));
+        assert!(guard.is_vouched(&TokenDigest::new(&issued)));
+        assert!(!guard.is_vouched(&TokenDigest::new(&stranger)));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(!guard.is_vouched(&TokenDigest::new(&answered)), "past its exp");
+        guard.unvouch(&TokenDigest::new(&issued));
+        assert!(!guard.is_vouched(&TokenDigest::new(&issued)), "signed out");
+        let expired = jwt(&serde_json::json!({"exp": exp - 3600}));
+        guard.vouch_answered(&expired);
+        assert!(!guard.is_vouched(&TokenDigest::new(&expired)));
+    }
+
+    #[test]
+    fn the_vouched_set_stays_within_its_bound() {
+        let guard = TokenGuard::new();
+        for n in 0..(MAX_VOUCHED + 100) {
+            guard.vouch_answered(&token(&format!("a.b.{n}")));
+        }
+        let vouched = lock(&guard.vouched);
+        assert!(vouched.until.len() <= MAX_VOUCHED);
+        assert!(vouched.order.len() <= MAX_VOUCHED);
+    }
+
+    #[test]
+    fn the_claimed_user_id_is_the_sub_claim_when_it_is_a_plausible_id() {
+        assert_eq!(
+            claimed_user_id(&jwt(&serde_json::json!({"sub": "user-1"}))).as_deref(),
+            Some("user-1")
+        );
+        assert_eq!(claimed_user_id(&jwt(&serde_json::json!({"sub": 7}))), None);
+        assert_eq!(claimed_user_id(&jwt(&serde_json::json!({"sub": "a b"}))), None);
+        assert_eq!(claimed_user_id(&jwt(&serde_json::json!({}))), None);
+        assert_eq!(claimed_user_id(&token("not-a-jwt")), None);
+    }
 }
