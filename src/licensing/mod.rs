@@ -187,6 +187,7 @@ impl Licensing {
                 background: false,
             },
             claimed_owner: token_guard::claimed_user_id(token),
+            expires: token_guard::expires_at(token),
         }
     }
 

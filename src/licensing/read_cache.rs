@@ -665,6 +665,9 @@ pub(crate) struct Read<'a> {
     pub(crate) share: ReadShare,
     /// The user id the token claims (unverified), if any.
     pub(crate) claimed_owner: Option<String>,
+    /// When the token's `exp` claim says it stops working: from then on
+    /// nothing is answered for it from memory (Cryptlex decides).
+    pub(crate) expires: Option<Instant>,
 }
 
 impl ReadCache {
@@ -725,7 +728,8 @@ impl ReadCache {
         } else {
             read.claimed_owner
         };
-        if let Some((value, age)) = self.remembered(&key) {
+        let usable = read.expires.is_none_or(|expires| Instant::now() < expires);
+        if usable && let Some((value, age)) = self.remembered(&key) {
             if age < options.fresh_for {
                 counters.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok((value, Freshness::Fresh));
@@ -787,7 +791,7 @@ impl ReadCache {
         }
         match result {
             Ok(value) => Ok((value, Freshness::Fresh)),
-            Err(error @ LicensingError::Unavailable { .. }) if options.serve_stale => {
+            Err(error @ LicensingError::Unavailable { .. }) if options.serve_stale && usable => {
                 match self.stale(&key) {
                     Some(value) => {
                         counters.stale_served.fetch_add(1, Ordering::Relaxed);
@@ -1116,6 +1120,7 @@ mod tests {
                 background: false,
             },
             claimed_owner: claimed.map(str::to_owned),
+            expires: None,
         };
         let calls = Arc::clone(calls);
         cache
@@ -1169,6 +1174,7 @@ mod tests {
                         background: false,
                     },
                     claimed_owner: None,
+                    expires: None,
                 };
                 cache
                     .get_or_fetch(read, Kind::Profile, move |_| async move {
@@ -1233,6 +1239,7 @@ mod tests {
                             background: false,
                         },
                         claimed_owner: None,
+                        expires: None,
                     },
                     Kind::Profile,
                     move |ctx: RequestContext| async move {
@@ -1310,6 +1317,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn nothing_is_answered_from_memory_for_a_token_past_its_expiry() {
+        let cache = ReadCache::new(options());
+        let calls = counter();
+        read(&cache, "t", "me", None, &calls, profile("u1", "v1"))
+            .await
+            .unwrap();
+        let ctx = RequestContext::new("r", Duration::from_secs(10));
+        let read_expired = Read {
+            key: CacheKey::new(&token("t"), "me", ""),
+            ctx: &ctx,
+            share: ReadShare {
+                session: 1,
+                vouched: true,
+                background: false,
+            },
+            claimed_owner: None,
+            expires: Some(Instant::now()),
+        };
+        let result = cache
+            .get_or_fetch(read_expired, Kind::Profile, |_| async {
+                Err(LicensingError::TokenInvalid)
+            })
+            .await;
+        assert!(matches!(result, Err(LicensingError::TokenInvalid)));
+        assert_eq!(
+            cache.stats(Kind::Profile).entries,
+            0,
+            "and its answers are gone"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_failed_background_refresh_keeps_the_answer_and_a_refused_token_loses_its_answers() {
         let cache = ReadCache::new(options());
         let calls = counter();
@@ -1332,6 +1371,7 @@ mod tests {
                     background: false,
                 },
                 claimed_owner: None,
+                expires: None,
             };
             cache.get_or_fetch(read, Kind::Profile, move |_| async move { Err(error) })
         };
@@ -1387,6 +1427,7 @@ mod tests {
                     background: false,
                 },
                 claimed_owner: None,
+                expires: None,
             };
             let answer = cache
                 .get_or_fetch(read, Kind::Profile, move |_| async move {
@@ -1518,6 +1559,7 @@ mod tests {
                             background: false,
                         },
                         claimed_owner: Some("u1".into()),
+                        expires: None,
                     };
                     cache
                         .get_or_fetch(read, Kind::Page, move |_| async move {
@@ -1571,6 +1613,7 @@ mod tests {
                         background: false,
                     },
                     claimed_owner: None,
+                    expires: None,
                 };
                 cache
                     .get_or_fetch(read, Kind::Page, move |_| async move {
@@ -1626,6 +1669,7 @@ mod tests {
                         background: false,
                     },
                     claimed_owner: Some("u1".into()),
+                    expires: None,
                 };
                 let answer = cache
                     .get_or_fetch(read, Kind::Profile, move |_| async move {
@@ -1756,6 +1800,7 @@ mod tests {
                     background: false,
                 },
                 claimed_owner: None,
+                expires: None,
             };
             let result = cache
                 .get_or_fetch(read, Kind::Page, |_| async { Err(unavailable()) })
@@ -1793,6 +1838,7 @@ mod tests {
                 background: false,
             },
             claimed_owner: None,
+            expires: None,
         };
         cache
             .get_or_fetch(read_again, Kind::Profile, |_| async {

@@ -281,6 +281,15 @@ pub(crate) fn claimed_user_id(token: &UserToken) -> Option<String> {
     plausible.then(|| sub.to_owned())
 }
 
+/// When the token's `exp` claim (unverified) says it expires, if it has
+/// one. Cryptlex refuses it from then on (give or take its clock skew), so
+/// the read cache stops answering it from memory and lets Cryptlex decide.
+pub(crate) fn expires_at(token: &UserToken) -> Option<Instant> {
+    let exp = claims(token)?.get("exp")?.as_f64()?;
+    let left = exp - chrono::Utc::now().timestamp() as f64;
+    Some(Instant::now() + Duration::try_from_secs_f64(left).unwrap_or(Duration::ZERO))
+}
+
 /// The token's JWT claims, unverified, if it is a JWT.
 fn claims(token: &UserToken) -> Option<serde_json::Map<String, serde_json::Value>> {
     let claims = token.expose_secret().split('.').nth(1)?;
@@ -433,7 +442,10 @@ mod tests {
         assert!(guard.is_vouched(&TokenDigest::new(&issued)));
         assert!(!guard.is_vouched(&TokenDigest::new(&stranger)));
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(!guard.is_vouched(&TokenDigest::new(&answered)), "past its exp");
+        assert!(
+            !guard.is_vouched(&TokenDigest::new(&answered)),
+            "past its exp"
+        );
         guard.unvouch(&TokenDigest::new(&issued));
         assert!(!guard.is_vouched(&TokenDigest::new(&issued)), "signed out");
         let expired = jwt(&serde_json::json!({"exp": exp - 3600}));
@@ -459,7 +471,10 @@ mod tests {
             Some("user-1")
         );
         assert_eq!(claimed_user_id(&jwt(&serde_json::json!({"sub": 7}))), None);
-        assert_eq!(claimed_user_id(&jwt(&serde_json::json!({"sub": "a b"}))), None);
+        assert_eq!(
+            claimed_user_id(&jwt(&serde_json::json!({"sub": "a b"}))),
+            None
+        );
         assert_eq!(claimed_user_id(&jwt(&serde_json::json!({}))), None);
         assert_eq!(claimed_user_id(&token("not-a-jwt")), None);
     }
