@@ -888,8 +888,7 @@ impl ReadCache {
         match result {
             Ok(value) => self.store(key, value.clone(), outdated, claimed_owner),
             Err(LicensingError::TokenInvalid) => {
-                let mut store = lock(&self.inner.store);
-                store.invalidate(Target::Token(key.token));
+                self.invalidate(Target::Token(key.token));
             }
             Err(_) => {}
         }
@@ -1177,8 +1176,17 @@ mod tests {
                     expires: None,
                 };
                 cache
-                    .get_or_fetch(read, Kind::Profile, move |_| async move {
+                    .get_or_fetch(read, Kind::Profile, move |ctx| async move {
                         calls.fetch_add(1, Ordering::SeqCst);
+                        assert_eq!(
+                            ctx.read_share,
+                            Some(ReadShare {
+                                session: 1,
+                                vouched: false,
+                                background: false,
+                            }),
+                            "the budget is told whose read it is"
+                        );
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         Ok(profile("u", "seven"))
                     })
@@ -1631,6 +1639,20 @@ mod tests {
         release.send(()).unwrap();
         in_flight.await.unwrap().unwrap();
         assert_eq!(cache.stats(Kind::Page).entries, 1);
+    }
+
+    #[test]
+    fn a_session_is_the_first_eight_bytes_of_the_token_digest() {
+        let digest: [u8; 32] = Sha256::digest(b"some.token.text").into();
+        let expected = u64::from_be_bytes(digest[..8].try_into().unwrap());
+        assert_eq!(
+            TokenDigest::new(&token("some.token.text")).session(),
+            expected
+        );
+        assert_eq!(
+            TokenDigest::new(&token("some.token.text")).to_hex(),
+            hex::encode(digest)
+        );
     }
 
     #[tokio::test]
