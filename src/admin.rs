@@ -200,6 +200,13 @@ fn record_upstream_state(licensing: &crate::licensing::Licensing) {
             ::metrics::counter!(metrics::CACHE_REQUESTS_TOTAL, "cache" => cache, "result" => result)
                 .absolute(value);
         }
+        ::metrics::counter!(metrics::CACHE_BACKGROUND_REFRESHES_TOTAL, "cache" => cache)
+            .absolute(stats.revalidated_in_background);
+        ::metrics::counter!(metrics::CACHE_INVALIDATED_TOTAL, "cache" => cache)
+            .absolute(stats.invalidated);
+        ::metrics::counter!(metrics::CACHE_EVICTED_TOTAL, "cache" => cache).absolute(stats.evicted);
+        ::metrics::gauge!(metrics::CACHE_ENTRIES, "cache" => cache).set(stats.entries as f64);
+        ::metrics::gauge!(metrics::CACHE_BYTES, "cache" => cache).set(stats.bytes as f64);
     }
 }
 

@@ -427,8 +427,10 @@ pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
                 .as_ref()
                 .map(|_| issuance_options(settings)),
             cache: CacheOptions {
-                ttl: settings.cache.ttl,
+                fresh_for: settings.cache.fresh_for,
+                max_age: settings.cache.max_age,
                 max_entries: settings.cache.max_entries,
+                max_bytes: settings.cache.max_bytes,
                 serve_stale: settings.cache.serve_stale,
                 stale_for: settings.cache.stale_for,
             },

@@ -46,6 +46,20 @@ pub(crate) const BREAKER_STATE: &str = "licensing_gateway_upstream_breaker_state
 /// reads answered by the read cache, by joining an identical call in flight,
 /// or upstream.
 pub(crate) const CACHE_REQUESTS_TOTAL: &str = "licensing_gateway_cache_requests_total";
+/// Counter `{cache}`: background refreshes started for answers past
+/// `cache.fresh_for` (served from memory meanwhile).
+pub(crate) const CACHE_BACKGROUND_REFRESHES_TOTAL: &str =
+    "licensing_gateway_cache_background_refreshes_total";
+/// Counter `{cache}`: entries dropped because something changed (a write
+/// through the gateway, a webhook, another replica).
+pub(crate) const CACHE_INVALIDATED_TOTAL: &str = "licensing_gateway_cache_invalidated_total";
+/// Counter `{cache}`: entries dropped for the entry or byte bound, or for age.
+pub(crate) const CACHE_EVICTED_TOTAL: &str = "licensing_gateway_cache_evicted_total";
+/// Gauge `{cache}`: entries held.
+pub(crate) const CACHE_ENTRIES: &str = "licensing_gateway_cache_entries";
+/// Gauge `{cache}`: estimated bytes held (bounded by `cache.max_bytes` for
+/// both caches together).
+pub(crate) const CACHE_BYTES: &str = "licensing_gateway_cache_bytes";
 
 /// Counter `{listener, service, method, code}`: RPCs finished.
 pub(crate) const RPC_REQUESTS_TOTAL: &str = "licensing_gateway_rpc_requests_total";

@@ -212,15 +212,23 @@ pub struct RawBreaker {
     pub cooldown: Duration,
 }
 
-/// `[cache]`: the short per-token read cache.
+/// `[cache]`: the per-token read cache, kept fresh by changes (writes
+/// through the gateway, webhooks, other replicas) rather than by a short TTL.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawCache {
-    /// How long a profile or license page is reused; 0 disables caching
-    /// (identical concurrent reads are still coalesced).
+    /// How long a profile or license page is answered from memory as is; 0
+    /// disables reuse (identical concurrent reads are still coalesced).
+    /// `ttl`, the key's old name, is still accepted.
+    #[serde(with = "humantime_serde", alias = "ttl")]
+    pub fresh_for: Duration,
+    /// How long past that an answer is still served at once while one
+    /// background refresh runs; older answers are fetched again first.
     #[serde(with = "humantime_serde")]
-    pub ttl: Duration,
+    pub max_age: Duration,
     pub max_entries: usize,
+    /// The cache's estimated size in bytes, at most.
+    pub max_bytes: usize,
     /// Serve the last known license page, marked stale, when Cryptlex is
     /// unavailable.
     pub serve_stale: bool,
@@ -343,8 +351,10 @@ impl Default for RawBreaker {
 impl Default for RawCache {
     fn default() -> Self {
         Self {
-            ttl: Duration::from_secs(3),
-            max_entries: 10_000,
+            fresh_for: Duration::from_secs(2 * 60),
+            max_age: Duration::from_secs(10 * 60),
+            max_entries: 20_000,
+            max_bytes: 64 * 1024 * 1024,
             serve_stale: false,
             stale_for: Duration::from_secs(600),
         }

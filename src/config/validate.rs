@@ -427,6 +427,17 @@ fn cache(problems: &mut Problems, raw: &RawCache) {
     if raw.max_entries == 0 {
         problems.push("cache.max_entries must be above zero".into());
     }
+    // Below one entry's overhead nothing could ever be kept.
+    if raw.max_bytes < 4096 {
+        problems.push("cache.max_bytes must be at least 4096".into());
+    }
+    if raw.max_age < raw.fresh_for {
+        problems.push(format!(
+            "cache.max_age ({}) must be at least cache.fresh_for ({})",
+            humantime::format_duration(raw.max_age),
+            humantime::format_duration(raw.fresh_for)
+        ));
+    }
 }
 
 /// `[limits]`: the front door. `max_deadline` is `public.max_deadline`,
@@ -889,7 +900,7 @@ mod tests {
 
     #[test]
     fn budget_shares_are_checked_and_unset_ones_fit_a_smaller_limit() {
-        let fits = |raw: &RawSettings| settings(raw, None).expect("valid").cryptlex.budget;
+        let fits = |raw: &RawSettings| settings(raw, None, None).expect("valid").cryptlex.budget;
         let defaults = fits(&raw_with(|_| {}));
         assert_eq!(
             (
@@ -1144,5 +1155,27 @@ mod tests {
             group_is_ours: false,
         };
         assert_eq!(webhook_warnings(&raw, Some(private)), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_cache_keeps_answers_no_longer_fresh_than_its_maximum_age_and_within_a_usable_size() {
+        let raw = raw_with(|raw| {
+            raw.cache.fresh_for = Duration::from_secs(600);
+            raw.cache.max_age = Duration::from_secs(60);
+        });
+        assert_one(&problems(&raw), "cache.max_age", "max_age below fresh_for");
+        let raw = raw_with(|raw| raw.cache.max_bytes = 100);
+        assert_one(&problems(&raw), "cache.max_bytes", "max_bytes too small");
+        let raw = raw_with(|raw| raw.cache.fresh_for = Duration::ZERO);
+        assert!(problems(&raw).is_empty(), "reuse may be turned off");
+    }
+
+    #[test]
+    fn the_old_cache_ttl_key_still_sets_fresh_for() {
+        let cache: RawCache = serde_json::from_str(r#"{"ttl": "45s"}"#).expect("parses");
+        assert_eq!(cache.fresh_for, Duration::from_secs(45));
+        assert_eq!(cache.max_age, Duration::from_secs(600), "the default");
+        let cache: RawCache = serde_json::from_str(r#"{"fresh_for": "1s"}"#).expect("parses");
+        assert_eq!(cache.fresh_for, Duration::from_secs(1));
     }
 }

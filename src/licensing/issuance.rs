@@ -288,8 +288,17 @@ impl Licensing {
                     // next attempt reconciles it; the caller still gets it now.
                     tracing::error!(%error, license_id = %license.id, "could not record the issued license; a retry will reconcile it");
                 }
-                // The owner's next license list must show it.
-                self.shared.license_pages.invalidate_all();
+                // The holder's next license list must show it, on every
+                // replica.
+                let holder = (!license.user_id.is_empty())
+                    .then(|| CryptlexId::from_upstream(license.user_id.clone()));
+                self.apply_change(
+                    &super::changes::Change::License {
+                        license_id: CryptlexId::from_upstream(license.id.clone()),
+                        user_id: holder,
+                    },
+                    super::changes::Origin::Here,
+                );
                 tracing::info!(license_id = %license.id, replayed, "license issued");
                 Ok(Issued { license, replayed })
             }

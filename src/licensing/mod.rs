@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use crate::cryptlex::{self, CryptlexError, NewUser, Rejection};
 use crate::domain::{
-    AdminToken, CryptlexId, Email, Page, PageRequest, Password, PersonName, RefreshToken,
-    RequestContext, Session, UserLicense, UserProfile, UserToken,
+    AdminToken, CryptlexId, Email, Page, PageRequest, Password, PersonName, ReadShare,
+    RefreshToken, RequestContext, Session, UserLicense, UserProfile, UserToken,
 };
 
 pub use error::LicensingError;
@@ -27,7 +27,7 @@ pub use issuance::{
     CLIENT_METADATA_KEY, IssuanceOptions, IssueCommand, Issued, LicenseHolder, ReconcileOutcome,
     Reconciled,
 };
-use read_cache::Invalidation;
+use read_cache::{Answer, CacheKey, Kind, Read, Target, TokenDigest};
 
 /// Changes that began here and wait for the relay to other replicas.
 pub const CHANGE_FEED_CAPACITY: usize = 1024;
@@ -82,8 +82,8 @@ struct Shared {
     options: LicensingOptions,
     /// The issuance ledger; `None` when this gateway does not issue.
     ledger: Option<crate::ledger::Ledger>,
-    profiles: read_cache::ReadCache<UserProfile>,
-    license_pages: read_cache::ReadCache<Page<UserLicense>>,
+    /// Profiles and license pages, by token digest.
+    cache: read_cache::ReadCache,
     throttle: Arc<throttle::Throttle>,
     /// Refuses tokens that cannot work without asking Cryptlex. In an `Arc`
     /// of its own so reads in flight can hold it without holding `Shared`.
@@ -100,16 +100,14 @@ impl Licensing {
         options: LicensingOptions,
         ledger: Option<crate::ledger::Ledger>,
     ) -> Self {
-        let profiles = read_cache::ReadCache::new(options.cache, Invalidation::SignOutOnly);
-        let license_pages = read_cache::ReadCache::new(options.cache, Invalidation::AlsoOnIssuance);
+        let cache = read_cache::ReadCache::new(options.cache);
         let throttle = Arc::new(throttle::Throttle::new(options.throttle));
         Self {
             shared: Arc::new(Shared {
                 cryptlex,
                 options,
                 ledger,
-                profiles,
-                license_pages,
+                cache,
                 throttle,
                 tokens: Arc::new(token_guard::TokenGuard::new()),
                 changes: tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0,
@@ -121,12 +119,35 @@ impl Licensing {
     /// hands it to the subscribers of [`Self::subscribe_changes`].
     pub fn apply_change(&self, change: &changes::Change, origin: changes::Origin) {
         use changes::Change;
-        match change {
-            Change::User { .. } | Change::License { .. } | Change::AllLicensePages => {
-                self.shared.license_pages.invalidate_all();
-            }
-            Change::SignedOut { .. } => {}
-        }
+        let cache = &self.shared.cache;
+        let dropped = match change {
+            Change::User { user_id } => cache.invalidate(Target::User(user_id.as_str())),
+            Change::License {
+                license_id,
+                user_id,
+            } => cache.invalidate(Target::License {
+                license_id: license_id.as_str(),
+                user_id: user_id.as_ref().map(CryptlexId::as_str),
+            }),
+            Change::AllLicensePages => cache.invalidate(Target::AllPages),
+            Change::SignedOut { token_digest } => match TokenDigest::from_hex(token_digest) {
+                Some(digest) => {
+                    self.shared.tokens.unvouch(&digest);
+                    cache.invalidate(Target::Token(digest))
+                }
+                None => {
+                    // Only another replica or a bug sends one; nothing to drop.
+                    tracing::warn!("ignoring a sign-out change whose digest is not hex SHA-256");
+                    return;
+                }
+            },
+        };
+        tracing::debug!(
+            ?change,
+            ?origin,
+            dropped,
+            "applied a change to the read cache"
+        );
         if origin == changes::Origin::Here {
             // No subscriber (a single replica) is not an error.
             let _ = self.shared.changes.send(change.clone());
@@ -144,12 +165,30 @@ impl Licensing {
         &self.shared.cryptlex
     }
 
-    /// Read-cache counters: profiles, then license pages.
+    /// Read-cache counters and sizes: profiles, then license pages.
     pub fn cache_stats(&self) -> (read_cache::CacheStats, read_cache::CacheStats) {
         (
-            self.shared.profiles.stats(),
-            self.shared.license_pages.stats(),
+            self.shared.cache.stats(Kind::Profile),
+            self.shared.cache.stats(Kind::Page),
         )
+    }
+
+    /// Whose read a read for `token` is, and who the token says it belongs
+    /// to, for the cache and the budget.
+    fn read_for<'a>(&self, ctx: &'a RequestContext, token: &UserToken, key: CacheKey) -> Read<'a> {
+        let digest = TokenDigest::new(token);
+        let tokens = &self.shared.tokens;
+        Read {
+            key,
+            ctx,
+            share: ReadShare {
+                session: digest.session(),
+                vouched: tokens.is_vouched(&digest) || self.shared.cache.has_token(&digest),
+                background: false,
+            },
+            claimed_owner: token_guard::claimed_user_id(token),
+            expires: token_guard::expires_at(token),
+        }
     }
 
     fn cryptlex(&self) -> &cryptlex::Client {
@@ -192,6 +231,9 @@ impl Licensing {
             // No verdict (an upstream fault): the attempt is released uncounted.
             Err(_) => drop(attempt),
         }
+        if let Ok(session) = &result {
+            self.shared.tokens.vouch_issued(session);
+        }
         result
     }
 
@@ -205,13 +247,16 @@ impl Licensing {
         let tokens = &self.shared.tokens;
         tokens.check_refresh(refresh_token)?;
         self.upstream_allowed(ctx)?;
-        self.cryptlex()
+        let session = self
+            .cryptlex()
             .refresh(ctx, refresh_token)
             .await
             .map_err(|error| {
                 tokens.refresh_failed(refresh_token, &error);
                 upstream(Credential::RefreshToken, error)
-            })
+            })?;
+        tokens.vouch_issued(&session);
+        Ok(session)
     }
 
     /// Ends the session of `token`, and forgets what was cached for it.
@@ -235,9 +280,24 @@ impl Licensing {
             Err(refused) => Err(refused),
         };
         // Whatever the answer, the caller is done with this token (forgetting
-        // one that was never cached costs next to nothing).
-        self.shared.profiles.forget_token(token);
-        self.shared.license_pages.forget_token(token);
+        // one that was never cached costs next to nothing). Other replicas
+        // are told only about a token that worked (Cryptlex accepted its
+        // sign-out, or it is known here): anyone can send `Logout` with made-up
+        // tokens, and those must not flood the relay.
+        let digest = TokenDigest::new(token);
+        let known = result.is_ok()
+            || self.shared.tokens.is_vouched(&digest)
+            || self.shared.cache.has_token(&digest);
+        let origin = if known {
+            changes::Origin::Here
+        } else {
+            // Applied here only, like a change heard from elsewhere.
+            changes::Origin::Elsewhere
+        };
+        let change = changes::Change::SignedOut {
+            token_digest: digest.to_hex(),
+        };
+        self.apply_change(&change, origin);
         result
     }
 
@@ -251,23 +311,29 @@ impl Licensing {
         // Before the cache: a token that cannot work never has entries, and
         // one Cryptlex refused is not answered from memory either.
         self.shared.tokens.check_access(token)?;
-        let key = read_cache::CacheKey::new(token, "me", "");
+        let read = self.read_for(ctx, token, CacheKey::new(token, "me", ""));
         let cryptlex = self.cryptlex().clone();
         let tokens = Arc::clone(&self.shared.tokens);
         let throttle = Arc::clone(&self.shared.throttle);
-        let (ctx, token) = (ctx.clone(), token.clone());
-        let (profile, _) = self
+        let token = token.clone();
+        let (answer, _) = self
             .shared
-            .profiles
-            .get_or_fetch(key, move || async move {
+            .cache
+            .get_or_fetch(read, Kind::Profile, move |ctx| async move {
                 upstream_allowed(&throttle, &ctx)?;
-                cryptlex
+                let profile = cryptlex
                     .me(&ctx, &token)
                     .await
-                    .map_err(|error| user_call_failed(&tokens, &token, error))
+                    .map_err(|error| user_call_failed(&tokens, &token, error))?;
+                tokens.vouch_answered(&token);
+                Ok(Answer::Profile(profile))
             })
             .await?;
-        Ok(profile)
+        match answer {
+            Answer::Profile(profile) => Ok(profile),
+            // The key names the call, so this cannot happen.
+            Answer::Page(_) => Err(LicensingError::internal("a page cached as a profile")),
+        }
     }
 
     /// Returns one page of the licenses of the user who owns `token`.
@@ -285,15 +351,15 @@ impl Licensing {
             request.page_size,
             request.product_id.as_ref().map_or("", CryptlexId::as_str)
         );
-        let key = read_cache::CacheKey::new(token, "me/licenses", &arguments);
+        let read = self.read_for(ctx, token, CacheKey::new(token, "me/licenses", &arguments));
         let cryptlex = self.cryptlex().clone();
         let tokens = Arc::clone(&self.shared.tokens);
         let throttle = Arc::clone(&self.shared.throttle);
-        let (ctx, token) = (ctx.clone(), token.clone());
-        let (mut page, freshness) = self
+        let token = token.clone();
+        let (answer, freshness) = self
             .shared
-            .license_pages
-            .get_or_fetch(key, move || async move {
+            .cache
+            .get_or_fetch(read, Kind::Page, move |ctx| async move {
                 upstream_allowed(&throttle, &ctx)?;
                 let items = cryptlex
                     .my_licenses(
@@ -329,13 +395,18 @@ impl Licensing {
                     page: request.page + 1,
                     ..request.clone()
                 });
-                Ok(Page {
+                tokens.vouch_answered(&token);
+                Ok(Answer::Page(Page {
                     items,
                     next,
                     stale: false,
-                })
+                }))
             })
             .await?;
+        let Answer::Page(mut page) = answer else {
+            // The key names the call, so this cannot happen.
+            return Err(LicensingError::internal("a profile cached as a page"));
+        };
         page.stale = freshness == read_cache::Freshness::Stale;
         Ok(page)
     }
@@ -377,6 +448,7 @@ impl Licensing {
             .login(ctx, &command.email, &command.password)
             .await
             .map_err(|error| upstream(Credential::Password, error))?;
+        self.shared.tokens.vouch_issued(&session);
         Ok(SignedUp {
             user_id: user.id,
             session,

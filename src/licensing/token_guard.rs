@@ -15,6 +15,12 @@
 //! SHA-256 of the whole token, so one can only ever reach the token that
 //! earned it, and no token is kept in memory.
 //!
+//! It also remembers which access tokens are *vouched for* (this gateway
+//! issued them through login, refresh or sign-up, or Cryptlex has answered a
+//! read with them), so the budget can give unvouched tokens, which anyone
+//! can make up, a smaller share. Vouching never lets a token skip Cryptlex
+//! either; it only decides which share its upstream reads come from.
+//!
 //! Not done here: refresh tokens have no known shape (Cryptlex documents them
 //! as opaque strings of 1 to 256 characters), and a forged JWT with a fresh
 //! `exp` passes the shape check. What keeps such junk from starving others is
@@ -29,8 +35,9 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::LicensingError;
+use super::read_cache::TokenDigest;
 use crate::cryptlex::{CryptlexError, Rejection};
-use crate::domain::{RefreshToken, UserToken};
+use crate::domain::{RefreshToken, Session, UserToken};
 
 /// How long a refused token is remembered. Cryptlex never takes a refused
 /// token back, so the bound is about memory and about a refusal that was not
@@ -42,6 +49,23 @@ const REMEMBER_FOR: Duration = Duration::from_secs(60);
 /// the oldest is forgotten, so a flood of distinct junk costs memory, never
 /// correctness.
 const MAX_REMEMBERED: usize = 10_000;
+
+/// Most vouched-for tokens remembered: 50 000 digests with their expiry are
+/// about 3 MiB. When full, the oldest vouch is forgotten: that token's reads
+/// then come from the unvouched share until Cryptlex answers it again.
+const MAX_VOUCHED: usize = 50_000;
+
+/// How long a vouch lasts at most, and when the token carries no readable
+/// `exp`: past it, the token is vouched for again by its next answered read.
+const MAX_VOUCH_FOR: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The same decoder as the shape check's: lenient about padding.
+const JWT_PART: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// The hash a refused token is remembered by. The kind is part of it, so an
 /// access token and a refresh token with the same text stay apart.
@@ -74,6 +98,18 @@ pub(crate) struct TokenGuard {
     // A std mutex: every critical section is a few map operations, never
     // held across an await.
     refused: Mutex<Refused>,
+    vouched: Mutex<Vouched>,
+}
+
+/// Tokens known to work, with when each vouch ends. Expiries differ per
+/// token, so the queue is in insertion order: it gives the oldest vouch to
+/// forget when full, and expired ones are dropped as they reach its front.
+#[derive(Debug, Default)]
+struct Vouched {
+    until: HashMap<TokenDigest, Instant>,
+    /// Oldest first; an entry whose time differs from `until`'s is a stale
+    /// copy left by a later vouch (or an unvouch) of the same token.
+    order: VecDeque<(TokenDigest, Instant)>,
 }
 
 /// Tokens Cryptlex refused, with when each is forgotten. Every entry lives
@@ -98,7 +134,68 @@ impl TokenGuard {
             remember_for,
             max_remembered: max_remembered.max(1),
             refused: Mutex::default(),
+            vouched: Mutex::default(),
         }
+    }
+
+    /// Vouches for the access token of a session this gateway obtained.
+    pub(crate) fn vouch_issued(&self, session: &Session) {
+        let lifetime = session.expires_at.map_or(MAX_VOUCH_FOR, |expires_at| {
+            (expires_at - chrono::Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+        });
+        self.vouch(TokenDigest::new(&session.access_token), lifetime);
+    }
+
+    /// Vouches for a token Cryptlex has just answered a read with.
+    pub(crate) fn vouch_answered(&self, token: &UserToken) {
+        let lifetime = claims(token)
+            .and_then(|claims| claims.get("exp").and_then(serde_json::Value::as_f64))
+            .map_or(MAX_VOUCH_FOR, |exp| {
+                Duration::try_from_secs_f64(exp - chrono::Utc::now().timestamp() as f64)
+                    .unwrap_or(Duration::ZERO)
+            });
+        self.vouch(TokenDigest::new(token), lifetime);
+    }
+
+    /// Whether the token with `digest` is vouched for now.
+    pub(crate) fn is_vouched(&self, digest: &TokenDigest) -> bool {
+        lock(&self.vouched)
+            .until
+            .get(digest)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    /// Forgets the vouch for a signed-out token (its queue slot goes stale).
+    pub(crate) fn unvouch(&self, digest: &TokenDigest) {
+        lock(&self.vouched).until.remove(digest);
+    }
+
+    fn vouch(&self, digest: TokenDigest, lifetime: Duration) {
+        if lifetime.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let until = now + lifetime.min(MAX_VOUCH_FOR);
+        let mut vouched = lock(&self.vouched);
+        if vouched.until.get(&digest) == Some(&until) {
+            return;
+        }
+        // Each vouch is queued once and popped once: O(1) amortized. The
+        // queue holds every live vouch, so bounding it bounds both.
+        while let Some(&(oldest, at)) = vouched.order.front() {
+            let live = vouched.until.get(&oldest) == Some(&at);
+            if live && at > now && vouched.order.len() < MAX_VOUCHED {
+                break;
+            }
+            vouched.order.pop_front();
+            if live {
+                vouched.until.remove(&oldest);
+            }
+        }
+        vouched.until.insert(digest, until);
+        vouched.order.push_back((digest, until));
     }
 
     /// Refuses an access token that cannot be a live Cryptlex token, or that
@@ -165,12 +262,50 @@ impl TokenGuard {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Refused> {
-        // Every update leaves the maps consistent, so a poisoned lock is
-        // still usable.
-        self.refused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.refused)
     }
+}
+
+/// The user id an access token says it belongs to: its `sub` claim,
+/// unverified. Used only to find the cached answers a change about that user
+/// touches (an entry exists only once Cryptlex accepted the token, so the
+/// claims are Cryptlex's own); never to answer anything. The sandbox puts the
+/// user id in `sub`, as ASP.NET Core's JWT handler does by convention;
+/// Cryptlex does not document its claims, so the read cache checks the claim
+/// against the profile it reads and stops using claims if they differ.
+pub(crate) fn claimed_user_id(token: &UserToken) -> Option<String> {
+    let sub = claims(token)?.remove("sub")?;
+    let sub = sub.as_str()?;
+    let plausible =
+        !sub.is_empty() && sub.len() <= 128 && sub.bytes().all(|b| b.is_ascii_graphic());
+    plausible.then(|| sub.to_owned())
+}
+
+/// When the token's `exp` claim (unverified) says it expires, if it has
+/// one. Cryptlex refuses it from then on (give or take its clock skew), so
+/// the read cache stops answering it from memory and lets Cryptlex decide.
+pub(crate) fn expires_at(token: &UserToken) -> Option<Instant> {
+    let exp = claims(token)?.get("exp")?.as_f64()?;
+    let left = exp - chrono::Utc::now().timestamp() as f64;
+    Some(Instant::now() + Duration::try_from_secs_f64(left).unwrap_or(Duration::ZERO))
+}
+
+/// The token's JWT claims, unverified, if it is a JWT.
+fn claims(token: &UserToken) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let claims = token.expose_secret().split('.').nth(1)?;
+    let bytes = base64::Engine::decode(&JWT_PART, claims).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        serde_json::Value::Object(claims) => Some(claims),
+        _ => None,
+    }
+}
+
+fn lock<V>(mutex: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
+    // Every update leaves the maps consistent, so a poisoned lock is still
+    // usable.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether `error` is Cryptlex itself refusing the call with one of `kinds`:
@@ -275,5 +410,72 @@ mod tests {
 
         let refused = guard.lock();
         assert_eq!((refused.until.len(), refused.order.len()), (1, 1));
+    }
+
+    fn jwt(claims: &serde_json::Value) -> UserToken {
+        use base64::Engine as _;
+        let part = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        token(&format!(
+            "{}.{}.{}",
+            part(br#"{"alg":"HS256"}"#),
+            part(claims.to_string().as_bytes()),
+            part(b"signature")
+        ))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_vouched_for_until_they_expire_and_no_longer_once_signed_out() {
+        let guard = TokenGuard::new();
+        let exp = chrono::Utc::now().timestamp() + 60;
+        let answered = jwt(&serde_json::json!({"sub": "u1", "exp": exp}));
+        let issued = jwt(&serde_json::json!({"sub": "u2"}));
+        let stranger = jwt(&serde_json::json!({"sub": "u3"}));
+
+        guard.vouch_answered(&answered);
+        guard.vouch_issued(&Session {
+            access_token: issued.clone(),
+            refresh_token: None,
+            expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
+        });
+
+        assert!(guard.is_vouched(&TokenDigest::new(&answered)));
+        assert!(guard.is_vouched(&TokenDigest::new(&issued)));
+        assert!(!guard.is_vouched(&TokenDigest::new(&stranger)));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(
+            !guard.is_vouched(&TokenDigest::new(&answered)),
+            "past its exp"
+        );
+        guard.unvouch(&TokenDigest::new(&issued));
+        assert!(!guard.is_vouched(&TokenDigest::new(&issued)), "signed out");
+        let expired = jwt(&serde_json::json!({"exp": exp - 3600}));
+        guard.vouch_answered(&expired);
+        assert!(!guard.is_vouched(&TokenDigest::new(&expired)));
+    }
+
+    #[test]
+    fn the_vouched_set_stays_within_its_bound() {
+        let guard = TokenGuard::new();
+        for n in 0..(MAX_VOUCHED + 100) {
+            guard.vouch_answered(&token(&format!("a.b.{n}")));
+        }
+        let vouched = lock(&guard.vouched);
+        assert!(vouched.until.len() <= MAX_VOUCHED);
+        assert!(vouched.order.len() <= MAX_VOUCHED);
+    }
+
+    #[test]
+    fn the_claimed_user_id_is_the_sub_claim_when_it_is_a_plausible_id() {
+        assert_eq!(
+            claimed_user_id(&jwt(&serde_json::json!({"sub": "user-1"}))).as_deref(),
+            Some("user-1")
+        );
+        assert_eq!(claimed_user_id(&jwt(&serde_json::json!({"sub": 7}))), None);
+        assert_eq!(
+            claimed_user_id(&jwt(&serde_json::json!({"sub": "a b"}))),
+            None
+        );
+        assert_eq!(claimed_user_id(&jwt(&serde_json::json!({}))), None);
+        assert_eq!(claimed_user_id(&token("not-a-jwt")), None);
     }
 }

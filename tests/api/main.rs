@@ -10,6 +10,7 @@ mod support;
 
 mod admission;
 mod contract;
+mod freshness;
 mod grpc_web;
 mod helpers;
 mod hostile;
