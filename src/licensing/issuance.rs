@@ -288,8 +288,15 @@ impl Licensing {
                     // next attempt reconciles it; the caller still gets it now.
                     tracing::error!(%error, license_id = %license.id, "could not record the issued license; a retry will reconcile it");
                 }
-                // The owner's next license list must show it.
-                self.shared.license_pages.invalidate_all();
+                // The owner's next license list must show it, on every
+                // replica (`Origin::Here` hands it to the relay).
+                self.apply_change(
+                    &super::changes::Change::License {
+                        license_id: CryptlexId::from_upstream(license.id.clone()),
+                        user_id: Some(CryptlexId::from_upstream(license.user_id.clone())),
+                    },
+                    super::changes::Origin::Here,
+                );
                 tracing::info!(license_id = %license.id, replayed, "license issued");
                 Ok(Issued { license, replayed })
             }
