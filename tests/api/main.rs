@@ -14,6 +14,7 @@ mod helpers;
 mod hostile;
 mod issuance;
 mod observability;
+mod replicas;
 mod resilience;
 mod rotation;
 mod throttle;
