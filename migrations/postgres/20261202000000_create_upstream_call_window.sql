@@ -37,6 +37,11 @@ BEGIN
     -- (the row lock alone makes this transaction write) costs milliseconds each.
     PERFORM set_config('synchronous_commit', 'off', true);
     PERFORM 1 FROM upstream_call_window WHERE only_row FOR UPDATE;
+    IF NOT FOUND THEN
+        -- Someone deleted the row: start again with an empty window.
+        INSERT INTO upstream_call_window DEFAULT VALUES ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM upstream_call_window WHERE only_row FOR UPDATE;
+    END IF;
     -- Read after the lock: now() is the transaction's start, which may be before the wait.
     moment := clock_timestamp();
     SELECT cardinality(w.starts),

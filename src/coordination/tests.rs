@@ -349,6 +349,32 @@ async fn the_window_holds_only_the_starts_of_the_current_window() {
     assert_eq!(held, 0);
 }
 
+#[tokio::test]
+async fn a_deleted_window_row_is_recreated_empty() {
+    let db = TestDb::new();
+    let replica = db.replica().await;
+    let mut conn = db.connection().await;
+    sqlx::query(AssertSqlSafe(format!(
+        "DELETE FROM \"{}\".upstream_call_window",
+        db.schema
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("delete");
+
+    let first = replica
+        .window()
+        .try_start(1, Duration::from_secs(5), TIMEOUT)
+        .await;
+    let second = replica
+        .window()
+        .try_start(1, Duration::from_secs(5), TIMEOUT)
+        .await;
+
+    assert_eq!(first.expect("first"), Admit::Started);
+    assert!(matches!(second.expect("second"), Admit::NotBefore(_)));
+}
+
 /// A pool whose server never answers (a socket that accepts and stays
 /// silent) or is not there (a closed port).
 async fn unreachable_window(silent: bool) -> (PgWindow, Option<tokio::net::TcpListener>) {
