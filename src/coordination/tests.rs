@@ -627,6 +627,55 @@ async fn a_replica_whose_feed_overflowed_tells_the_others_to_drop_every_license_
     relay_b.stop().await;
 }
 
+#[tokio::test]
+async fn a_change_that_could_not_be_sent_makes_the_others_drop_every_license_page_once_it_can() {
+    // Arrange: B listens; A publishes through a pool that cannot reach the
+    // database yet (a closed port), and listens normally.
+    let db = TestDb::new();
+    let (a, b) = (db.replica().await, db.replica().await);
+    let relay_b = RunningRelay::start(&b);
+    relay_b.wait_connected(1).await;
+    let closed_port = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let unreachable: PgConnectOptions = format!("postgres://postgres@127.0.0.1:{closed_port}/test")
+        .parse()
+        .expect("url");
+    let publishing = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(200))
+        .connect_lazy_with(unreachable);
+    let relay = Relay::new(
+        publishing.clone(),
+        a.base.clone(),
+        a.channel.clone(),
+        a.replica.clone(),
+        Arc::new(RecordingSink::default()),
+    );
+    let counters = relay.counters();
+    let (feed, receiver) = broadcast::channel(4);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(relay.run(receiver, async move {
+        let _ = stopped.await;
+    }));
+
+    // Act: a change is lost on the way; then the database is reachable.
+    feed.send(license_change("lost")).expect("a subscriber");
+    assert!(poll_until(|| counters.publish_failures.load(Ordering::Relaxed) >= 1).await);
+    publishing.set_connect_options((*a.pool.connect_options()).clone());
+
+    // Assert: B is told to drop every license page, which covers the lost
+    // change.
+    assert!(relay_b.sink.wait_for(&Change::AllLicensePages).await);
+    assert!(!relay_b.sink.applied().contains(&license_change("lost")));
+    let _ = stop.send(());
+    task.await.expect("the relay ran cleanly");
+    relay_b.stop().await;
+}
+
 #[test]
 fn channels_are_named_after_the_schema_within_postgres_limits() {
     assert_eq!(channel_name(None), "licensing_gateway_changes");
