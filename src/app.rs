@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::config::Settings;
+use crate::coordination::Coordination;
 use crate::cryptlex::{self, ClientOptions};
 use crate::grpc::{
     ClientAddressPolicy, Deadlines, GrpcListener, IssuanceApi, PublicOptions, ServeError,
@@ -49,6 +50,8 @@ pub struct Application {
     tls_reload_interval: Duration,
     drain_timeout: Duration,
     licensing: Licensing,
+    /// What replicas share, when the ledger is PostgreSQL.
+    coordination: Option<Coordination>,
 }
 
 #[derive(Debug)]
@@ -75,7 +78,7 @@ impl Application {
         // Before anything records (the TLS loaders set expiry gauges).
         let prometheus = settings.admin_addr.map(|_| metrics::install());
         let readiness = Readiness::default();
-        let licensing = build_licensing(&settings).await?;
+        let (licensing, coordination) = build_replica(&settings).await?;
         let deadlines = Deadlines {
             default: settings.public.default_deadline,
             max: settings.public.max_deadline,
@@ -109,6 +112,7 @@ impl Application {
             tls_reload_interval: settings.tls_reload_interval,
             drain_timeout: settings.limits.drain_timeout,
             licensing,
+            coordination,
         })
     }
 
@@ -148,6 +152,7 @@ impl Application {
             tls_reload_interval,
             drain_timeout,
             licensing,
+            coordination,
         } = self;
         let health: Vec<ServingHealth> = std::iter::once(&public)
             .chain(internal.as_ref())
@@ -162,6 +167,12 @@ impl Application {
             licensing.ledger(),
             tls_reload_interval,
         );
+        // The relay too, so other replicas' changes apply from the first
+        // call; it stops only after the drain, since calls that finish
+        // during it can still change something the others cache.
+        let relay = coordination
+            .as_ref()
+            .map(|coordination| RelayTask::start(coordination, &licensing));
 
         // 2. The admin listener before the gRPC ones, and it stops after they
         //    have drained: probes and metrics must answer through the drain.
@@ -202,7 +213,13 @@ impl Application {
             }
         };
 
-        // 6. Last, the admin listener.
+        // 6. The relay, then the admin listener.
+        if let Some(relay) = relay {
+            relay.stop().await;
+        }
+        if let Some(coordination) = &coordination {
+            coordination.close().await;
+        }
         let _ = admin_stop.send(());
         if let Some(admin_server) = admin_server {
             admin_server
@@ -257,6 +274,29 @@ impl BackgroundTasks {
         }
         // Certificate reloading holds nothing the drain needs; let it end.
         drop(self.tls_reload);
+    }
+}
+
+/// The relay of cache invalidations between replicas, on a task of its own.
+struct RelayTask {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RelayTask {
+    /// Relays this replica's changes out and the others' in.
+    fn start(coordination: &Coordination, licensing: &Licensing) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let relay = coordination.relay(Arc::new(licensing.clone()));
+        let task = tokio::spawn(relay.run(licensing.subscribe_changes(), until_true(stopped)));
+        Self { stop, task }
+    }
+
+    /// Stops the relay and waits until its connections are dropped.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        // It only fails if it panicked, and then it holds nothing either.
+        let _ = self.task.await;
     }
 }
 
@@ -401,23 +441,71 @@ pub fn cryptlex_client(settings: &Settings) -> anyhow::Result<cryptlex::Client> 
 }
 
 /// Builds the use cases (Cryptlex client, and the ledger when this gateway
-/// issues licenses) from settings. Also used by operator commands.
+/// issues licenses) from settings. Also used by operator commands, which
+/// take no part in what replicas share.
 pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
-    let cryptlex = cryptlex_client(settings)?;
     // The ledger is only needed where licenses are issued.
     let ledger = match &settings.internal {
-        Some(_) => Some(
-            Ledger::connect(&LedgerOptions {
-                url: settings.ledger.url.clone(),
-                schema: settings.ledger.schema.clone(),
-                max_connections: settings.ledger.max_connections,
-            })
-            .await
-            .context("opening the issuance ledger")?,
-        ),
+        Some(_) => Some(connect_ledger(settings).await?),
         None => None,
     };
-    Ok(Licensing::new(
+    Ok(licensing_over(settings, cryptlex_client(settings)?, ledger))
+}
+
+/// Builds the use cases of a serving replica: with a PostgreSQL ledger,
+/// also what it shares with the other replicas there, and its Cryptlex
+/// client counts its calls in the shared window.
+async fn build_replica(settings: &Settings) -> anyhow::Result<(Licensing, Option<Coordination>)> {
+    let issues = settings.internal.is_some();
+    // A replica that does not issue still opens a PostgreSQL ledger: it
+    // migrates the shared window's table and names the database to share.
+    let ledger = if issues || ledger_is_postgres(&settings.ledger.url) {
+        Some(connect_ledger(settings).await?)
+    } else {
+        None
+    };
+    let coordination = ledger
+        .as_ref()
+        .and_then(Ledger::postgres_pool)
+        .map(|pool| Coordination::from_ledger_pool(pool, settings.ledger.schema.as_deref()));
+    let mut cryptlex = cryptlex_client(settings)?;
+    if let Some(coordination) = &coordination {
+        cryptlex = cryptlex.with_shared_window(coordination.window());
+        tracing::info!(
+            channel = coordination.channel(),
+            replica = coordination.replica(),
+            "sharing the upstream budget and cache invalidations through the ledger's postgres"
+        );
+    }
+    let ledger = ledger.filter(|_| issues);
+    Ok((licensing_over(settings, cryptlex, ledger), coordination))
+}
+
+/// Whether the ledger URL names PostgreSQL (the schemes `Ledger::connect`
+/// accepts for it).
+fn ledger_is_postgres(url: &str) -> bool {
+    url.split_once(':').is_some_and(|(scheme, _)| {
+        scheme.eq_ignore_ascii_case("postgres") || scheme.eq_ignore_ascii_case("postgresql")
+    })
+}
+
+async fn connect_ledger(settings: &Settings) -> anyhow::Result<Ledger> {
+    Ledger::connect(&LedgerOptions {
+        url: settings.ledger.url.clone(),
+        schema: settings.ledger.schema.clone(),
+        max_connections: settings.ledger.max_connections,
+    })
+    .await
+    .context("opening the issuance ledger")
+}
+
+/// The use cases over `cryptlex` and, where licenses are issued, `ledger`.
+fn licensing_over(
+    settings: &Settings,
+    cryptlex: cryptlex::Client,
+    ledger: Option<Ledger>,
+) -> Licensing {
+    Licensing::new(
         cryptlex,
         LicensingOptions {
             sign_up_enabled: settings.sign_up_enabled,
@@ -450,7 +538,7 @@ pub async fn build_licensing(settings: &Settings) -> anyhow::Result<Licensing> {
             },
         },
         ledger,
-    ))
+    )
 }
 
 /// The bounds on connections and calls both gRPC listeners apply.

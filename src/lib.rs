@@ -34,6 +34,8 @@
 //!   transport, retries, the rate budget, the circuit breaker.
 //! - [`ledger`]: the durable exactly-once issuance ledger (SQLite, or
 //!   PostgreSQL for replicas).
+//! - [`coordination`]: with a PostgreSQL ledger, what replicas share through
+//!   it: the upstream-call window and the relay of cache invalidations.
 //! - [`grpc`]: the only module that knows tonic: adapters, conversions,
 //!   credential extraction, the one status table, the listeners' stacks.
 //! - [`webhook`]: Cryptlex's webhooks (signature, replay window, events)
@@ -49,6 +51,7 @@ pub(crate) mod admin;
 pub mod app;
 pub mod commands;
 pub mod config;
+pub mod coordination;
 pub mod cryptlex;
 pub mod domain;
 #[cfg(feature = "fuzzing")]

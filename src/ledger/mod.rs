@@ -464,6 +464,15 @@ impl Ledger {
         })
     }
 
+    /// Returns the PostgreSQL pool, when the ledger is on PostgreSQL: replicas coordinate in
+    /// the same database and schema (`crate::coordination`), which these migrations prepare.
+    pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.backend {
+            Backend::Sqlite { .. } => None,
+            Backend::Postgres { pool } => Some(pool),
+        }
+    }
+
     /// Returns which database backs the ledger: `"sqlite"` or `"postgres"`.
     pub fn backend(&self) -> &'static str {
         match self.backend {

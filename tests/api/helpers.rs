@@ -347,3 +347,90 @@ impl<'writer> tracing_subscriber::fmt::MakeWriter<'writer> for CapturedLogs {
         self.clone()
     }
 }
+
+/// A second gateway beside a [`TestApp`], as another process would run it:
+/// the same settings (the sandbox, the PKI, the ledger and its PostgreSQL
+/// schema), listeners of its own.
+pub struct Replica {
+    pub public_addr: SocketAddr,
+    pub internal_addr: Option<SocketAddr>,
+    ca_pem: String,
+    payment_identity: (String, String),
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// The ledger's PostgreSQL schema, when the ledger is on PostgreSQL.
+    pub fn postgres_schema(&self) -> Option<&str> {
+        self._schema.as_ref().map(TestSchema::name)
+    }
+
+    /// Starts another replica of this gateway (see [`Replica`]).
+    pub async fn spawn_replica(&self) -> Replica {
+        let app = Application::build(self.sandbox.settings.clone())
+            .await
+            .expect("the replica builds");
+        let public_addr = app.public_addr();
+        let internal_addr = app.internal_addr();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stop.await;
+        }));
+        let files = self.sandbox.pki.files();
+        Replica {
+            public_addr,
+            internal_addr,
+            ca_pem: self.sandbox.pki.ca_cert_pem().to_owned(),
+            payment_identity: (
+                std::fs::read_to_string(&files.payment_service_cert).expect("cert"),
+                std::fs::read_to_string(&files.payment_service_key).expect("key"),
+            ),
+            shutdown: Some(shutdown),
+            server: Some(server),
+        }
+    }
+}
+
+impl Replica {
+    /// A `UserService` client on this replica's public listener.
+    pub async fn user_client(&self) -> UserServiceClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.public_addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("the replica's public listener is reachable");
+        UserServiceClient::new(channel)
+    }
+
+    /// An `IssuanceService` client on this replica, as the payment service.
+    pub async fn payment_client(&self) -> IssuanceServiceClient<Channel> {
+        let addr = self.internal_addr.expect("internal listener enabled");
+        let (cert, key) = &self.payment_identity;
+        let channel = mtls_channel(addr.port(), &self.ca_pem, Some((cert, key)))
+            .await
+            .expect("mTLS connect");
+        IssuanceServiceClient::new(channel)
+    }
+
+    /// Stops the replica and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("replica task")
+                .expect("the replica ran cleanly");
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}

@@ -16,6 +16,7 @@ mod helpers;
 mod hostile;
 mod issuance;
 mod observability;
+mod replicas;
 mod resilience;
 mod rotation;
 mod sandbox_webhooks;

@@ -176,7 +176,6 @@ async fn a_signed_license_update_sends_that_users_next_license_list_upstream() {
 }
 
 #[tokio::test]
-#[ignore = "needs the read cache's targeted invalidation (issue 12's cache part): apply_change on this branch still empties every license page"]
 async fn a_license_update_leaves_another_users_cached_license_list_alone() {
     let app = app_with_webhook(&[]).await;
     let demo = demo_with_cached_list(&app).await;
