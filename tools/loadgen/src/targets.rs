@@ -22,7 +22,7 @@ use licensing_gateway::grpc::pb::{
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a gateway child process is configured, on top of the sandbox's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,10 @@ pub(crate) enum Profile {
     /// throttle lifted, since every call comes from one address and the point is what
     /// the gateway holds on to, not what it sheds.
     Soak,
+    /// The scenarios of issue 12: defaults, behind one trusted proxy that writes the
+    /// client's address in `x-forwarded-for`, as the Next.js backend does, so the
+    /// per-network allowances see each user's own address.
+    Browsing,
 }
 
 impl Profile {
@@ -64,6 +68,13 @@ impl Profile {
                     "LICENSING_GATEWAY__LIMITS__LOGIN_ATTEMPTS_PER_ADDRESS",
                     "1000000",
                 ),
+            ],
+            Profile::Browsing => &[
+                (
+                    "LICENSING_GATEWAY__LIMITS__CLIENT_ADDRESS_HEADER",
+                    "x-forwarded-for",
+                ),
+                ("LICENSING_GATEWAY__LIMITS__TRUSTED_PROXY_HOPS", "1"),
             ],
         }
     }
