@@ -152,10 +152,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             soak::splice_named(&existing, scenarios::HEADING, &report)
         } else {
             // A full run rewrites the file but keeps the soak's and the scenarios'
-            // sections.
+            // sections (unless it wrote one itself, as the smoke does).
             let mut text = report;
             for heading in [scenarios::HEADING, soak::HEADING] {
-                if let Some(section) = soak::existing_named(&existing, heading) {
+                if !text.contains(heading)
+                    && let Some(section) = soak::existing_named(&existing, heading)
+                {
                     text = soak::splice_named(&text, heading, section);
                 }
             }
@@ -311,4 +313,37 @@ async fn measure(
         ));
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_flags_parse_and_scenarios_are_named_as_documented() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from([
+            "loadgen",
+            "--scenario",
+            "busy-evening-30",
+            "--scenario",
+            "replicas-3",
+        ])
+        .expect("valid flags");
+        assert_eq!(
+            args.scenario,
+            [
+                scenarios::Scenario::BusyEvening30,
+                scenarios::Scenario::Replicas3
+            ]
+        );
+        assert!(Args::try_parse_from(["loadgen", "--scenario", "nonesuch"]).is_err());
+        for scenario in scenarios::Scenario::ALL {
+            let parsed = Args::try_parse_from(["loadgen", "--scenario", scenario.name()])
+                .expect("every scenario's name parses");
+            assert_eq!(parsed.scenario, [scenario]);
+        }
+    }
 }

@@ -872,6 +872,25 @@ mod tests {
     }
 
     #[test]
+    fn a_named_section_is_replaced_without_touching_the_others() {
+        let other = "## Page views within Cryptlex's limit";
+        let before = format!("# B\n\n## 1. a\n\none\n\n{other}\n\nold\n\n{HEADING}\n\nsoak\n");
+        let replaced = splice_named(&before, other, &format!("{other}\n\nnew\n\n"));
+        assert_eq!(
+            replaced,
+            format!("# B\n\n## 1. a\n\none\n\n{other}\n\nnew\n\n{HEADING}\n\nsoak\n")
+        );
+        assert_eq!(
+            existing_named(&replaced, other),
+            Some(format!("{other}\n\nnew\n\n").as_str())
+        );
+        assert_eq!(
+            existing_section(&replaced),
+            Some(format!("{HEADING}\n\nsoak\n").as_str())
+        );
+    }
+
+    #[test]
     fn the_soak_section_is_replaced_in_place_or_appended() {
         let section = format!("{HEADING}\n\nnew\n");
         let before =

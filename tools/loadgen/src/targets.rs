@@ -32,7 +32,7 @@ pub(crate) enum Profile {
     /// What `licensing-gateway sandbox` runs with; the rate-limited run.
     Defaults,
     /// The soak: defaults (read cache on), but the budget and the per-address sign-in
-    /// throttle lifted, since every call comes from one address and the point is what
+    /// and upstream allowances lifted, since every call comes from one address and the point is what
     /// the gateway holds on to, not what it sheds.
     Soak,
     /// The scenarios of issue 12: defaults, behind one trusted proxy that writes the
@@ -57,6 +57,9 @@ impl Profile {
                     "LICENSING_GATEWAY__LIMITS__LOGIN_ATTEMPTS_PER_ADDRESS",
                     "1000",
                 ),
+                // Every call comes from one address; the per-network allowance for
+                // upstream calls would measure itself instead of the hop.
+                ("LICENSING_GATEWAY__LIMITS__UPSTREAM_CALLS_PER_ADDRESS", "0"),
             ],
             Profile::Defaults => &[],
             Profile::Soak => &[
@@ -68,6 +71,7 @@ impl Profile {
                     "LICENSING_GATEWAY__LIMITS__LOGIN_ATTEMPTS_PER_ADDRESS",
                     "1000000",
                 ),
+                ("LICENSING_GATEWAY__LIMITS__UPSTREAM_CALLS_PER_ADDRESS", "0"),
             ],
             Profile::Browsing => &[
                 (

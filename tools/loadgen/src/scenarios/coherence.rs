@@ -192,13 +192,14 @@ async fn wait_for_delivery(
     while started.elapsed() < DELIVERY_WITHIN {
         match env.admin.webhook_deliveries().await {
             Ok(Some(deliveries)) => {
+                // The latest delivery to this webhook.
                 let status = deliveries
                     .iter()
+                    .rev()
                     .filter(|delivery| {
                         delivery.get("webhookId").and_then(|id| id.as_str()) == Some(webhook_id)
                     })
-                    .filter_map(|delivery| delivery.get("status").and_then(|s| s.as_str()))
-                    .last()
+                    .find_map(|delivery| delivery.get("status").and_then(|s| s.as_str()))
                     .map(str::to_owned);
                 if let Some(status) = &status
                     && (status == "succeeded" || status == "failed")

@@ -32,7 +32,9 @@ pub(crate) fn render(outcomes: &[Outcome], command: &str) -> String {
          behind one trusted proxy ({overrides}), and each user sends their own address in \
          `x-forwarded-for`, as the Next.js backend does. A page view is `GetProfile` twice \
          and `ListMyLicenses` once, at the same moment. Latencies count every answer, OK or \
-         not, in ms.\n",
+         not, in ms. \"Most upstream calls in any 5 s\" is over a sliding window (the issue's \
+         measure); the sandbox, like Cryptlex, counts fixed windows per client IP, so a \
+         figure above 50 can come with no 429.\n",
         machine::date(),
         machine::git_commit(),
         if cfg!(debug_assertions) {
@@ -383,4 +385,86 @@ fn render_coherence(md: &mut String, outcome: &CoherenceOutcome) {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenarios::browse::BrowsePlan;
+
+    fn call(rpc: &'static str, code: Code, ms: u64, replica: usize) -> Call {
+        Call {
+            rpc,
+            code,
+            latency: Duration::from_millis(ms),
+            replica,
+        }
+    }
+
+    #[test]
+    fn a_busy_evening_reports_figures_beside_their_targets() {
+        let mut calls = vec![call("Login", Code::Ok, 5, 0)];
+        calls.extend((0..998).map(|i| call("GetProfile", Code::Ok, 1 + i % 10, 0)));
+        calls.push(call("GetProfile", Code::Unavailable, 500, 0));
+        let outcome = BrowseOutcome {
+            plan: BrowsePlan::busy_evening_30(),
+            calls,
+            signed_in: 1,
+            page_views: 10,
+            upstream: 50,
+            responses_429: 0,
+            busiest_window: 51,
+            replicas: vec![ReplicaFigures::default()],
+            cross_replica: None,
+            elapsed: Duration::from_secs(40),
+        };
+        let md = render(&[Outcome::Browse(outcome)], "loadgen --scenarios");
+        assert!(md.starts_with(HEADING), "{md}");
+        assert!(md.contains("### busy-evening-30"), "{md}");
+        // 999 of 1000 OK is exactly the 99.9 % target.
+        assert!(
+            md.contains("| calls OK, sign-ins included | 99.90 % (999 of 1000) | ≥ 99.9 % | yes |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| upstream calls per user RPC | 0.050 (50 for 1000 calls) | ≤ 0.1 | yes |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| most upstream calls in any 5 s | 51 | ≤ 50 | **no** |"),
+            "{md}"
+        );
+        assert!(md.contains("| GetProfile | UNAVAILABLE | 1 |"), "{md}");
+        assert!(
+            !md.contains("Per replica"),
+            "one gateway has no replica table"
+        );
+    }
+
+    #[test]
+    fn missing_controls_and_failures_are_said_plainly() {
+        let coherence = CoherenceOutcome {
+            notes: vec!["`PATCH /__sandbox/licenses/{id}` answered 404".into()],
+            ..CoherenceOutcome::default()
+        };
+        let md = render(
+            &[
+                Outcome::Coherence(coherence),
+                Outcome::Failed("replicas-2", "PostgreSQL is not reachable".into()),
+            ],
+            "loadgen --scenarios",
+        );
+        assert!(md.contains("control not available"), "{md}");
+        assert!(
+            md.contains("- `PATCH /__sandbox/licenses/{id}` answered 404"),
+            "{md}"
+        );
+        assert!(
+            md.contains("### replicas-2\n\n**Could not run**: PostgreSQL is not reachable"),
+            "{md}"
+        );
+        assert!(!md.contains("shows it revoked"), "nothing was read: {md}");
+    }
 }
