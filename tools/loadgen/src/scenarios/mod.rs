@@ -429,7 +429,8 @@ impl SandboxAdmin {
     }
 
     /// `PATCH /__sandbox/licenses/{id}` `{"revoked": true}`: false when the control
-    /// does not exist (404 with no such route; the license exists).
+    /// does not exist (404 or 405: no such route). A sandbox with the route answers an
+    /// unknown license with a 404 naming the license, which is an error here.
     async fn revoke_license(&self, license_id: &str) -> anyhow::Result<bool> {
         let response = self
             .http
@@ -442,6 +443,12 @@ impl SandboxAdmin {
         if status == reqwest::StatusCode::NOT_FOUND
             || status == reqwest::StatusCode::METHOD_NOT_ALLOWED
         {
+            let body = response.bytes().await.unwrap_or_default();
+            if String::from_utf8_lossy(&body).contains("License") {
+                anyhow::bail!(
+                    "PATCH /__sandbox/licenses/{{id}}: the sandbox does not know the license"
+                );
+            }
             return Ok(false);
         }
         if !status.is_success() {
