@@ -4,7 +4,7 @@
 //! cargo run --release -p loadgen -- --out BENCHMARKS.md   # about a minute
 //! cargo run --release -p loadgen -- --smoke               # a few seconds, for CI
 //! cargo run --release -p loadgen -- --soak --out BENCHMARKS.md  # 1M calls, minutes
-//! cargo run --release -p loadgen -- --scenarios --out BENCHMARKS.md  # issue 12, ~6 min
+//! cargo run --release -p loadgen -- --scenarios --out BENCHMARKS.md  # issue 12, ~5 min
 //! cargo run -p loadgen -- --scenarios --scenario busy-evening-30  # one, debug build
 //! ```
 //!
