@@ -310,7 +310,10 @@ pub(crate) async fn rate_limited(
 }
 
 /// The most instants that fall within any span of length `window`.
-fn busiest_window(instants: &[chrono::DateTime<chrono::Utc>], window: chrono::Duration) -> usize {
+pub(crate) fn busiest_window(
+    instants: &[chrono::DateTime<chrono::Utc>],
+    window: chrono::Duration,
+) -> usize {
     let mut sorted = instants.to_vec();
     sorted.sort_unstable();
     let mut start = 0;

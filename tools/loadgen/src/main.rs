@@ -4,6 +4,8 @@
 //! cargo run --release -p loadgen -- --out BENCHMARKS.md   # about a minute
 //! cargo run --release -p loadgen -- --smoke               # a few seconds, for CI
 //! cargo run --release -p loadgen -- --soak --out BENCHMARKS.md  # 1M calls, minutes
+//! cargo run --release -p loadgen -- --scenarios --out BENCHMARKS.md  # issue 12, ~5 min
+//! cargo run -p loadgen -- --scenarios --scenario busy-evening-30  # one, debug build
 //! ```
 //!
 //! It starts the sandbox Cryptlex in this process, the release gateway binary as
@@ -31,6 +33,11 @@
 //! calls, with the gateway's RSS and open descriptors sampled throughout; it writes its
 //! own section into `--out`, and a full run keeps that section when it rewrites the file.
 //!
+//! `--scenarios` runs only the scenarios of issue 12 ([`scenarios`]): page views, a read
+//! flood, replicas on PostgreSQL and webhook coherence, with the sandbox enforcing
+//! Cryptlex's limit; `--scenario <name>` (repeatable) picks some. They write their own
+//! section into `--out`, kept by the other runs.
+//!
 //! Every gRPC status other than OK counts as an error. Nothing here is a timed
 //! assertion: `--smoke` only checks that the whole pipeline runs.
 //!
@@ -43,6 +50,7 @@ mod machine;
 mod plan;
 mod process;
 mod report;
+mod scenarios;
 mod soak;
 mod targets;
 
@@ -80,6 +88,13 @@ struct Args {
     /// The soak stops after this long even if calls remain.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     soak_max_time: Duration,
+    /// Run only the scenarios of issue 12 (all of them unless `--scenario` picks).
+    /// Writes its own section into `--out`.
+    #[arg(long)]
+    scenarios: bool,
+    /// Run only this scenario (repeatable); implies `--scenarios`.
+    #[arg(long, value_enum)]
+    scenario: Vec<scenarios::Scenario>,
     /// The gateway binary. Default: `licensing-gateway` next to this program,
     /// built first with `cargo build` in the same profile.
     #[arg(long)]
@@ -106,6 +121,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Plan::full()
     };
+    let scenario_mode = args.scenarios || !args.scenario.is_empty();
     if cfg!(debug_assertions) && !args.smoke {
         eprintln!("warning: loadgen is a debug build; use `cargo run --release -p loadgen`");
     }
@@ -120,6 +136,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("loadgen-{}", uuid::Uuid::new_v4().simple()));
     let result = if args.soak {
         run_soak(&args, &gateway_bin, &dir).await
+    } else if scenario_mode {
+        run_scenarios(&args, &gateway_bin, &dir).await
     } else {
         measure(&args, plan, &gateway_bin, binary_size, &dir).await
     };
@@ -130,12 +148,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let existing = std::fs::read_to_string(out).unwrap_or_default();
         let text = if args.soak {
             soak::splice_section(&existing, &report)
+        } else if scenario_mode {
+            soak::splice_named(&existing, scenarios::HEADING, &report)
         } else {
-            // A full run rewrites the file but keeps the soak's section.
-            match soak::existing_section(&existing) {
-                Some(section) => soak::splice_section(&report, section),
-                None => report,
+            // A full run rewrites the file but keeps the soak's and the scenarios'
+            // sections (unless it wrote one itself, as the smoke does).
+            let mut text = report;
+            for heading in [scenarios::HEADING, soak::HEADING] {
+                if !text.contains(heading)
+                    && let Some(section) = soak::existing_named(&existing, heading)
+                {
+                    text = soak::splice_named(&text, heading, section);
+                }
             }
+            text
         };
         std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("wrote {}", out.display());
@@ -164,6 +190,37 @@ async fn run_soak(args: &Args, gateway_bin: &Path, dir: &Path) -> anyhow::Result
         command.push_str(&format!(" --out {}", out.display()));
     }
     Ok(result?.render(&command))
+}
+
+/// The scenarios of issue 12 (those `--scenario` picks, or all); returns their section.
+async fn run_scenarios(args: &Args, gateway_bin: &Path, dir: &Path) -> anyhow::Result<String> {
+    let sandbox = start_sandbox(dir).await?;
+    let mut selected = if args.scenario.is_empty() {
+        scenarios::Scenario::ALL.to_vec()
+    } else {
+        args.scenario.clone()
+    };
+    selected.sort_unstable();
+    selected.dedup();
+    eprintln!("scenarios with {}", gateway_bin.display());
+    let outcomes = scenarios::run(gateway_bin, &sandbox, &selected).await;
+    let mut command = format!(
+        "cargo run {}-p loadgen -- --scenarios",
+        if cfg!(debug_assertions) {
+            ""
+        } else {
+            "--release "
+        }
+    );
+    if !args.scenario.is_empty() {
+        for scenario in &selected {
+            command.push_str(&format!(" --scenario {}", scenario.name()));
+        }
+    }
+    if let Some(out) = &args.out {
+        command.push_str(&format!(" --out {}", out.display()));
+    }
+    Ok(scenarios::render(&outcomes, &command))
 }
 
 /// The whole run, section by section; returns the report.
@@ -239,5 +296,54 @@ async fn measure(
         tally,
         limited,
     };
-    Ok(report.render())
+    let mut text = report.render();
+    if args.smoke {
+        // A few users for a few seconds: only that the scenarios' pipeline runs.
+        eprintln!("scenario smoke: busy evening, 5 users for 8 s");
+        let outcome = scenarios::smoke(gateway_bin, &sandbox).await?;
+        if let scenarios::Outcome::Browse(browse) = &outcome
+            && browse.made_no_calls()
+        {
+            anyhow::bail!("the busy-evening smoke made no calls");
+        }
+        text.push('\n');
+        text.push_str(&scenarios::render(
+            std::slice::from_ref(&outcome),
+            "cargo run -p loadgen -- --smoke",
+        ));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn the_flags_parse_and_scenarios_are_named_as_documented() {
+        Args::command().debug_assert();
+        let args = Args::try_parse_from([
+            "loadgen",
+            "--scenario",
+            "busy-evening-30",
+            "--scenario",
+            "replicas-3",
+        ])
+        .expect("valid flags");
+        assert_eq!(
+            args.scenario,
+            [
+                scenarios::Scenario::BusyEvening30,
+                scenarios::Scenario::Replicas3
+            ]
+        );
+        assert!(Args::try_parse_from(["loadgen", "--scenario", "nonesuch"]).is_err());
+        for scenario in scenarios::Scenario::ALL {
+            let parsed = Args::try_parse_from(["loadgen", "--scenario", scenario.name()])
+                .expect("every scenario's name parses");
+            assert_eq!(parsed.scenario, [scenario]);
+        }
+    }
 }

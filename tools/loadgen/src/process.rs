@@ -77,6 +77,8 @@ pub(crate) struct GatewayProcess {
     child: tokio::process::Child,
     pid: u32,
     pub(crate) public_addr: SocketAddr,
+    /// The mutual-TLS listener of `IssuanceService`.
+    pub(crate) internal_addr: SocketAddr,
     admin_addr: SocketAddr,
     /// From spawning the process to the first SERVING answer.
     pub(crate) startup: Duration,
@@ -91,8 +93,20 @@ impl GatewayProcess {
         sandbox: &Sandbox,
         profile: Profile,
     ) -> anyhow::Result<Self> {
+        Self::start_with(bin, sandbox, profile, &[]).await
+    }
+
+    /// [`start`](Self::start) with `extra` variables on top of the profile's (later
+    /// ones win), e.g. a replica's PostgreSQL ledger.
+    pub(crate) async fn start_with(
+        bin: &Path,
+        sandbox: &Sandbox,
+        profile: Profile,
+        extra: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         // Free ports picked now, so the health check can start polling at once.
         let public_addr = free_local_addr()?;
+        let internal_addr = free_local_addr()?;
         let admin_addr = free_local_addr()?;
         let started = Instant::now();
         let mut command = tokio::process::Command::new(bin);
@@ -100,10 +114,11 @@ impl GatewayProcess {
             .arg("--config")
             .arg(&sandbox.config_file)
             .args(["--public-addr", &public_addr.to_string()])
-            .args(["--internal-addr", "127.0.0.1:0", "serve"])
+            .args(["--internal-addr", &internal_addr.to_string(), "serve"])
             .env("LICENSING_GATEWAY__LOG__LEVEL", "warn")
             .env("LICENSING_GATEWAY__ADMIN__ADDR", admin_addr.to_string())
             .envs(profile.overrides().iter().copied())
+            .envs(extra.iter().map(|(key, value)| (key, value)))
             .env_remove("RUST_LOG");
         let mut child = command
             .stdin(Stdio::null())
@@ -158,6 +173,7 @@ impl GatewayProcess {
             child,
             pid,
             public_addr,
+            internal_addr,
             admin_addr,
             startup: started.elapsed(),
         })
@@ -170,12 +186,20 @@ impl GatewayProcess {
 
     /// `licensing_gateway_cache_requests_total` summed over both caches, by `result`.
     pub(crate) async fn cache_results(&self) -> anyhow::Result<BTreeMap<String, u64>> {
-        let text = reqwest::get(format!("http://{}/metrics", self.admin_addr))
+        Ok(cache_results(&self.metrics().await?))
+    }
+
+    /// The admin listener's `/metrics` in Prometheus text, within 5 s.
+    pub(crate) async fn metrics(&self) -> anyhow::Result<String> {
+        let text = reqwest::Client::new()
+            .get(format!("http://{}/metrics", self.admin_addr))
+            .timeout(Duration::from_secs(5))
+            .send()
             .await?
             .error_for_status()?
             .text()
             .await?;
-        Ok(cache_results(&text))
+        Ok(text)
     }
 
     /// Waits `quiet`, then reads the resident set size in KiB: the idle RSS when
@@ -241,6 +265,34 @@ pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS in /proc/<pid>/status")
 }
 
+/// The sum of the samples of counter `name` in Prometheus text whose labels satisfy
+/// `keep` (given the text between the braces, empty when there are none).
+pub(crate) fn sum_counter(metrics: &str, name: &str, keep: impl Fn(&str) -> bool) -> u64 {
+    let mut sum = 0.0;
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let (labels, value) = if let Some(rest) = rest.strip_prefix('{') {
+            match rest.split_once("} ") {
+                Some(split) => split,
+                None => continue,
+            }
+        } else if let Some(value) = rest.strip_prefix(' ') {
+            ("", value)
+        } else {
+            // Another metric whose name starts with this one.
+            continue;
+        };
+        if let Ok(value) = value.trim().parse::<f64>()
+            && keep(labels)
+        {
+            sum += value;
+        }
+    }
+    sum as u64
+}
+
 /// Sums `licensing_gateway_cache_requests_total` in Prometheus text by its `result` label.
 fn cache_results(metrics: &str) -> BTreeMap<String, u64> {
     let mut results = BTreeMap::new();
@@ -301,5 +353,25 @@ licensing_gateway_rpc_requests_total{code=\"OK\"} 12
         assert_eq!(results.get("hit"), Some(&10));
         assert_eq!(results.get("miss"), Some(&2));
         assert_eq!(results.len(), 2);
+    }
+
+    #[test]
+    fn sum_counter_filters_by_labels_and_skips_longer_names() {
+        let text = "\
+licensing_gateway_upstream_requests_total{endpoint=\"/v3/me\",status=\"200\",outcome=\"ok\"} 5
+licensing_gateway_upstream_requests_total{endpoint=\"/v3/me\",status=\"429\",outcome=\"rate_limited\"} 2
+licensing_gateway_upstream_requests_total{endpoint=\"/v3/me\",status=\"none\",outcome=\"budget_exhausted\"} 7
+licensing_gateway_upstream_requests_total_other{status=\"200\"} 100
+";
+        let name = "licensing_gateway_upstream_requests_total";
+        assert_eq!(sum_counter(text, name, |_| true), 14);
+        assert_eq!(
+            sum_counter(text, name, |labels| labels.contains("status=\"429\"")),
+            2
+        );
+        assert_eq!(
+            sum_counter("plain 3\n", "plain", |labels| labels.is_empty()),
+            3
+        );
     }
 }

@@ -120,10 +120,10 @@ impl Kind {
 
 /// SplitMix64: a seeded sequence, so every run sends the same calls.
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -131,7 +131,7 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, bound: u64) -> u64 {
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
         self.next() % bound.max(1)
     }
 
@@ -820,7 +820,18 @@ impl Soak {
 /// starts with it), or with `section` appended when there is none. The section runs to
 /// the next level-2 heading.
 pub(crate) fn splice_section(existing: &str, section: &str) -> String {
-    let Some(start) = existing.find(HEADING) else {
+    splice_named(existing, HEADING, section)
+}
+
+/// The soak section of `existing`, if it has one.
+#[cfg(test)]
+pub(crate) fn existing_section(existing: &str) -> Option<&str> {
+    existing_named(existing, HEADING)
+}
+
+/// [`splice_section`] for the section under `heading`.
+pub(crate) fn splice_named(existing: &str, heading: &str, section: &str) -> String {
+    let Some((start, end)) = section_span(existing, heading) else {
         let mut text = existing.trim_end().to_owned();
         if !text.is_empty() {
             text.push_str("\n\n");
@@ -828,21 +839,22 @@ pub(crate) fn splice_section(existing: &str, section: &str) -> String {
         text.push_str(section);
         return text;
     };
-    let after = start + HEADING.len();
-    let end = existing[after..]
-        .find("\n## ")
-        .map_or(existing.len(), |offset| after + offset + 1);
     format!("{}{}{}", &existing[..start], section, &existing[end..])
 }
 
-/// The soak section of `existing`, if it has one (kept when the rest is rewritten).
-pub(crate) fn existing_section(existing: &str) -> Option<&str> {
-    let start = existing.find(HEADING)?;
-    let after = start + HEADING.len();
+/// [`existing_section`] for the section under `heading`.
+pub(crate) fn existing_named<'a>(existing: &'a str, heading: &str) -> Option<&'a str> {
+    section_span(existing, heading).map(|(start, end)| &existing[start..end])
+}
+
+/// Where the section under `heading` starts and ends (at the next level-2 heading).
+fn section_span(existing: &str, heading: &str) -> Option<(usize, usize)> {
+    let start = existing.find(heading)?;
+    let after = start + heading.len();
     let end = existing[after..]
         .find("\n## ")
         .map_or(existing.len(), |offset| after + offset + 1);
-    Some(&existing[start..end])
+    Some((start, end))
 }
 
 #[cfg(test)]
@@ -857,6 +869,25 @@ mod tests {
             seen.insert(Kind::pick(roll));
         }
         assert_eq!(seen.len(), Kind::MIX.len());
+    }
+
+    #[test]
+    fn a_named_section_is_replaced_without_touching_the_others() {
+        let other = "## Page views within Cryptlex's limit";
+        let before = format!("# B\n\n## 1. a\n\none\n\n{other}\n\nold\n\n{HEADING}\n\nsoak\n");
+        let replaced = splice_named(&before, other, &format!("{other}\n\nnew\n\n"));
+        assert_eq!(
+            replaced,
+            format!("# B\n\n## 1. a\n\none\n\n{other}\n\nnew\n\n{HEADING}\n\nsoak\n")
+        );
+        assert_eq!(
+            existing_named(&replaced, other),
+            Some(format!("{other}\n\nnew\n\n").as_str())
+        );
+        assert_eq!(
+            existing_section(&replaced),
+            Some(format!("{HEADING}\n\nsoak\n").as_str())
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use licensing_gateway::grpc::pb::{
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a gateway child process is configured, on top of the sandbox's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +32,13 @@ pub(crate) enum Profile {
     /// What `licensing-gateway sandbox` runs with; the rate-limited run.
     Defaults,
     /// The soak: defaults (read cache on), but the budget and the per-address sign-in
-    /// throttle lifted, since every call comes from one address and the point is what
+    /// and upstream allowances lifted, since every call comes from one address and the point is what
     /// the gateway holds on to, not what it sheds.
     Soak,
+    /// The scenarios of issue 12: defaults, behind one trusted proxy that writes the
+    /// client's address in `x-forwarded-for`, as the Next.js backend does, so the
+    /// per-network allowances see each user's own address.
+    Browsing,
 }
 
 impl Profile {
@@ -53,6 +57,9 @@ impl Profile {
                     "LICENSING_GATEWAY__LIMITS__LOGIN_ATTEMPTS_PER_ADDRESS",
                     "1000",
                 ),
+                // Every call comes from one address; the per-network allowance for
+                // upstream calls would measure itself instead of the hop.
+                ("LICENSING_GATEWAY__LIMITS__UPSTREAM_CALLS_PER_ADDRESS", "0"),
             ],
             Profile::Defaults => &[],
             // The sign-in throttle's tables capped low enough that the soak's random
@@ -69,6 +76,14 @@ impl Profile {
                 ),
                 ("LICENSING_GATEWAY__LIMITS__MAX_TRACKED_EMAILS", "2000"),
                 ("LICENSING_GATEWAY__LIMITS__MAX_TRACKED_ADDRESSES", "2000"),
+                ("LICENSING_GATEWAY__LIMITS__UPSTREAM_CALLS_PER_ADDRESS", "0"),
+            ],
+            Profile::Browsing => &[
+                (
+                    "LICENSING_GATEWAY__LIMITS__CLIENT_ADDRESS_HEADER",
+                    "x-forwarded-for",
+                ),
+                ("LICENSING_GATEWAY__LIMITS__TRUSTED_PROXY_HOPS", "1"),
             ],
         }
     }
