@@ -40,6 +40,10 @@ pub(crate) enum Command {
         /// Switch off the sandbox's Cryptlex rate limit (50 requests per 5 s).
         #[arg(long)]
         no_rate_limit: bool,
+        /// Do not have the sandbox send its webhooks to the gateway (changes
+        /// made through the sandbox's controls then show after `cache.max_age`).
+        #[arg(long)]
+        no_webhooks: bool,
         /// Lifetime of sandbox access tokens, e.g. `15m` or `30s`.
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
         access_token_ttl: std::time::Duration,

@@ -61,12 +61,14 @@ async fn main() -> anyhow::Result<()> {
             dir,
             cryptlex_addr,
             no_rate_limit,
+            no_webhooks,
             access_token_ttl,
         } => {
             let args = SandboxArgs {
                 dir,
                 cryptlex_addr,
                 no_rate_limit,
+                webhooks: !no_webhooks,
                 access_token_ttl,
             };
             let sandbox = sandbox::prepare(&args, loaded?).await?;

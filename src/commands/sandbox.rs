@@ -29,6 +29,9 @@ pub struct SandboxArgs {
     pub cryptlex_addr: SocketAddr,
     /// Switch the sandbox's rate limit (50 per 5 s) off, e.g. for benchmarks.
     pub no_rate_limit: bool,
+    /// Have the sandbox deliver its webhooks to the gateway, with a secret
+    /// made here (unless one is configured).
+    pub webhooks: bool,
     /// Lifetime of the access tokens the sandbox issues.
     pub access_token_ttl: Duration,
 }
@@ -78,15 +81,16 @@ pub async fn prepare(args: &SandboxArgs, mut raw: RawSettings) -> anyhow::Result
     raw.issuance.default_product_id = Some(seed::PRODUCT_ID.to_owned());
     // A webhook secret of our own, so the sandbox's webhooks keep the
     // gateway's caches coherent out of the box, as Cryptlex's would.
-    let webhook_secret = if raw.webhook.secret.is_none() && raw.webhook.secret_file.is_none() {
-        let secret = random_secret();
-        let secret_file = dir.join("webhook-secret");
-        write_private(&secret_file, secret.expose_secret())?;
-        raw.webhook.secret_file = Some(secret_file);
-        Some(secret)
-    } else {
-        None
-    };
+    let webhook_secret =
+        if args.webhooks && raw.webhook.secret.is_none() && raw.webhook.secret_file.is_none() {
+            let secret = random_secret();
+            let secret_file = dir.join("webhook-secret");
+            write_private(&secret_file, secret.expose_secret())?;
+            raw.webhook.secret_file = Some(secret_file);
+            Some(secret)
+        } else {
+            None
+        };
     if !raw.ledger.url.starts_with("postgres") {
         raw.ledger.url = format!("sqlite://{}", dir.join("ledger.db").display());
     }

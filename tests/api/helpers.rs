@@ -33,6 +33,10 @@ pub struct TestOptions {
     /// The internal listener's allow-list; empty keeps the sandbox's (the payment service,
     /// limited to the demo product).
     pub allowed_clients: Vec<RawAllowedClient>,
+    /// Have the sandbox deliver its webhooks to the gateway (as `licensing-gateway
+    /// sandbox` does); off by default, so a test's upstream counts never depend on
+    /// when a delivery lands.
+    pub webhooks: bool,
 }
 
 impl TestOptions {
@@ -62,6 +66,7 @@ impl Default for TestOptions {
             env: Vec::new(),
             postgres: None,
             allowed_clients: Vec::new(),
+            webhooks: false,
         }
     }
 }
@@ -138,6 +143,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         dir: dir.path().to_path_buf(),
         cryptlex_addr: "127.0.0.1:0".parse().expect("addr"),
         no_rate_limit: options.rate_limit.is_none(),
+        webhooks: options.webhooks,
         access_token_ttl: options.access_token_ttl,
     };
     let sandbox = sandbox::prepare(&args, raw).await.expect("sandbox starts");
@@ -151,6 +157,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .await
         .expect("gateway builds");
     let public_addr = app.public_addr();
+    sandbox::register_webhook(&sandbox, public_addr, false);
     let internal_addr = app.internal_addr();
     let admin_addr = app.admin_addr();
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();

@@ -789,6 +789,7 @@ impl UncheckedLeaseApp {
             dir: dir.path().to_path_buf(),
             cryptlex_addr: "127.0.0.1:0".parse().expect("addr"),
             no_rate_limit: true,
+            webhooks: false,
             access_token_ttl: Duration::from_secs(15 * 60),
         };
         let sandbox = sandbox::prepare(&args, raw).await.expect("sandbox starts");

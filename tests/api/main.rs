@@ -9,6 +9,7 @@
 mod support;
 
 mod admission;
+mod coherence;
 mod contract;
 mod freshness;
 mod grpc_web;

@@ -220,7 +220,8 @@ async fn both_replicas_count_their_upstream_calls_in_the_shared_window() {
     replica.stop().await;
 }
 
-/// Cryptlex's real limit, no read cache, many users on one address, and a
+/// Cryptlex's real limit, no read cache, many users on one address (one
+/// session stands for all of them, so its per-session share is lifted), and a
 /// PostgreSQL ledger.
 fn rate_limited_without_cache() -> TestOptions {
     let mut options = TestOptions {
@@ -231,5 +232,9 @@ fn rate_limited_without_cache() -> TestOptions {
     options
         .env
         .push(("LICENSING_GATEWAY__CACHE__TTL".into(), "0s".into()));
+    options.env.push((
+        "LICENSING_GATEWAY__CRYPTLEX__BUDGET__PER_SESSION_READS".into(),
+        "1000".into(),
+    ));
     options
 }
