@@ -60,8 +60,9 @@ try {
     step("an expired access token is refreshed with RefreshSession");
     const expired = await fetch(`${SANDBOX_URL}/__sandbox/expire-access-tokens`, { method: "POST" });
     assert.equal(expired.status, 204);
-    // Expired behind the gateway's back: it answers this token's reads from its
-    // read cache until they age out (cache.ttl, 3 s by default).
+    // Expired behind the gateway's back (no webhook announces it): the gateway
+    // answers this token's reads from memory until they are older than
+    // cache.max_age (3 s for this run: see run-e2e.sh).
     await new Promise((resolve) => setTimeout(resolve, 3_500));
     await page.goto(`${APP_URL}/profile`);
     await page.waitForURL((url) => url.pathname === "/profile" && url.searchParams.get("refreshed") === "1");
