@@ -288,7 +288,11 @@ impl RelayTask {
     fn start(coordination: &Coordination, licensing: &Licensing) -> Self {
         let (stop, stopped) = watch::channel(false);
         let relay = coordination.relay(Arc::new(licensing.clone()));
-        let task = tokio::spawn(relay.run(licensing.subscribe_changes(), until_true(stopped)));
+        let changes = licensing.subscribe_changes();
+        // Subscribed first, so every change a write then waits for is one
+        // the relay reads.
+        licensing.attach_relay();
+        let task = tokio::spawn(relay.run(changes, until_true(stopped)));
         Self { stop, task }
     }
 

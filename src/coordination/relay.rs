@@ -55,11 +55,22 @@ pub trait ChangeSink: Send + Sync + 'static {
     /// Applies a change that began on another replica (or that stands for
     /// changes lost on the way).
     fn apply_elsewhere(&self, change: &Change);
+
+    /// Says that the relay has finished with the first `count` changes of
+    /// its feed (sent them, or given up on them), so writes waiting for
+    /// their change to reach the other replicas may answer.
+    fn relayed(&self, count: u64) {
+        let _ = count;
+    }
 }
 
 impl ChangeSink for Licensing {
     fn apply_elsewhere(&self, change: &Change) {
         self.apply_change(change, Origin::Elsewhere);
+    }
+
+    fn relayed(&self, count: u64) {
+        Licensing::relayed(self, count);
     }
 }
 
@@ -159,14 +170,21 @@ impl Relay {
         // Set when a change may not have reached the others; cleared once
         // they have been told to drop every license page.
         let mut owed = false;
+        // Changes of the feed finished with (sent, or lost and covered by
+        // `AllLicensePages`), for writes waiting on their change.
+        let mut finished = 0u64;
         let mut retry = tokio::time::interval(REPUBLISH_EVERY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let change = tokio::select! {
                 received = changes.recv() => match received {
-                    Ok(change) => change,
+                    Ok(change) => {
+                        finished += 1;
+                        change
+                    }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "the change relay fell behind; other replicas drop every license page");
+                        finished += missed;
                         Change::AllLicensePages
                     }
                     // The use cases are gone: nothing more will change here.
@@ -181,6 +199,9 @@ impl Relay {
             } else if owed {
                 owed = !self.publish(Some(&Change::AllLicensePages)).await;
             }
+            // Sent or not (a failed one is made good by the republish above),
+            // nobody should wait longer for it.
+            self.sink.relayed(finished);
         }
     }
 

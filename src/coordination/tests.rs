@@ -96,11 +96,17 @@ async fn database_now_us(conn: &mut PgConnection) -> i64 {
 #[derive(Default)]
 struct RecordingSink {
     applied: Mutex<Vec<Change>>,
+    /// The last count of feed changes the relay said it finished with.
+    relayed: std::sync::atomic::AtomicU64,
 }
 
 impl ChangeSink for RecordingSink {
     fn apply_elsewhere(&self, change: &Change) {
         self.applied.lock().expect("sink").push(change.clone());
+    }
+
+    fn relayed(&self, count: u64) {
+        self.relayed.store(count, Ordering::SeqCst);
     }
 }
 
@@ -509,6 +515,11 @@ async fn a_change_published_on_one_replica_reaches_the_other_and_not_itself() {
     );
     assert_eq!(relay_b.sink.applied(), vec![change]);
     assert_eq!(relay_a.counters.published.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        relay_a.sink.relayed.load(Ordering::SeqCst),
+        1,
+        "A said it finished with its one change, so a write waiting on it may answer"
+    );
     relay_a.stop().await;
     relay_b.stop().await;
 }

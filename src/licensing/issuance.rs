@@ -289,16 +289,14 @@ impl Licensing {
                     tracing::error!(%error, license_id = %license.id, "could not record the issued license; a retry will reconcile it");
                 }
                 // The holder's next license list must show it, on every
-                // replica.
+                // replica: answered once the others have been told.
                 let holder = (!license.user_id.is_empty())
                     .then(|| CryptlexId::from_upstream(license.user_id.clone()));
-                self.apply_change(
-                    &super::changes::Change::License {
-                        license_id: CryptlexId::from_upstream(license.id.clone()),
-                        user_id: holder,
-                    },
-                    super::changes::Origin::Here,
-                );
+                self.apply_change_relayed(&super::changes::Change::License {
+                    license_id: CryptlexId::from_upstream(license.id.clone()),
+                    user_id: holder,
+                })
+                .await;
                 tracing::info!(license_id = %license.id, replayed, "license issued");
                 Ok(Issued { license, replayed })
             }

@@ -90,7 +90,26 @@ struct Shared {
     tokens: Arc<token_guard::TokenGuard>,
     /// Changes that began here, for whoever tells the other replicas.
     changes: tokio::sync::broadcast::Sender<changes::Change>,
+    /// How the relay is doing; see [`Licensing::apply_change_relayed`].
+    relay: RelayProgress,
 }
+
+/// How far the relay to other replicas has got: changes handed to the feed,
+/// and changes the relay has finished with (sent, or given up on).
+#[derive(Debug)]
+struct RelayProgress {
+    /// Whether a relay reads the feed (only with a PostgreSQL ledger).
+    attached: std::sync::atomic::AtomicBool,
+    /// Changes sent on the feed so far, under this lock so that a change's
+    /// number is its place in the feed.
+    sent: std::sync::Mutex<u64>,
+    /// Changes the relay has finished with.
+    done: tokio::sync::watch::Sender<u64>,
+}
+
+/// Longest a write waits for the relay to hand its change to the other
+/// replicas before answering anyway.
+const RELAY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Licensing {
     /// Creates the use cases over a Cryptlex client and, for issuance, a
@@ -111,6 +130,11 @@ impl Licensing {
                 throttle,
                 tokens: Arc::new(token_guard::TokenGuard::new()),
                 changes: tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0,
+                relay: RelayProgress {
+                    attached: std::sync::atomic::AtomicBool::new(false),
+                    sent: std::sync::Mutex::new(0),
+                    done: tokio::sync::watch::Sender::new(0),
+                },
             }),
         }
     }
@@ -118,6 +142,14 @@ impl Licensing {
     /// Applies `change` to this replica's caches and, when it began here,
     /// hands it to the subscribers of [`Self::subscribe_changes`].
     pub fn apply_change(&self, change: &changes::Change, origin: changes::Origin) {
+        if self.apply_locally(change, origin) && origin == changes::Origin::Here {
+            self.send_change(change);
+        }
+    }
+
+    /// Applies `change` to this replica's caches; false when it named
+    /// nothing that can be applied.
+    fn apply_locally(&self, change: &changes::Change, origin: changes::Origin) -> bool {
         use changes::Change;
         let cache = &self.shared.cache;
         let dropped = match change {
@@ -138,7 +170,7 @@ impl Licensing {
                 None => {
                     // Only another replica or a bug sends one; nothing to drop.
                     tracing::warn!("ignoring a sign-out change whose digest is not hex SHA-256");
-                    return;
+                    return false;
                 }
             },
         };
@@ -148,10 +180,65 @@ impl Licensing {
             dropped,
             "applied a change to the read cache"
         );
-        if origin == changes::Origin::Here {
-            // No subscriber (a single replica) is not an error.
-            let _ = self.shared.changes.send(change.clone());
+        true
+    }
+
+    /// Hands `change` to the feed; its number in the feed when a relay reads
+    /// it.
+    fn send_change(&self, change: &changes::Change) -> Option<u64> {
+        let progress = &self.shared.relay;
+        let mut sent = progress
+            .sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // No subscriber (a single replica) is not an error.
+        self.shared.changes.send(change.clone()).ok()?;
+        *sent += 1;
+        progress
+            .attached
+            .load(std::sync::atomic::Ordering::Acquire)
+            .then_some(*sent)
+    }
+
+    /// Like [`Self::apply_change`] for a change that began here, and waits
+    /// (at most [`RELAY_WAIT`]) until the relay has sent it to the other
+    /// replicas: after a write that answers, the caller's next read on
+    /// another replica sees it.
+    pub(crate) async fn apply_change_relayed(&self, change: &changes::Change) {
+        if !self.apply_locally(change, changes::Origin::Here) {
+            return;
         }
+        let Some(number) = self.send_change(change) else {
+            return;
+        };
+        let mut done = self.shared.relay.done.subscribe();
+        if tokio::time::timeout(RELAY_WAIT, done.wait_for(|done| *done >= number))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the change relay did not confirm within {RELAY_WAIT:?}; other replicas may show the change a little later"
+            );
+        }
+    }
+
+    /// For the relay to other replicas, before it reads the feed: writes
+    /// then wait for it (see [`Self::apply_change_relayed`]).
+    pub fn attach_relay(&self) {
+        self.shared
+            .relay
+            .attached
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// For the relay: it has finished with the first `count` changes of the
+    /// feed (sent them to the other replicas, or given up on them).
+    pub fn relayed(&self, count: u64) {
+        self.shared.relay.done.send_if_modified(|done| {
+            let moved = count > *done;
+            *done = (*done).max(count);
+            moved
+        });
     }
 
     /// The changes that begin on this replica from now on. A subscriber that

@@ -164,6 +164,9 @@ pub(crate) async fn start_sandbox(dir: &Path) -> anyhow::Result<Sandbox> {
             dir: dir.to_path_buf(),
             cryptlex_addr: "127.0.0.1:0".parse()?,
             no_rate_limit: true,
+            // A webhook secret in the sandbox directory and `webhook.secret_file` in
+            // gateway.toml; the scenarios register their gateways with it.
+            webhooks: true,
             access_token_ttl: Duration::from_secs(60 * 60),
         },
         raw,
