@@ -315,35 +315,15 @@ fn admin_token(
     raw: &RawCryptlex,
     pat_file: Option<PatFileContents>,
 ) -> Option<AdminToken> {
-    let trimmed = |secret: &str| AdminToken::new(SecretString::from(secret.trim().to_owned()));
-    match (&raw.pat, &raw.pat_file, pat_file) {
-        (Some(_), Some(_), _) => {
-            problems.push("cryptlex: pat and pat_file are both set; set one".into());
-            None
-        }
-        (Some(pat), None, _) if pat.expose_secret().trim().is_empty() => {
-            problems.push("cryptlex.pat is empty".into());
-            None
-        }
-        (Some(pat), None, _) => Some(trimmed(pat.expose_secret())),
-        (None, Some(path), Some(Ok(contents))) if contents.trim().is_empty() => {
-            problems.push(format!("cryptlex.pat_file {} is empty", path.display()));
-            None
-        }
-        (None, Some(_), Some(Ok(contents))) => Some(trimmed(&contents)),
-        (None, Some(path), Some(Err(error))) => {
-            problems.push(format!(
-                "cryptlex.pat_file {} cannot be read: {error}",
-                path.display()
-            ));
-            None
-        }
-        (None, Some(path), None) => {
-            problems.push(format!("cryptlex.pat_file {} was not read", path.display()));
-            None
-        }
-        (None, None, _) => None,
-    }
+    secret_inline_or_in_file(
+        problems,
+        ("cryptlex", "pat"),
+        raw.pat.as_ref(),
+        raw.pat_file.as_deref(),
+        pat_file,
+        "",
+    )
+    .map(AdminToken::new)
 }
 
 /// What an issuance attempt may take beyond the caller's deadline and one upstream request:
@@ -662,43 +642,68 @@ fn webhook(
             "webhook.max_body_bytes must be above zero and at most {MAX_WEBHOOK_BODY_BYTES}"
         ));
     }
+    let secret = secret_inline_or_in_file(
+        problems,
+        ("webhook", "secret"),
+        raw.secret.as_ref(),
+        raw.secret_file.as_deref(),
+        secret_file,
+        " (unset it to turn the endpoint off)",
+    );
+    WebhookSettings {
+        path,
+        secret,
+        replay_window: raw.replay_window,
+        max_body_bytes: raw.max_body_bytes,
+    }
+}
+
+/// A secret set inline (`section.name`) or in a file (`section.name_file`,
+/// already read into `contents`), trimmed; `None` with a problem when both
+/// are set, it is empty (`empty_hint` says what to do instead) or the file
+/// could not be read, and `None` when neither is set. Messages never show
+/// the secret.
+fn secret_inline_or_in_file(
+    problems: &mut Problems,
+    (section, name): (&str, &str),
+    inline: Option<&SecretString>,
+    file: Option<&std::path::Path>,
+    contents: Option<PatFileContents>,
+    empty_hint: &str,
+) -> Option<SecretString> {
     let trimmed = |secret: &str| SecretString::from(secret.trim().to_owned());
-    let secret = match (&raw.secret, &raw.secret_file, secret_file) {
+    match (inline, file, contents) {
         (Some(_), Some(_), _) => {
-            problems.push("webhook: secret and secret_file are both set; set one".into());
+            problems.push(format!(
+                "{section}: {name} and {name}_file are both set; set one"
+            ));
             None
         }
         (Some(secret), None, _) if secret.expose_secret().trim().is_empty() => {
-            problems.push("webhook.secret is empty (unset it to turn the endpoint off)".into());
+            problems.push(format!("{section}.{name} is empty{empty_hint}"));
             None
         }
         (Some(secret), None, _) => Some(trimmed(secret.expose_secret())),
         (None, Some(path), Some(Ok(contents))) if contents.trim().is_empty() => {
-            problems.push(format!("webhook.secret_file {} is empty", path.display()));
+            problems.push(format!("{section}.{name}_file {} is empty", path.display()));
             None
         }
         (None, Some(_), Some(Ok(contents))) => Some(trimmed(&contents)),
         (None, Some(path), Some(Err(error))) => {
             problems.push(format!(
-                "webhook.secret_file {} cannot be read: {error}",
+                "{section}.{name}_file {} cannot be read: {error}",
                 path.display()
             ));
             None
         }
         (None, Some(path), None) => {
             problems.push(format!(
-                "webhook.secret_file {} was not read",
+                "{section}.{name}_file {} was not read",
                 path.display()
             ));
             None
         }
         (None, None, _) => None,
-    };
-    WebhookSettings {
-        path,
-        secret,
-        replay_window: raw.replay_window,
-        max_body_bytes: raw.max_body_bytes,
     }
 }
 
