@@ -117,3 +117,72 @@ async fn a_read_flood_is_refused_at_once_with_retry_info_and_paid_orders_go_thro
     assert_eq!(stats.responses_429, 0, "the gateway never caused a 429");
     assert!(stats.requests - upstream_before <= 50);
 }
+
+#[tokio::test]
+async fn a_flood_of_made_up_sessions_gets_only_their_share_and_a_signed_in_user_is_still_served() {
+    // Arrange: Cryptlex's real limit; a user signed in through the gateway
+    // (so its token is vouched for) has nothing cached yet.
+    let app = spawn_app_with(
+        TestOptions {
+            rate_limit: Some(RateLimit::cryptlex_default()),
+            ..TestOptions::default()
+        }
+        .many_users_on_one_address(),
+    )
+    .await;
+    let client = app.user_client().await;
+    let user = app.demo_token().await;
+    let upstream_before = app.cryptlex().stats().requests;
+
+    // Act: 100 made-up sessions read at once, twice what the reads may spend
+    // in a window, then the signed-in user opens a page.
+    let flood: Vec<_> = (0..100)
+        .map(|_| {
+            let mut client = client.clone();
+            let token = forged_token();
+            tokio::spawn(async move {
+                client
+                    .get_profile(with_token(GetProfileRequest {}, &token))
+                    .await
+                    .map(|_| ())
+            })
+        })
+        .collect();
+    let mut asked_cryptlex = 0;
+    for call in flood {
+        let status = call
+            .await
+            .expect("task")
+            .expect_err("no made-up token works");
+        match status.code() {
+            Code::Unauthenticated => asked_cryptlex += 1,
+            Code::Unavailable => {
+                assert_eq!(reason(&status), "UPSTREAM_BUDGET_EXHAUSTED", "{status:?}");
+            }
+            other => panic!("unexpected {other:?}: {status:?}"),
+        }
+    }
+    let mut reader = client.clone();
+    let profile = reader
+        .get_profile(with_token(GetProfileRequest {}, &user))
+        .await;
+    let licenses = reader
+        .list_my_licenses(with_token(
+            licensing_gateway::grpc::pb::ListMyLicensesRequest::default(),
+            &user,
+        ))
+        .await;
+
+    // Assert: the made-up sessions together spent only the unvouched share
+    // (`cryptlex.budget.unvouched_reads`, 10), so the user's first page view
+    // found budget left.
+    assert!(
+        asked_cryptlex <= 10,
+        "made-up sessions reached Cryptlex {asked_cryptlex} times"
+    );
+    profile.expect("the signed-in user's profile");
+    licenses.expect("the signed-in user's licenses");
+    let stats = app.cryptlex().stats();
+    assert_eq!(stats.responses_429, 0);
+    assert!(stats.requests - upstream_before <= 50);
+}
