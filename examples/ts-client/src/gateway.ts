@@ -151,8 +151,14 @@ export function friendlyMessage(
         : "Please check the form and try again.";
     case "NOT_FOUND":
       return "We couldn't find that.";
+    case "TOO_MANY_ATTEMPTS":
+      return `Too many sign-in attempts for this account or network. ${later}`;
+    case "TOO_MANY_REQUESTS":
     case "UPSTREAM_RATE_LIMITED":
+    case "UPSTREAM_BUDGET_EXHAUSTED":
+    case "OVERLOADED":
       return `We're handling a lot of requests right now. ${later}`;
+    case "UPSTREAM_CIRCUIT_OPEN":
     case "UPSTREAM_UNAVAILABLE":
     case "UPSTREAM_TIMEOUT":
     case "UPSTREAM_BAD_RESPONSE":

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { before, describe, test } from "node:test";
 
-import { Code, Gateway, GatewayError, optionalDate } from "../src/gateway";
+import { Code, Gateway, GatewayError, friendlyMessage, optionalDate } from "../src/gateway";
 
 const GATEWAY_URL = process.env.GATEWAY_URL ?? "http://127.0.0.1:50051";
 const DEMO_EMAIL = "demo@example.com";
@@ -107,10 +107,14 @@ describe("licensing-gateway over gRPC-Web (fetch, HTTP/1.1)", () => {
       pages++;
       assert.ok(pages <= 10, "paging terminates");
     } while (pageToken !== "");
-    assert.deepEqual(seen, DEMO_LICENSE_IDS, "both demo licenses, oldest first");
+    // The seeded demo licenses come first, oldest first; a sandbox that has
+    // already served the README's IssueLicense (a shared one) lists more after
+    // them, so the test does not depend on the sandbox's history.
+    assert.deepEqual(seen.slice(0, DEMO_LICENSE_IDS.length), DEMO_LICENSE_IDS, "the demo licenses, oldest first");
+    assert.equal(new Set(seen).size, seen.length, "no license twice across pages");
     assert.deepEqual(
       (await gateway.listAllLicenses(accessToken, { pageSize: 25 })).map((l) => l.id),
-      DEMO_LICENSE_IDS,
+      seen,
     );
   });
 
@@ -192,5 +196,20 @@ describe("licensing-gateway over gRPC-Web (fetch, HTTP/1.1)", () => {
     const error = await failure(nowhere.login(DEMO_EMAIL, DEMO_PASSWORD));
     assert.equal(error.reason, undefined);
     assert.ok([Code.Unavailable, Code.Unknown].includes(error.code), error.codeName);
+  });
+});
+
+describe("friendly messages", () => {
+  test("a throttled sign-in says so, with the wait RetryInfo gave", () => {
+    assert.equal(
+      friendlyMessage(Code.ResourceExhausted, "TOO_MANY_ATTEMPTS", [], 4_200),
+      "Too many sign-in attempts for this account or network. Please try again in 5 s.",
+    );
+  });
+
+  test("a refusal for load is not called an outage", () => {
+    for (const reason of ["UPSTREAM_BUDGET_EXHAUSTED", "OVERLOADED", "TOO_MANY_REQUESTS"]) {
+      assert.match(friendlyMessage(Code.Unavailable, reason, []), /^We're handling a lot of requests right now\./);
+    }
   });
 });
