@@ -117,6 +117,7 @@ fn init_logging(settings: &Settings, rust_log: Option<&str>) -> telemetry::Telem
         settings.log.format,
         rust_log,
         std::io::stdout,
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
         settings.otlp.as_ref(),
     )
 }

@@ -66,12 +66,15 @@ impl Drop for TelemetryGuard {
 /// otherwise).
 ///
 /// `RUST_LOG`, when set, wins over the configured level, so an operator can
-/// turn up verbosity without editing the configuration.
+/// turn up verbosity without editing the configuration. `ansi` colours the
+/// text format; callers pass whether `writer` is a terminal, so logs written
+/// to a file or a pipe carry no escape codes.
 pub fn init<W>(
     level: &str,
     format: LogFormat,
     rust_log: Option<&str>,
     writer: W,
+    ansi: bool,
     otlp: Option<&OtlpSettings>,
 ) -> TelemetryGuard
 where
@@ -91,7 +94,7 @@ where
             .with_current_span(true)
             .with_span_list(true)
             .boxed(),
-        LogFormat::Text => base.boxed(),
+        LogFormat::Text => base.with_ansi(ansi).boxed(),
     };
     #[cfg_attr(not(feature = "otlp"), allow(unused_mut))]
     let mut layers = vec![log_layer];

@@ -209,10 +209,9 @@ pub fn run(loaded: Result<RawSettings, ConfigError>, now: DateTime<Utc>) -> i32 
         println!("configuration is valid");
         return 0;
     }
-    eprintln!(
-        "invalid configuration ({} problems):",
-        report.problems.len()
-    );
+    let count = report.problems.len();
+    let noun = if count == 1 { "problem" } else { "problems" };
+    eprintln!("invalid configuration ({count} {noun}):");
     for problem in &report.problems {
         eprintln!("  - {problem}");
     }

@@ -47,7 +47,9 @@ pub async fn run(settings: Settings, action: LedgerAction) -> anyhow::Result<Str
         LedgerAction::Show { request_id } => {
             let records = ledger.find_by_request_id(&request_id).await?;
             if records.is_empty() {
-                let _ = writeln!(out, "no record with request id {request_id:?}");
+                ledger.close().await;
+                // An error, so scripts see it in the exit status (1).
+                anyhow::bail!("no record with request id {request_id:?}");
             }
             for record in records {
                 let _ = writeln!(out, "{}", details(&record));

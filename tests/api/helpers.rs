@@ -309,6 +309,7 @@ pub fn captured_logs() -> CapturedLogs {
                 licensing_gateway::telemetry::LogFormat::Json,
                 None,
                 capture.clone(),
+                false,
                 None,
             );
             capture

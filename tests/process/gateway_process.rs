@@ -184,16 +184,7 @@ impl Deployment {
 
     /// Runs `licensing-gateway --config <ops.toml> <args>` and returns its standard output.
     async fn command(&self, args: &[&str]) -> String {
-        let config = self.write_config("ops", free_port(), free_port());
-        let output = Command::new(env!("CARGO_BIN_EXE_licensing-gateway"))
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env_clear()
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("the command runs");
+        let output = self.command_output(args).await;
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             output.status.success(),
@@ -203,6 +194,20 @@ impl Deployment {
             String::from_utf8_lossy(&output.stderr)
         );
         stdout
+    }
+
+    /// Runs an operator command against this deployment, succeed or not.
+    async fn command_output(&self, args: &[&str]) -> std::process::Output {
+        let config = self.write_config("ops", free_port(), free_port());
+        Command::new(env!("CARGO_BIN_EXE_licensing-gateway"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_clear()
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("the command runs")
     }
 
     /// Asserts that no gateway log written so far holds the PAT or a private key.
@@ -380,6 +385,10 @@ async fn killed_between_create_and_ledger_write_then_restarted(backend: Backend)
             && log.contains("reconciled a license created by an earlier attempt"),
         "the restarted gateway logged its start and the reconciliation:\n{log}"
     );
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log written to a file carries no colour codes:\n{log}"
+    );
     deployment.assert_no_secrets_in_logs();
 }
 
@@ -408,6 +417,9 @@ async fn the_ledger_command_lists_and_reconciles_a_record_left_pending_by_a_kill
     let shown = deployment
         .command(&["ledger", "show", "order-reconcile"])
         .await;
+    let unknown = deployment
+        .command_output(&["ledger", "show", "no-such-order"])
+        .await;
 
     // Assert
     assert!(
@@ -423,6 +435,12 @@ async fn the_ledger_command_lists_and_reconciles_a_record_left_pending_by_a_kill
         "now issued: {shown}"
     );
     assert!(shown.contains(&created.id), "with its license: {shown}");
+    assert!(
+        !unknown.status.success()
+            && String::from_utf8_lossy(&unknown.stderr)
+                .contains("no record with request id \"no-such-order\""),
+        "an unknown request id fails, and says why: {unknown:?}"
+    );
 
     let restarted = deployment.start_gateway("restarted").await;
     let upstream_before = deployment.cryptlex.controls().requests().len();
