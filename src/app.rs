@@ -90,7 +90,7 @@ impl Application {
             (Some(addr), Some(prometheus)) => {
                 let listener = TcpListener::bind(addr)
                     .await
-                    .with_context(|| format!("binding the admin listener on {addr}"))?;
+                    .with_context(|| format!("binding the admin listener on {addr} (change it with admin.addr, or LICENSING_GATEWAY__ADMIN__ADDR=127.0.0.1:0 for any free port)"))?;
                 Some(AdminListener {
                     addr: listener.local_addr()?,
                     listener,
@@ -376,7 +376,12 @@ async fn bind_public(
         .context("public.cors_allowed_origins")?;
     let listener = TcpListener::bind(settings.public.addr)
         .await
-        .with_context(|| format!("binding the public listener on {}", settings.public.addr))?;
+        .with_context(|| {
+            format!(
+                "binding the public listener on {} (change it with --public-addr or public.addr)",
+                settings.public.addr
+            )
+        })?;
     let user_api = UserApi::new(
         licensing.clone(),
         deadlines,
@@ -419,9 +424,12 @@ async fn bind_internal(
         INTERNAL_ALPN,
     )
     .context("internal listener TLS")?;
-    let listener = TcpListener::bind(internal.addr)
-        .await
-        .with_context(|| format!("binding the internal listener on {}", internal.addr))?;
+    let listener = TcpListener::bind(internal.addr).await.with_context(|| {
+        format!(
+            "binding the internal listener on {} (change it with --internal-addr or internal.addr)",
+            internal.addr
+        )
+    })?;
     let api = IssuanceApi::new(licensing.clone(), deadlines);
     let limits = server_limits(settings);
     Ok(Some(

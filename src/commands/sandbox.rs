@@ -67,7 +67,12 @@ pub async fn prepare(args: &SandboxArgs, mut raw: RawSettings) -> anyhow::Result
     };
     let cryptlex = SandboxCryptlex::start(args.cryptlex_addr, options)
         .await
-        .with_context(|| format!("starting the sandbox Cryptlex on {}", args.cryptlex_addr))?;
+        .with_context(|| {
+            format!(
+                "starting the sandbox Cryptlex on {} (change it with --cryptlex-addr)",
+                args.cryptlex_addr
+            )
+        })?;
 
     // The PAT goes to a file, as a Kubernetes secret mount would provide it.
     let pat_file = dir.join("cryptlex-pat");
