@@ -309,7 +309,7 @@ pub fn banner(
     let url = format!("http://{public}");
     let _ = writeln!(
         text,
-        "\nTry it (buf: npx @bufbuild/buf; grpcurl works the same with -plaintext):"
+        "\nTry it (buf: `scripts/install-test-clients` and `export PATH=\"$PWD/.tools/npm/node_modules/.bin:$PATH\"` at the repository root; jq from your system; README.md \"Calling it\" walks through every call):"
     );
     let _ = writeln!(
         text,
@@ -318,8 +318,6 @@ pub fn banner(
          TOKEN=$(buf curl --protocol grpc -d '{{\"email\":\"{email}\",\"password\":\"{password}\"}}' {url}/licensing.v1.UserService/Login | jq -r .session.accessToken)\n  \
          buf curl --protocol grpc -H \"authorization: Bearer $TOKEN\" {url}/licensing.v1.UserService/GetProfile\n  \
          buf curl --protocol grpcweb -H \"authorization: Bearer $TOKEN\" -d '{{\"pageSize\":1}}' {url}/licensing.v1.UserService/ListMyLicenses\n  \
-         buf curl --protocol grpc -d '{{\"email\":\"new@example.com\",\"password\":\"new-password\",\"firstName\":\"New\"}}' {url}/licensing.v1.UserService/SignUp\n  \
-         buf curl --protocol grpc -d '{{\"refreshToken\":\"<refreshToken from Login>\"}}' {url}/licensing.v1.UserService/RefreshSession\n  \
          buf curl --protocol grpc -H \"authorization: Bearer $TOKEN\" {url}/licensing.v1.UserService/Logout",
         email = seed::DEMO_EMAIL,
         password = seed::DEMO_PASSWORD,
