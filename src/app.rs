@@ -90,7 +90,7 @@ impl Application {
             (Some(addr), Some(prometheus)) => {
                 let listener = TcpListener::bind(addr)
                     .await
-                    .with_context(|| format!("binding the admin listener on {addr} (change it with admin.addr, or LICENSING_GATEWAY__ADMIN__ADDR=127.0.0.1:0 for any free port)"))?;
+                    .with_context(|| format!("binding the admin listener on {addr} (change it with --admin-addr or admin.addr)"))?;
                 Some(AdminListener {
                     addr: listener.local_addr()?,
                     listener,

@@ -19,6 +19,11 @@ pub(crate) struct Cli {
     /// Internal listener address (overrides `internal.addr`).
     #[arg(long, global = true)]
     pub(crate) internal_addr: Option<String>,
+    /// Admin listener address, for /metrics and the probes (overrides
+    /// `admin.addr`). `127.0.0.1:0` on any listener picks a free port, which
+    /// the sandbox's banner prints.
+    #[arg(long, global = true)]
+    pub(crate) admin_addr: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
 }

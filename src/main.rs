@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
         config,
         public_addr,
         internal_addr,
+        admin_addr,
         command,
     } = Cli::parse();
     let env: HashMap<String, String> = std::env::vars().collect();
@@ -38,6 +39,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if let Some(addr) = internal_addr {
             raw.internal.addr = addr;
+        }
+        if let Some(addr) = admin_addr {
+            raw.admin.addr = addr;
         }
         raw
     });

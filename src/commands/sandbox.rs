@@ -97,7 +97,23 @@ pub async fn prepare(args: &SandboxArgs, mut raw: RawSettings) -> anyhow::Result
             None
         };
     if !raw.ledger.url.starts_with("postgres") {
-        raw.ledger.url = format!("sqlite://{}", dir.join("ledger.db").display());
+        // The stand-in Cryptlex starts empty on every run, so its ledger does
+        // too: a ledger kept from an earlier run would replay licenses that
+        // no longer exist.
+        let ledger = dir.join("ledger.db");
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", ledger.display()));
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(error).with_context(|| {
+                        format!("resetting the sandbox ledger {}", file.display())
+                    });
+                }
+            }
+        }
+        raw.ledger.url = format!("sqlite://{}", ledger.display());
     }
     let files = pki.files();
     raw.internal.enabled = true;
