@@ -86,11 +86,17 @@ impl RawSettings {
                     .map(|(key, value)| (key.clone(), value.clone()))
                     .collect(),
             ));
-        builder
+        let config = builder
             .add_source(environment)
             .build()
-            .and_then(config::Config::try_deserialize)
-            .map_err(|error| ConfigError::one(error.to_string()))
+            .map_err(|error| ConfigError::one(error.to_string()))?;
+        let mut unknown_keys = Vec::new();
+        let mut raw: Self = serde_ignored::deserialize(config, |path| {
+            unknown_keys.push(path.to_string());
+        })
+        .map_err(|error| ConfigError::one(error.to_string()))?;
+        raw.unknown_keys = unknown_keys;
+        Ok(raw)
     }
 
     /// Reads the files the settings name by content (`cryptlex.pat_file`,
@@ -234,12 +240,23 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_in_the_file_are_refused() {
+    fn unknown_keys_are_refused_together_with_every_other_problem() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("gateway.toml");
-        std::fs::write(&file, "[cryptlex]\naccount_alais = \"typo\"\n").expect("write");
-        let error = RawSettings::load(Some(&file), &HashMap::new()).expect_err("typo");
-        assert!(error.to_string().contains("account_alais"), "{error}");
+        std::fs::write(
+            &file,
+            "[cryptlex]\naccount_alais = \"typo\"\n[public]\naddr = \"not an address\"\n",
+        )
+        .expect("write");
+        let env = HashMap::from([("LICENSING_GATEWAY__CACHE__TLL".to_owned(), "5s".to_owned())]);
+        let raw = RawSettings::load(Some(&file), &env).expect("loads");
+        let problems = raw.validate().expect_err("typos").problems;
+        for expected in ["cryptlex.account_alais", "cache.tll", "public.addr"] {
+            assert!(
+                problems.iter().any(|problem| problem.contains(expected)),
+                "missing {expected:?} in {problems:?}"
+            );
+        }
     }
 
     /// The minimal environment with `cryptlex.pat_file` set to a file in

@@ -14,9 +14,16 @@ use crate::telemetry::LogFormat;
 
 /// The settings as written in the file and environment, before validation.
 /// Every field has a default, so an empty file is a valid starting point.
+/// Keys no field takes are collected in `unknown_keys` (see `load`), so that
+/// validation reports them with every other problem instead of stopping at
+/// the first.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawSettings {
+    /// Keys of the file or environment that name no setting (typos), as
+    /// dotted paths such as `cryptlex.account_alais`.
+    #[serde(skip)]
+    pub unknown_keys: Vec<String>,
     pub public: RawPublic,
     pub internal: RawInternal,
     pub cryptlex: RawCryptlex,
@@ -34,7 +41,7 @@ pub struct RawSettings {
 
 /// `[admin]`: the operations HTTP listener (`/metrics`, `/healthz`, `/readyz`).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawAdmin {
     pub enabled: bool,
     /// Loopback by default: metrics are not for the internet. Containers set
@@ -44,7 +51,7 @@ pub struct RawAdmin {
 
 /// `[tls]`: certificate reloading for both listeners.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawTls {
     /// How often certificate files are checked for changes; `0s` turns
     /// polling off (SIGHUP still reloads).
@@ -54,7 +61,7 @@ pub struct RawTls {
 
 /// `[otlp]`: OpenTelemetry trace export (needs the `otlp` cargo feature).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawOtlp {
     pub enabled: bool,
     /// The OTLP/HTTP traces endpoint, e.g. `http://otel-collector:4318/v1/traces`.
@@ -65,7 +72,7 @@ pub struct RawOtlp {
 /// `[webhook]`: the endpoint on the public listener that receives Cryptlex's
 /// webhooks. Without a secret it is off (answers 404).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawWebhook {
     /// The secret ("token") the webhook was registered with in Cryptlex;
     /// prefer `secret_file` or `LICENSING_GATEWAY__WEBHOOK__SECRET`.
@@ -122,7 +129,7 @@ impl Default for RawOtlp {
 
 /// `[public]`: the user-facing listener.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawPublic {
     pub addr: String,
     pub tls_cert_file: Option<PathBuf>,
@@ -136,7 +143,7 @@ pub struct RawPublic {
 
 /// `[internal]`: the mutual-TLS listener for the payment service.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawInternal {
     pub enabled: bool,
     pub addr: String,
@@ -148,7 +155,6 @@ pub struct RawInternal {
 
 /// One `[[internal.allowed_clients]]` entry.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawAllowedClient {
     /// The client certificate's SAN: a URI (e.g. a SPIFFE id) or a DNS name.
     pub identity: String,
@@ -159,7 +165,7 @@ pub struct RawAllowedClient {
 
 /// `[cryptlex]`: the upstream API.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawCryptlex {
     pub base_url: String,
     pub account_id: Option<String>,
@@ -179,7 +185,7 @@ pub struct RawCryptlex {
 
 /// `[cryptlex.budget]`: this replica's share of Cryptlex's rate limit.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawBudget {
     /// Calls per window for this replica (Cryptlex allows 50 per 5 s per
     /// source IP: divide it among replicas that share an egress IP).
@@ -205,7 +211,7 @@ pub struct RawBudget {
 
 /// `[cryptlex.breaker]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawBreaker {
     pub failure_threshold: u32,
     #[serde(with = "humantime_serde")]
@@ -215,7 +221,7 @@ pub struct RawBreaker {
 /// `[cache]`: the per-token read cache, kept fresh by changes (writes
 /// through the gateway, webhooks, other replicas) rather than by a short TTL.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawCache {
     /// How long a profile or license page is answered from memory as is; 0
     /// disables reuse (identical concurrent reads are still coalesced).
@@ -238,7 +244,7 @@ pub struct RawCache {
 
 /// `[limits]`: the front door.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawLimits {
     /// Calls in progress at once per listener; more are shed at once.
     pub max_concurrent_requests: usize,
@@ -401,7 +407,7 @@ impl Default for RawLimits {
 
 /// `[issuance]`: `IssueLicense` behaviour.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawIssuance {
     pub default_product_id: Option<String>,
     pub request_id_metadata_key: String,
@@ -421,14 +427,14 @@ pub struct RawIssuance {
 
 /// `[sign_up]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawSignUp {
     pub enabled: bool,
 }
 
 /// `[ledger]`: the durable issuance ledger.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawLedger {
     pub url: String,
     pub schema: Option<String>,
@@ -437,7 +443,7 @@ pub struct RawLedger {
 
 /// `[log]`.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct RawLog {
     /// A `tracing` filter, e.g. `info` or `licensing_gateway=debug,info`.
     pub level: String,

@@ -45,6 +45,11 @@ pub(super) fn settings(
     webhook_secret_file: Option<PatFileContents>,
 ) -> Result<Settings, ConfigError> {
     let mut problems = Problems::new();
+    for key in &raw.unknown_keys {
+        problems.push(format!(
+            "{key} is not a setting (a typo? README.md, Configuration, lists every key)"
+        ));
+    }
     let public = public(&mut problems, &raw.public);
     let internal = internal(&mut problems, &raw.internal);
     let cryptlex = cryptlex(&mut problems, &raw.cryptlex, pat_file);
