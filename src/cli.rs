@@ -13,25 +13,49 @@ pub(crate) struct Cli {
     /// variables override it.
     #[arg(long, global = true, env = "LICENSING_GATEWAY_CONFIG")]
     pub(crate) config: Option<PathBuf>,
+    /// Listener addresses, before the subcommand (`--public-addr .. serve`);
+    /// `serve` and `sandbox` also take them after it.
+    #[command(flatten)]
+    pub(crate) listeners: ListenerArgs,
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+/// The listeners' addresses, for the commands that serve. Not global, so the
+/// operator commands' help does not list them.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub(crate) struct ListenerArgs {
     /// Public listener address (overrides `public.addr`).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub(crate) public_addr: Option<String>,
     /// Internal listener address (overrides `internal.addr`).
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub(crate) internal_addr: Option<String>,
     /// Admin listener address, for /metrics and the probes (overrides
     /// `admin.addr`). `127.0.0.1:0` on any listener picks a free port, which
     /// the sandbox's banner prints.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub(crate) admin_addr: Option<String>,
-    #[command(subcommand)]
-    pub(crate) command: Option<Command>,
+}
+
+impl ListenerArgs {
+    /// These addresses, where `later` (given after the subcommand) wins.
+    pub(crate) fn or(self, later: Self) -> Self {
+        Self {
+            public_addr: later.public_addr.or(self.public_addr),
+            internal_addr: later.internal_addr.or(self.internal_addr),
+            admin_addr: later.admin_addr.or(self.admin_addr),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Serve with the given configuration (the default).
-    Serve,
+    Serve {
+        #[command(flatten)]
+        listeners: ListenerArgs,
+    },
     /// Run against a local stand-in for Cryptlex, with demo users and a
     /// development PKI: no account needed.
     #[cfg(feature = "sandbox")]
@@ -39,6 +63,8 @@ pub(crate) enum Command {
         /// Directory for the PKI, the PAT file, the ledger and the effective configuration.
         #[arg(long, default_value = "sandbox-data")]
         dir: PathBuf,
+        #[command(flatten)]
+        listeners: ListenerArgs,
         /// Address of the sandbox Cryptlex HTTP server.
         #[arg(long, default_value = "127.0.0.1:8089")]
         cryptlex_addr: std::net::SocketAddr,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use cli::{Cli, Command, LedgerCommand};
+use cli::{Cli, Command, LedgerCommand, ListenerArgs};
 use licensing_gateway::app::Application;
 use licensing_gateway::commands::ledger::{self, LedgerAction};
 #[cfg(feature = "sandbox")]
@@ -27,31 +27,41 @@ async fn main() -> anyhow::Result<()> {
 
     let Cli {
         config,
-        public_addr,
-        internal_addr,
-        admin_addr,
+        listeners,
         command,
     } = Cli::parse();
+    let command = command.unwrap_or(Command::Serve {
+        listeners: ListenerArgs::default(),
+    });
+    // Given after `serve` or `sandbox`, an address wins over one given before.
+    let listeners = match &command {
+        Command::Serve { listeners: after } => listeners.or(after.clone()),
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox {
+            listeners: after, ..
+        } => listeners.or(after.clone()),
+        _ => listeners,
+    };
     let env: HashMap<String, String> = std::env::vars().collect();
     let loaded = RawSettings::load(config.as_deref(), &env).map(|mut raw| {
-        if let Some(addr) = public_addr {
+        if let Some(addr) = listeners.public_addr {
             raw.public.addr = addr;
         }
-        if let Some(addr) = internal_addr {
+        if let Some(addr) = listeners.internal_addr {
             raw.internal.addr = addr;
         }
-        if let Some(addr) = admin_addr {
+        if let Some(addr) = listeners.admin_addr {
             raw.admin.addr = addr;
         }
         raw
     });
     let rust_log = env.get("RUST_LOG").map(String::as_str);
 
-    match command.unwrap_or(Command::Serve) {
+    match command {
         // Reports every problem, including the file's, rather than the first.
         Command::CheckConfig => std::process::exit(check_config::run(loaded, chrono::Utc::now())),
         Command::CheckUpstream => std::process::exit(check_upstream::run(loaded).await),
-        Command::Serve => {
+        Command::Serve { .. } => {
             let raw = loaded?;
             let settings = raw.validate()?;
             let _telemetry = init_logging(&settings, rust_log);
@@ -63,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         #[cfg(feature = "sandbox")]
         Command::Sandbox {
             dir,
+            listeners: _,
             cryptlex_addr,
             no_rate_limit,
             no_webhooks,
