@@ -919,7 +919,7 @@ mod tests {
                 defaults.unvouched_reads,
                 defaults.background_headroom
             ),
-            (25, 6, 10, 10)
+            (25, 12, 10, 10)
         );
         // 20 calls, 15 reserved: unset shares shrink to what is left.
         let small = fits(&raw_with(|raw| raw.cryptlex.budget.max_requests = 20));

@@ -64,7 +64,7 @@
 //! | slots only issuance may use | 10 | `cryptlex.budget.reserved_for_issuance` |
 //! | further slots reads may not use | 5 | `cryptlex.budget.reserved_for_sign_in` |
 //! | session calls (refresh, logout) starting per window | 10 | [`BudgetOptions::session_share`] (in code, not configurable) |
-//! | reads one session starts per window | 6 | `cryptlex.budget.per_session_reads` |
+//! | reads one session starts per window | 12 | `cryptlex.budget.per_session_reads` |
 //! | reads all unvouched sessions start per window | 10 | `cryptlex.budget.unvouched_reads` |
 //! | reads' slots that must be free for a background refresh | 10 | `cryptlex.budget.background_headroom` |
 //! | calls per window when the shared window is unreachable | 25 | `cryptlex.budget.fallback_share` |
@@ -236,9 +236,11 @@ impl Default for BudgetOptions {
             // refresh per session every few minutes), while a flood leaves
             // reads most of theirs.
             session_share: 10,
-            // A page view costs about three reads; two page views per window
-            // is more than a person clicks.
-            per_session_reads: 6,
+            // A first page view costs about three reads (the profile, the
+            // page, the probe past a full page), and paging through a few
+            // pages quickly must not be refused; one session still gets at
+            // most a third of the reads' 35.
+            per_session_reads: 12,
             // Enough for a few sessions whose tokens the cache has not seen
             // yet (after a restart); the rest of the reads' 35 stays for the
             // known ones.
@@ -1463,7 +1465,7 @@ mod tests {
     async fn one_session_starts_at_most_its_reads_per_window() {
         let budget = budget_of(50);
         let far = Instant::now() + Duration::from_secs(30);
-        for _ in 0..6 {
+        for _ in 0..budget.options().per_session_reads {
             budget
                 .acquire(Priority::Read, far, share(1, true))
                 .await
