@@ -478,11 +478,12 @@ mod tests {
         assert_eq!(retry_after(&headers), None);
     }
 
-    #[test]
-    fn path_segments_and_query_values_are_escaped() {
+    /// A client with default budget and breaker, pointed at a port nothing
+    /// answers on.
+    fn unreachable_client() -> Client {
         // Building a client needs a crypto provider (see `main`).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = Client::new(ClientOptions {
+        Client::new(ClientOptions {
             base_url: Url::parse("http://127.0.0.1:1/").expect("url"),
             account: Account::Alias("a".to_owned()),
             request_timeout: Duration::from_secs(1),
@@ -491,7 +492,12 @@ mod tests {
             breaker: BreakerOptions::default(),
             max_retries: 0,
         })
-        .expect("client builds");
+        .expect("client builds")
+    }
+
+    #[test]
+    fn path_segments_and_query_values_are_escaped() {
+        let client = unreachable_client();
         let url = client.url(
             &["users", "../admin?x=1"],
             &[("email[eq]", "a+b@c.d&limit=100")],
@@ -502,17 +508,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_background_read_is_budgeted_as_background_and_refused_at_once() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = Client::new(ClientOptions {
-            base_url: Url::parse("http://127.0.0.1:1/").expect("url"),
-            account: Account::Alias("a".to_owned()),
-            request_timeout: Duration::from_secs(1),
-            connect_timeout: Duration::from_secs(1),
-            budget: BudgetOptions::default(),
-            breaker: BreakerOptions::default(),
-            max_retries: 0,
-        })
-        .expect("client builds");
+        let client = unreachable_client();
         let far = tokio::time::Instant::now() + Duration::from_secs(30);
         // 26 of the reads' 35 slots used: fewer than the 10 a background
         // refresh needs are free, while a user's read still fits.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::load::{GatewayTally, Limited, READS_PER_PAGE, Sample};
 use crate::plan::Plan;
-use crate::targets::{Profile, Rpc, Target};
+use crate::targets::{Profile, Rpc, Target, overrides_markdown};
 use crate::{Args, WORKSPACE_ROOT, machine};
 
 /// What a run measured.
@@ -88,14 +88,7 @@ impl Report<'_> {
              the sandbox answers from memory, so the `direct` rows are the floor that a real \
              Cryptlex (tens of ms away) would dwarf.\n"
         );
-        let overrides = |profile: Profile| {
-            profile
-                .overrides()
-                .iter()
-                .map(|(key, value)| format!("`{key}={value}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let overrides = |profile: Profile| overrides_markdown(profile.overrides());
         let _ = writeln!(
             md,
             "Two gateways, both `licensing-gateway serve` with the configuration that \

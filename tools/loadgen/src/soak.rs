@@ -680,12 +680,7 @@ impl Soak {
             crate::machine::date(),
             crate::machine::load_average(),
         );
-        let overrides = self
-            .overrides
-            .iter()
-            .map(|(key, value)| format!("`{key}={value}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let overrides = crate::targets::overrides_markdown(self.overrides);
         let _ = writeln!(
             md,
             "One release gateway (`licensing-gateway serve`, sandbox configuration, read cache \

@@ -89,6 +89,15 @@ impl Profile {
     }
 }
 
+/// Settings as the reports show them: `` `KEY=value` ``, comma-separated.
+pub(crate) fn overrides_markdown(overrides: &[(&str, &str)]) -> String {
+    overrides
+        .iter()
+        .map(|(key, value)| format!("`{key}={value}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rpc {
     GetProfile,

@@ -18,12 +18,7 @@ use crate::targets::Profile;
 pub(crate) fn render(outcomes: &[Outcome], command: &str) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "{HEADING}\n");
-    let overrides = Profile::Browsing
-        .overrides()
-        .iter()
-        .map(|(key, value)| format!("`{key}={value}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let overrides = crate::targets::overrides_markdown(Profile::Browsing.overrides());
     let _ = writeln!(
         md,
         "Produced by `{command}` on {} (gateway commit {}, loadgen {} build, load average \
