@@ -144,6 +144,11 @@ pub(super) struct UserLicenseDto {
     allowed_activations: i32,
     #[serde(default, deserialize_with = "null_as_default")]
     total_activations: i32,
+    /// Required in `UserLicenseDto`; -1 means unlimited.
+    #[serde(default, deserialize_with = "null_as_default")]
+    allowed_deactivations: i32,
+    #[serde(default, deserialize_with = "null_as_default")]
+    total_deactivations: i32,
     #[serde(default)]
     subscription_interval: Option<String>,
     #[serde(default)]
@@ -171,6 +176,8 @@ impl From<UserLicenseDto> for UserLicense {
             expires_at: dto.expires_at,
             allowed_activations: dto.allowed_activations,
             total_activations: dto.total_activations,
+            allowed_deactivations: dto.allowed_deactivations,
+            total_deactivations: dto.total_deactivations,
             subscription_interval: dto.subscription_interval.unwrap_or_default(),
             created_at: dto.created_at,
             metadata: metadata_map(dto.metadata),

@@ -17,6 +17,8 @@ mod validation;
 pub use client::{AllowList, AllowedClient, ClientIdentity};
 pub use context::{ClientAddress, ReadShare, RequestContext};
 pub use identifiers::{CryptlexId, Email, MetadataMap, PersonName, RequestId};
-pub use license::{IssuedLicense, Page, PageRequest, Session, UserLicense, UserProfile};
+pub use license::{
+    IssuedLicense, LicenseStatus, Page, PageRequest, Session, UserLicense, UserProfile,
+};
 pub use secrets::{AdminToken, Password, RefreshToken, UserToken};
 pub use validation::{FieldViolation, ValidationErrors};

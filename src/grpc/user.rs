@@ -126,4 +126,116 @@ impl UserService for UserApi {
             stale: result.stale,
         }))
     }
+
+    // === account (profile, password, password reset, two-factor): helper A ===
+
+    async fn update_profile(
+        &self,
+        _request: Request<pb::UpdateProfileRequest>,
+    ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
+        Err(Status::unimplemented(
+            "UpdateProfile is not implemented yet",
+        ))
+    }
+
+    async fn change_password(
+        &self,
+        _request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        Err(Status::unimplemented(
+            "ChangePassword is not implemented yet",
+        ))
+    }
+
+    async fn request_password_reset(
+        &self,
+        _request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        Err(Status::unimplemented(
+            "RequestPasswordReset is not implemented yet",
+        ))
+    }
+
+    async fn reset_password(
+        &self,
+        _request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        Err(Status::unimplemented(
+            "ResetPassword is not implemented yet",
+        ))
+    }
+
+    async fn start_two_factor_enrollment(
+        &self,
+        _request: Request<pb::StartTwoFactorEnrollmentRequest>,
+    ) -> Result<Response<pb::StartTwoFactorEnrollmentResponse>, Status> {
+        Err(Status::unimplemented(
+            "StartTwoFactorEnrollment is not implemented yet",
+        ))
+    }
+
+    async fn enable_two_factor(
+        &self,
+        _request: Request<pb::EnableTwoFactorRequest>,
+    ) -> Result<Response<pb::EnableTwoFactorResponse>, Status> {
+        Err(Status::unimplemented(
+            "EnableTwoFactor is not implemented yet",
+        ))
+    }
+
+    async fn create_recovery_codes(
+        &self,
+        _request: Request<pb::CreateRecoveryCodesRequest>,
+    ) -> Result<Response<pb::CreateRecoveryCodesResponse>, Status> {
+        Err(Status::unimplemented(
+            "CreateRecoveryCodes is not implemented yet",
+        ))
+    }
+
+    async fn disable_two_factor(
+        &self,
+        _request: Request<pb::DisableTwoFactorRequest>,
+    ) -> Result<Response<pb::DisableTwoFactorResponse>, Status> {
+        Err(Status::unimplemented(
+            "DisableTwoFactor is not implemented yet",
+        ))
+    }
+
+    // === end of account (profile, password, password reset, two-factor) ===
+
+    // === portal (one license, machines, releases): helper B ===
+
+    async fn get_license(
+        &self,
+        _request: Request<pb::GetLicenseRequest>,
+    ) -> Result<Response<pb::GetLicenseResponse>, Status> {
+        Err(Status::unimplemented("GetLicense is not implemented yet"))
+    }
+
+    async fn list_activations(
+        &self,
+        _request: Request<pb::ListActivationsRequest>,
+    ) -> Result<Response<pb::ListActivationsResponse>, Status> {
+        Err(Status::unimplemented(
+            "ListActivations is not implemented yet",
+        ))
+    }
+
+    async fn deactivate_machine(
+        &self,
+        _request: Request<pb::DeactivateMachineRequest>,
+    ) -> Result<Response<pb::DeactivateMachineResponse>, Status> {
+        Err(Status::unimplemented(
+            "DeactivateMachine is not implemented yet",
+        ))
+    }
+
+    async fn list_releases(
+        &self,
+        _request: Request<pb::ListReleasesRequest>,
+    ) -> Result<Response<pb::ListReleasesResponse>, Status> {
+        Err(Status::unimplemented("ListReleases is not implemented yet"))
+    }
+
+    // === end of portal (one license, machines, releases) ===
 }

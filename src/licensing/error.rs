@@ -46,6 +46,27 @@ pub enum LicensingError {
     /// in a short time; nothing was sent upstream.
     #[error("too many requests")]
     TooManyRequests { retry_after: Duration },
+    /// The account has two-factor authentication and the sign-in carried no
+    /// code: ask the user for one and sign in again.
+    #[error("two-factor code required")]
+    TwoFactorRequired,
+    /// A two-factor code or recovery code that does not match.
+    #[error("invalid two-factor code")]
+    InvalidTwoFactorCode,
+    /// Two-factor enrolment was not started (or two-factor authentication is
+    /// off) for a call that needs it.
+    #[error("two-factor authentication is not set up")]
+    TwoFactorNotEnabled,
+    /// `ChangePassword` with a wrong current password.
+    #[error("wrong current password")]
+    WrongCurrentPassword,
+    /// A password-reset token that is unknown, used or expired, or names a
+    /// user who does not exist (the answer is the same on purpose).
+    #[error("invalid password-reset token")]
+    ResetTokenInvalid,
+    /// The license has used all its allowed deactivations.
+    #[error("deactivation limit reached")]
+    DeactivationLimitReached,
     /// Sign-up with an email that already has an account.
     #[error("email address is already taken")]
     EmailTaken,
@@ -121,6 +142,10 @@ pub enum Missing {
     User,
     /// Whatever a user call named (Cryptlex answered 404).
     Resource,
+    /// A license that does not exist or is not the caller's.
+    License,
+    /// An activation that does not exist or is not the caller's.
+    Activation,
 }
 
 /// Which credential a Cryptlex call carried; decides what a refusal means

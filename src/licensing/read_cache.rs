@@ -1072,6 +1072,8 @@ mod tests {
             expires_at: None,
             allowed_activations: 1,
             total_activations: 0,
+            allowed_deactivations: -1,
+            total_deactivations: 0,
             subscription_interval: String::new(),
             created_at: None,
             metadata: BTreeMap::new(),
