@@ -123,6 +123,10 @@ impl From<IssuedLicense> for pb::IssuedLicense {
             subscription_interval: license.subscription_interval,
             created_at: license.created_at.map(timestamp),
             metadata: license.metadata.into_iter().collect(),
+            // Filled by the payment lifecycle (issue 16).
+            subscription_id: String::new(),
+            revoked: false,
+            suspended: false,
         }
     }
 }

@@ -53,9 +53,48 @@ impl IssuanceService for IssuanceApi {
             .authorize_client(&auth::peer_identities(&request))?;
         let command = IssueCommand::try_from(request.into_inner()).map_err(LicensingError::from)?;
         let issued = self.licensing.issue_license(&ctx, &caller, command).await?;
+        let license = pb::IssuedLicense::from(issued.license);
         Ok(Response::new(pb::IssueLicenseResponse {
-            license: Some(issued.license.into()),
+            licenses: vec![license.clone()],
+            license: Some(license),
             replayed: issued.replayed,
         }))
+    }
+
+    // === the payment lifecycle (issue 16) ===
+
+    async fn renew_license(
+        &self,
+        _request: Request<pb::RenewLicenseRequest>,
+    ) -> Result<Response<pb::RenewLicenseResponse>, Status> {
+        Err(Status::unimplemented("RenewLicense is not implemented yet"))
+    }
+
+    async fn suspend_license(
+        &self,
+        _request: Request<pb::SuspendLicenseRequest>,
+    ) -> Result<Response<pb::SuspendLicenseResponse>, Status> {
+        Err(Status::unimplemented("SuspendLicense is not implemented yet"))
+    }
+
+    async fn resume_license(
+        &self,
+        _request: Request<pb::ResumeLicenseRequest>,
+    ) -> Result<Response<pb::ResumeLicenseResponse>, Status> {
+        Err(Status::unimplemented("ResumeLicense is not implemented yet"))
+    }
+
+    async fn revoke_license(
+        &self,
+        _request: Request<pb::RevokeLicenseRequest>,
+    ) -> Result<Response<pb::RevokeLicenseResponse>, Status> {
+        Err(Status::unimplemented("RevokeLicense is not implemented yet"))
+    }
+
+    async fn set_seats(
+        &self,
+        _request: Request<pb::SetSeatsRequest>,
+    ) -> Result<Response<pb::SetSeatsResponse>, Status> {
+        Err(Status::unimplemented("SetSeats is not implemented yet"))
     }
 }
