@@ -39,6 +39,7 @@ export type {
   Session,
 } from "./gen/licensing/v1/types_pb";
 export { UserService } from "./gen/licensing/v1/user_service_pb";
+export type { Timestamp } from "@bufbuild/protobuf/wkt";
 
 /** The `ErrorInfo.domain` of every error the gateway returns. */
 export const ERROR_DOMAIN = "licensing-gateway";
