@@ -73,7 +73,9 @@ export default async function ReleasesPage({
               <span className="badge channel">{release.channel}</span>
             </div>
             <p className="muted small">
-              {release.name && release.name !== release.version ? `${release.name} · ` : ""}
+              {release.name && ![release.version, `${release.productName} ${release.version}`].includes(release.name)
+                ? `${release.name} · `
+                : ""}
               Published <time dateTime={isoDate(release.publishedAt)}>{formatDate(release.publishedAt, "—")}</time>
               {release.platforms.length > 0
                 ? ` · ${release.platforms.map((platform) => operatingSystem(platform, "")).join(", ")}`
@@ -88,9 +90,10 @@ export default async function ReleasesPage({
                     <span className="file-name">{file.name}</span>
                     <span className="row">
                       <span className="muted small">{formatBytes(file.size)}</span>
+                      {file.secured ? <span className="secured">needs your license key</span> : null}
                       {url ? (
                         <a className="button small" href={url} rel="noopener noreferrer" download data-testid="download">
-                          Download{file.secured ? " (needs your key)" : ""}
+                          Download
                         </a>
                       ) : (
                         <span className="muted small">No download link</span>

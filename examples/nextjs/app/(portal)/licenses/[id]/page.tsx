@@ -183,7 +183,7 @@ export default async function LicensePage({
             <tbody>
               {activations.map((activation) => (
                 <tr key={activation.id} data-testid="activation" data-hostname={activation.hostname}>
-                  <td data-label="Machine">
+                  <td data-label="Machine" className="primary">
                     <strong>{activation.hostname || "Unnamed machine"}</strong>
                     {activation.vmName ? <div className="muted small">VM {activation.vmName}</div> : null}
                     <div className="muted small">Activated {formatDate(activation.createdAt)}</div>
@@ -217,7 +217,7 @@ export default async function LicensePage({
 function FactRow({ label, value }: { label: string; value: string }) {
   return (
     <>
-      <dt>{label}</dt>
+      <dt className="metadata">{label}</dt>
       <dd>{value}</dd>
     </>
   );
