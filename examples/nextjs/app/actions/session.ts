@@ -161,7 +161,11 @@ export async function resetPassword(_previous: ResetState, form: FormData): Prom
   } catch (error) {
     const failure = toGatewayError(error);
     logFailure("password reset", failure);
-    if (failure.reason === "RESET_TOKEN_INVALID") await pendingReset.clear();
+    if (failure.reason === "RESET_TOKEN_INVALID") {
+      // The link is spent: forget it, and say so on the page that offers a new one.
+      await pendingReset.clear();
+      redirect("/reset-password/new?error=reset-link-invalid");
+    }
     return { error: codeFor(failure) };
   }
   await pendingReset.clear();
