@@ -14,13 +14,14 @@
 //! ([`Rejection`]).
 //!
 //! - `endpoints`: one method per Cryptlex endpoint the gateway calls;
-//!   `account_endpoints` the account calls' (two-factor, profile, password,
+//!   `portal_endpoints` those of the customer portal (one license,
+//!   activations, releases); `account_endpoints` the account calls' (two-factor, profile, password,
 //!   password reset).
 //! - `transport`: sending one described request: admission, the HTTP
 //!   exchange, headers, decoding and error classification.
 //! - `retry`: which calls may be repeated, back-off, the retry budget.
 //! - `budget`, `breaker`: the rate budget and the circuit breaker.
-//! - `wire`, `wire_account`: Cryptlex's JSON shapes; `observe`: upstream
+//! - `wire`, `wire_portal`, `wire_account`: Cryptlex's JSON shapes; `observe`: upstream
 //!   metrics.
 
 mod account_endpoints;
@@ -31,11 +32,13 @@ mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod observe;
+mod portal_endpoints;
 mod retry;
 pub mod shared_window;
 mod transport;
 mod wire;
 mod wire_account;
+mod wire_portal;
 
 use std::sync::Arc;
 use std::time::Duration;

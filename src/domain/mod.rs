@@ -12,6 +12,7 @@ mod client;
 mod context;
 mod identifiers;
 mod license;
+mod portal;
 mod secrets;
 mod validation;
 
@@ -24,6 +25,10 @@ pub use context::{ClientAddress, ReadShare, RequestContext};
 pub use identifiers::{CryptlexId, Email, MetadataMap, PersonName, RequestId};
 pub use license::{
     IssuedLicense, LicenseStatus, Page, PageRequest, Session, UserLicense, UserProfile,
+};
+pub use portal::{
+    Activation, ActivationPage, ActivationsRequest, FeatureEntitlement, FilterText, LicenseDetail,
+    Release, ReleaseFile, ReleasePage, ReleasesRequest, readable_place,
 };
 pub use secrets::{AdminToken, Password, RefreshToken, UserToken};
 pub use validation::{FieldViolation, ValidationErrors};

@@ -18,6 +18,7 @@ mod ledger_health;
 mod listener;
 mod malformed;
 mod overload;
+mod portal;
 mod request_timeout;
 mod rpc_metrics;
 mod server;

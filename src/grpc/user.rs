@@ -10,7 +10,9 @@ use super::auth;
 use super::client_address::{self, ClientAddressPolicy};
 use super::context::{Deadlines, request_context};
 use super::pb::{self, user_service_server::UserService};
-use crate::domain::{PageRequest, RefreshToken, RequestContext};
+use crate::domain::{
+    ActivationsRequest, CryptlexId, PageRequest, RefreshToken, ReleasesRequest, RequestContext,
+};
 use crate::licensing::pagination::page_token;
 use crate::licensing::{Licensing, LicensingError, LoginCommand, SignUpCommand};
 
@@ -247,34 +249,54 @@ impl UserService for UserApi {
 
     async fn get_license(
         &self,
-        _request: Request<pb::GetLicenseRequest>,
+        request: Request<pb::GetLicenseRequest>,
     ) -> Result<Response<pb::GetLicenseResponse>, Status> {
-        Err(Status::unimplemented("GetLicense is not implemented yet"))
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let license_id =
+            CryptlexId::try_from(request.into_inner()).map_err(LicensingError::from)?;
+        let detail = self.licensing.license(&ctx, &token, &license_id).await?;
+        Ok(Response::new(detail.into()))
     }
 
     async fn list_activations(
         &self,
-        _request: Request<pb::ListActivationsRequest>,
+        request: Request<pb::ListActivationsRequest>,
     ) -> Result<Response<pb::ListActivationsResponse>, Status> {
-        Err(Status::unimplemented(
-            "ListActivations is not implemented yet",
-        ))
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let page =
+            ActivationsRequest::try_from(request.into_inner()).map_err(LicensingError::from)?;
+        let result = self.licensing.activations(&ctx, &token, page).await?;
+        Ok(Response::new(result.into()))
     }
 
     async fn deactivate_machine(
         &self,
-        _request: Request<pb::DeactivateMachineRequest>,
+        request: Request<pb::DeactivateMachineRequest>,
     ) -> Result<Response<pb::DeactivateMachineResponse>, Status> {
-        Err(Status::unimplemented(
-            "DeactivateMachine is not implemented yet",
-        ))
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let activation_id =
+            CryptlexId::try_from(request.into_inner()).map_err(LicensingError::from)?;
+        let license_id = self
+            .licensing
+            .deactivate_machine(&ctx, &token, &activation_id)
+            .await?;
+        Ok(Response::new(pb::DeactivateMachineResponse {
+            license_id: license_id.to_string(),
+        }))
     }
 
     async fn list_releases(
         &self,
-        _request: Request<pb::ListReleasesRequest>,
+        request: Request<pb::ListReleasesRequest>,
     ) -> Result<Response<pb::ListReleasesResponse>, Status> {
-        Err(Status::unimplemented("ListReleases is not implemented yet"))
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let page = ReleasesRequest::try_from(request.into_inner()).map_err(LicensingError::from)?;
+        let result = self.licensing.releases(&ctx, &token, page).await?;
+        Ok(Response::new(result.into()))
     }
 
     // === end of portal (one license, machines, releases) ===

@@ -9,6 +9,7 @@ pub mod changes;
 mod error;
 mod issuance;
 pub mod pagination;
+mod portal;
 pub(crate) mod read_cache;
 pub(crate) mod throttle;
 mod token_guard;
@@ -256,12 +257,14 @@ impl Licensing {
         &self.shared.cryptlex
     }
 
-    /// Read-cache counters and sizes: profiles, then license pages.
-    pub fn cache_stats(&self) -> (read_cache::CacheStats, read_cache::CacheStats) {
-        (
-            self.shared.cache.stats(Kind::Profile),
-            self.shared.cache.stats(Kind::Page),
-        )
+    /// Read-cache counters and sizes, by kind of answer with its `cache`
+    /// metric label (`profile`, `licenses`, `license`, `activations`,
+    /// `releases`).
+    pub fn cache_stats(&self) -> Vec<(&'static str, read_cache::CacheStats)> {
+        Kind::ALL
+            .into_iter()
+            .map(|kind| (kind.label(), self.shared.cache.stats(kind)))
+            .collect()
     }
 
     /// Whose read a read for `token` is, and who the token says it belongs
@@ -437,11 +440,13 @@ impl Licensing {
                 Ok(Answer::Profile(profile))
             })
             .await?;
-        match answer {
-            Answer::Profile(profile) => Ok(profile),
+        let Answer::Profile(profile) = answer else {
             // The key names the call, so this cannot happen.
-            Answer::Page(_) => Err(LicensingError::internal("a page cached as a profile")),
-        }
+            return Err(LicensingError::internal(
+                "another answer cached as a profile",
+            ));
+        };
+        Ok(profile)
     }
 
     /// Returns one page of the licenses of the user who owns `token`.

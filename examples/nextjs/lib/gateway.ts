@@ -1,8 +1,9 @@
 // One place that knows where the gateway is. Everything goes through the
-// generated client over gRPC-Web with plain `fetch`, so it runs on the edge
-// runtime as well as on Node.
+// generated client over gRPC-Web with plain `fetch`; it is only ever called
+// on the server (server components, server actions, route handlers), so the
+// access token never reaches the browser's JavaScript.
+import "server-only";
 import { Gateway, type CallOptions } from "@licensing-gateway/client";
-import type { NextRequest } from "next/server";
 
 export function gateway(): Gateway {
   return new Gateway({
@@ -12,10 +13,12 @@ export function gateway(): Gateway {
 }
 
 /**
- * Passes the browser's address on to the gateway for `Login` and `SignUp`.
+ * Passes the browser's address on to the gateway for the calls it throttles
+ * per client address (`Login`, `SignUp`, `RequestPasswordReset`,
+ * `ResetPassword`).
  *
  * Every call reaches the gateway from this server, so without it the
- * gateway's per-address sign-in limit would count all users as one. The
+ * gateway's per-address limits would count all users as one. The
  * `x-forwarded-for` header is forwarded unchanged: its right-most entry was
  * written by the proxy in front of this app (the ingress controller, or the
  * hosting platform), and that is the entry the gateway reads
@@ -26,7 +29,7 @@ export function gateway(): Gateway {
  * Without the header the gateway counts the caller as "unknown", one
  * allowance shared by all such callers, rather than trusting anything.
  */
-export function clientAddress(request: NextRequest): CallOptions {
-  const forwardedFor = request.headers.get("x-forwarded-for");
+export function clientAddress(headers: Headers): CallOptions {
+  const forwardedFor = headers.get("x-forwarded-for");
   return forwardedFor === null ? {} : { headers: { "x-forwarded-for": forwardedFor } };
 }
