@@ -617,6 +617,8 @@ async fn update_license(
             .metadata
             .map(|entries| metadata(Some(entries), MAX_LICENSE_METADATA))
             .transpose()?,
+        // Not in S1's `LicenseUpdateRequestModel` (Cryptlex renews and extends instead).
+        expires_at: None,
     };
     let (_, dto) = apply_license_update(&shared, &id, update)?;
     Ok(Json(dto))

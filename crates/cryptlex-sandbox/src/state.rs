@@ -117,6 +117,9 @@ pub(crate) struct LicenseUpdate {
     pub(crate) tags: Option<Vec<String>>,
     /// Replaces every entry (an inference: S1 does not say whether entries are merged).
     pub(crate) metadata: Option<Vec<NewMetadata>>,
+    /// `Some(None)`: the license never expires. Only the dashboard control sets it (for tests
+    /// that need an expired license); `PATCH /v3/licenses/{id}` has no such field in S1.
+    pub(crate) expires_at: Option<Option<DateTime<Utc>>>,
 }
 
 impl From<LicenseChange> for LicenseUpdate {
@@ -621,6 +624,9 @@ impl Domain {
         }
         if let Some(tags) = update.tags {
             license.tags = tags;
+        }
+        if let Some(expires_at) = update.expires_at {
+            license.expires_at = expires_at;
         }
         if let Some(metadata) = update.metadata {
             license.metadata = metadata
