@@ -1,7 +1,7 @@
 //! A bound gRPC listener, ready to serve: the public one (`UserService`,
 //! gRPC-Web, CORS) or the internal one (`IssuanceService` and
-//! `AccountService`, mutual TLS), each with its own health and reflection. The composition root (`app`) builds
-//! these without knowing tonic.
+//! `AccountService`, mutual TLS), each with its own health and reflection.
+//! The composition root (`app`) builds these without knowing tonic.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -20,7 +20,7 @@ use crate::seed;
 
 /// A user of the sandbox account, as an admin sees it.
 ///
-/// The password is deliberately not part of this record: it is kept apart in [`Domain`] so a
+/// The password is deliberately not part of this record: it is kept apart in `Domain` so a
 /// record handed to a test (or serialised over the control API) can never carry it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
