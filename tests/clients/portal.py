@@ -74,6 +74,17 @@ def reason_of(error):
     fail(f"no ErrorInfo on {error.code()} {error.details()}")
 
 
+def retry_delay(error):
+    """The RetryInfo delay of a failed call, in seconds, or None."""
+    status = rpc_status.from_call(error)
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info.retry_delay.seconds + info.retry_delay.nanos / 1e9
+    return None
+
+
 class Service:
     """Dynamic stubs for one service, built from reflection."""
 
@@ -99,7 +110,19 @@ class Service:
             request_serializer=request_class.SerializeToString,
             response_deserializer=response_class.FromString,
         )
-        return stub(request_class(**fields), timeout=TIMEOUT, metadata=self.metadata)
+        # The gateway keeps every caller inside Cryptlex's rate limit (50 calls per 5 s for
+        # the whole service) and says when to come back; a good client waits that long. Only
+        # refusals that reached no upstream write are retried.
+        for attempt in range(8):
+            try:
+                return stub(request_class(**fields), timeout=TIMEOUT, metadata=self.metadata)
+            except grpc.RpcError as error:
+                delay = retry_delay(error)
+                if error.code() != grpc.StatusCode.UNAVAILABLE or delay is None or attempt == 7:
+                    raise
+                if reason_of(error) not in ("UPSTREAM_BUDGET_EXHAUSTED", "UPSTREAM_RATE_LIMITED"):
+                    raise
+                time.sleep(delay)
 
     def refused(self, expected_code, expected_reason, method_name, **fields):
         try:
