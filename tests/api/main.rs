@@ -18,6 +18,7 @@ mod helpers;
 mod hostile;
 mod issuance;
 mod observability;
+mod portal;
 mod replicas;
 mod resilience;
 mod rotation;
