@@ -3,7 +3,7 @@
 // on the server (server components, server actions, route handlers), so the
 // access token never reaches the browser's JavaScript.
 import "server-only";
-import { Gateway, type CallOptions } from "@licensing-gateway/client";
+import { Gateway, toGatewayError, type CallOptions } from "@licensing-gateway/client";
 
 export function gateway(): Gateway {
   return new Gateway({
@@ -32,4 +32,27 @@ export function gateway(): Gateway {
 export function clientAddress(headers: Headers): CallOptions {
   const forwardedFor = headers.get("x-forwarded-for");
   return forwardedFor === null ? {} : { headers: { "x-forwarded-for": forwardedFor } };
+}
+
+/** Refusals that only ask the caller to slow down for a moment. */
+const BUSY = new Set(["UPSTREAM_BUDGET_EXHAUSTED", "TOO_MANY_REQUESTS", "UPSTREAM_RATE_LIMITED", "OVERLOADED"]);
+/** The longest a page waits before its one retry. */
+const MAX_RETRY_WAIT_MS = 2_000;
+
+/**
+ * A page's read, retried once when the gateway asks to wait a moment (its
+ * upstream budget, or the reads one session may start per window): someone
+ * clicking quickly through the portal sees the page a second later instead
+ * of a "busy" banner. Longer waits, and every other failure, are thrown.
+ */
+export async function read<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    const failure = toGatewayError(error);
+    const wait = failure.retryAfterMs ?? 1_000;
+    if (!BUSY.has(failure.reason ?? "") || wait > MAX_RETRY_WAIT_MS) throw failure;
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    return call();
+  }
 }

@@ -6,7 +6,7 @@ import type { Profile } from "@licensing-gateway/client";
 
 import { Banners } from "@/components/banners";
 import { formatDate, formatDateTime } from "@/lib/format";
-import { gateway } from "@/lib/gateway";
+import { gateway, read } from "@/lib/gateway";
 import type { ErrorCode } from "@/lib/messages";
 import { pageFailure, pageSession } from "@/lib/session";
 import { DisableTwoFactorForm, PasswordForm, ProfileForm, RecoveryCodesForm } from "./forms";
@@ -26,7 +26,7 @@ export default async function AccountPage({
   let profile: Profile | undefined;
   let failure: ErrorCode | undefined;
   try {
-    profile = await gateway().getProfile(accessToken);
+    profile = await read(() => gateway().getProfile(accessToken));
   } catch (caught) {
     failure = pageFailure(caught, PATH, refreshed === "1");
   }

@@ -8,7 +8,7 @@ import { Banners } from "@/components/banners";
 import { LicenseKey } from "@/components/license-key";
 import { StatusBadge } from "@/components/status-badge";
 import { activationsUsed, expiry, licenseType, statusView } from "@/lib/format";
-import { gateway } from "@/lib/gateway";
+import { gateway, read } from "@/lib/gateway";
 import type { ErrorCode } from "@/lib/messages";
 import { pageFailure, pageSession } from "@/lib/session";
 
@@ -27,7 +27,7 @@ export default async function LicensesPage({
   let licenses: License[] = [];
   let failure: ErrorCode | undefined;
   try {
-    licenses = await gateway().listAllLicenses(accessToken, { pageSize: 50 });
+    licenses = await read(() => gateway().listAllLicenses(accessToken, { pageSize: 50 }));
   } catch (caught) {
     failure = pageFailure(caught, PATH, refreshed === "1");
   }

@@ -6,7 +6,7 @@ import type { Release } from "@licensing-gateway/client";
 
 import { Banners } from "@/components/banners";
 import { formatBytes, formatDate, isoDate, operatingSystem, safeDownloadUrl } from "@/lib/format";
-import { gateway } from "@/lib/gateway";
+import { gateway, read } from "@/lib/gateway";
 import type { ErrorCode } from "@/lib/messages";
 import { pageFailure, pageSession } from "@/lib/session";
 
@@ -27,13 +27,10 @@ export default async function ReleasesPage({
   let channels: string[] = [];
   let failure: ErrorCode | undefined;
   try {
-    const client = gateway();
-    // Every release once, for the channel list; the shown ones filtered by the gateway.
-    const [all, shown] = await Promise.all([
-      client.listAllReleases(accessToken, { pageSize: 50 }),
-      channel ? client.listAllReleases(accessToken, { channel, pageSize: 50 }) : undefined,
-    ]);
-    releases = shown ?? all;
+    // Every release once: the channel list needs them all, and one channel is
+    // a filter of those (ListReleases' `channel` would cost a second call).
+    const all = await read(() => gateway().listAllReleases(accessToken, { pageSize: 50 }));
+    releases = channel ? all.filter((release) => release.channel === channel) : all;
     channels = [...new Set(all.map((release) => release.channel).filter((name) => name !== ""))].sort();
   } catch (caught) {
     failure = pageFailure(caught, path, refreshed === "1");

@@ -5,7 +5,7 @@ import Link from "next/link";
 import { redirect } from "next/navigation";
 
 import { Banners } from "@/components/banners";
-import { gateway } from "@/lib/gateway";
+import { gateway, read } from "@/lib/gateway";
 import type { ErrorCode } from "@/lib/messages";
 import { pageFailure, pageSession } from "@/lib/session";
 import { TwoFactorSetup } from "./setup";
@@ -21,7 +21,7 @@ export default async function TwoFactorPage({ searchParams }: { searchParams: Pr
   let enabled = false;
   let failure: ErrorCode | undefined;
   try {
-    enabled = (await gateway().getProfile(accessToken)).twoFactorEnabled;
+    enabled = (await read(() => gateway().getProfile(accessToken))).twoFactorEnabled;
   } catch (caught) {
     failure = pageFailure(caught, PATH, refreshed === "1");
   }

@@ -24,7 +24,7 @@ import {
   subscription,
 } from "@/lib/format";
 import { isId } from "@/lib/forms";
-import { gateway } from "@/lib/gateway";
+import { gateway, read } from "@/lib/gateway";
 import type { ErrorCode } from "@/lib/messages";
 import { pageFailure, pageSession } from "@/lib/session";
 
@@ -53,8 +53,8 @@ export default async function LicensePage({
     try {
       const client = gateway();
       const [detail, machines] = await Promise.all([
-        client.getLicense(accessToken, id),
-        client.listAllActivations(accessToken, id, { pageSize: 50 }),
+        read(() => client.getLicense(accessToken, id)),
+        read(() => client.listAllActivations(accessToken, id, { pageSize: 50 })),
       ]);
       license = detail.license;
       features = detail.featureEntitlements;
