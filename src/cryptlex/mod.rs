@@ -14,15 +14,17 @@
 //! ([`Rejection`]).
 //!
 //! - `endpoints`: one method per Cryptlex endpoint the gateway calls;
-//!   `portal_endpoints` those of the customer portal (one license,
-//!   activations, releases).
+//!   `account_endpoints` the account calls' (two-factor, profile, password,
+//!   password reset); `portal_endpoints` those of the customer portal (one
+//!   license, activations, releases).
 //! - `transport`: sending one described request: admission, the HTTP
 //!   exchange, headers, decoding and error classification.
 //! - `retry`: which calls may be repeated, back-off, the retry budget.
 //! - `budget`, `breaker`: the rate budget and the circuit breaker.
-//! - `wire`, `wire_portal`: Cryptlex's JSON shapes; `observe`: upstream
-//!   metrics.
+//! - `wire`, `wire_account`, `wire_portal`: Cryptlex's JSON shapes;
+//!   `observe`: upstream metrics.
 
+mod account_endpoints;
 mod breaker;
 pub(crate) mod budget;
 mod endpoints;
@@ -35,6 +37,7 @@ mod retry;
 pub mod shared_window;
 mod transport;
 mod wire;
+mod wire_account;
 mod wire_portal;
 
 use std::sync::Arc;

@@ -33,6 +33,15 @@ pub const OPERATIONS: &[&str] = &[
     "GET /v3/me/activations/{id}",
     "DELETE /v3/activations/{id}",
     "GET /v3/me/releases",
+    // === account (two-factor, profile, password, password reset) ===
+    "POST /v3/me/2fa-secret",
+    "POST /v3/me/2fa-recovery-codes",
+    "PATCH /v3/me",
+    "POST /v3/users/{id}/update-password",
+    "POST /v3/accounts/reset-password-request",
+    "POST /v3/users/{id}/reset-password",
+    "POST /v3/users/{id}/reset-password-token",
+    // === end of account ===
 ];
 
 /// The route template of a call, from its method and path segments (after
@@ -71,6 +80,19 @@ fn template(method: &Method, path: &[&str]) -> &'static str {
         ("GET", ["me", "activations", _]) => "GET /v3/me/activations/{id}",
         ("DELETE", ["activations", _]) => "DELETE /v3/activations/{id}",
         ("GET", ["me", "releases"]) => "GET /v3/me/releases",
+        // === account ===
+        ("POST", ["me", "2fa-secret"]) => "POST /v3/me/2fa-secret",
+        ("POST", ["me", "2fa-recovery-codes"]) => "POST /v3/me/2fa-recovery-codes",
+        ("PATCH", ["me"]) => "PATCH /v3/me",
+        ("POST", ["users", _, "update-password"]) => "POST /v3/users/{id}/update-password",
+        ("POST", ["accounts", "reset-password-request"]) => {
+            "POST /v3/accounts/reset-password-request"
+        }
+        ("POST", ["users", _, "reset-password"]) => "POST /v3/users/{id}/reset-password",
+        ("POST", ["users", _, "reset-password-token"]) => {
+            "POST /v3/users/{id}/reset-password-token"
+        }
+        // === end of account ===
         _ => "other",
     }
 }

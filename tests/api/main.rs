@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod account;
 mod admission;
 mod coherence;
 mod contract;
@@ -24,6 +25,7 @@ mod rotation;
 mod sandbox_webhooks;
 mod throttle;
 mod token_abuse;
+mod two_factor;
 mod upstream_answers;
 mod user;
 mod webhooks;
