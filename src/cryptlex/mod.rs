@@ -14,15 +14,15 @@
 //! ([`Rejection`]).
 //!
 //! - `endpoints`: one method per Cryptlex endpoint the gateway calls;
-//!   `portal_endpoints` those of the customer portal (one license,
-//!   activations, releases); `account_endpoints` the account calls' (two-factor, profile, password,
-//!   password reset).
+//!   `account_endpoints` the account calls' (two-factor, profile, password,
+//!   password reset); `portal_endpoints` those of the customer portal (one
+//!   license, activations, releases).
 //! - `transport`: sending one described request: admission, the HTTP
 //!   exchange, headers, decoding and error classification.
 //! - `retry`: which calls may be repeated, back-off, the retry budget.
 //! - `budget`, `breaker`: the rate budget and the circuit breaker.
-//! - `wire`, `wire_portal`, `wire_account`: Cryptlex's JSON shapes; `observe`: upstream
-//!   metrics.
+//! - `wire`, `wire_account`, `wire_portal`: Cryptlex's JSON shapes;
+//!   `observe`: upstream metrics.
 
 mod account_endpoints;
 mod breaker;

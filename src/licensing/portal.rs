@@ -232,6 +232,13 @@ impl Licensing {
     ///
     /// Cryptlex filters by product only; the channel is picked from its
     /// page here, so a page may be short, or empty, and still have a next.
+    ///
+    /// Cached as long as the other reads (`cache.fresh_for`, `max_age`), not
+    /// longer, though releases change rarely: nothing the gateway hears of
+    /// announces a new release (it handles no release webhooks), so only age
+    /// brings one in, and a customer told "version 2.1 is out" should find
+    /// it within minutes. A license change of the holder drops the pages
+    /// (their products, and so their releases, may have changed).
     #[tracing::instrument(name = "licensing.releases", skip_all, fields(page = request.page, page_size = request.page_size))]
     pub async fn releases(
         &self,
