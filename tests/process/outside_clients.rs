@@ -412,12 +412,20 @@ async fn buf_curl_drives_the_portal_calls_over_grpc_web_and_mints_a_reset_token_
     let license_id = seed::DEMO_LICENSE_IDS[0];
 
     let detail = call(
-        &["-H", &auth, "-d", &format!(r#"{{"licenseId":"{license_id}"}}"#)],
+        &[
+            "-H",
+            &auth,
+            "-d",
+            &format!(r#"{{"licenseId":"{license_id}"}}"#),
+        ],
         "GetLicense",
     )
     .ok_json();
     assert_eq!(detail["license"]["id"], license_id, "{detail}");
-    assert_eq!(detail["license"]["status"], "LICENSE_STATUS_ACTIVE", "{detail}");
+    assert_eq!(
+        detail["license"]["status"], "LICENSE_STATUS_ACTIVE",
+        "{detail}"
+    );
     assert!(
         !detail["featureEntitlements"]
             .as_array()
@@ -437,7 +445,12 @@ async fn buf_curl_drives_the_portal_calls_over_grpc_web_and_mints_a_reset_token_
     .assert_rpc_error(Code::NotFound, "not_found");
 
     let machines = call(
-        &["-H", &auth, "-d", &format!(r#"{{"licenseId":"{license_id}"}}"#)],
+        &[
+            "-H",
+            &auth,
+            "-d",
+            &format!(r#"{{"licenseId":"{license_id}"}}"#),
+        ],
         "ListActivations",
     )
     .ok_json();
@@ -473,7 +486,12 @@ async fn buf_curl_drives_the_portal_calls_over_grpc_web_and_mints_a_reset_token_
     )
     .assert_rpc_error(Code::FailedPrecondition, "failed_precondition");
     let freed = call(
-        &["-H", &auth, "-d", &format!(r#"{{"activationId":"{machine}"}}"#)],
+        &[
+            "-H",
+            &auth,
+            "-d",
+            &format!(r#"{{"activationId":"{machine}"}}"#),
+        ],
         "DeactivateMachine",
     )
     .ok_json();
