@@ -13,6 +13,7 @@ const PROTO_FILES: &[&str] = &[
     "licensing/v1/types.proto",
     "licensing/v1/user_service.proto",
     "licensing/v1/issuance_service.proto",
+    "licensing/v1/account_service.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

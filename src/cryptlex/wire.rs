@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::domain::{IssuedLicense, UserLicense, UserProfile};
 
 /// Reads `null` as the type's default, like an absent field.
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+pub(super) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Default + Deserialize<'de>,
@@ -38,6 +38,12 @@ pub(super) struct LoginBody<'a> {
     pub(super) account_alias: Option<&'a str>,
     pub(super) email: &'a str,
     pub(super) password: &'a str,
+    /// For an account with two-factor authentication: the current code, or
+    /// (in its place) a recovery code; left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) two_factor_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) two_factor_recovery_code: Option<&'a str>,
 }
 
 /// Body of `POST /v3/accounts/login-refresh-token`.
@@ -144,6 +150,11 @@ pub(super) struct UserLicenseDto {
     allowed_activations: i32,
     #[serde(default, deserialize_with = "null_as_default")]
     total_activations: i32,
+    /// Required in `UserLicenseDto`; -1 means unlimited.
+    #[serde(default, deserialize_with = "null_as_default")]
+    allowed_deactivations: i32,
+    #[serde(default, deserialize_with = "null_as_default")]
+    total_deactivations: i32,
     #[serde(default)]
     subscription_interval: Option<String>,
     #[serde(default)]
@@ -171,6 +182,8 @@ impl From<UserLicenseDto> for UserLicense {
             expires_at: dto.expires_at,
             allowed_activations: dto.allowed_activations,
             total_activations: dto.total_activations,
+            allowed_deactivations: dto.allowed_deactivations,
+            total_deactivations: dto.total_deactivations,
             subscription_interval: dto.subscription_interval.unwrap_or_default(),
             created_at: dto.created_at,
             metadata: metadata_map(dto.metadata),
@@ -406,10 +419,46 @@ mod tests {
             account_alias: Some("acme"),
             email: "a@b.c",
             password: "secret-password",
+            two_factor_code: None,
+            two_factor_recovery_code: None,
         };
         let sent = serde_json::to_value(&body).expect("serializes");
         assert_eq!(sent["accountId"], serde_json::Value::Null);
         assert!(sent.as_object().expect("object").contains_key("accountId"));
         assert_eq!(sent["accountAlias"], "acme");
+        // No second factor: neither field goes out (a null code would be
+        // refused by a server holding it to 6 characters).
+        assert!(
+            !sent
+                .as_object()
+                .expect("object")
+                .contains_key("twoFactorCode")
+        );
+        assert!(
+            !sent
+                .as_object()
+                .expect("object")
+                .contains_key("twoFactorRecoveryCode")
+        );
+    }
+
+    #[test]
+    fn the_login_body_carries_the_second_factor_it_is_given() {
+        let body = LoginBody {
+            account_id: None,
+            account_alias: Some("acme"),
+            email: "a@b.c",
+            password: "secret-password",
+            two_factor_code: Some("123456"),
+            two_factor_recovery_code: None,
+        };
+        let sent = serde_json::to_value(&body).expect("serializes");
+        assert_eq!(sent["twoFactorCode"], "123456");
+        assert!(
+            !sent
+                .as_object()
+                .expect("object")
+                .contains_key("twoFactorRecoveryCode")
+        );
     }
 }

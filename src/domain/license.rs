@@ -47,10 +47,38 @@ pub struct UserLicense {
     pub expires_at: Option<DateTime<Utc>>,
     pub allowed_activations: i32,
     pub total_activations: i32,
+    /// -1 means unlimited.
+    pub allowed_deactivations: i32,
+    pub total_deactivations: i32,
     pub subscription_interval: String,
     pub created_at: Option<DateTime<Utc>>,
     /// Only metadata the owner may see (Cryptlex filters it for us).
     pub metadata: BTreeMap<String, String>,
+}
+
+/// What a license means for its owner at one moment, most severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LicenseStatus {
+    Revoked,
+    Suspended,
+    Expired,
+    Active,
+}
+
+impl UserLicense {
+    /// The license's status at `now`: revoked beats suspended beats expired.
+    /// A perpetual license, or one without an expiry yet, never expires.
+    pub fn status(&self, now: DateTime<Utc>) -> LicenseStatus {
+        if self.revoked {
+            LicenseStatus::Revoked
+        } else if self.suspended {
+            LicenseStatus::Suspended
+        } else if !self.perpetual && self.expires_at.is_some_and(|expires| expires <= now) {
+            LicenseStatus::Expired
+        } else {
+            LicenseStatus::Active
+        }
+    }
 }
 
 /// A license created by issuance (the administrator's view).

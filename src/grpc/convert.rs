@@ -7,8 +7,9 @@ use prost_types::Timestamp;
 
 use super::pb::{self, issue_license_request::User};
 use crate::domain::{
-    CryptlexId, Email, FieldViolation, IssuedLicense, MetadataMap, PageRequest, Password,
-    PersonName, RefreshToken, RequestId, Session, UserLicense, UserProfile, ValidationErrors,
+    CryptlexId, Email, FieldViolation, IssuedLicense, LicenseStatus, MetadataMap, PageRequest,
+    Password, PersonName, RefreshToken, RequestId, Session, UserLicense, UserProfile,
+    ValidationErrors,
 };
 use crate::licensing::pagination::page_request;
 use crate::licensing::{IssueCommand, LicenseHolder, LoginCommand, SignUpCommand};
@@ -82,6 +83,12 @@ impl From<UserProfile> for pb::Profile {
 
 impl From<UserLicense> for pb::License {
     fn from(license: UserLicense) -> Self {
+        let status = match license.status(Utc::now()) {
+            LicenseStatus::Active => pb::LicenseStatus::Active,
+            LicenseStatus::Expired => pb::LicenseStatus::Expired,
+            LicenseStatus::Suspended => pb::LicenseStatus::Suspended,
+            LicenseStatus::Revoked => pb::LicenseStatus::Revoked,
+        };
         Self {
             id: license.id,
             key: license.key,
@@ -93,6 +100,9 @@ impl From<UserLicense> for pb::License {
             expires_at: license.expires_at.map(timestamp),
             allowed_activations: license.allowed_activations,
             total_activations: license.total_activations,
+            allowed_deactivations: license.allowed_deactivations,
+            total_deactivations: license.total_deactivations,
+            status: status.into(),
             subscription_interval: license.subscription_interval,
             created_at: license.created_at.map(timestamp),
             metadata: license.metadata.into_iter().collect(),
@@ -129,8 +139,17 @@ impl TryFrom<pb::LoginRequest> for LoginCommand {
         let mut errors = ValidationErrors::new();
         let email = errors.check(Email::parse("email", &request.email));
         let password = errors.check(Password::parse_for_login("password", request.password));
+        let second_factor = super::account_convert::second_factor(
+            &mut errors,
+            request.two_factor_code,
+            request.two_factor_recovery_code,
+        );
         match (email, password) {
-            (Some(email), Some(password)) if errors.is_empty() => Ok(Self { email, password }),
+            (Some(email), Some(password)) if errors.is_empty() => Ok(Self {
+                email,
+                password,
+                second_factor,
+            }),
             _ => Err(errors),
         }
     }

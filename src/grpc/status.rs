@@ -89,6 +89,7 @@ fn answer(error: &LicensingError) -> Answer {
             match denial {
                 Denial::ClientNotAllowed => "CLIENT_NOT_ALLOWED",
                 Denial::ProductNotAllowed => "PRODUCT_NOT_ALLOWED",
+                Denial::OperationNotAllowed => "OPERATION_NOT_ALLOWED",
                 Denial::UpstreamDenied => "UPSTREAM_PERMISSION_DENIED",
             },
             "permission denied",
@@ -101,6 +102,8 @@ fn answer(error: &LicensingError) -> Answer {
             match missing {
                 Missing::User => "user not found",
                 Missing::Resource => "resource not found",
+                Missing::License => "license not found",
+                Missing::Activation => "activation not found",
             },
             Level::DEBUG,
             "not found",
@@ -118,6 +121,48 @@ fn answer(error: &LicensingError) -> Answer {
             "too many requests from this network; try again shortly",
             Level::WARN,
             "upstream calls from one network throttled",
+        ),
+        E::TwoFactorRequired => row(
+            Code::Unauthenticated,
+            "TWO_FACTOR_REQUIRED",
+            "this account uses two-factor authentication: sign in again with the code from the authenticator app",
+            Level::INFO,
+            "login needs a two-factor code",
+        ),
+        E::InvalidTwoFactorCode => row(
+            Code::InvalidArgument,
+            "INVALID_TWO_FACTOR_CODE",
+            "the two-factor code is wrong or has expired",
+            Level::INFO,
+            "two-factor code refused",
+        ),
+        E::TwoFactorNotEnabled => row(
+            Code::FailedPrecondition,
+            "TWO_FACTOR_NOT_ENABLED",
+            "two-factor authentication is not set up: start enrolment first",
+            Level::INFO,
+            "two-factor call without enrolment",
+        ),
+        E::WrongCurrentPassword => row(
+            Code::InvalidArgument,
+            "WRONG_CURRENT_PASSWORD",
+            "the current password is wrong",
+            Level::INFO,
+            "password change refused: wrong current password",
+        ),
+        E::ResetTokenInvalid => row(
+            Code::FailedPrecondition,
+            "RESET_TOKEN_INVALID",
+            "the password-reset link is invalid or has expired; ask for a new one",
+            Level::INFO,
+            "password reset refused: invalid token",
+        ),
+        E::DeactivationLimitReached => row(
+            Code::FailedPrecondition,
+            "DEACTIVATION_LIMIT_REACHED",
+            "this license has used all its allowed deactivations",
+            Level::INFO,
+            "deactivation refused: limit reached",
         ),
         E::EmailTaken => row(
             Code::AlreadyExists,
@@ -370,6 +415,7 @@ mod tests {
         for (denial, reason) in [
             (Denial::ClientNotAllowed, "CLIENT_NOT_ALLOWED"),
             (Denial::ProductNotAllowed, "PRODUCT_NOT_ALLOWED"),
+            (Denial::OperationNotAllowed, "OPERATION_NOT_ALLOWED"),
             (Denial::UpstreamDenied, "UPSTREAM_PERMISSION_DENIED"),
         ] {
             let status = Status::from(LicensingError::PermissionDenied(denial));

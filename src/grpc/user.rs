@@ -10,7 +10,9 @@ use super::auth;
 use super::client_address::{self, ClientAddressPolicy};
 use super::context::{Deadlines, request_context};
 use super::pb::{self, user_service_server::UserService};
-use crate::domain::{PageRequest, RefreshToken, RequestContext};
+use crate::domain::{
+    ActivationsRequest, CryptlexId, PageRequest, RefreshToken, ReleasesRequest, RequestContext,
+};
 use crate::licensing::pagination::page_token;
 use crate::licensing::{Licensing, LicensingError, LoginCommand, SignUpCommand};
 
@@ -126,4 +128,176 @@ impl UserService for UserApi {
             stale: result.stale,
         }))
     }
+
+    // === account (profile, password, password reset, two-factor): helper A ===
+    //
+    // Paths are written out in full here so this group's imports cannot
+    // collide with the others'.
+
+    async fn update_profile(
+        &self,
+        request: Request<pb::UpdateProfileRequest>,
+    ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let update = crate::domain::ProfileUpdate::try_from(request.into_inner())
+            .map_err(LicensingError::from)?;
+        let profile = self.licensing.update_profile(&ctx, &token, update).await?;
+        Ok(Response::new(pb::UpdateProfileResponse {
+            profile: Some(profile.into()),
+        }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let command = crate::licensing::ChangePasswordCommand::try_from(request.into_inner())
+            .map_err(LicensingError::from)?;
+        self.licensing
+            .change_password(&ctx, &token, command)
+            .await?;
+        Ok(Response::new(pb::ChangePasswordResponse {}))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        let ctx = self.context(&request);
+        let email =
+            crate::domain::Email::try_from(request.into_inner()).map_err(LicensingError::from)?;
+        self.licensing.request_password_reset(&ctx, &email).await?;
+        Ok(Response::new(pb::RequestPasswordResetResponse {}))
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        let ctx = self.context(&request);
+        let command = crate::licensing::ResetPasswordCommand::try_from(request.into_inner())
+            .map_err(LicensingError::from)?;
+        self.licensing.reset_password(&ctx, command).await?;
+        Ok(Response::new(pb::ResetPasswordResponse {}))
+    }
+
+    async fn start_two_factor_enrollment(
+        &self,
+        request: Request<pb::StartTwoFactorEnrollmentRequest>,
+    ) -> Result<Response<pb::StartTwoFactorEnrollmentResponse>, Status> {
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let enrollment = self
+            .licensing
+            .start_two_factor_enrollment(&ctx, &token)
+            .await?;
+        Ok(Response::new(enrollment.into()))
+    }
+
+    async fn enable_two_factor(
+        &self,
+        request: Request<pb::EnableTwoFactorRequest>,
+    ) -> Result<Response<pb::EnableTwoFactorResponse>, Status> {
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let code = super::account_convert::current_code(request.into_inner().code)
+            .map_err(LicensingError::from)?;
+        let profile = self.licensing.enable_two_factor(&ctx, &token, code).await?;
+        Ok(Response::new(pb::EnableTwoFactorResponse {
+            profile: Some(profile.into()),
+        }))
+    }
+
+    async fn create_recovery_codes(
+        &self,
+        request: Request<pb::CreateRecoveryCodesRequest>,
+    ) -> Result<Response<pb::CreateRecoveryCodesResponse>, Status> {
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let code = super::account_convert::current_code(request.into_inner().code)
+            .map_err(LicensingError::from)?;
+        let codes = self
+            .licensing
+            .create_recovery_codes(&ctx, &token, code)
+            .await?;
+        Ok(Response::new(codes.into()))
+    }
+
+    async fn disable_two_factor(
+        &self,
+        request: Request<pb::DisableTwoFactorRequest>,
+    ) -> Result<Response<pb::DisableTwoFactorResponse>, Status> {
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let code = super::account_convert::current_code(request.into_inner().code)
+            .map_err(LicensingError::from)?;
+        let profile = self
+            .licensing
+            .disable_two_factor(&ctx, &token, code)
+            .await?;
+        Ok(Response::new(pb::DisableTwoFactorResponse {
+            profile: Some(profile.into()),
+        }))
+    }
+
+    // === end of account (profile, password, password reset, two-factor) ===
+
+    // === portal (one license, machines, releases): helper B ===
+
+    async fn get_license(
+        &self,
+        request: Request<pb::GetLicenseRequest>,
+    ) -> Result<Response<pb::GetLicenseResponse>, Status> {
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let license_id =
+            CryptlexId::try_from(request.into_inner()).map_err(LicensingError::from)?;
+        let detail = self.licensing.license(&ctx, &token, &license_id).await?;
+        Ok(Response::new(detail.into()))
+    }
+
+    async fn list_activations(
+        &self,
+        request: Request<pb::ListActivationsRequest>,
+    ) -> Result<Response<pb::ListActivationsResponse>, Status> {
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let page =
+            ActivationsRequest::try_from(request.into_inner()).map_err(LicensingError::from)?;
+        let result = self.licensing.activations(&ctx, &token, page).await?;
+        Ok(Response::new(result.into()))
+    }
+
+    async fn deactivate_machine(
+        &self,
+        request: Request<pb::DeactivateMachineRequest>,
+    ) -> Result<Response<pb::DeactivateMachineResponse>, Status> {
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let activation_id =
+            CryptlexId::try_from(request.into_inner()).map_err(LicensingError::from)?;
+        let license_id = self
+            .licensing
+            .deactivate_machine(&ctx, &token, &activation_id)
+            .await?;
+        Ok(Response::new(pb::DeactivateMachineResponse {
+            license_id: license_id.to_string(),
+        }))
+    }
+
+    async fn list_releases(
+        &self,
+        request: Request<pb::ListReleasesRequest>,
+    ) -> Result<Response<pb::ListReleasesResponse>, Status> {
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let page = ReleasesRequest::try_from(request.into_inner()).map_err(LicensingError::from)?;
+        let result = self.licensing.releases(&ctx, &token, page).await?;
+        Ok(Response::new(result.into()))
+    }
+
+    // === end of portal (one license, machines, releases) ===
 }

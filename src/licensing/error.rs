@@ -46,6 +46,27 @@ pub enum LicensingError {
     /// in a short time; nothing was sent upstream.
     #[error("too many requests")]
     TooManyRequests { retry_after: Duration },
+    /// The account has two-factor authentication and the sign-in carried no
+    /// code: ask the user for one and sign in again.
+    #[error("two-factor code required")]
+    TwoFactorRequired,
+    /// A two-factor code or recovery code that does not match.
+    #[error("invalid two-factor code")]
+    InvalidTwoFactorCode,
+    /// Two-factor enrolment was not started (or two-factor authentication is
+    /// off) for a call that needs it.
+    #[error("two-factor authentication is not set up")]
+    TwoFactorNotEnabled,
+    /// `ChangePassword` with a wrong current password.
+    #[error("wrong current password")]
+    WrongCurrentPassword,
+    /// A password-reset token that is unknown, used or expired, or names a
+    /// user who does not exist (the answer is the same on purpose).
+    #[error("invalid password-reset token")]
+    ResetTokenInvalid,
+    /// The license has used all its allowed deactivations.
+    #[error("deactivation limit reached")]
+    DeactivationLimitReached,
     /// Sign-up with an email that already has an account.
     #[error("email address is already taken")]
     EmailTaken,
@@ -110,6 +131,9 @@ pub enum Denial {
     ClientNotAllowed,
     /// The internal caller may not issue licenses for this product.
     ProductNotAllowed,
+    /// The internal caller is on the allow-list, but its entry does not name
+    /// this operation (`operations` in `[[internal.allowed_clients]]`).
+    OperationNotAllowed,
     /// Cryptlex refused the user's own token for this call (403).
     UpstreamDenied,
 }
@@ -121,6 +145,10 @@ pub enum Missing {
     User,
     /// Whatever a user call named (Cryptlex answered 404).
     Resource,
+    /// A license that does not exist or is not the caller's.
+    License,
+    /// An activation that does not exist or is not the caller's.
+    Activation,
 }
 
 /// Which credential a Cryptlex call carried; decides what a refusal means
@@ -129,7 +157,8 @@ pub enum Missing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Credential {
     /// `POST /v3/accounts/login`: any refusal means the email and password
-    /// did not work.
+    /// did not work. (The login use case reads the two-factor codes of a
+    /// refusal first: those say the password did work.)
     Password,
     /// A refresh-token exchange: any refusal means the refresh token is no good.
     RefreshToken,
@@ -137,6 +166,10 @@ pub(crate) enum Credential {
     UserToken,
     /// The gateway's personal access token.
     Pat,
+    /// None at all (`reset-password-request`, `reset-password`): a refusal
+    /// is about the request, and one our validation should have prevented is
+    /// our bug.
+    Anonymous,
 }
 
 /// Translates a Cryptlex failure for a call made with `credential`.
@@ -178,9 +211,10 @@ pub(crate) fn upstream(credential: Credential, error: CryptlexError) -> Licensin
             (Credential::Pat, Rejection::Unauthenticated | Rejection::Forbidden) => {
                 LicensingError::AdminTokenRejected(Arc::new(error))
             }
-            (Credential::UserToken | Credential::Pat, Rejection::NotFound) => {
-                LicensingError::NotFound(Missing::Resource)
-            }
+            (
+                Credential::UserToken | Credential::Pat | Credential::Anonymous,
+                Rejection::NotFound,
+            ) => LicensingError::NotFound(Missing::Resource),
             // Anything else means we sent something Cryptlex considers wrong
             // after our own validation passed: our bug, not the caller's.
             _ => LicensingError::internal(error),
