@@ -189,8 +189,7 @@ fn record_upstream_state(licensing: &crate::licensing::Licensing) {
         crate::cryptlex::BreakerState::Open => 2.0,
     };
     ::metrics::gauge!(metrics::BREAKER_STATE).set(breaker);
-    let (profiles, licenses) = licensing.cache_stats();
-    for (cache, stats) in [("profile", profiles), ("licenses", licenses)] {
+    for (cache, stats) in licensing.cache_stats() {
         for (result, value) in [
             ("hit", stats.hits),
             ("coalesced", stats.coalesced),

@@ -42,7 +42,8 @@ pub(crate) const BUDGET_WAITERS: &str = "licensing_gateway_budget_waiters";
 pub(crate) const BUDGET_WAITERS_BY_PRIORITY: &str = "licensing_gateway_budget_waiters_by_priority";
 /// Gauge: the circuit breaker, 0 closed, 1 half-open, 2 open.
 pub(crate) const BREAKER_STATE: &str = "licensing_gateway_upstream_breaker_state";
-/// Counter `{cache="profile"|"licenses", result="hit"|"coalesced"|"miss"|"stale"}`:
+/// Counter `{cache="profile"|"licenses"|"license"|"activations"|"releases",
+/// result="hit"|"coalesced"|"miss"|"stale"}`:
 /// reads answered by the read cache, by joining an identical call in flight,
 /// or upstream.
 pub(crate) const CACHE_REQUESTS_TOTAL: &str = "licensing_gateway_cache_requests_total";
@@ -58,7 +59,7 @@ pub(crate) const CACHE_EVICTED_TOTAL: &str = "licensing_gateway_cache_evicted_to
 /// Gauge `{cache}`: entries held.
 pub(crate) const CACHE_ENTRIES: &str = "licensing_gateway_cache_entries";
 /// Gauge `{cache}`: estimated bytes held (bounded by `cache.max_bytes` for
-/// both caches together).
+/// all kinds together).
 pub(crate) const CACHE_BYTES: &str = "licensing_gateway_cache_bytes";
 
 /// Counter `{listener, service, method, code}`: RPCs finished.

@@ -13,13 +13,18 @@
 //! [`crate::licensing`]'s job); it only classifies what Cryptlex said
 //! ([`Rejection`]).
 //!
-//! - `endpoints`: one method per Cryptlex endpoint the gateway calls.
+//! - `endpoints`: one method per Cryptlex endpoint the gateway calls;
+//!   `account_endpoints` the account calls' (two-factor, profile, password,
+//!   password reset); `portal_endpoints` those of the customer portal (one
+//!   license, activations, releases).
 //! - `transport`: sending one described request: admission, the HTTP
 //!   exchange, headers, decoding and error classification.
 //! - `retry`: which calls may be repeated, back-off, the retry budget.
 //! - `budget`, `breaker`: the rate budget and the circuit breaker.
-//! - `wire`: Cryptlex's JSON shapes; `observe`: upstream metrics.
+//! - `wire`, `wire_account`, `wire_portal`: Cryptlex's JSON shapes;
+//!   `observe`: upstream metrics.
 
+mod account_endpoints;
 mod breaker;
 pub(crate) mod budget;
 mod endpoints;
@@ -27,10 +32,13 @@ mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod observe;
+mod portal_endpoints;
 mod retry;
 pub mod shared_window;
 mod transport;
 mod wire;
+mod wire_account;
+mod wire_portal;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -26,6 +26,22 @@ pub const OPERATIONS: &[&str] = &[
     "POST /v3/licenses",
     "GET /v3/licenses",
     "GET /v3/licenses/{id}",
+    // The customer portal (issue 15): one license, machines, releases.
+    "GET /v3/me/licenses/{id}",
+    "GET /v3/me/licenses/{id}/feature-entitlements",
+    "GET /v3/me/activations",
+    "GET /v3/me/activations/{id}",
+    "DELETE /v3/activations/{id}",
+    "GET /v3/me/releases",
+    // === account (two-factor, profile, password, password reset) ===
+    "POST /v3/me/2fa-secret",
+    "POST /v3/me/2fa-recovery-codes",
+    "PATCH /v3/me",
+    "POST /v3/users/{id}/update-password",
+    "POST /v3/accounts/reset-password-request",
+    "POST /v3/users/{id}/reset-password",
+    "POST /v3/users/{id}/reset-password-token",
+    // === end of account ===
 ];
 
 /// The route template of a call, from its method and path segments (after
@@ -55,6 +71,28 @@ fn template(method: &Method, path: &[&str]) -> &'static str {
         ("POST", ["licenses"]) => "POST /v3/licenses",
         ("GET", ["licenses"]) => "GET /v3/licenses",
         ("GET", ["licenses", _]) => "GET /v3/licenses/{id}",
+        // The customer portal (issue 15).
+        ("GET", ["me", "licenses", _]) => "GET /v3/me/licenses/{id}",
+        ("GET", ["me", "licenses", _, "feature-entitlements"]) => {
+            "GET /v3/me/licenses/{id}/feature-entitlements"
+        }
+        ("GET", ["me", "activations"]) => "GET /v3/me/activations",
+        ("GET", ["me", "activations", _]) => "GET /v3/me/activations/{id}",
+        ("DELETE", ["activations", _]) => "DELETE /v3/activations/{id}",
+        ("GET", ["me", "releases"]) => "GET /v3/me/releases",
+        // === account ===
+        ("POST", ["me", "2fa-secret"]) => "POST /v3/me/2fa-secret",
+        ("POST", ["me", "2fa-recovery-codes"]) => "POST /v3/me/2fa-recovery-codes",
+        ("PATCH", ["me"]) => "PATCH /v3/me",
+        ("POST", ["users", _, "update-password"]) => "POST /v3/users/{id}/update-password",
+        ("POST", ["accounts", "reset-password-request"]) => {
+            "POST /v3/accounts/reset-password-request"
+        }
+        ("POST", ["users", _, "reset-password"]) => "POST /v3/users/{id}/reset-password",
+        ("POST", ["users", _, "reset-password-token"]) => {
+            "POST /v3/users/{id}/reset-password-token"
+        }
+        // === end of account ===
         _ => "other",
     }
 }

@@ -7,18 +7,28 @@
 //!
 //! This module knows nothing of gRPC or HTTP.
 
+mod account;
 mod client;
 mod context;
 mod identifiers;
 mod license;
+mod portal;
 mod secrets;
 mod validation;
 
-pub use client::{AllowList, AllowedClient, ClientIdentity};
+pub use account::{
+    AccountHolder, MintedResetToken, ProfileUpdate, RecoveryCode, RecoveryCodes, ResetToken,
+    SecondFactor, TwoFactorCode, TwoFactorEnrollment,
+};
+pub use client::{AllowList, AllowedClient, ClientIdentity, Operation};
 pub use context::{ClientAddress, ReadShare, RequestContext};
 pub use identifiers::{CryptlexId, Email, MetadataMap, PersonName, RequestId};
 pub use license::{
     IssuedLicense, LicenseStatus, Page, PageRequest, Session, UserLicense, UserProfile,
+};
+pub use portal::{
+    Activation, ActivationPage, ActivationsRequest, FeatureEntitlement, FilterText, LicenseDetail,
+    Release, ReleaseFile, ReleasePage, ReleasesRequest, readable_place,
 };
 pub use secrets::{AdminToken, Password, RefreshToken, UserToken};
 pub use validation::{FieldViolation, ValidationErrors};

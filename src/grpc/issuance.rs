@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use super::auth;
 use super::context::{Deadlines, request_context};
 use super::pb::{self, issuance_service_server::IssuanceService};
-use crate::domain::ClientIdentity;
+use crate::domain::{ClientIdentity, Operation};
 use crate::licensing::{IssueCommand, Licensing, LicensingError};
 
 /// The adapter from `IssuanceService` to the use cases.
@@ -29,8 +29,9 @@ impl IssuanceApi {
         }
     }
 
-    /// Checks that the caller's certificate names are on the allow-list;
-    /// the listener's stack does it before reading anything of a call.
+    /// Checks that the caller's certificate names are on the allow-list
+    /// (for any operation: each RPC checks its own); the listener's stack
+    /// does it before reading anything of a call.
     pub(super) fn admits(&self, identities: &[ClientIdentity]) -> Result<(), LicensingError> {
         self.licensing.authorize_client(identities).map(|_| ())
     }
@@ -50,7 +51,7 @@ impl IssuanceService for IssuanceApi {
         let ctx = request_context(&request, self.deadlines);
         let caller = self
             .licensing
-            .authorize_client(&auth::peer_identities(&request))?;
+            .authorize_call(&auth::peer_identities(&request), Operation::IssueLicense)?;
         let command = IssueCommand::try_from(request.into_inner()).map_err(LicensingError::from)?;
         let issued = self.licensing.issue_license(&ctx, &caller, command).await?;
         let license = pb::IssuedLicense::from(issued.license);

@@ -5,6 +5,8 @@
 //! An RPC method does four things: authenticate, convert in, call the use
 //! case, convert out. Business rules, retries and upstream HTTP live elsewhere.
 
+mod account;
+mod account_convert;
 mod auth;
 mod client_address;
 mod client_gate;
@@ -16,12 +18,14 @@ mod ledger_health;
 mod listener;
 mod malformed;
 mod overload;
+mod portal;
 mod request_timeout;
 mod rpc_metrics;
 mod server;
 mod status;
 mod user;
 
+pub use account::AccountApi;
 pub use client_address::ClientAddressPolicy;
 pub use context::Deadlines;
 pub use issuance::IssuanceApi;

@@ -26,7 +26,7 @@ use super::{Credential, Denial, Licensing, LicensingError, Missing, upstream};
 use crate::cryptlex::{CryptlexError, MetadataMatches, NewLicense, Rejection};
 use crate::domain::{
     AllowList, AllowedClient, ClientIdentity, CryptlexId, Email, FieldViolation, IssuedLicense,
-    MetadataMap, RequestContext, RequestId, ValidationErrors,
+    MetadataMap, Operation, RequestContext, RequestId, ValidationErrors,
 };
 use crate::ledger::{Attempt, Begin, Outcome};
 
@@ -145,6 +145,11 @@ impl Licensing {
         caller: &AllowedClient,
         command: IssueCommand,
     ) -> Result<Issued, LicensingError> {
+        if !caller.may_call(Operation::IssueLicense) {
+            return Err(LicensingError::PermissionDenied(
+                Denial::OperationNotAllowed,
+            ));
+        }
         let (ledger, options) = self.issuance()?;
         options.check_reserved_keys(&command.metadata)?;
         let product_id = match command

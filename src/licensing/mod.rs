@@ -4,10 +4,12 @@
 //! Cryptlex through [`crate::cryptlex`], and fails with a [`LicensingError`].
 //! Nothing here knows about gRPC.
 
+mod account;
 pub mod changes;
 mod error;
 mod issuance;
 pub mod pagination;
+mod portal;
 pub(crate) mod read_cache;
 pub(crate) mod throttle;
 mod token_guard;
@@ -17,9 +19,10 @@ use std::sync::Arc;
 use crate::cryptlex::{self, CryptlexError, NewUser, Rejection};
 use crate::domain::{
     AdminToken, CryptlexId, Email, Page, PageRequest, Password, PersonName, ReadShare,
-    RefreshToken, RequestContext, Session, UserLicense, UserProfile, UserToken,
+    RefreshToken, RequestContext, SecondFactor, Session, UserLicense, UserProfile, UserToken,
 };
 
+pub use account::{ChangePasswordCommand, ResetPasswordCommand};
 pub use error::LicensingError;
 use error::{Credential, upstream};
 pub use error::{Denial, Missing};
@@ -37,6 +40,8 @@ pub const CHANGE_FEED_CAPACITY: usize = 1024;
 pub struct LoginCommand {
     pub email: Email,
     pub password: Password,
+    /// For an account with two-factor authentication.
+    pub second_factor: Option<SecondFactor>,
 }
 
 /// A parsed `SignUp` request.
@@ -252,12 +257,14 @@ impl Licensing {
         &self.shared.cryptlex
     }
 
-    /// Read-cache counters and sizes: profiles, then license pages.
-    pub fn cache_stats(&self) -> (read_cache::CacheStats, read_cache::CacheStats) {
-        (
-            self.shared.cache.stats(Kind::Profile),
-            self.shared.cache.stats(Kind::Page),
-        )
+    /// Read-cache counters and sizes, by kind of answer with its `cache`
+    /// metric label (`profile`, `licenses`, `license`, `activations`,
+    /// `releases`).
+    pub fn cache_stats(&self) -> Vec<(&'static str, read_cache::CacheStats)> {
+        Kind::ALL
+            .into_iter()
+            .map(|kind| (kind.label(), self.shared.cache.stats(kind)))
+            .collect()
     }
 
     /// Whose read a read for `token` is, and who the token says it belongs
@@ -309,12 +316,29 @@ impl Licensing {
         }
         let result = self
             .cryptlex()
-            .login(ctx, &command.email, &command.password)
+            .login(
+                ctx,
+                &command.email,
+                &command.password,
+                command.second_factor.as_ref(),
+            )
             .await
-            .map_err(|error| upstream(Credential::Password, error));
+            .map_err(|error| {
+                // The second factor's refusals first: they say the password
+                // was right, which any other refusal does not.
+                account::sign_in_refusal(&error)
+                    .unwrap_or_else(|| upstream(Credential::Password, error))
+            });
         match &result {
             Ok(_) => attempt.succeeded(),
-            Err(LicensingError::InvalidCredentials) => attempt.failed(),
+            // A wrong code is a failed guess like a wrong password: six
+            // digits must not be found by trying.
+            Err(LicensingError::InvalidCredentials | LicensingError::InvalidTwoFactorCode) => {
+                attempt.failed();
+            }
+            // The password was right and no code came: no failure, but no
+            // sign-in either (the network does not become a known one).
+            Err(LicensingError::TwoFactorRequired) => drop(attempt),
             // No verdict (an upstream fault): the attempt is released uncounted.
             Err(_) => drop(attempt),
         }
@@ -416,11 +440,13 @@ impl Licensing {
                 Ok(Answer::Profile(profile))
             })
             .await?;
-        match answer {
-            Answer::Profile(profile) => Ok(profile),
+        let Answer::Profile(profile) = answer else {
             // The key names the call, so this cannot happen.
-            Answer::Page(_) => Err(LicensingError::internal("a page cached as a profile")),
-        }
+            return Err(LicensingError::internal(
+                "another answer cached as a profile",
+            ));
+        };
+        Ok(profile)
     }
 
     /// Returns one page of the licenses of the user who owns `token`.
@@ -530,9 +556,10 @@ impl Licensing {
             Err(error) => return Err(upstream(Credential::Pat, error)),
         };
         tracing::info!(user_id = %user.id, "created cryptlex user");
+        // A new user has no second factor.
         let session = self
             .cryptlex()
-            .login(ctx, &command.email, &command.password)
+            .login(ctx, &command.email, &command.password, None)
             .await
             .map_err(|error| upstream(Credential::Password, error))?;
         self.shared.tokens.vouch_issued(&session);

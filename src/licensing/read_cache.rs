@@ -1,9 +1,10 @@
 //! Spending less of the upstream budget on reads: answers kept until
 //! something changes them.
 //!
-//! Profiles and license pages are kept per token, keyed by a SHA-256 of the
-//! caller's token plus the call and its arguments (the token itself is never
-//! stored). An answer is:
+//! Profiles, license pages, license details (with feature entitlements),
+//! activation pages and release pages ([`Kind`]) are kept per token, keyed by
+//! a SHA-256 of the caller's token plus the call and its arguments (the token
+//! itself is never stored). An answer is:
 //! - *fresh* while younger than `fresh_for`: answered from memory;
 //! - *revalidating* between `fresh_for` and `max_age`: answered from memory
 //!   at once, and one background refresh is started for it (at most
@@ -14,12 +15,14 @@
 //!
 //! What keeps answers correct is invalidation, not age: every write through
 //! the gateway and every Cryptlex webhook becomes a [`Change`], which drops
-//! exactly the answers it may have changed (a user's entries, the pages that
-//! show a license or belong to its holder, a signed-out token's entries).
-//! `max_age` bounds what nobody announced. To find the entries a change
-//! touches without scanning, each token's entries know their owner (the
-//! profile's user id, else the token's unverified `sub` claim) and each page
-//! is indexed by the licenses it shows.
+//! exactly the answers it may have changed (a user's entries; everything
+//! that shows a license: the license pages listing it, its detail, its
+//! activation pages; the license and release pages of its holder, whose
+//! products may have changed; a signed-out token's entries). `max_age`
+//! bounds what nobody announced (a newly published release, for one). To
+//! find the entries a change touches without scanning, each token's entries
+//! know their owner (the profile's user id, else the token's unverified
+//! `sub` claim) and each entry is indexed by the licenses it shows.
 //!
 //! A fetch in flight when a change touching its key arrives still answers
 //! its callers (it was asked before the change) but is not stored, so the
@@ -47,7 +50,10 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::LicensingError;
-use crate::domain::{Page, ReadShare, RequestContext, UserLicense, UserProfile, UserToken};
+use crate::domain::{
+    Activation, ActivationPage, FeatureEntitlement, LicenseDetail, Page, ReadShare, Release,
+    ReleasePage, RequestContext, UserLicense, UserProfile, UserToken,
+};
 
 /// Background refreshes in flight at once; more are skipped (the entry is
 /// still answered from memory and another reader will try again). Each is
@@ -66,6 +72,15 @@ const ENTRY_OVERHEAD: usize = 320;
 /// Estimated bytes a license on a page costs besides its strings: the
 /// struct, and its slot in the license index.
 const ITEM_OVERHEAD: usize = 192;
+
+/// Estimated bytes an activation, a release, a release file or a feature
+/// entitlement costs besides its strings (the largest struct of these: an
+/// activation's eleven fields).
+const PART_OVERHEAD: usize = 320;
+
+/// Estimated bytes of each string in a list (a release's platforms) besides
+/// its text.
+const STRING_OVERHEAD: usize = 24;
 
 /// Cache settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,13 +158,61 @@ impl CacheKey {
 pub(crate) enum Answer {
     Profile(UserProfile),
     Page(Page<UserLicense>),
+    License(LicenseDetail),
+    Activations(ActivationPage),
+    Releases(ReleasePage),
 }
 
-/// Which kind of answer, for counters and for changes that touch only pages.
+/// Which kind of answer, for counters and for changes that touch only some
+/// kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Profile = 0,
+    /// A page of `ListMyLicenses`.
     Page = 1,
+    /// `GetLicense`: one license with its feature entitlements.
+    License = 2,
+    /// A page of `ListActivations`.
+    Activations = 3,
+    /// A page of `ListReleases`.
+    Releases = 4,
+}
+
+impl Kind {
+    const COUNT: usize = 5;
+
+    /// Every kind, in the order of their numbers.
+    pub(crate) const ALL: [Kind; Kind::COUNT] = [
+        Self::Profile,
+        Self::Page,
+        Self::License,
+        Self::Activations,
+        Self::Releases,
+    ];
+
+    /// The kind's `cache` label in metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Profile => "profile",
+            Self::Page => "licenses",
+            Self::License => "license",
+            Self::Activations => "activations",
+            Self::Releases => "releases",
+        }
+    }
+
+    /// Whether a change to any license of a user may change this kind of
+    /// answer for them even when it does not show that license: the list of
+    /// their licenses (a new one), and their releases (Cryptlex shows the
+    /// releases of the products they hold licenses for). Profiles do not
+    /// show licenses; a license's detail and activations change only with
+    /// that license, which the license index finds.
+    fn follows_holders_licenses(self) -> bool {
+        match self {
+            Self::Page | Self::Releases => true,
+            Self::Profile | Self::License | Self::Activations => false,
+        }
+    }
 }
 
 impl Answer {
@@ -157,6 +220,9 @@ impl Answer {
         match self {
             Self::Profile(_) => Kind::Profile,
             Self::Page(_) => Kind::Page,
+            Self::License(_) => Kind::License,
+            Self::Activations(_) => Kind::Activations,
+            Self::Releases(_) => Kind::Releases,
         }
     }
 
@@ -179,24 +245,7 @@ impl Answer {
                     .sum::<usize>()
             }
             Self::Page(page) => {
-                let items: usize = page
-                    .items
-                    .iter()
-                    .map(|license| {
-                        ITEM_OVERHEAD
-                            // The id twice: in the item and in the index.
-                            + 2 * license.id.len()
-                            + license.key.len()
-                            + license.license_type.len()
-                            + license.product_name.len()
-                            + license.subscription_interval.len()
-                            + license
-                                .metadata
-                                .iter()
-                                .map(|(key, value)| 48 + key.len() + value.len())
-                                .sum::<usize>()
-                    })
-                    .sum();
+                let items: usize = page.items.iter().map(license_weight).sum();
                 let next = page
                     .next
                     .as_ref()
@@ -204,16 +253,123 @@ impl Answer {
                     .map_or(0, |id| id.as_str().len());
                 ENTRY_OVERHEAD + items + next
             }
+            Self::License(detail) => {
+                let entitlements: usize = detail
+                    .feature_entitlements
+                    .iter()
+                    .map(entitlement_weight)
+                    .sum();
+                ENTRY_OVERHEAD + license_weight(&detail.license) + entitlements
+            }
+            Self::Activations(page) => {
+                let activations: usize = page.activations.iter().map(activation_weight).sum();
+                // The license id in the page, in the index, and in `next`.
+                let ids = 3 * page.license_id.as_str().len();
+                ENTRY_OVERHEAD + ITEM_OVERHEAD + ids + activations
+            }
+            Self::Releases(page) => {
+                let releases: usize = page.releases.iter().map(release_weight).sum();
+                let next = page.next.as_ref().map_or(0, |next| {
+                    [&next.product_name, &next.channel]
+                        .into_iter()
+                        .flatten()
+                        .map(|filter| filter.as_str().len())
+                        .sum()
+                });
+                ENTRY_OVERHEAD + releases + next
+            }
         }
     }
 
-    fn license_ids(&self) -> impl Iterator<Item = &str> {
-        let items = match self {
-            Self::Profile(_) => &[][..],
-            Self::Page(page) => &page.items[..],
-        };
-        items.iter().map(|license| license.id.as_str())
+    /// The licenses this answer shows, for the license index: those a
+    /// change of one of them drops.
+    fn license_ids(&self) -> Vec<&str> {
+        match self {
+            Self::Profile(_) | Self::Releases(_) => Vec::new(),
+            Self::Page(page) => page
+                .items
+                .iter()
+                .map(|license| license.id.as_str())
+                .collect(),
+            Self::License(detail) => vec![detail.license.id.as_str()],
+            // Also when the page is empty: the next activation of the
+            // license must drop it.
+            Self::Activations(page) => vec![page.license_id.as_str()],
+        }
     }
+}
+
+fn license_weight(license: &UserLicense) -> usize {
+    ITEM_OVERHEAD
+        // The id twice: in the item and in the index.
+        + 2 * license.id.len()
+        + license.key.len()
+        + license.license_type.len()
+        + license.product_name.len()
+        + license.subscription_interval.len()
+        + license
+            .metadata
+            .iter()
+            .map(|(key, value)| 48 + key.len() + value.len())
+            .sum::<usize>()
+}
+
+fn entitlement_weight(entitlement: &FeatureEntitlement) -> usize {
+    PART_OVERHEAD
+        + entitlement.feature_id.len()
+        + entitlement.feature_name.len()
+        + entitlement.value.len()
+}
+
+fn activation_weight(activation: &Activation) -> usize {
+    PART_OVERHEAD
+        + [
+            &activation.id,
+            &activation.license_id,
+            &activation.hostname,
+            &activation.os,
+            &activation.os_version,
+            &activation.vm_name,
+            &activation.app_version,
+            &activation.release_version,
+            &activation.location,
+            &activation.country_code,
+        ]
+        .iter()
+        .map(|text| text.len())
+        .sum::<usize>()
+}
+
+fn release_weight(release: &Release) -> usize {
+    let texts: usize = [
+        &release.id,
+        &release.name,
+        &release.version,
+        &release.channel,
+        &release.product_name,
+        &release.notes,
+    ]
+    .iter()
+    .map(|text| text.len())
+    .sum();
+    let platforms: usize = release
+        .platforms
+        .iter()
+        .map(|platform| STRING_OVERHEAD + platform.len())
+        .sum();
+    let files: usize = release
+        .files
+        .iter()
+        .map(|file| {
+            PART_OVERHEAD
+                + file.id.len()
+                + file.name.len()
+                + file.url.len()
+                + file.checksum.len()
+                + file.extension.len()
+        })
+        .sum();
+    PART_OVERHEAD + texts + platforms + files
 }
 
 /// Counters and sizes for metrics and tests.
@@ -254,13 +410,14 @@ pub(crate) enum Target<'a> {
     Token(TokenDigest),
     /// Every entry of every token this user owns.
     User(&'a str),
-    /// The pages that show the license, every page of `user_id`'s tokens,
-    /// and every page whose owner is unknown.
+    /// Every entry that shows the license (license pages, its detail, its
+    /// activation pages), and the license and release pages of `user_id`'s
+    /// tokens and of every token whose owner is unknown.
     License {
         license_id: &'a str,
         user_id: Option<&'a str>,
     },
-    /// Every page.
+    /// Every entry but profiles (when nothing narrower is known).
     AllPages,
 }
 
@@ -293,14 +450,14 @@ struct Store {
     by_user: HashMap<String, HashSet<TokenDigest>>,
     /// Tokens with entries and no known owner.
     ownerless: HashSet<TokenDigest>,
-    /// License id -> the pages that show it.
+    /// License id -> the entries that show it.
     by_license: HashMap<String, HashSet<CacheKey>>,
     /// Insertion order, oldest first; a slot whose `seq` differs from the
     /// entry's (or whose entry is gone) is skipped when reached.
     order: VecDeque<(CacheKey, u64)>,
     next_seq: u64,
     bytes: usize,
-    per_kind: [KindTotals; 2],
+    per_kind: [KindTotals; Kind::COUNT],
 }
 
 #[derive(Default, Clone, Copy)]
@@ -457,9 +614,9 @@ impl Store {
         true
     }
 
-    /// Removes `token`'s entries (only pages if `pages_only`); returns how
+    /// Removes `token`'s entries of the kinds `which` accepts; returns how
     /// many.
-    fn remove_token(&mut self, token: TokenDigest, pages_only: bool) -> usize {
+    fn remove_token(&mut self, token: TokenDigest, which: fn(Kind) -> bool) -> usize {
         let Some(entries) = self.tokens.get(&token) else {
             return 0;
         };
@@ -468,11 +625,9 @@ impl Store {
             .iter()
             .map(|&call| CacheKey { token, call })
             .filter(|key| {
-                !pages_only
-                    || self
-                        .entries
-                        .get(key)
-                        .is_some_and(|entry| entry.value.kind() == Kind::Page)
+                self.entries
+                    .get(key)
+                    .is_some_and(|entry| which(entry.value.kind()))
             })
             .collect();
         keys.iter()
@@ -483,7 +638,7 @@ impl Store {
     /// Removes what `target` touches; returns how many entries.
     fn invalidate(&mut self, target: Target<'_>) -> usize {
         match target {
-            Target::Token(token) => self.remove_token(token, false),
+            Target::Token(token) => self.remove_token(token, |_| true),
             Target::User(user_id) => {
                 let tokens: Vec<TokenDigest> = self
                     .by_user
@@ -492,7 +647,7 @@ impl Store {
                     .unwrap_or_default();
                 tokens
                     .into_iter()
-                    .map(|token| self.remove_token(token, false))
+                    .map(|token| self.remove_token(token, |_| true))
                     .sum()
             }
             Target::License {
@@ -515,7 +670,7 @@ impl Store {
                     tokens.extend(owned.iter().copied());
                 }
                 for token in tokens {
-                    removed += self.remove_token(token, true);
+                    removed += self.remove_token(token, Kind::follows_holders_licenses);
                 }
                 removed
             }
@@ -524,7 +679,7 @@ impl Store {
                 let pages: Vec<CacheKey> = self
                     .entries
                     .iter()
-                    .filter(|(_, entry)| entry.value.kind() == Kind::Page)
+                    .filter(|(_, entry)| entry.value.kind() != Kind::Profile)
                     .map(|(key, _)| *key)
                     .collect();
                 pages
@@ -633,10 +788,10 @@ struct Inner {
     /// Set once a profile showed that tokens' `sub` claims are not user ids
     /// here; claimed owners are ignored from then on.
     claims_unreliable: AtomicBool,
-    counters: [Counters; 2],
+    counters: [Counters; Kind::COUNT],
 }
 
-/// The read cache for profiles and license pages. Cloning is cheap and
+/// The read cache for the answers of every [`Kind`]. Cloning is cheap and
 /// shares it.
 ///
 /// Locks are taken in the order `in_flight`, `store` (never the other way
@@ -648,11 +803,12 @@ pub(crate) struct ReadCache {
 
 impl std::fmt::Debug for ReadCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReadCache")
-            .field("options", &self.inner.options)
-            .field("profiles", &self.stats(Kind::Profile))
-            .field("pages", &self.stats(Kind::Page))
-            .finish_non_exhaustive()
+        let mut debug = f.debug_struct("ReadCache");
+        debug.field("options", &self.inner.options);
+        for kind in Kind::ALL {
+            debug.field(kind.label(), &self.stats(kind));
+        }
+        debug.finish_non_exhaustive()
     }
 }
 
@@ -705,6 +861,14 @@ impl ReadCache {
     /// Whether `token` has entries now.
     pub(crate) fn has_token(&self, token: &TokenDigest) -> bool {
         lock(&self.inner.store).tokens.contains_key(token)
+    }
+
+    /// The user `token`'s entries belong to, when a profile answer showed
+    /// it (never only the token's own claim).
+    pub(crate) fn confirmed_owner(&self, token: &TokenDigest) -> Option<String> {
+        let store = lock(&self.inner.store);
+        let entries = store.tokens.get(token)?;
+        entries.confirmed.then(|| entries.owner.clone()).flatten()
     }
 
     /// Answers `read` from memory when it may, else joins an identical
@@ -910,8 +1074,11 @@ impl ReadCache {
                     .or(flight.claimed_owner.as_deref())
                     .is_none_or(|owner| owner == user_id)
             }
-            // A page in flight may show a license it does not know yet.
-            Target::License { .. } | Target::AllPages => flight.kind == Kind::Page,
+            // A page in flight may show a license it does not know yet, and
+            // a flight does not record which license its detail or
+            // activations are of: every flight that may show one is kept
+            // out (a change is rare; a fetch not stored costs one refetch).
+            Target::License { .. } | Target::AllPages => flight.kind != Kind::Profile,
         };
         let skip =
             matches!(target, Target::Token(token) if !in_flight.per_token.contains_key(&token));
@@ -978,7 +1145,9 @@ impl ReadCache {
                 }
                 Some((profile.id.clone(), true))
             }
-            Answer::Page(_) => claimed.map(|claimed| (claimed, false)),
+            Answer::Page(_) | Answer::License(_) | Answer::Activations(_) | Answer::Releases(_) => {
+                claimed.map(|claimed| (claimed, false))
+            }
         };
         let mut store = lock(&self.inner.store);
         // Looked at under the store lock: a change that flags the fetch
@@ -1088,15 +1257,91 @@ mod tests {
         })
     }
 
+    fn detail(license_id: &str) -> Answer {
+        Answer::License(LicenseDetail {
+            license: license(license_id),
+            feature_entitlements: vec![FeatureEntitlement {
+                feature_id: "f1".into(),
+                feature_name: "Export".into(),
+                value: String::new(),
+                expires_at: None,
+            }],
+        })
+    }
+
+    fn activation(id: &str, license_id: &str) -> Activation {
+        Activation {
+            id: id.into(),
+            license_id: license_id.into(),
+            hostname: format!("host-{id}"),
+            os: "linux".into(),
+            os_version: String::new(),
+            vm_name: String::new(),
+            app_version: "1.0".into(),
+            release_version: String::new(),
+            location: "Berlin, Germany".into(),
+            country_code: "DE".into(),
+            last_synced_at: None,
+            created_at: None,
+        }
+    }
+
+    /// A page of `license_id`'s activations with these ids (maybe none).
+    fn activations(license_id: &str, ids: &[&str]) -> Answer {
+        Answer::Activations(ActivationPage {
+            license_id: crate::domain::CryptlexId::from_upstream(license_id.into()),
+            activations: ids.iter().map(|id| activation(id, license_id)).collect(),
+            next: None,
+        })
+    }
+
+    fn release(id: &str, url_len: usize) -> Release {
+        Release {
+            id: id.into(),
+            name: format!("Demo {id}"),
+            version: "1.0.0".into(),
+            channel: "stable".into(),
+            platforms: vec!["windows".into()],
+            product_name: "Demo".into(),
+            notes: String::new(),
+            published_at: None,
+            files: vec![crate::domain::ReleaseFile {
+                id: format!("{id}-file"),
+                name: "setup.exe".into(),
+                url: "u".repeat(url_len),
+                size: 1,
+                checksum: String::new(),
+                extension: "exe".into(),
+                secured: false,
+            }],
+        }
+    }
+
+    fn releases(ids: &[&str]) -> Answer {
+        Answer::Releases(ReleasePage {
+            releases: ids.iter().map(|id| release(id, 20)).collect(),
+            next: None,
+        })
+    }
+
     fn name(answer: &Answer) -> String {
+        let join = |ids: Vec<&str>| ids.join(",");
         match answer {
             Answer::Profile(profile) => profile.name.clone(),
-            Answer::Page(page) => page
-                .items
-                .iter()
-                .map(|l| l.id.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
+            Answer::Page(page) => join(page.items.iter().map(|l| l.id.as_str()).collect()),
+            Answer::License(detail) => detail.license.id.clone(),
+            Answer::Activations(page) => join(
+                page.activations
+                    .iter()
+                    .map(|activation| activation.id.as_str())
+                    .collect(),
+            ),
+            Answer::Releases(page) => join(
+                page.releases
+                    .iter()
+                    .map(|release| release.id.as_str())
+                    .collect(),
+            ),
         }
     }
 
@@ -1890,5 +2135,204 @@ mod tests {
             "v2"
         );
         assert!(lock(&cache.inner.in_flight).fetches.is_empty());
+    }
+
+    /// Which of `calls` (as `(token, call)`) are still answered from
+    /// memory; each read that is not answers `fresh`.
+    async fn still_cached(cache: &ReadCache, calls: &[(&str, &str, Answer)]) -> Vec<String> {
+        let mut cached = Vec::new();
+        for (token_text, call, fresh) in calls {
+            let fetches = counter();
+            read(cache, token_text, call, None, &fetches, fresh.clone())
+                .await
+                .unwrap();
+            if fetches.load(Ordering::SeqCst) == 0 {
+                cached.push(format!("{token_text}/{call}"));
+            }
+        }
+        cached
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_license_change_drops_its_detail_and_activations_and_its_holders_releases_only() {
+        let cache = ReadCache::new(options());
+        let calls = counter();
+        for (token_text, call, claimed, answer) in [
+            ("holder", "me", None, profile("u1", "h")),
+            ("holder", "license/l1", None, detail("l1")),
+            // Empty: the license's next activation must still drop it.
+            ("holder", "activations/l1", None, activations("l1", &[])),
+            ("holder", "license/l2", None, detail("l2")),
+            ("holder", "activations/l2", None, activations("l2", &["a2"])),
+            ("holder", "releases", None, releases(&["r1"])),
+            ("other", "releases", Some("u2"), releases(&["r1"])),
+            ("other", "license/l9", Some("u2"), detail("l9")),
+        ] {
+            read(&cache, token_text, call, claimed, &calls, answer)
+                .await
+                .unwrap();
+        }
+
+        // An activation of l1 deleted: l1's detail and machines, and the
+        // holder's releases (their products may have changed).
+        let dropped = cache.invalidate(Target::License {
+            license_id: "l1",
+            user_id: Some("u1"),
+        });
+        assert_eq!(dropped, 3);
+        assert!(!lock(&cache.inner.store).by_license.contains_key("l1"));
+        let kept = still_cached(
+            &cache,
+            &[
+                ("holder", "me", profile("u1", "x")),
+                ("holder", "license/l1", detail("l1")),
+                ("holder", "activations/l1", activations("l1", &[])),
+                ("holder", "license/l2", detail("l2")),
+                ("holder", "activations/l2", activations("l2", &[])),
+                ("holder", "releases", releases(&[])),
+                ("other", "releases", releases(&[])),
+                ("other", "license/l9", detail("l9")),
+            ],
+        )
+        .await;
+        assert_eq!(
+            kept,
+            [
+                "holder/me",
+                "holder/license/l2",
+                "holder/activations/l2",
+                "other/releases",
+                "other/license/l9"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn user_sign_out_and_all_pages_changes_reach_every_new_kind() {
+        let cache = ReadCache::new(options());
+        let calls = counter();
+        let fill = |cache: ReadCache, calls: Arc<AtomicU64>| async move {
+            for (token_text, call, answer) in [
+                ("a", "me", profile("u1", "a")),
+                ("a", "license/l1", detail("l1")),
+                ("a", "activations/l1", activations("l1", &["x"])),
+                ("a", "releases", releases(&["r1"])),
+                ("b", "me", profile("u2", "b")),
+                ("b", "releases", releases(&["r1"])),
+            ] {
+                read(&cache, token_text, call, None, &calls, answer)
+                    .await
+                    .unwrap();
+            }
+        };
+        fill(cache.clone(), Arc::clone(&calls)).await;
+        assert_eq!(cache.invalidate(Target::User("u1")), 4);
+        fill(cache.clone(), Arc::clone(&calls)).await;
+        assert_eq!(
+            cache.invalidate(Target::Token(TokenDigest::new(&token("a")))),
+            4
+        );
+        fill(cache.clone(), Arc::clone(&calls)).await;
+        assert_eq!(cache.invalidate(Target::AllPages), 4, "all but profiles");
+        for kind in [Kind::License, Kind::Activations, Kind::Releases] {
+            assert_eq!(cache.stats(kind).entries, 0, "{kind:?}");
+            assert!(cache.stats(kind).invalidated > 0, "{kind:?}");
+        }
+        assert_eq!(cache.stats(Kind::Profile).entries, 2);
+        let store = lock(&cache.inner.store);
+        assert!(store.by_license.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_activations_fetch_in_flight_when_its_license_changes_is_not_stored() {
+        let cache = ReadCache::new(options());
+        let (release_fetch, released) = tokio::sync::oneshot::channel::<()>();
+        let in_flight = tokio::spawn({
+            let cache = cache.clone();
+            async move {
+                let ctx = RequestContext::new("r", Duration::from_secs(10));
+                let read = Read {
+                    key: CacheKey::new(&token("t"), "activations/l1", ""),
+                    ctx: &ctx,
+                    share: ReadShare {
+                        session: 1,
+                        vouched: true,
+                        background: false,
+                    },
+                    claimed_owner: None,
+                    expires: None,
+                };
+                cache
+                    .get_or_fetch(read, Kind::Activations, move |_| async move {
+                        let _ = released.await;
+                        Ok(activations("l1", &["deleted-meanwhile"]))
+                    })
+                    .await
+                    .map(|(answer, _)| name(&answer))
+            }
+        });
+        while lock(&cache.inner.in_flight).fetches.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        cache.invalidate(Target::License {
+            license_id: "l1",
+            user_id: None,
+        });
+        release_fetch.send(()).unwrap();
+        assert_eq!(in_flight.await.unwrap().unwrap(), "deleted-meanwhile");
+        assert_eq!(cache.stats(Kind::Activations).entries, 0);
+    }
+
+    #[tokio::test]
+    async fn new_kinds_count_their_strings_and_stay_within_the_byte_bound() {
+        let small = Answer::Releases(ReleasePage {
+            releases: vec![release("r", 10)],
+            next: None,
+        });
+        let large = Answer::Releases(ReleasePage {
+            releases: vec![release("r", 10_010)],
+            next: None,
+        });
+        assert_eq!(
+            large.weight() - small.weight(),
+            10_000,
+            "a url's bytes count"
+        );
+        let one = activations("l1", &["a"]).weight();
+        let two = activations("l1", &["a", "b"]).weight();
+        assert!(two - one >= PART_OVERHEAD, "each activation counts");
+        assert!(detail("l1").weight() > license_weight(&license("l1")));
+
+        let bound = 3 * large.weight();
+        let cache = ReadCache::new(CacheOptions {
+            max_bytes: bound,
+            ..options()
+        });
+        let calls = counter();
+        for n in 0..20 {
+            read(
+                &cache,
+                &format!("t{n}"),
+                "releases",
+                None,
+                &calls,
+                large.clone(),
+            )
+            .await
+            .unwrap();
+            read(
+                &cache,
+                &format!("t{n}"),
+                "activations",
+                None,
+                &calls,
+                activations("l1", &["a"]),
+            )
+            .await
+            .unwrap();
+            let total: u64 = Kind::ALL.iter().map(|kind| cache.stats(*kind).bytes).sum();
+            assert!(total <= bound as u64, "{total} > {bound}");
+        }
+        assert!(cache.stats(Kind::Releases).evicted > 0);
     }
 }

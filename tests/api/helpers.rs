@@ -11,6 +11,7 @@ use cryptlex_sandbox::{Controls, RateLimit};
 use licensing_gateway::app::Application;
 use licensing_gateway::commands::sandbox::{self, Sandbox, SandboxArgs};
 use licensing_gateway::config::{RawAllowedClient, RawSettings};
+use licensing_gateway::grpc::pb::account_service_client::AccountServiceClient;
 use licensing_gateway::grpc::pb::issuance_service_client::IssuanceServiceClient;
 use licensing_gateway::grpc::pb::user_service_client::UserServiceClient;
 use licensing_gateway::grpc::pb::{self, LoginRequest};
@@ -230,6 +231,30 @@ impl TestApp {
         )
     }
 
+    /// An `AccountService` client on the internal listener, authenticated
+    /// with the sandbox PKI's certificate `cert` and key `key` (files).
+    pub async fn account_client_as(
+        &self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> AccountServiceClient<Channel> {
+        let cert = std::fs::read_to_string(cert).expect("cert");
+        let key = std::fs::read_to_string(key).expect("key");
+        AccountServiceClient::new(
+            self.internal_channel(Some((&cert, &key)))
+                .await
+                .expect("mTLS connect"),
+        )
+    }
+
+    /// An `AccountService` client authenticated as the website's mailer
+    /// (allow-listed for `CreatePasswordResetToken` only).
+    pub async fn mailer_client(&self) -> AccountServiceClient<Channel> {
+        let files = self.sandbox.pki.files();
+        self.account_client_as(&files.website_mailer_cert, &files.website_mailer_key)
+            .await
+    }
+
     /// Logs in and returns the access token.
     pub async fn login(&self, email: &str, password: &str) -> pb::Session {
         self.user_client()
@@ -237,6 +262,7 @@ impl TestApp {
             .login(LoginRequest {
                 email: email.into(),
                 password: password.into(),
+                ..Default::default()
             })
             .await
             .expect("login succeeds")

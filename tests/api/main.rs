@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod account;
 mod admission;
 mod coherence;
 mod contract;
@@ -17,12 +18,14 @@ mod helpers;
 mod hostile;
 mod issuance;
 mod observability;
+mod portal;
 mod replicas;
 mod resilience;
 mod rotation;
 mod sandbox_webhooks;
 mod throttle;
 mod token_abuse;
+mod two_factor;
 mod upstream_answers;
 mod user;
 mod webhooks;

@@ -375,3 +375,231 @@ async fn python_grpcio_checks_health_lists_services_and_issues_a_license_over_mu
     );
     assert!(services.contains("grpc.health.v1.Health"), "{services:?}");
 }
+
+/// The customer-portal calls from `buf curl` over gRPC-Web on HTTP/1.1 (what
+/// a fetch-only website backend uses): a license in detail, its machines, a
+/// deactivation, the releases, two-factor enrolment; and a reset token minted
+/// over mutual TLS by the website mailer's identity.
+#[tokio::test]
+async fn buf_curl_drives_the_portal_calls_over_grpc_web_and_mints_a_reset_token_over_mtls() {
+    let Some(buf) = outside_tools::buf(
+        "buf_curl_drives_the_portal_calls_over_grpc_web_and_mints_a_reset_token_over_mtls",
+    ) else {
+        return;
+    };
+    let gateway = SandboxProcess::start(&[]).await;
+    let schema = gateway.dir().join("licensing.binpb");
+    std::fs::write(&schema, licensing_gateway::grpc::pb::FILE_DESCRIPTOR_SET).expect("schema");
+    let schema = schema.display().to_string();
+    let url = gateway.public_url();
+    let call = |args: &[&str], method: &str| {
+        let target = format!("{url}/licensing.v1.UserService/{method}");
+        let mut all = vec![
+            "--protocol",
+            "grpcweb",
+            "--schema",
+            &schema,
+            "--reflect=false",
+        ];
+        all.extend_from_slice(args);
+        all.push(&target);
+        buf.curl(&all)
+    };
+
+    let login = call(&["-d", &login_body(seed::DEMO_PASSWORD)], "Login").ok_json();
+    let token = string(&login["session"]["accessToken"]);
+    let auth = bearer(&token);
+    let license_id = seed::DEMO_LICENSE_IDS[0];
+
+    let detail = call(
+        &[
+            "-H",
+            &auth,
+            "-d",
+            &format!(r#"{{"licenseId":"{license_id}"}}"#),
+        ],
+        "GetLicense",
+    )
+    .ok_json();
+    assert_eq!(detail["license"]["id"], license_id, "{detail}");
+    assert_eq!(
+        detail["license"]["status"], "LICENSE_STATUS_ACTIVE",
+        "{detail}"
+    );
+    assert!(
+        !detail["featureEntitlements"]
+            .as_array()
+            .map(Vec::is_empty)
+            .unwrap_or(true),
+        "{detail}"
+    );
+    call(
+        &[
+            "-H",
+            &auth,
+            "-d",
+            &format!(r#"{{"licenseId":"{}"}}"#, seed::OTHER_LICENSE_ID),
+        ],
+        "GetLicense",
+    )
+    .assert_rpc_error(Code::NotFound, "not_found");
+
+    let machines = call(
+        &[
+            "-H",
+            &auth,
+            "-d",
+            &format!(r#"{{"licenseId":"{license_id}"}}"#),
+        ],
+        "ListActivations",
+    )
+    .ok_json();
+    let ids: Vec<String> = machines["activations"]
+        .as_array()
+        .expect("activations")
+        .iter()
+        .map(|activation| string(&activation["id"]))
+        .collect();
+    let machine = seed::DEMO_ACTIVATION_IDS
+        .iter()
+        .find(|id| ids.iter().any(|listed| listed == *id))
+        .unwrap_or_else(|| panic!("no seeded activation listed: {machines}"));
+
+    call(
+        &[
+            "-H",
+            &auth,
+            "-d",
+            &format!(r#"{{"activationId":"{}"}}"#, seed::OTHER_ACTIVATION_ID),
+        ],
+        "DeactivateMachine",
+    )
+    .assert_rpc_error(Code::NotFound, "not_found");
+    call(
+        &[
+            "-H",
+            &auth,
+            "-d",
+            &format!(r#"{{"activationId":"{}"}}"#, seed::LIMITED_ACTIVATION_ID),
+        ],
+        "DeactivateMachine",
+    )
+    .assert_rpc_error(Code::FailedPrecondition, "failed_precondition");
+    let freed = call(
+        &[
+            "-H",
+            &auth,
+            "-d",
+            &format!(r#"{{"activationId":"{machine}"}}"#),
+        ],
+        "DeactivateMachine",
+    )
+    .ok_json();
+    assert_eq!(freed["licenseId"], license_id, "{freed}");
+
+    let releases = call(&["-H", &auth, "-d", "{}"], "ListReleases").ok_json();
+    let listed = releases["releases"].as_array().expect("releases");
+    assert!(!listed.is_empty(), "{releases}");
+    for release in listed {
+        assert!(
+            !release["files"].as_array().expect("files").is_empty(),
+            "{release}"
+        );
+        for file in release["files"].as_array().expect("files") {
+            assert!(
+                string(&file["url"]).starts_with("http"),
+                "a download link: {file}"
+            );
+        }
+    }
+
+    let started = call(&["-H", &auth, "-d", "{}"], "StartTwoFactorEnrollment").ok_json();
+    assert!(
+        string(&started["otpauthUrl"]).starts_with("otpauth://totp/"),
+        "{started}"
+    );
+    assert!(!string(&started["secret"]).is_empty(), "{started}");
+
+    // The website mailer's identity mints a reset token; the payment
+    // service's identity may not.
+    let dir = gateway.dir().display().to_string();
+    let mint = |client: &str| {
+        let cert = format!("{dir}/{client}.pem");
+        let key = format!("{dir}/{client}.key");
+        let ca = format!("{dir}/ca.pem");
+        let target = format!(
+            "{}/licensing.v1.AccountService/CreatePasswordResetToken",
+            gateway.internal_url()
+        );
+        buf.curl(&[
+            "--protocol",
+            "grpc",
+            "--schema",
+            &schema,
+            "--reflect=false",
+            "--cacert",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "-d",
+            &format!(r#"{{"email":"{}"}}"#, seed::DEMO_EMAIL),
+            &target,
+        ])
+    };
+    let minted = mint("website-mailer").ok_json();
+    assert_eq!(minted["userId"], seed::DEMO_USER_ID, "{minted}");
+    assert!(!string(&minted["token"]).is_empty());
+    mint("payment-service").assert_rpc_error(Code::PermissionDenied, "permission_denied");
+}
+
+#[tokio::test]
+async fn python_grpcio_drives_every_portal_call_without_generated_code() {
+    let Some(python) =
+        outside_tools::python("python_grpcio_drives_every_portal_call_without_generated_code")
+    else {
+        return;
+    };
+    let gateway = SandboxProcess::start(&[]).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/portal.py");
+    let outcome = outside_tools::run(
+        Command::new(&python)
+            .arg(script)
+            .args(["--public", &gateway.public.to_string()])
+            .args(["--internal", &gateway.internal.to_string()])
+            .arg("--pki-dir")
+            .arg(gateway.dir())
+            .args(["--license", seed::DEMO_LICENSE_IDS[0]])
+            .args(["--other-license", seed::OTHER_LICENSE_ID])
+            .args(["--activation", seed::DEMO_ACTIVATION_IDS[0]])
+            .args(["--limited-activation", seed::LIMITED_ACTIVATION_ID])
+            .args(["--other-activation", seed::OTHER_ACTIVATION_ID])
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    );
+    assert_eq!(outcome.code, 0, "{outcome:#?}");
+    for expected in [
+        "ok sign-up ",
+        "ok update-profile ",
+        "ok change-password",
+        "ok two-factor enabled ",
+        "ok login two-factor: required, code, recovery code once",
+        "ok two-factor disabled",
+        "ok request-password-reset same answer for known and unknown",
+        "ok reset-password with a minted token, once",
+        "ok get-license LICENSE_STATUS_ACTIVE ",
+        "ok another user's license is NOT_FOUND",
+        "ok list-activations ",
+        "ok deactivate-machine ",
+        "ok list-releases ",
+        "ALL OK",
+    ] {
+        assert!(
+            outcome
+                .stdout
+                .lines()
+                .any(|line| line.starts_with(expected)),
+            "missing {expected:?}: {outcome:#?}"
+        );
+    }
+}

@@ -12,18 +12,20 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use http::StatusCode;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::faults::{FaultId, FaultRule, FaultRuleJson, InvalidFaultRule};
 use crate::journal::{ReceivedRequest, Stats};
+use crate::portal::{ActivationRecord, PasswordResetMail, unix_seconds};
 use crate::rate_limit::RateLimit;
 use crate::routes::{apply_license_update, webhook_error};
 use crate::seed;
 use crate::shared::{Shared, lock};
-use crate::state::{LicenseChange, LicenseRecord, UserRecord};
+use crate::state::{LicenseChange, LicenseRecord, LicenseUpdate, UserRecord};
+use crate::totp;
 use crate::webhooks::{InvalidWebhook, NewWebhook, WebhookDelivery};
 use crate::wire::ApiError;
 
@@ -91,6 +93,29 @@ impl Controls {
     /// Finds a user by email, ignoring case.
     pub fn user_by_email(&self, email: &str) -> Option<UserRecord> {
         lock(&self.shared.domain).user_by_email(email).cloned()
+    }
+
+    /// Returns every activation (machine), oldest first, whoever owns it.
+    pub fn activations(&self) -> Vec<ActivationRecord> {
+        lock(&self.shared.domain).portal.activations().to_vec()
+    }
+
+    /// Returns the password-reset mails the sandbox "sent", oldest first (the newest 1000):
+    /// one per `POST /v3/accounts/reset-password-request` for an existing user. Each holds a
+    /// live reset token: never log one.
+    pub fn mails(&self) -> Vec<PasswordResetMail> {
+        lock(&self.shared.domain).portal.mails()
+    }
+
+    /// Returns the TOTP code an authenticator app set up for this user shows now: of the
+    /// secret being enrolled if there is one, else of the active secret; `None` if the user
+    /// is unknown or has no secret. For tests that cannot read the otpauth URL themselves
+    /// (tests that can should compute it with [`totp::code`]).
+    pub fn current_totp(&self, email: &str) -> Option<String> {
+        let domain = lock(&self.shared.domain);
+        let user = domain.user_by_email(email)?;
+        let secret = domain.portal.current_secret(&user.id)?;
+        totp::code(secret, unix_seconds(Utc::now()))
     }
 
     /// Mints a personal access token for the seeded admin with exactly `scopes`.
@@ -184,6 +209,24 @@ impl Controls {
             .ok()
             .map(|(license, _)| license)
     }
+
+    /// Moves a license's expiry as the dashboard would (`None`: it never expires), e.g. into
+    /// the past for a test that needs an expired license; fires `license.updated` like
+    /// [`update_license`](Self::update_license). Returns the license as changed, or `None` if
+    /// there is no such license.
+    pub fn set_license_expiry(
+        &self,
+        id: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Option<LicenseRecord> {
+        let update = LicenseUpdate {
+            expires_at: Some(expires_at),
+            ..LicenseUpdate::default()
+        };
+        apply_license_update(&self.shared, id, update)
+            .ok()
+            .map(|(license, _)| license)
+    }
 }
 
 /// The `/__sandbox/` routes, the HTTP form of [`Controls`].
@@ -208,6 +251,38 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/__sandbox/webhooks/{id}", delete(remove_webhook))
         .route("/__sandbox/webhook-deliveries", get(webhook_deliveries))
         .route("/__sandbox/users", get(list_users))
+        .route("/__sandbox/activations", get(list_activations))
+        .route("/__sandbox/mails", get(list_mails))
+        .route("/__sandbox/totp", get(current_totp))
+}
+
+async fn list_activations(State(shared): State<Arc<Shared>>) -> Json<Vec<ActivationRecord>> {
+    Json(Controls::new(shared).activations())
+}
+
+async fn list_mails(State(shared): State<Arc<Shared>>) -> Json<Vec<PasswordResetMail>> {
+    Json(Controls::new(shared).mails())
+}
+
+#[derive(Deserialize)]
+struct TotpQuery {
+    email: String,
+}
+
+#[derive(Serialize)]
+struct TotpCode {
+    code: String,
+}
+
+/// `GET /__sandbox/totp?email=`: `{"code": "123456"}`, or 404 if the user has no secret.
+async fn current_totp(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<TotpQuery>,
+) -> Response {
+    match Controls::new(shared).current_totp(&query.email) {
+        Some(code) => Json(TotpCode { code }).into_response(),
+        None => ApiError::not_found("Two-factor secret").into_response(),
+    }
 }
 
 async fn list_requests(State(shared): State<Arc<Shared>>) -> Json<Vec<ReceivedRequest>> {
@@ -404,12 +479,22 @@ async fn webhook_deliveries(State(shared): State<Arc<Shared>>) -> Json<Vec<Webho
     Json(Controls::new(shared).webhook_deliveries())
 }
 
-/// The JSON form of a [`LicenseChange`].
+/// The JSON form of a [`LicenseChange`], plus `expiresAt` ([`Controls::set_license_expiry`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LicenseChangeJson {
     revoked: Option<bool>,
     suspended: Option<bool>,
+    /// An RFC 3339 time, or `null` for "never expires"; absent leaves the expiry as it is.
+    #[serde(default, rename = "expiresAt", deserialize_with = "present")]
+    expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<DateTime<Utc>>>, D::Error> {
+    Option::<DateTime<Utc>>::deserialize(deserializer).map(Some)
 }
 
 /// `PATCH /__sandbox/licenses/{id}`: answers the license as the admin API shows it.
@@ -418,17 +503,19 @@ async fn update_license(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let change = match serde_json::from_slice::<LicenseChangeJson>(&body) {
-        Ok(change) => LicenseChange {
+    let update = match serde_json::from_slice::<LicenseChangeJson>(&body) {
+        Ok(change) => LicenseUpdate {
             revoked: change.revoked,
             suspended: change.suspended,
+            expires_at: change.expires_at,
+            ..LicenseUpdate::default()
         },
         Err(error) => {
             return ApiError::bad_request(format!("invalid license change: {error}"))
                 .into_response();
         }
     };
-    match apply_license_update(&shared, &id, change.into()) {
+    match apply_license_update(&shared, &id, update) {
         Ok((_, dto)) => Json(dto).into_response(),
         Err(error) => error.into_response(),
     }

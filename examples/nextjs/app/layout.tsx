@@ -1,32 +1,34 @@
+import type { Metadata, Viewport } from "next";
 import type { ReactNode } from "react";
 
-export const metadata = {
-  title: "Licensing gateway example",
-  description: "Sign in, see your profile and licenses: Next.js over gRPC-Web",
-};
+import { portalName } from "@/lib/brand";
+import "./globals.css";
 
-const styles = `
-  body { font-family: system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; padding: 0 1rem; color: #1f2328; }
-  form.stack { display: grid; gap: .75rem; max-width: 22rem; }
-  label { display: grid; gap: .25rem; font-weight: 600; }
-  input { font: inherit; padding: .45rem .6rem; border: 1px solid #8c959f; border-radius: 6px; }
-  button { font: inherit; padding: .5rem .9rem; border: 0; border-radius: 6px; background: #1f6feb; color: white; cursor: pointer; }
-  .error { background: #ffebe9; border: 1px solid #ff8182; padding: .6rem .8rem; border-radius: 6px; }
-  .notice { background: #dafbe1; border: 1px solid #4ac26b; padding: .6rem .8rem; border-radius: 6px; }
-  table { border-collapse: collapse; width: 100%; margin-top: .5rem; }
-  th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid #d0d7de; }
-  code { font-size: .9em; }
-  dl { display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1rem; }
-  dt { font-weight: 600; }
-`;
+export function generateMetadata(): Metadata {
+  const name = portalName();
+  return {
+    title: { default: `${name} customer portal`, template: `%s · ${name}` },
+    description: "Your licenses, machines, downloads and account",
+    // Reset links carry a token: never send it to another site as a referrer.
+    referrer: "no-referrer",
+    robots: { index: false, follow: false },
+  };
+}
+
+// Every page reads the session or settings at request time.
+export const dynamic = "force-dynamic";
+
+export const viewport: Viewport = { width: "device-width", initialScale: 1 };
 
 export default function RootLayout({ children }: { children: ReactNode }) {
   return (
     <html lang="en">
-      <head>
-        <style>{styles}</style>
-      </head>
-      <body>{children}</body>
+      <body>
+        {children}
+        <footer className="site-footer">
+          {portalName()} · Licensing by Cryptlex through licensing-gateway
+        </footer>
+      </body>
     </html>
   );
 }

@@ -15,13 +15,31 @@ import {
   ErrorInfoSchema,
   RetryInfoSchema,
 } from "./gen/google/rpc/error_details_pb";
-import type { License, Profile, Session } from "./gen/licensing/v1/types_pb";
+import {
+  LicenseStatus,
+  type Activation,
+  type FeatureEntitlement,
+  type License,
+  type Profile,
+  type Release,
+  type Session,
+} from "./gen/licensing/v1/types_pb";
 import { UserService } from "./gen/licensing/v1/user_service_pb";
 
 export { Code } from "@connectrpc/connect";
 export type { CallOptions } from "@connectrpc/connect";
-export type { License, Profile, Session } from "./gen/licensing/v1/types_pb";
+export { LicenseStatus } from "./gen/licensing/v1/types_pb";
+export type {
+  Activation,
+  FeatureEntitlement,
+  License,
+  Profile,
+  Release,
+  ReleaseFile,
+  Session,
+} from "./gen/licensing/v1/types_pb";
 export { UserService } from "./gen/licensing/v1/user_service_pb";
+export type { Timestamp } from "@bufbuild/protobuf/wkt";
 
 /** The `ErrorInfo.domain` of every error the gateway returns. */
 export const ERROR_DOMAIN = "licensing-gateway";
@@ -94,7 +112,17 @@ export class GatewayError extends Error {
 
   /** True when the user must sign in again (or refresh the session). */
   get needsSignIn(): boolean {
-    return this.code === Code.Unauthenticated && this.reason !== "INVALID_CREDENTIALS";
+    return (
+      this.code === Code.Unauthenticated &&
+      this.reason !== "INVALID_CREDENTIALS" &&
+      this.reason !== "TWO_FACTOR_REQUIRED"
+    );
+  }
+
+  /** True when `Login` needs the user's two-factor code (or a recovery code):
+   * the email and password were right, so ask for the code and call again. */
+  get needsTwoFactor(): boolean {
+    return this.reason === "TWO_FACTOR_REQUIRED";
   }
 }
 
@@ -151,6 +179,18 @@ export function friendlyMessage(
         : "Please check the form and try again.";
     case "NOT_FOUND":
       return "We couldn't find that.";
+    case "TWO_FACTOR_REQUIRED":
+      return "Enter the six-digit code from your authenticator app to finish signing in.";
+    case "INVALID_TWO_FACTOR_CODE":
+      return "That code didn't work. Check your authenticator app (or the recovery code) and try again.";
+    case "TWO_FACTOR_NOT_ENABLED":
+      return "Two-factor authentication isn't turned on for your account.";
+    case "WRONG_CURRENT_PASSWORD":
+      return "Your current password isn't right. Check it and try again.";
+    case "RESET_TOKEN_INVALID":
+      return "This password reset link has expired or has already been used. Please ask for a new one.";
+    case "DEACTIVATION_LIMIT_REACHED":
+      return "This license has used all of its deactivations, so this machine can't be deactivated here. Please contact support to move the license.";
     case "TOO_MANY_ATTEMPTS":
       return `Too many sign-in attempts for this account or network. ${later}`;
     case "TOO_MANY_REQUESTS":
@@ -213,6 +253,66 @@ export function optionalDate(timestamp: Timestamp | undefined): Date | undefined
   return timestamp === undefined ? undefined : timestampDate(timestamp);
 }
 
+/** Throws the "no X in response" internal error for a missing message field. */
+function required<T>(value: T | undefined, what: string): T {
+  if (value === undefined) {
+    throw new GatewayError(Code.Internal, undefined, friendlyMessage(Code.Internal, undefined), `no ${what} in response`);
+  }
+  return value;
+}
+
+/**
+ * What a license means for its owner now. The gateway sends `status`; an
+ * older gateway does not (`LICENSE_STATUS_UNSPECIFIED`), and then it is
+ * derived the same way from `revoked`, `suspended` and `expiresAt`.
+ */
+export function licenseStatus(license: License, now: Date = new Date()): LicenseStatus {
+  if (license.status !== LicenseStatus.UNSPECIFIED) return license.status;
+  if (license.revoked) return LicenseStatus.REVOKED;
+  if (license.suspended) return LicenseStatus.SUSPENDED;
+  const expiresAt = optionalDate(license.expiresAt);
+  if (!license.perpetual && expiresAt !== undefined && expiresAt.getTime() <= now.getTime()) {
+    return LicenseStatus.EXPIRED;
+  }
+  return LicenseStatus.ACTIVE;
+}
+
+/** Sign-in credentials; at most one of the two second factors. */
+export interface LoginCredentials {
+  email: string;
+  password: string;
+  /** The six-digit code from the authenticator app. */
+  twoFactorCode?: string;
+  /** One of the user's recovery codes, instead of `twoFactorCode`. */
+  twoFactorRecoveryCode?: string;
+}
+
+/** The fields `updateProfile` can change; the ones given are the update mask. */
+export interface ProfileChanges {
+  firstName?: string;
+  lastName?: string;
+}
+
+/** Whose password `resetPassword` sets: from the reset link. */
+export type ResetPasswordUser = { email: string } | { userId: string };
+
+/** Follows AIP-158 page tokens to the end, at most `maxPages` pages. */
+async function allPages<T>(
+  fetchPage: (pageToken: string) => Promise<{ items: T[]; nextPageToken: string }>,
+  maxPages = 100,
+): Promise<T[]> {
+  const all: T[] = [];
+  let pageToken = "";
+  for (let page = 0; page < maxPages; page++) {
+    const result = await fetchPage(pageToken);
+    all.push(...result.items);
+    // A page may be short or empty and still carry a token: stop only on "".
+    if (result.nextPageToken === "") return all;
+    pageToken = result.nextPageToken;
+  }
+  return all;
+}
+
 async function wrap<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
@@ -237,13 +337,45 @@ export class Gateway {
     this.client = createUserClient(options);
   }
 
+  // --- Sessions ---
+
   /**
+   * Signs in. For an account with two-factor authentication the first call
+   * (without a code) fails with `needsTwoFactor`; call again with the same
+   * email and password plus `twoFactorCode` or `twoFactorRecoveryCode`.
+   *
    * `options` carries extra metadata; a server-side caller passes the end
    * user's address on in it (see `examples/nextjs/lib/gateway.ts`), so the
    * gateway's sign-in limits count per user, not per website backend.
    */
-  login(email: string, password: string, options: CallOptions = {}): Promise<SessionTokens> {
-    return wrap(async () => tokens((await this.client.login({ email, password }, options)).session));
+  login(email: string, password: string, options?: CallOptions): Promise<SessionTokens>;
+  login(credentials: LoginCredentials, options?: CallOptions): Promise<SessionTokens>;
+  login(
+    emailOrCredentials: string | LoginCredentials,
+    passwordOrOptions?: string | CallOptions,
+    maybeOptions: CallOptions = {},
+  ): Promise<SessionTokens> {
+    const credentials: LoginCredentials =
+      typeof emailOrCredentials === "string"
+        ? { email: emailOrCredentials, password: String(passwordOrOptions ?? "") }
+        : emailOrCredentials;
+    const options =
+      typeof emailOrCredentials === "string" ? maybeOptions : ((passwordOrOptions as CallOptions | undefined) ?? {});
+    return wrap(async () =>
+      tokens(
+        (
+          await this.client.login(
+            {
+              email: credentials.email,
+              password: credentials.password,
+              twoFactorCode: credentials.twoFactorCode ?? "",
+              twoFactorRecoveryCode: credentials.twoFactorRecoveryCode ?? "",
+            },
+            options,
+          )
+        ).session,
+      ),
+    );
   }
 
   refresh(refreshToken: string): Promise<SessionTokens> {
@@ -272,15 +404,104 @@ export class Gateway {
     });
   }
 
+  // --- Profile and password ---
+
   getProfile(accessToken: string): Promise<Profile> {
+    return wrap(async () => required((await this.client.getProfile({}, withToken(accessToken))).profile, "profile"));
+  }
+
+  /**
+   * Changes the first and/or last name (`UpdateProfile`); the keys present in
+   * `changes` become the update mask, so `{ lastName: "" }` clears the last
+   * name and leaves the first name alone. Returns the updated profile.
+   */
+  updateProfile(accessToken: string, changes: ProfileChanges): Promise<Profile> {
+    const paths: string[] = [];
+    if (changes.firstName !== undefined) paths.push("first_name");
+    if (changes.lastName !== undefined) paths.push("last_name");
     return wrap(async () => {
-      const { profile } = await this.client.getProfile({}, withToken(accessToken));
-      if (profile === undefined) {
-        throw new GatewayError(Code.Internal, undefined, friendlyMessage(Code.Internal, undefined), "no profile in response");
-      }
-      return profile;
+      const response = await this.client.updateProfile(
+        {
+          profile: { firstName: changes.firstName ?? "", lastName: changes.lastName ?? "" },
+          updateMask: { paths },
+        },
+        withToken(accessToken),
+      );
+      return required(response.profile, "profile");
     });
   }
+
+  /** A wrong current password fails with reason `WRONG_CURRENT_PASSWORD`. */
+  changePassword(accessToken: string, currentPassword: string, newPassword: string): Promise<void> {
+    return wrap(async () => {
+      await this.client.changePassword({ currentPassword, newPassword }, withToken(accessToken));
+    });
+  }
+
+  // --- Password reset (no session) ---
+
+  /**
+   * Asks for a reset mail. Succeeds the same way whether or not the account
+   * exists, so say "if an account exists, we've sent a link". `options` as
+   * for `login` (the gateway throttles per client address).
+   */
+  requestPasswordReset(email: string, options: CallOptions = {}): Promise<void> {
+    return wrap(async () => {
+      await this.client.requestPasswordReset({ email }, options);
+    });
+  }
+
+  /**
+   * Sets a new password with the token from the reset mail. A used, expired
+   * or unknown token fails with reason `RESET_TOKEN_INVALID`.
+   */
+  resetPassword(
+    input: ResetPasswordUser & { token: string; newPassword: string },
+    options: CallOptions = {},
+  ): Promise<void> {
+    const user =
+      "userId" in input
+        ? { case: "userId" as const, value: input.userId }
+        : { case: "email" as const, value: input.email };
+    return wrap(async () => {
+      await this.client.resetPassword({ user, token: input.token, newPassword: input.newPassword }, options);
+    });
+  }
+
+  // --- Two-factor authentication ---
+
+  /**
+   * Makes a new TOTP secret: show `otpauthUrl` as a QR code and `secret` for
+   * typing in by hand. Both are secrets for the user's eyes only. Nothing
+   * changes until `enableTwoFactor` confirms a code.
+   */
+  startTwoFactorEnrollment(accessToken: string): Promise<{ otpauthUrl: string; secret: string }> {
+    return wrap(async () => {
+      const { otpauthUrl, secret } = await this.client.startTwoFactorEnrollment({}, withToken(accessToken));
+      return { otpauthUrl, secret };
+    });
+  }
+
+  /** Turns two-factor on with a current code; returns the updated profile. */
+  enableTwoFactor(accessToken: string, code: string): Promise<Profile> {
+    return wrap(async () =>
+      required((await this.client.enableTwoFactor({ code }, withToken(accessToken))).profile, "profile"),
+    );
+  }
+
+  /** New recovery codes (the old ones stop working). Show them once. */
+  createRecoveryCodes(accessToken: string, code: string): Promise<string[]> {
+    return wrap(async () => (await this.client.createRecoveryCodes({ code }, withToken(accessToken))).recoveryCodes);
+  }
+
+  /** Turns two-factor off with a current code; returns the updated profile. */
+  disableTwoFactor(accessToken: string, code: string): Promise<Profile> {
+    return wrap(async () =>
+      required((await this.client.disableTwoFactor({ code }, withToken(accessToken))).profile, "profile"),
+    );
+  }
+
+  // --- Licenses ---
 
   /** One page of the caller's licenses (AIP-158). */
   listLicensesPage(
@@ -294,24 +515,98 @@ export class Gateway {
   }
 
   /** Every license of the caller, following page tokens to the end (at most `maxPages`). */
-  async listAllLicenses(
+  listAllLicenses(
     accessToken: string,
     options: { pageSize?: number; productId?: string; maxPages?: number } = {},
   ): Promise<License[]> {
-    const all: License[] = [];
-    let pageToken = "";
-    const maxPages = options.maxPages ?? 100;
-    for (let page = 0; page < maxPages; page++) {
-      const result = await this.listLicensesPage(accessToken, {
+    return allPages(async (pageToken) => {
+      const page = await this.listLicensesPage(accessToken, {
         pageSize: options.pageSize,
         productId: options.productId,
         pageToken,
       });
-      all.push(...result.licenses);
-      // A page may be short or empty and still carry a token: stop only on "".
-      if (result.nextPageToken === "") return all;
-      pageToken = result.nextPageToken;
-    }
-    return all;
+      return { items: page.licenses, nextPageToken: page.nextPageToken };
+    }, options.maxPages);
+  }
+
+  /** One of the caller's licenses with its feature entitlements; another
+   * user's (or an unknown) license fails with `NOT_FOUND`. */
+  getLicense(
+    accessToken: string,
+    licenseId: string,
+  ): Promise<{ license: License; featureEntitlements: FeatureEntitlement[] }> {
+    return wrap(async () => {
+      const response = await this.client.getLicense({ licenseId }, withToken(accessToken));
+      return { license: required(response.license, "license"), featureEntitlements: response.featureEntitlements };
+    });
+  }
+
+  // --- Machines (activations) ---
+
+  /** One page of the machines activated with one of the caller's licenses. */
+  listActivationsPage(
+    accessToken: string,
+    licenseId: string,
+    page: { pageSize?: number; pageToken?: string } = {},
+  ): Promise<{ activations: Activation[]; nextPageToken: string }> {
+    return wrap(async () => {
+      const response = await this.client.listActivations({ licenseId, ...page }, withToken(accessToken));
+      return { activations: response.activations, nextPageToken: response.nextPageToken };
+    });
+  }
+
+  /** Every machine of one license, following page tokens to the end. */
+  listAllActivations(
+    accessToken: string,
+    licenseId: string,
+    options: { pageSize?: number; maxPages?: number } = {},
+  ): Promise<Activation[]> {
+    return allPages(async (pageToken) => {
+      const page = await this.listActivationsPage(accessToken, licenseId, { pageSize: options.pageSize, pageToken });
+      return { items: page.activations, nextPageToken: page.nextPageToken };
+    }, options.maxPages);
+  }
+
+  /**
+   * Deactivates one of the caller's machines and returns its license's id
+   * (read the license again for the new counts). Fails with
+   * `DEACTIVATION_LIMIT_REACHED` when the license has no deactivations left,
+   * and with `NOT_FOUND` for a machine that is not the caller's.
+   */
+  deactivateMachine(accessToken: string, activationId: string): Promise<{ licenseId: string }> {
+    return wrap(async () => {
+      const { licenseId } = await this.client.deactivateMachine({ activationId }, withToken(accessToken));
+      return { licenseId };
+    });
+  }
+
+  // --- Releases ---
+
+  /** One page of the releases the caller may download, newest first. */
+  listReleasesPage(
+    accessToken: string,
+    page: { productName?: string; channel?: string; pageSize?: number; pageToken?: string } = {},
+  ): Promise<{ releases: Release[]; nextPageToken: string }> {
+    return wrap(async () => {
+      const response = await this.client.listReleases(page, withToken(accessToken));
+      return { releases: response.releases, nextPageToken: response.nextPageToken };
+    });
+  }
+
+  /** Every release the caller may download (optionally of one product or
+   * channel), newest first, following page tokens to the end. */
+  listAllReleases(
+    accessToken: string,
+    options: { productName?: string; channel?: string; pageSize?: number; maxPages?: number } = {},
+  ): Promise<Release[]> {
+    return allPages(async (pageToken) => {
+      const page = await this.listReleasesPage(accessToken, {
+        productName: options.productName,
+        channel: options.channel,
+        pageSize: options.pageSize,
+        pageToken,
+      });
+      return { items: page.releases, nextPageToken: page.nextPageToken };
+    }, options.maxPages);
   }
 }

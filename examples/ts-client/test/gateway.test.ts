@@ -7,7 +7,8 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { before, describe, test } from "node:test";
 
-import { Code, Gateway, GatewayError, friendlyMessage, optionalDate } from "../src/gateway";
+import { Code, Gateway, friendlyMessage, optionalDate } from "../src/gateway";
+import { failure, patiently } from "./helpers";
 
 const GATEWAY_URL = process.env.GATEWAY_URL ?? "http://127.0.0.1:50051";
 const DEMO_EMAIL = "demo@example.com";
@@ -31,29 +32,18 @@ const recordingFetch: typeof fetch = async (input, init) => {
 
 const gateway = new Gateway({ baseUrl: GATEWAY_URL, fetch: recordingFetch });
 
-/** Awaits a call that must fail and returns its decoded error. */
-async function failure(call: Promise<unknown>): Promise<GatewayError> {
-  try {
-    await call;
-  } catch (error) {
-    assert.ok(error instanceof GatewayError, `expected GatewayError, got ${String(error)}`);
-    return error;
-  }
-  assert.fail("the call should have failed");
-}
-
 describe("licensing-gateway over gRPC-Web (fetch, HTTP/1.1)", () => {
   let accessToken = "";
   let refreshToken = "";
 
   before(async () => {
-    const session = await gateway.login(DEMO_EMAIL, DEMO_PASSWORD);
+    const session = await patiently(() => gateway.login(DEMO_EMAIL, DEMO_PASSWORD));
     accessToken = session.accessToken;
     refreshToken = session.refreshToken;
   });
 
   test("Login returns a session with both tokens and a future expiry", async () => {
-    const session = await gateway.login(DEMO_EMAIL, DEMO_PASSWORD);
+    const session = await patiently(() => gateway.login(DEMO_EMAIL, DEMO_PASSWORD));
     assert.ok(session.accessToken.length > 0);
     assert.ok(session.refreshToken.length > 0);
     assert.ok(session.expiresAt instanceof Date);
@@ -69,9 +59,11 @@ describe("licensing-gateway over gRPC-Web (fetch, HTTP/1.1)", () => {
         return fetch(input, init);
       },
     });
-    await capturing.login(DEMO_EMAIL, DEMO_PASSWORD, {
-      headers: { "x-forwarded-for": "198.51.100.7" },
-    });
+    await patiently(() =>
+      capturing.login(DEMO_EMAIL, DEMO_PASSWORD, {
+        headers: { "x-forwarded-for": "198.51.100.7" },
+      }),
+    );
     assert.equal(sent[0]?.get("x-forwarded-for"), "198.51.100.7");
   });
 
@@ -126,7 +118,7 @@ describe("licensing-gateway over gRPC-Web (fetch, HTTP/1.1)", () => {
   });
 
   test("RefreshSession with a bogus token is Unauthenticated / TOKEN_INVALID", async () => {
-    const error = await failure(gateway.refresh(`not-a-refresh-token-${randomUUID()}`));
+    const error = await failure(() => gateway.refresh(`not-a-refresh-token-${randomUUID()}`));
     assert.equal(error.code, Code.Unauthenticated);
     assert.equal(error.reason, "TOKEN_INVALID");
     assert.ok(error.needsSignIn);
@@ -134,19 +126,21 @@ describe("licensing-gateway over gRPC-Web (fetch, HTTP/1.1)", () => {
 
   test("SignUp creates a user who is signed in; a second SignUp is EMAIL_TAKEN", async () => {
     const email = `ts-${randomUUID()}@example.com`;
-    const { userId, session } = await gateway.signUp({
-      email,
-      password: "a-long-password",
-      firstName: "Type",
-      lastName: "Script",
-    });
+    const { userId, session } = await patiently(() =>
+      gateway.signUp({
+        email,
+        password: "a-long-password",
+        firstName: "Type",
+        lastName: "Script",
+      }),
+    );
     assert.ok(userId.length > 0);
     const profile = await gateway.getProfile(session.accessToken);
     assert.equal(profile.id, userId);
     assert.equal(profile.email, email);
     assert.deepEqual(await gateway.listAllLicenses(session.accessToken), []);
 
-    const again = await failure(
+    const again = await failure(() =>
       gateway.signUp({ email, password: "a-long-password", firstName: "Type" }),
     );
     assert.equal(again.code, Code.AlreadyExists);
@@ -154,16 +148,16 @@ describe("licensing-gateway over gRPC-Web (fetch, HTTP/1.1)", () => {
   });
 
   test("Logout revokes the access token", async () => {
-    const session = await gateway.login(DEMO_EMAIL, DEMO_PASSWORD);
+    const session = await patiently(() => gateway.login(DEMO_EMAIL, DEMO_PASSWORD));
     await gateway.logout(session.accessToken);
-    const error = await failure(gateway.getProfile(session.accessToken));
+    const error = await failure(() => gateway.getProfile(session.accessToken));
     assert.equal(error.code, Code.Unauthenticated);
     assert.equal(error.reason, "TOKEN_INVALID");
     assert.equal(error.message, "Your session has ended. Please sign in again.");
   });
 
   test("a wrong password is Unauthenticated with ErrorInfo reason INVALID_CREDENTIALS", async () => {
-    const error = await failure(gateway.login(DEMO_EMAIL, "wrong-password"));
+    const error = await failure(() => gateway.login(DEMO_EMAIL, "wrong-password"));
     assert.equal(error.code, Code.Unauthenticated);
     assert.equal(error.codeName, "Unauthenticated");
     assert.equal(error.reason, "INVALID_CREDENTIALS");
@@ -174,13 +168,13 @@ describe("licensing-gateway over gRPC-Web (fetch, HTTP/1.1)", () => {
   });
 
   test("a call without a token is TOKEN_MISSING", async () => {
-    const error = await failure(gateway.getProfile(""));
+    const error = await failure(() => gateway.getProfile(""));
     assert.equal(error.code, Code.Unauthenticated);
     assert.equal(error.reason, "TOKEN_MISSING");
   });
 
   test("invalid input carries field violations into the friendly message", async () => {
-    const error = await failure(gateway.login("", "short"));
+    const error = await failure(() => gateway.login("", "short"));
     assert.equal(error.code, Code.InvalidArgument);
     assert.equal(error.reason, "INVALID_ARGUMENT");
     assert.ok(error.fieldViolations.length > 0, "BadRequest details decoded");
@@ -193,7 +187,7 @@ describe("licensing-gateway over gRPC-Web (fetch, HTTP/1.1)", () => {
 
   test("an unreachable gateway is Unavailable without a reason", async () => {
     const nowhere = new Gateway({ baseUrl: "http://127.0.0.1:9", timeoutMs: 2_000 });
-    const error = await failure(nowhere.login(DEMO_EMAIL, DEMO_PASSWORD));
+    const error = await failure(() => nowhere.login(DEMO_EMAIL, DEMO_PASSWORD));
     assert.equal(error.reason, undefined);
     assert.ok([Code.Unavailable, Code.Unknown].includes(error.code), error.codeName);
   });
