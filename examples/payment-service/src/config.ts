@@ -99,6 +99,18 @@ export function loadConfig(env: Env = process.env): Config {
 
   const webhookPath = text(env, "WEBHOOK_PATH", "/stripe/webhook");
   if (!webhookPath.startsWith("/")) throw new ConfigError("WEBHOOK_PATH must start with /");
+  const settings = {
+    host: text(env, "HOST", "127.0.0.1"),
+    port: integer(env, "PORT", 4242, 0, 65535),
+    webhookPath,
+    webhookSecret,
+    maxBodyBytes: integer(env, "MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+    gatewayUrl: gatewayUrl.replace(/\/+$/, ""),
+    gatewayServerName: optional(env, "LICENSING_GATEWAY_SERVER_NAME"),
+    callBudgetMs: integer(env, "LICENSING_GATEWAY_CALL_BUDGET_MS", 8_000, 100, 60_000),
+    defaultProductId: optional(env, "LICENSE_DEFAULT_PRODUCT_ID"),
+    renewalGraceSeconds: integer(env, "LICENSE_RENEWAL_GRACE_SECONDS", 0, 0, 90 * 24 * 3600),
+  };
 
   const tls = {
     ca: pemFile("LICENSING_GATEWAY_CA_FILE", caFile),
@@ -114,20 +126,7 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError(`the TLS files ${caFile}, ${certFile}, ${keyFile} are not usable: ${why}`);
   }
 
-  return {
-    host: text(env, "HOST", "127.0.0.1"),
-    port: integer(env, "PORT", 4242, 0, 65535),
-    webhookPath,
-    webhookSecret,
-    maxBodyBytes: integer(env, "MAX_BODY_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
-    gatewayUrl: gatewayUrl.replace(/\/+$/, ""),
-    gatewayServerName: optional(env, "LICENSING_GATEWAY_SERVER_NAME"),
-    tls,
-    tlsFiles: { ca: caFile, cert: certFile, key: keyFile },
-    callBudgetMs: integer(env, "LICENSING_GATEWAY_CALL_BUDGET_MS", 10_000, 100, 60_000),
-    defaultProductId: optional(env, "LICENSE_DEFAULT_PRODUCT_ID"),
-    renewalGraceSeconds: integer(env, "LICENSE_RENEWAL_GRACE_SECONDS", 0, 0, 90 * 24 * 3600),
-  };
+  return { ...settings, tls, tlsFiles: { ca: caFile, cert: certFile, key: keyFile } };
 }
 
 /** What to print at start-up: everything but the secrets. */

@@ -6,7 +6,7 @@ import { timestampMs } from "@bufbuild/protobuf/wkt";
 
 import { planFor, type GatewayCall, type Plan } from "../../src/events";
 import { RevocationReason } from "../../src/gen/licensing/v1/issuance_service_pb";
-import * as stripe from "../stripe-events";
+import * as stripe from "../../scripts/stripe-events";
 
 function call(plan: Plan): GatewayCall {
   if (plan.action !== "call") assert.fail(`expected a call, got ${JSON.stringify(plan)}`);

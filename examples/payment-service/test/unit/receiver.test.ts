@@ -20,7 +20,7 @@ import { IssuedLicenseSchema } from "../../src/gen/licensing/v1/types_pb";
 import { createIssuanceClient } from "../../src/gateway";
 import { createLogger } from "../../src/log";
 import { createReceiver } from "../../src/receiver";
-import * as stripe from "../stripe-events";
+import * as stripe from "../../scripts/stripe-events";
 
 const LICENSE_KEY = "SECRET-LICENSE-KEY-0000-1111";
 

@@ -1,6 +1,6 @@
 // Synthetic Stripe events, shaped like the real ones (API version
-// 2025-03-31 and later, with the older invoice fields where a test wants
-// them), and signing them as Stripe does.
+// 2025-03-31 and later, with the older invoice fields where wanted), and
+// signing them as Stripe does: for the tests and for scripts/send-event.ts.
 
 import { randomBytes } from "node:crypto";
 import Stripe from "stripe";
