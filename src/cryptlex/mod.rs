@@ -13,7 +13,9 @@
 //! [`crate::licensing`]'s job); it only classifies what Cryptlex said
 //! ([`Rejection`]).
 //!
-//! - `endpoints`: one method per Cryptlex endpoint the gateway calls.
+//! - `endpoints`: one method per Cryptlex endpoint the gateway calls;
+//!   `lifecycle_endpoints` the ones of the payment lifecycle (renew, expiry,
+//!   license updates).
 //! - `transport`: sending one described request: admission, the HTTP
 //!   exchange, headers, decoding and error classification.
 //! - `retry`: which calls may be repeated, back-off, the retry budget.
@@ -24,6 +26,7 @@ mod breaker;
 pub(crate) mod budget;
 mod endpoints;
 mod error;
+mod lifecycle_endpoints;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod observe;
@@ -41,6 +44,7 @@ pub use breaker::{BreakerOptions, BreakerState};
 pub use budget::{BudgetMode, BudgetOptions, BudgetSnapshot, Priority};
 pub use endpoints::{AccountInfo, PatClaims, Product};
 pub use error::{CryptlexError, ErrorCode, Rejection};
+pub use lifecycle_endpoints::{AdminLicense, LicenseChange, MetadataEntry};
 pub use observe::OPERATIONS;
 pub use shared_window::{Admit, SharedWindow, SharedWindowUnavailable};
 
@@ -92,6 +96,8 @@ pub struct NewLicense<'a> {
     pub product_id: &'a CryptlexId,
     pub user_id: &'a CryptlexId,
     pub license_template_id: Option<&'a CryptlexId>,
+    /// How many machines it may be activated on; `None` leaves the product's default.
+    pub allowed_activations: Option<i32>,
     /// Administrator-only metadata entries (caller's plus the gateway's own).
     pub metadata: Vec<(&'a str, &'a str)>,
     /// Metadata keys to leave out of the returned license.

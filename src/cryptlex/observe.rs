@@ -26,6 +26,9 @@ pub const OPERATIONS: &[&str] = &[
     "POST /v3/licenses",
     "GET /v3/licenses",
     "GET /v3/licenses/{id}",
+    "PATCH /v3/licenses/{id}",
+    "PATCH /v3/licenses/{id}/expires-at",
+    "POST /v3/licenses/{id}/renew",
 ];
 
 /// The route template of a call, from its method and path segments (after
@@ -55,6 +58,9 @@ fn template(method: &Method, path: &[&str]) -> &'static str {
         ("POST", ["licenses"]) => "POST /v3/licenses",
         ("GET", ["licenses"]) => "GET /v3/licenses",
         ("GET", ["licenses", _]) => "GET /v3/licenses/{id}",
+        ("PATCH", ["licenses", _]) => "PATCH /v3/licenses/{id}",
+        ("PATCH", ["licenses", _, "expires-at"]) => "PATCH /v3/licenses/{id}/expires-at",
+        ("POST", ["licenses", _, "renew"]) => "POST /v3/licenses/{id}/renew",
         _ => "other",
     }
 }

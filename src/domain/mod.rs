@@ -16,7 +16,7 @@ mod validation;
 
 pub use client::{AllowList, AllowedClient, ClientIdentity};
 pub use context::{ClientAddress, ReadShare, RequestContext};
-pub use identifiers::{CryptlexId, Email, MetadataMap, PersonName, RequestId};
+pub use identifiers::{CryptlexId, Email, MetadataMap, PersonName, RequestId, SubscriptionId};
 pub use license::{
     IssuedLicense, LicenseStatus, Page, PageRequest, Session, UserLicense, UserProfile,
 };

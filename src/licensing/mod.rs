@@ -7,6 +7,7 @@
 pub mod changes;
 mod error;
 mod issuance;
+mod lifecycle;
 pub mod pagination;
 pub(crate) mod read_cache;
 pub(crate) mod throttle;
@@ -24,8 +25,13 @@ pub use error::LicensingError;
 use error::{Credential, upstream};
 pub use error::{Denial, Missing};
 pub use issuance::{
-    CLIENT_METADATA_KEY, IssuanceOptions, IssueCommand, Issued, LicenseHolder, ReconcileOutcome,
-    Reconciled,
+    CLIENT_METADATA_KEY, IssuanceOptions, IssueCommand, Issued, LicenseHolder, MAX_QUANTITY,
+    REVOCATION_METADATA_KEY, ReconcileOutcome, Reconciled, SUBSCRIPTION_METADATA_KEY,
+};
+pub use lifecycle::{
+    LicenseTarget, LicenseUpdate, LifecycleAction, LifecycleCommand, LifecycleOutcome,
+    MAX_REVOCATION_NOTE, RENEW_LICENSE, RESUME_LICENSE, REVOKE_LICENSE, RevocationReason,
+    SET_SEATS, SUSPEND_LICENSE,
 };
 use read_cache::{Answer, CacheKey, Kind, Read, Target, TokenDigest};
 
