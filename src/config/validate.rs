@@ -26,7 +26,7 @@ use super::settings::{
 };
 use super::{ConfigError, redact_url_password};
 use crate::cryptlex::{Account, BreakerOptions, BudgetOptions};
-use crate::domain::{AdminToken, AllowList, AllowedClient, ClientIdentity, CryptlexId};
+use crate::domain::{AdminToken, AllowList, AllowedClient, ClientIdentity, CryptlexId, Operation};
 use crate::telemetry::OtlpSettings;
 
 /// What reading `cryptlex.pat_file` gave, when it is set.
@@ -176,9 +176,11 @@ fn internal(problems: &mut Problems, raw: &RawInternal) -> Option<InternalSettin
                 )),
             }
         }
+        let operations = allowed_operations(problems, index, client.operations.as_deref());
         allowed_clients.push(AllowedClient {
             identity: ClientIdentity::parse_entry(identity),
             products,
+            operations,
         });
     }
     Some(InternalSettings {
@@ -187,6 +189,39 @@ fn internal(problems: &mut Problems, raw: &RawInternal) -> Option<InternalSettin
         client_ca,
         allowed_clients: AllowList::new(allowed_clients),
     })
+}
+
+/// The operations of `internal.allowed_clients[index]`: what it names
+/// (each an RPC of the internal listener), or [`Operation::DEFAULT`] when it
+/// names none.
+fn allowed_operations(
+    problems: &mut Problems,
+    index: usize,
+    names: Option<&[String]>,
+) -> Vec<Operation> {
+    let Some(names) = names else {
+        return Operation::DEFAULT.to_vec();
+    };
+    if names.is_empty() {
+        problems.push(format!(
+            "internal.allowed_clients[{index}].operations is empty: this client could call nothing (name its operations, or remove the entry)"
+        ));
+    }
+    let mut operations = Vec::new();
+    for name in names {
+        match Operation::parse(name.trim()) {
+            Some(operation) if !operations.contains(&operation) => operations.push(operation),
+            Some(_) => {}
+            None => {
+                let known: Vec<&str> = Operation::ALL.iter().map(|op| op.as_str()).collect();
+                problems.push(format!(
+                    "internal.allowed_clients[{index}].operations: {name:?} is not an operation of the internal listener ({})",
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+    operations
 }
 
 /// `[cryptlex]`: the base URL, the account, the PAT, timeouts, and the
@@ -474,6 +509,22 @@ fn limits(problems: &mut Problems, raw: &RawLimits, max_deadline: Duration) {
         (
             "max_tls_handshakes_per_address",
             raw.max_tls_handshakes_per_address == 0,
+        ),
+        (
+            "password_reset_requests_per_email",
+            raw.password_reset_requests_per_email == 0,
+        ),
+        (
+            "password_reset_email_window",
+            raw.password_reset_email_window.is_zero(),
+        ),
+        (
+            "password_reset_requests_per_address",
+            raw.password_reset_requests_per_address == 0,
+        ),
+        (
+            "password_reset_address_window",
+            raw.password_reset_address_window.is_zero(),
         ),
     ] {
         if is_zero {

@@ -14,14 +14,17 @@
 //! ([`Rejection`]).
 //!
 //! - `endpoints`: one method per Cryptlex endpoint the gateway calls;
-//!   `lifecycle_endpoints` the ones of the payment lifecycle (renew, expiry,
-//!   license updates).
+//!   `account_endpoints` the account calls' (two-factor, profile, password,
+//!   password reset); `lifecycle_endpoints` the payment lifecycle's
+//!   (renew, expiry, license updates).
 //! - `transport`: sending one described request: admission, the HTTP
 //!   exchange, headers, decoding and error classification.
 //! - `retry`: which calls may be repeated, back-off, the retry budget.
 //! - `budget`, `breaker`: the rate budget and the circuit breaker.
-//! - `wire`: Cryptlex's JSON shapes; `observe`: upstream metrics.
+//! - `wire`, `wire_account`: Cryptlex's JSON shapes; `observe`: upstream
+//!   metrics.
 
+mod account_endpoints;
 mod breaker;
 pub(crate) mod budget;
 mod endpoints;
@@ -34,6 +37,7 @@ mod retry;
 pub mod shared_window;
 mod transport;
 mod wire;
+mod wire_account;
 
 use std::sync::Arc;
 use std::time::Duration;

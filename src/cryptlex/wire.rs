@@ -38,6 +38,12 @@ pub(super) struct LoginBody<'a> {
     pub(super) account_alias: Option<&'a str>,
     pub(super) email: &'a str,
     pub(super) password: &'a str,
+    /// For an account with two-factor authentication: the current code, or
+    /// (in its place) a recovery code; left out otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) two_factor_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) two_factor_recovery_code: Option<&'a str>,
 }
 
 /// Body of `POST /v3/accounts/login-refresh-token`.
@@ -450,10 +456,46 @@ mod tests {
             account_alias: Some("acme"),
             email: "a@b.c",
             password: "secret-password",
+            two_factor_code: None,
+            two_factor_recovery_code: None,
         };
         let sent = serde_json::to_value(&body).expect("serializes");
         assert_eq!(sent["accountId"], serde_json::Value::Null);
         assert!(sent.as_object().expect("object").contains_key("accountId"));
         assert_eq!(sent["accountAlias"], "acme");
+        // No second factor: neither field goes out (a null code would be
+        // refused by a server holding it to 6 characters).
+        assert!(
+            !sent
+                .as_object()
+                .expect("object")
+                .contains_key("twoFactorCode")
+        );
+        assert!(
+            !sent
+                .as_object()
+                .expect("object")
+                .contains_key("twoFactorRecoveryCode")
+        );
+    }
+
+    #[test]
+    fn the_login_body_carries_the_second_factor_it_is_given() {
+        let body = LoginBody {
+            account_id: None,
+            account_alias: Some("acme"),
+            email: "a@b.c",
+            password: "secret-password",
+            two_factor_code: Some("123456"),
+            two_factor_recovery_code: None,
+        };
+        let sent = serde_json::to_value(&body).expect("serializes");
+        assert_eq!(sent["twoFactorCode"], "123456");
+        assert!(
+            !sent
+                .as_object()
+                .expect("object")
+                .contains_key("twoFactorRecoveryCode")
+        );
     }
 }

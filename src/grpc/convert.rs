@@ -155,8 +155,17 @@ impl TryFrom<pb::LoginRequest> for LoginCommand {
         let mut errors = ValidationErrors::new();
         let email = errors.check(Email::parse("email", &request.email));
         let password = errors.check(Password::parse_for_login("password", request.password));
+        let second_factor = super::account_convert::second_factor(
+            &mut errors,
+            request.two_factor_code,
+            request.two_factor_recovery_code,
+        );
         match (email, password) {
-            (Some(email), Some(password)) if errors.is_empty() => Ok(Self { email, password }),
+            (Some(email), Some(password)) if errors.is_empty() => Ok(Self {
+                email,
+                password,
+                second_factor,
+            }),
             _ => Err(errors),
         }
     }

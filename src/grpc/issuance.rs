@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::auth;
 use super::context::{Deadlines, request_context};
 use super::pb::{self, issuance_service_server::IssuanceService};
-use crate::domain::{ClientIdentity, ValidationErrors};
+use crate::domain::{ClientIdentity, Operation, ValidationErrors};
 use crate::licensing::{
     IssueCommand, LifecycleCommand, LifecycleOutcome, Licensing, LicensingError,
 };
@@ -33,8 +33,9 @@ impl IssuanceApi {
         }
     }
 
-    /// Checks that the caller's certificate names are on the allow-list;
-    /// the listener's stack does it before reading anything of a call.
+    /// Checks that the caller's certificate names are on the allow-list
+    /// (for any operation: each RPC checks its own); the listener's stack
+    /// does it before reading anything of a call.
     pub(super) fn admits(&self, identities: &[ClientIdentity]) -> Result<(), LicensingError> {
         self.licensing.authorize_client(identities).map(|_| ())
     }
@@ -54,7 +55,7 @@ impl IssuanceService for IssuanceApi {
         let ctx = request_context(&request, self.deadlines);
         let caller = self
             .licensing
-            .authorize_client(&auth::peer_identities(&request))?;
+            .authorize_call(&auth::peer_identities(&request), Operation::IssueLicense)?;
         let command = IssueCommand::try_from(request.into_inner()).map_err(LicensingError::from)?;
         let issued = self.licensing.issue_license(&ctx, &caller, command).await?;
         let licenses: Vec<pb::IssuedLicense> = issued
@@ -75,7 +76,7 @@ impl IssuanceService for IssuanceApi {
         &self,
         request: Request<pb::RenewLicenseRequest>,
     ) -> Result<Response<pb::RenewLicenseResponse>, Status> {
-        let outcome = self.lifecycle(request).await?;
+        let outcome = self.lifecycle(request, Operation::RenewLicense).await?;
         Ok(Response::new(pb::RenewLicenseResponse {
             replayed: outcome.replayed,
             licenses: updates(outcome),
@@ -86,7 +87,7 @@ impl IssuanceService for IssuanceApi {
         &self,
         request: Request<pb::SuspendLicenseRequest>,
     ) -> Result<Response<pb::SuspendLicenseResponse>, Status> {
-        let outcome = self.lifecycle(request).await?;
+        let outcome = self.lifecycle(request, Operation::SuspendLicense).await?;
         Ok(Response::new(pb::SuspendLicenseResponse {
             replayed: outcome.replayed,
             superseded: outcome.superseded(),
@@ -98,7 +99,7 @@ impl IssuanceService for IssuanceApi {
         &self,
         request: Request<pb::ResumeLicenseRequest>,
     ) -> Result<Response<pb::ResumeLicenseResponse>, Status> {
-        let outcome = self.lifecycle(request).await?;
+        let outcome = self.lifecycle(request, Operation::ResumeLicense).await?;
         Ok(Response::new(pb::ResumeLicenseResponse {
             replayed: outcome.replayed,
             superseded: outcome.superseded(),
@@ -110,7 +111,7 @@ impl IssuanceService for IssuanceApi {
         &self,
         request: Request<pb::RevokeLicenseRequest>,
     ) -> Result<Response<pb::RevokeLicenseResponse>, Status> {
-        let outcome = self.lifecycle(request).await?;
+        let outcome = self.lifecycle(request, Operation::RevokeLicense).await?;
         Ok(Response::new(pb::RevokeLicenseResponse {
             replayed: outcome.replayed,
             licenses: updates(outcome),
@@ -121,7 +122,7 @@ impl IssuanceService for IssuanceApi {
         &self,
         request: Request<pb::SetSeatsRequest>,
     ) -> Result<Response<pb::SetSeatsResponse>, Status> {
-        let outcome = self.lifecycle(request).await?;
+        let outcome = self.lifecycle(request, Operation::SetSeats).await?;
         Ok(Response::new(pb::SetSeatsResponse {
             replayed: outcome.replayed,
             licenses: updates(outcome),
@@ -130,15 +131,20 @@ impl IssuanceService for IssuanceApi {
 }
 
 impl IssuanceApi {
-    /// The four steps every lifecycle RPC shares: the caller, the command, the use case.
-    async fn lifecycle<T>(&self, request: Request<T>) -> Result<LifecycleOutcome, LicensingError>
+    /// The steps every lifecycle RPC shares: the caller and its right to `operation` (before
+    /// the request is parsed, so a refusal costs nothing), the command, the use case.
+    async fn lifecycle<T>(
+        &self,
+        request: Request<T>,
+        operation: Operation,
+    ) -> Result<LifecycleOutcome, LicensingError>
     where
         LifecycleCommand: TryFrom<T, Error = ValidationErrors>,
     {
         let ctx = request_context(&request, self.deadlines);
         let caller = self
             .licensing
-            .authorize_client(&auth::peer_identities(&request))?;
+            .authorize_call(&auth::peer_identities(&request), operation)?;
         let command = LifecycleCommand::try_from(request.into_inner())?;
         self.licensing.lifecycle(&ctx, &caller, command).await
     }

@@ -39,7 +39,7 @@ use super::{Credential, Denial, Licensing, LicensingError, Missing, upstream};
 use crate::cryptlex::{CryptlexError, MetadataMatches, NewLicense, Rejection};
 use crate::domain::{
     AllowList, AllowedClient, ClientIdentity, CryptlexId, Email, FieldViolation, IssuedLicense,
-    MetadataMap, RequestContext, RequestId, SubscriptionId, ValidationErrors,
+    MetadataMap, Operation, RequestContext, RequestId, SubscriptionId, ValidationErrors,
 };
 use crate::ledger::{Attempt, Begin, HistoryEntry, HistoryResult, ISSUE_LICENSE, Outcome};
 
@@ -228,6 +228,11 @@ impl Licensing {
         caller: &AllowedClient,
         command: IssueCommand,
     ) -> Result<Issued, LicensingError> {
+        if !caller.may_call(Operation::IssueLicense) {
+            return Err(LicensingError::PermissionDenied(
+                Denial::OperationNotAllowed,
+            ));
+        }
         let (_, options) = self.issuance()?;
         options.check_reserved_keys(&command.metadata)?;
         let product_id = match command

@@ -48,20 +48,13 @@ use crate::cryptlex::{
     AdminLicense, CryptlexError, LicenseChange, MetadataEntry, MetadataMatches, Rejection,
 };
 use crate::domain::{
-    AdminToken, AllowedClient, CryptlexId, IssuedLicense, RequestContext, RequestId,
+    AdminToken, AllowedClient, CryptlexId, IssuedLicense, Operation, RequestContext, RequestId,
     SubscriptionId,
 };
 use crate::ledger::{
     AppliedEvent, Attempt, Begin, EventOrder, HistoryEntry, HistoryResult, LedgerError,
     LicenseClaim, LicenseHold, Outcome,
 };
-
-/// The RPC names, as the ledger and the history record them and the policy lists them.
-pub const RENEW_LICENSE: &str = "RenewLicense";
-pub const SUSPEND_LICENSE: &str = "SuspendLicense";
-pub const RESUME_LICENSE: &str = "ResumeLicense";
-pub const REVOKE_LICENSE: &str = "RevokeLicense";
-pub const SET_SEATS: &str = "SetSeats";
 
 /// The longest revocation note accepted.
 pub const MAX_REVOCATION_NOTE: usize = 512;
@@ -122,14 +115,14 @@ pub enum LifecycleAction {
 }
 
 impl LifecycleAction {
-    /// Returns the RPC name.
-    pub fn operation(&self) -> &'static str {
+    /// Returns the operation (the RPC), as the policy names it and the ledger records it.
+    pub fn operation(&self) -> Operation {
         match self {
-            Self::Renew { .. } => RENEW_LICENSE,
-            Self::Suspend { .. } => SUSPEND_LICENSE,
-            Self::Resume { .. } => RESUME_LICENSE,
-            Self::Revoke { .. } => REVOKE_LICENSE,
-            Self::SetSeats { .. } => SET_SEATS,
+            Self::Renew { .. } => Operation::RenewLicense,
+            Self::Suspend { .. } => Operation::SuspendLicense,
+            Self::Resume { .. } => Operation::ResumeLicense,
+            Self::Revoke { .. } => Operation::RevokeLicense,
+            Self::SetSeats { .. } => Operation::SetSeats,
         }
     }
 }
@@ -198,13 +191,19 @@ impl From<LedgerError> for Step {
 
 impl Licensing {
     /// Carries out (or replays) a lifecycle call for `caller`.
-    #[tracing::instrument(name = "licensing.lifecycle", skip_all, fields(client = %caller.identity, operation = command.action.operation(), issuance_request_id = %command.request_id))]
+    #[tracing::instrument(name = "licensing.lifecycle", skip_all, fields(client = %caller.identity, operation = %command.action.operation(), issuance_request_id = %command.request_id))]
     pub async fn lifecycle(
         &self,
         ctx: &RequestContext,
         caller: &AllowedClient,
         command: LifecycleCommand,
     ) -> Result<LifecycleOutcome, LicensingError> {
+        let operation = command.action.operation();
+        if !caller.may_call(operation) {
+            return Err(LicensingError::PermissionDenied(
+                Denial::OperationNotAllowed,
+            ));
+        }
         let (ledger, options) = self.issuance()?;
         let fingerprint = fingerprint(&command);
         let wait_until =
@@ -214,7 +213,7 @@ impl Licensing {
                 .begin_operation(
                     caller.identity.as_str(),
                     command.request_id.as_str(),
-                    command.action.operation(),
+                    operation.as_str(),
                     &fingerprint,
                     options.lease,
                 )
@@ -545,7 +544,7 @@ impl Licensing {
                 caller.identity.as_str(),
                 command.request_id.as_str(),
                 id.as_str(),
-                command.action.operation(),
+                command.action.operation().as_str(),
                 HistoryResult::Pending,
             ),
         };
@@ -806,12 +805,13 @@ impl Licensing {
     ) -> Result<(), Step> {
         let (ledger, _) = self.issuance().map_err(Step::NotFinal)?;
         let license = &current.license;
-        let happened = match pending.operation.as_str() {
-            SUSPEND_LICENSE => license.suspended,
-            RESUME_LICENSE => !license.suspended,
-            REVOKE_LICENSE => license.revoked,
-            SET_SEATS => pending.wanted_seats == Some(license.allowed_activations),
-            RENEW_LICENSE => match pending.wanted_expires_at {
+        let operation = Operation::parse(&pending.operation);
+        let happened = match operation {
+            Some(Operation::SuspendLicense) => license.suspended,
+            Some(Operation::ResumeLicense) => !license.suspended,
+            Some(Operation::RevokeLicense) => license.revoked,
+            Some(Operation::SetSeats) => pending.wanted_seats == Some(license.allowed_activations),
+            Some(Operation::RenewLicense) => match pending.wanted_expires_at {
                 Some(wanted) => same_expiry(license.expires_at, wanted),
                 // An expiry later than the one recorded before means the renewal happened.
                 None => match (license.expires_at, pending.expires_before) {
@@ -820,22 +820,22 @@ impl Licensing {
                     (None, _) => false,
                 },
             },
-            other => {
-                tracing::error!(operation = other, "a pending history row of an unknown operation");
+            Some(Operation::IssueLicense | Operation::CreatePasswordResetToken) | None => {
+                tracing::error!(operation = %pending.operation, "a pending history row of an operation that writes none");
                 false
             }
         };
         if happened {
             pending.result = HistoryResult::Applied;
-            if pending.operation == RENEW_LICENSE {
+            if operation == Some(Operation::RenewLicense) {
                 pending.expires_after = license.expires_at;
             }
-            if let (SUSPEND_LICENSE | RESUME_LICENSE, Some(at)) =
-                (pending.operation.as_str(), pending.event_at)
+            if let (Some(Operation::SuspendLicense | Operation::ResumeLicense), Some(at)) =
+                (operation, pending.event_at)
             {
                 let event = AppliedEvent {
                     at,
-                    suspended: pending.operation == SUSPEND_LICENSE,
+                    suspended: operation == Some(Operation::SuspendLicense),
                     caller: pending.caller.clone(),
                     request_id: pending.request_id.clone(),
                 };
@@ -843,7 +843,7 @@ impl Licensing {
                     order.last_event = Some(event);
                 }
             }
-            if pending.operation == REVOKE_LICENSE {
+            if operation == Some(Operation::RevokeLicense) {
                 ledger.record_revoked(hold).await?;
                 order.revoked = true;
             }
@@ -883,7 +883,7 @@ impl Licensing {
         };
         LicenseUpdate {
             license,
-            previous_expires_at: if entry.operation == RENEW_LICENSE {
+            previous_expires_at: if entry.operation == Operation::RenewLicense.as_str() {
                 entry.expires_before
             } else {
                 None
@@ -944,7 +944,7 @@ fn fingerprint(command: &LifecycleCommand) -> String {
     };
     let canonical = serde_json::json!({
         "v": 2,
-        "op": command.action.operation(),
+        "op": command.action.operation().as_str(),
         "target": target,
         "action": action,
     });
