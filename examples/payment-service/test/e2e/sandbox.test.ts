@@ -173,7 +173,11 @@ describe("the payment service against the sandbox", () => {
   });
 
   it("renewal: invoice.paid moves the expiry to the period end, exactly once on redelivery", async () => {
-    const periodEnd = Math.floor(Date.now() / 1000) + 40 * 86400;
+    // Past the expiry the license was issued with (the sandbox product's
+    // template: one year), as a yearly plan's renewal would be.
+    const periodEnd = Math.floor(Date.now() / 1000) + 400 * 86400;
+    const [issued] = await licensesWith(SUBSCRIPTION_KEY, subscription);
+    assert.ok(!issued!.expiresAt || Date.parse(issued!.expiresAt) < periodEnd * 1000);
     const renewal = stripe.event("invoice.paid", stripe.invoice({ subscription, periodEnd }));
     const answer = await deliver(renewal);
     assert.equal(answer.status, 200, JSON.stringify(answer.body));
