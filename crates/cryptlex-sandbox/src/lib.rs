@@ -27,6 +27,8 @@
 //! - `pipeline.rs`: the middleware every API request passes (record, limit, fault).
 //! - `routes.rs`: the `/v3` handlers and request validation.
 //! - `state.rs`: users, licenses and their metadata, seeded from `seed.rs`.
+//! - `lifecycle.rs`: renewing a license and setting its expiry, and what the sandbox decided
+//!   where Cryptlex's document is silent about them.
 //! - `tokens.rs`: tokens.
 //! - `wire.rs`: Cryptlex's JSON shapes.
 //! - `faults.rs`: fault rules.
@@ -39,6 +41,7 @@
 mod controls;
 mod faults;
 mod journal;
+mod lifecycle;
 mod pipeline;
 pub mod pki;
 mod rate_limit;

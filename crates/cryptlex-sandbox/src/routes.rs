@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::controls;
+use crate::lifecycle;
 use crate::pipeline::{Caller, front_door};
 use crate::seed;
 use crate::shared::{Shared, lock};
@@ -42,7 +43,7 @@ const MAX_TAGS: usize = 5;
 const VIEW_PERMISSIONS: &[&str] = &["activation", "user", "organization", "reseller"];
 const LICENSE_TYPES: &[&str] = &["node-locked", "hosted-floating", "on-premise-floating"];
 
-type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
 /// Every Cryptlex operation the sandbox serves, as (method, path template) in the OpenAPI
 /// document's spelling. The router is built from this list alone, so it is the complete list:
@@ -64,6 +65,9 @@ pub const API_OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/v3/licenses/{id}"),
     ("PATCH", "/v3/licenses/{id}"),
     ("DELETE", "/v3/licenses/{id}"),
+    // Renewing and setting the expiry (issue 16), served by `lifecycle`.
+    ("POST", "/v3/licenses/{id}/renew"),
+    ("PATCH", "/v3/licenses/{id}/expires-at"),
     ("GET", "/v3/webhooks"),
     ("POST", "/v3/webhooks"),
     ("DELETE", "/v3/webhooks/{id}"),
@@ -88,6 +92,8 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Shared>> {
         ("GET", "/v3/licenses/{id}") => get(get_license),
         ("PATCH", "/v3/licenses/{id}") => patch(update_license),
         ("DELETE", "/v3/licenses/{id}") => delete(delete_license),
+        ("POST", "/v3/licenses/{id}/renew") => post(lifecycle::renew_license),
+        ("PATCH", "/v3/licenses/{id}/expires-at") => patch(lifecycle::update_expires_at),
         ("GET", "/v3/webhooks") => get(list_webhooks),
         ("POST", "/v3/webhooks") => post(create_webhook),
         ("DELETE", "/v3/webhooks/{id}") => delete(delete_webhook),
@@ -565,7 +571,9 @@ struct UpdateLicenseRequest {
 }
 
 /// `PATCH /v3/licenses/{id}`: the fields the sandbox models change, S1's others are accepted
-/// and ignored; fires `license.updated`.
+/// and ignored; fires `license.updated` (also for a suspension or a revocation: S1 declares no
+/// other event). `metadata` replaces the whole list, so a client adding one entry sends them
+/// all (see `LicenseUpdate::metadata`).
 async fn update_license(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -592,6 +600,9 @@ async fn update_license(
             .metadata
             .map(|entries| metadata(Some(entries), MAX_LICENSE_METADATA))
             .transpose()?,
+        // S1's `LicenseUpdateRequestModel` has no `expiresAt`: the expiry changes through
+        // `/expires-at` and `/renew` (`lifecycle`), and a stray field is ignored like any other.
+        expires_at: None,
     };
     let (_, dto) = apply_license_update(&shared, &id, update)?;
     Ok(Json(dto))
@@ -764,7 +775,7 @@ async fn get_account(
     Ok(Json(AccountDto::sandbox()))
 }
 
-fn domain_error(error: DomainError) -> ApiError {
+pub(crate) fn domain_error(error: DomainError) -> ApiError {
     match error {
         DomainError::DuplicateEmail => {
             ApiError::new(StatusCode::CONFLICT, "Email address is already taken!")
@@ -791,7 +802,7 @@ fn domain_error(error: DomainError) -> ApiError {
 
 // === request parsing ===
 
-fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes) -> ApiResult<T> {
     if body.is_empty() {
         return Err(ApiError::bad_request(
             "A non-empty request body is required.",
@@ -888,7 +899,7 @@ fn subscription_interval(value: Option<String>, now: DateTime<Utc>) -> ApiResult
     }
 }
 
-fn date_time(field: &str, value: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
+pub(crate) fn date_time(field: &str, value: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
     value
         .map(|text| {
             DateTime::parse_from_rfc3339(text)

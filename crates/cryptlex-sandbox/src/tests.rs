@@ -14,6 +14,9 @@ use super::*;
 
 mod webhooks;
 
+// Issue 16: renew, expires-at, and the license changes the lifecycle operations make.
+mod lifecycle;
+
 // === helpers ===
 
 struct TestSandbox {
