@@ -22,8 +22,8 @@ use crate::config::Settings;
 use crate::coordination::Coordination;
 use crate::cryptlex::{self, ClientOptions};
 use crate::grpc::{
-    ClientAddressPolicy, Deadlines, GrpcListener, IssuanceApi, PublicOptions, ServeError,
-    ServerLimits, ServingHealth, UserApi,
+    AccountApi, ClientAddressPolicy, Deadlines, GrpcListener, IssuanceApi, PublicOptions,
+    ServeError, ServerLimits, ServingHealth, UserApi,
 };
 use crate::ledger::{Ledger, LedgerOptions};
 use crate::licensing::read_cache::CacheOptions;
@@ -431,9 +431,10 @@ async fn bind_internal(
         )
     })?;
     let api = IssuanceApi::new(licensing.clone(), deadlines);
+    let account = AccountApi::new(licensing.clone(), deadlines);
     let limits = server_limits(settings);
     Ok(Some(
-        GrpcListener::internal(listener, Arc::new(tls), api, limits).await?,
+        GrpcListener::internal(listener, Arc::new(tls), api, account, limits).await?,
     ))
 }
 
@@ -545,6 +546,10 @@ fn licensing_over(
                 attempts_per_address: settings.limits.login_attempts_per_address,
                 address_window: settings.limits.login_address_window,
                 max_tracked_addresses: settings.limits.max_tracked_addresses,
+                reset_requests_per_email: settings.limits.password_reset_requests_per_email,
+                reset_email_window: settings.limits.password_reset_email_window,
+                reset_requests_per_address: settings.limits.password_reset_requests_per_address,
+                reset_address_window: settings.limits.password_reset_address_window,
                 upstream_calls_per_address: settings.limits.upstream_calls_per_address,
                 upstream_address_window: settings.limits.upstream_address_window,
             },
@@ -583,6 +588,7 @@ fn issuance_options(settings: &Settings) -> IssuanceOptions {
         lease: settings.issuance.lease,
         wait_for_in_flight: settings.issuance.wait_for_in_flight,
         settle_after_unknown_outcome: settings.issuance.settle_after_unknown_outcome,
+        quantity_as_activations: settings.issuance.quantity_as_activations.clone(),
         allow_list: settings
             .internal
             .as_ref()

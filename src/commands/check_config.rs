@@ -261,6 +261,7 @@ mod tests {
             raw.internal.allowed_clients = vec![RawAllowedClient {
                 identity: DevPki::PAYMENT_SERVICE_ID.into(),
                 products: Vec::new(),
+                operations: None,
             }];
             raw.ledger.url = format!("sqlite://{}", dir.path().join("ledger.db").display());
             Self { dir, pki, raw }

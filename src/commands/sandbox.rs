@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::config::{RawAllowedClient, RawSettings, Settings};
+use crate::domain::Operation;
 use cryptlex_sandbox::pki::DevPki;
 use cryptlex_sandbox::{RateLimit, SandboxCryptlex, SandboxOptions, seed};
 
@@ -121,10 +122,27 @@ pub async fn prepare(args: &SandboxArgs, mut raw: RawSettings) -> anyhow::Result
     raw.internal.tls_key_file = Some(files.server_key.clone());
     raw.internal.client_ca_file = Some(files.ca_cert.clone());
     if raw.internal.allowed_clients.is_empty() {
-        raw.internal.allowed_clients = vec![RawAllowedClient {
-            identity: DevPki::PAYMENT_SERVICE_ID.to_owned(),
-            products: vec![seed::PRODUCT_ID.to_owned()],
-        }];
+        raw.internal.allowed_clients = vec![
+            RawAllowedClient {
+                identity: DevPki::PAYMENT_SERVICE_ID.to_owned(),
+                products: vec![seed::PRODUCT_ID.to_owned()],
+                // Every IssuanceService operation: the payment lifecycle end to end.
+                operations: Some(
+                    Operation::ISSUANCE_SERVICE
+                        .iter()
+                        .map(|operation| operation.as_str().to_owned())
+                        .collect(),
+                ),
+            },
+            // The website's mailer may mint reset tokens and do nothing else.
+            RawAllowedClient {
+                identity: DevPki::WEBSITE_MAILER_ID.to_owned(),
+                products: Vec::new(),
+                operations: Some(vec![
+                    Operation::CreatePasswordResetToken.as_str().to_owned(),
+                ]),
+            },
+        ];
     }
     if raw.public.cors_allowed_origins.is_empty() {
         // The Next.js development server.
@@ -222,10 +240,15 @@ fn effective_config(raw: &RawSettings) -> String {
         let products: Vec<String> = client.products.iter().map(|p| quote(p)).collect();
         let _ = writeln!(
             text,
-            "[[internal.allowed_clients]]\nidentity = {}\nproducts = [{}]\n",
+            "[[internal.allowed_clients]]\nidentity = {}\nproducts = [{}]",
             quote(&client.identity),
             products.join(", ")
         );
+        if let Some(operations) = &client.operations {
+            let operations: Vec<String> = operations.iter().map(|op| quote(op)).collect();
+            let _ = writeln!(text, "operations = [{}]", operations.join(", "));
+        }
+        text.push('\n');
     }
     let _ = writeln!(
         text,
@@ -348,6 +371,18 @@ pub fn banner(
             ca = files.ca_cert.display(),
             cert = files.payment_service_cert.display(),
             key = files.payment_service_key.display(),
+            email = seed::DEMO_EMAIL,
+            port = internal.port(),
+        );
+        let _ = writeln!(
+            text,
+            "\nMint a password-reset token over mutual TLS as the website's mailer (it may do nothing else):\n  \
+             buf curl --protocol grpc --cacert {ca} --cert {cert} --key {key} \\\n    \
+             -d '{{\"email\":\"{email}\"}}' \\\n    \
+             https://localhost:{port}/licensing.v1.AccountService/CreatePasswordResetToken",
+            ca = files.ca_cert.display(),
+            cert = files.website_mailer_cert.display(),
+            key = files.website_mailer_key.display(),
             email = seed::DEMO_EMAIL,
             port = internal.port(),
         );

@@ -165,6 +165,7 @@ pub fn redact_url_password(url: &str) -> String {
 mod tests {
     use super::*;
     use crate::cryptlex::Account;
+    use crate::domain::Operation;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -252,6 +253,82 @@ mod tests {
         let raw = RawSettings::load(Some(&file), &env).expect("loads");
         let problems = raw.validate().expect_err("typos").problems;
         for expected in ["cryptlex.account_alais", "cache.tll", "public.addr"] {
+            assert!(
+                problems.iter().any(|problem| problem.contains(expected)),
+                "missing {expected:?} in {problems:?}"
+            );
+        }
+    }
+
+    /// The operations of each `[[internal.allowed_clients]]` entry of a
+    /// TOML file with `entries` (and everything else the internal listener
+    /// needs), or the problems.
+    fn allowed_operations(entries: &str) -> Result<Vec<Vec<Operation>>, Vec<String>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pat_file = dir.path().join("pat");
+        std::fs::write(&pat_file, "pat").expect("write");
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[cryptlex]\naccount_alias = \"acme\"\npat_file = {pat:?}\n\
+                 [internal]\nenabled = true\ntls_cert_file = \"c\"\ntls_key_file = \"k\"\nclient_ca_file = \"ca\"\n\
+                 {entries}",
+                pat = pat_file.display().to_string(),
+            ),
+        )
+        .expect("write");
+        let raw = RawSettings::load(Some(&file), &HashMap::new()).expect("loads");
+        raw.validate()
+            .map(|settings| {
+                let internal = settings.internal.expect("internal listener enabled");
+                internal
+                    .allowed_clients
+                    .clients()
+                    .iter()
+                    .map(|client| client.operations.clone())
+                    .collect()
+            })
+            .map_err(|error| error.problems)
+    }
+
+    #[test]
+    fn an_allowed_client_without_operations_may_issue_licenses_only() {
+        let operations = allowed_operations(
+            "[[internal.allowed_clients]]\nidentity = \"spiffe://example.org/payments\"\n",
+        )
+        .expect("valid");
+        assert_eq!(operations, [vec![Operation::IssueLicense]]);
+    }
+
+    #[test]
+    fn allowed_clients_name_their_operations_by_rpc_name() {
+        let operations = allowed_operations(
+            "[[internal.allowed_clients]]\nidentity = \"spiffe://example.org/mailer\"\noperations = [\"CreatePasswordResetToken\"]\n\
+             [[internal.allowed_clients]]\nidentity = \"spiffe://example.org/both\"\noperations = [\"IssueLicense\", \"CreatePasswordResetToken\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            operations,
+            [
+                vec![Operation::CreatePasswordResetToken],
+                vec![Operation::IssueLicense, Operation::CreatePasswordResetToken],
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_or_no_operations_are_problems_listed_with_the_others() {
+        let problems = allowed_operations(
+            "[[internal.allowed_clients]]\nidentity = \"spiffe://example.org/a\"\noperations = [\"IssueLicense\", \"DeleteEverything\"]\noperation = []\n\
+             [[internal.allowed_clients]]\nidentity = \"spiffe://example.org/b\"\noperations = []\n",
+        )
+        .expect_err("refused");
+        for expected in [
+            "internal.allowed_clients[0].operations: \"DeleteEverything\" is not an operation",
+            "internal.allowed_clients[1].operations is empty",
+            "operation is not a setting",
+        ] {
             assert!(
                 problems.iter().any(|problem| problem.contains(expected)),
                 "missing {expected:?} in {problems:?}"

@@ -161,6 +161,10 @@ pub struct RawAllowedClient {
     /// Products this client may issue; empty means any.
     #[serde(default)]
     pub products: Vec<String>,
+    /// The operations it may call, by RPC name (`IssueLicense`,
+    /// `CreatePasswordResetToken`); absent means `["IssueLicense"]`.
+    #[serde(default)]
+    pub operations: Option<Vec<String>>,
 }
 
 /// `[cryptlex]`: the upstream API.
@@ -274,6 +278,16 @@ pub struct RawLimits {
     pub login_address_window: Duration,
     /// Client networks the sign-in throttle tracks at once.
     pub max_tracked_addresses: usize,
+    /// `RequestPasswordReset` calls per email address per
+    /// `password_reset_email_window` (each may send a mail).
+    pub password_reset_requests_per_email: u32,
+    #[serde(with = "humantime_serde")]
+    pub password_reset_email_window: Duration,
+    /// `RequestPasswordReset` calls per client network per
+    /// `password_reset_address_window`.
+    pub password_reset_requests_per_address: u32,
+    #[serde(with = "humantime_serde")]
+    pub password_reset_address_window: Duration,
     /// Upstream calls the user calls of one client network may start per
     /// `upstream_address_window` (cache misses, refreshes, sign-outs); 0 off.
     pub upstream_calls_per_address: u32,
@@ -383,6 +397,10 @@ impl Default for RawLimits {
             login_attempts_per_address: throttle.attempts_per_address,
             login_address_window: throttle.address_window,
             max_tracked_addresses: throttle.max_tracked_addresses,
+            password_reset_requests_per_email: throttle.reset_requests_per_email,
+            password_reset_email_window: throttle.reset_email_window,
+            password_reset_requests_per_address: throttle.reset_requests_per_address,
+            password_reset_address_window: throttle.reset_address_window,
             upstream_calls_per_address: throttle.upstream_calls_per_address,
             upstream_address_window: throttle.upstream_address_window,
             drain_timeout: Duration::from_secs(20),
@@ -423,6 +441,9 @@ pub struct RawIssuance {
     /// create it is still working on and for its metadata search to show the license.
     #[serde(with = "humantime_serde")]
     pub settle_after_unknown_outcome: Duration,
+    /// Products for which an `IssueLicense` quantity of N makes one license with N allowed
+    /// activations; for every other product it makes N licenses.
+    pub quantity_as_activations: Vec<String>,
 }
 
 /// `[sign_up]`.
@@ -502,6 +523,7 @@ impl Default for RawIssuance {
             lease: Duration::from_secs(60),
             wait_for_in_flight: Duration::from_secs(2),
             settle_after_unknown_outcome: Duration::from_secs(5),
+            quantity_as_activations: Vec::new(),
         }
     }
 }

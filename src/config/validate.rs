@@ -26,7 +26,7 @@ use super::settings::{
 };
 use super::{ConfigError, redact_url_password};
 use crate::cryptlex::{Account, BreakerOptions, BudgetOptions};
-use crate::domain::{AdminToken, AllowList, AllowedClient, ClientIdentity, CryptlexId};
+use crate::domain::{AdminToken, AllowList, AllowedClient, ClientIdentity, CryptlexId, Operation};
 use crate::telemetry::OtlpSettings;
 
 /// What reading `cryptlex.pat_file` gave, when it is set.
@@ -176,9 +176,11 @@ fn internal(problems: &mut Problems, raw: &RawInternal) -> Option<InternalSettin
                 )),
             }
         }
+        let operations = allowed_operations(problems, index, client.operations.as_deref());
         allowed_clients.push(AllowedClient {
             identity: ClientIdentity::parse_entry(identity),
             products,
+            operations,
         });
     }
     Some(InternalSettings {
@@ -187,6 +189,39 @@ fn internal(problems: &mut Problems, raw: &RawInternal) -> Option<InternalSettin
         client_ca,
         allowed_clients: AllowList::new(allowed_clients),
     })
+}
+
+/// The operations of `internal.allowed_clients[index]`: what it names
+/// (each an RPC of the internal listener), or [`Operation::DEFAULT`] when it
+/// names none.
+fn allowed_operations(
+    problems: &mut Problems,
+    index: usize,
+    names: Option<&[String]>,
+) -> Vec<Operation> {
+    let Some(names) = names else {
+        return Operation::DEFAULT.to_vec();
+    };
+    if names.is_empty() {
+        problems.push(format!(
+            "internal.allowed_clients[{index}].operations is empty: this client could call nothing (name its operations, or remove the entry)"
+        ));
+    }
+    let mut operations = Vec::new();
+    for name in names {
+        match Operation::parse(name.trim()) {
+            Some(operation) if !operations.contains(&operation) => operations.push(operation),
+            Some(_) => {}
+            None => {
+                let known: Vec<&str> = Operation::ALL.iter().map(|op| op.as_str()).collect();
+                problems.push(format!(
+                    "internal.allowed_clients[{index}].operations: {name:?} is not an operation of the internal listener ({})",
+                    known.join(", ")
+                ));
+            }
+        }
+    }
+    operations
 }
 
 /// `[cryptlex]`: the base URL, the account, the PAT, timeouts, and the
@@ -398,12 +433,22 @@ fn issuance(
     if metadata_key.is_empty() || metadata_key.len() > 64 {
         problems.push("issuance.request_id_metadata_key must be 1 to 64 characters".into());
     }
+    let mut quantity_as_activations = Vec::new();
+    for product in &raw.quantity_as_activations {
+        match CryptlexId::parse("product", product) {
+            Ok(id) => quantity_as_activations.push(id),
+            Err(_) => problems.push(format!(
+                "issuance.quantity_as_activations: {product:?} is not a Cryptlex id"
+            )),
+        }
+    }
     IssuanceSettings {
         default_product_id,
         request_id_metadata_key: metadata_key,
         lease: raw.lease,
         wait_for_in_flight: raw.wait_for_in_flight,
         settle_after_unknown_outcome: raw.settle_after_unknown_outcome,
+        quantity_as_activations,
     }
 }
 
@@ -464,6 +509,22 @@ fn limits(problems: &mut Problems, raw: &RawLimits, max_deadline: Duration) {
         (
             "max_tls_handshakes_per_address",
             raw.max_tls_handshakes_per_address == 0,
+        ),
+        (
+            "password_reset_requests_per_email",
+            raw.password_reset_requests_per_email == 0,
+        ),
+        (
+            "password_reset_email_window",
+            raw.password_reset_email_window.is_zero(),
+        ),
+        (
+            "password_reset_requests_per_address",
+            raw.password_reset_requests_per_address == 0,
+        ),
+        (
+            "password_reset_address_window",
+            raw.password_reset_address_window.is_zero(),
         ),
     ] {
         if is_zero {

@@ -13,13 +13,14 @@ use super::{
 };
 use crate::domain::{
     AdminToken, CryptlexId, Email, IssuedLicense, Password, PersonName, RefreshToken,
-    RequestContext, Session, UserLicense, UserProfile, UserToken,
+    RequestContext, SecondFactor, Session, UserLicense, UserProfile, UserToken,
 };
 
 impl Client {
     // === user calls (no token, or the user's own token) ===
 
-    /// Signs a user in (`POST /v3/accounts/login`) with the configured account.
+    /// Signs a user in (`POST /v3/accounts/login`) with the configured account
+    /// and, for an account with two-factor authentication, its second factor.
     ///
     /// With an alias, `accountId` still goes out, as `null` (see
     /// [`wire::LoginBody`]).
@@ -28,16 +29,24 @@ impl Client {
         ctx: &RequestContext,
         email: &Email,
         password: &Password,
+        second_factor: Option<&SecondFactor>,
     ) -> Result<Session, CryptlexError> {
         let (account_id, account_alias) = match &self.account {
             Account::Id(id) => (Some(id.as_str()), None),
             Account::Alias(alias) => (None, Some(alias.as_str())),
+        };
+        let (two_factor_code, two_factor_recovery_code) = match second_factor {
+            None => (None, None),
+            Some(SecondFactor::Code(code)) => (Some(code.expose_secret()), None),
+            Some(SecondFactor::RecoveryCode(code)) => (None, Some(code.expose_secret())),
         };
         let body = wire::LoginBody {
             account_id,
             account_alias,
             email: email.as_str(),
             password: password.expose_secret(),
+            two_factor_code,
+            two_factor_recovery_code,
         };
         let request =
             Request::post(&["accounts", "login"], Priority::SignIn, Retry::Safe).json(&body);
@@ -189,6 +198,7 @@ impl Client {
             product_id: license.product_id.as_str(),
             user_id: license.user_id.as_str(),
             license_template_id: license.license_template_id.map(CryptlexId::as_str),
+            allowed_activations: license.allowed_activations,
             metadata: license
                 .metadata
                 .iter()

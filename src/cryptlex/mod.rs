@@ -13,17 +13,23 @@
 //! [`crate::licensing`]'s job); it only classifies what Cryptlex said
 //! ([`Rejection`]).
 //!
-//! - `endpoints`: one method per Cryptlex endpoint the gateway calls.
+//! - `endpoints`: one method per Cryptlex endpoint the gateway calls;
+//!   `account_endpoints` the account calls' (two-factor, profile, password,
+//!   password reset); `lifecycle_endpoints` the payment lifecycle's
+//!   (renew, expiry, license updates).
 //! - `transport`: sending one described request: admission, the HTTP
 //!   exchange, headers, decoding and error classification.
 //! - `retry`: which calls may be repeated, back-off, the retry budget.
 //! - `budget`, `breaker`: the rate budget and the circuit breaker.
-//! - `wire`: Cryptlex's JSON shapes; `observe`: upstream metrics.
+//! - `wire`, `wire_account`: Cryptlex's JSON shapes; `observe`: upstream
+//!   metrics.
 
+mod account_endpoints;
 mod breaker;
 pub(crate) mod budget;
 mod endpoints;
 mod error;
+mod lifecycle_endpoints;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod observe;
@@ -31,6 +37,7 @@ mod retry;
 pub mod shared_window;
 mod transport;
 mod wire;
+mod wire_account;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +48,7 @@ pub use breaker::{BreakerOptions, BreakerState};
 pub use budget::{BudgetMode, BudgetOptions, BudgetSnapshot, Priority};
 pub use endpoints::{AccountInfo, PatClaims, Product};
 pub use error::{CryptlexError, ErrorCode, Rejection};
+pub use lifecycle_endpoints::{AdminLicense, LicenseChange, MetadataEntry};
 pub use observe::OPERATIONS;
 pub use shared_window::{Admit, SharedWindow, SharedWindowUnavailable};
 
@@ -92,6 +100,8 @@ pub struct NewLicense<'a> {
     pub product_id: &'a CryptlexId,
     pub user_id: &'a CryptlexId,
     pub license_template_id: Option<&'a CryptlexId>,
+    /// How many machines it may be activated on; `None` leaves the product's default.
+    pub allowed_activations: Option<i32>,
     /// Administrator-only metadata entries (caller's plus the gateway's own).
     pub metadata: Vec<(&'a str, &'a str)>,
     /// Metadata keys to leave out of the returned license.

@@ -26,6 +26,20 @@ pub const OPERATIONS: &[&str] = &[
     "POST /v3/licenses",
     "GET /v3/licenses",
     "GET /v3/licenses/{id}",
+    // === account (two-factor, profile, password, password reset) ===
+    "POST /v3/me/2fa-secret",
+    "POST /v3/me/2fa-recovery-codes",
+    "PATCH /v3/me",
+    "POST /v3/users/{id}/update-password",
+    "POST /v3/accounts/reset-password-request",
+    "POST /v3/users/{id}/reset-password",
+    "POST /v3/users/{id}/reset-password-token",
+    // === end of account ===
+    // === payment lifecycle ===
+    "PATCH /v3/licenses/{id}",
+    "PATCH /v3/licenses/{id}/expires-at",
+    "POST /v3/licenses/{id}/renew",
+    // === end of payment lifecycle ===
 ];
 
 /// The route template of a call, from its method and path segments (after
@@ -55,6 +69,24 @@ fn template(method: &Method, path: &[&str]) -> &'static str {
         ("POST", ["licenses"]) => "POST /v3/licenses",
         ("GET", ["licenses"]) => "GET /v3/licenses",
         ("GET", ["licenses", _]) => "GET /v3/licenses/{id}",
+        // === account ===
+        ("POST", ["me", "2fa-secret"]) => "POST /v3/me/2fa-secret",
+        ("POST", ["me", "2fa-recovery-codes"]) => "POST /v3/me/2fa-recovery-codes",
+        ("PATCH", ["me"]) => "PATCH /v3/me",
+        ("POST", ["users", _, "update-password"]) => "POST /v3/users/{id}/update-password",
+        ("POST", ["accounts", "reset-password-request"]) => {
+            "POST /v3/accounts/reset-password-request"
+        }
+        ("POST", ["users", _, "reset-password"]) => "POST /v3/users/{id}/reset-password",
+        ("POST", ["users", _, "reset-password-token"]) => {
+            "POST /v3/users/{id}/reset-password-token"
+        }
+        // === end of account ===
+        // === payment lifecycle ===
+        ("PATCH", ["licenses", _]) => "PATCH /v3/licenses/{id}",
+        ("PATCH", ["licenses", _, "expires-at"]) => "PATCH /v3/licenses/{id}/expires-at",
+        ("POST", ["licenses", _, "renew"]) => "POST /v3/licenses/{id}/renew",
+        // === end of payment lifecycle ===
         _ => "other",
     }
 }

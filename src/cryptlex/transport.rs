@@ -55,6 +55,11 @@ impl<'a> Request<'a> {
         Self::new(Method::POST, path, priority, retry)
     }
 
+    /// A `PATCH`, retried only as `retry` allows.
+    pub(super) fn patch(path: &'a [&'a str], priority: Priority, retry: Retry) -> Self {
+        Self::new(Method::PATCH, path, priority, retry)
+    }
+
     fn new(method: Method, path: &'a [&'a str], priority: Priority, retry: Retry) -> Self {
         Self {
             method,

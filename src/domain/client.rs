@@ -1,5 +1,6 @@
-//! Internal callers: who a verified client certificate names, and which of
-//! them may issue licenses for which products.
+//! Internal callers: who a verified client certificate names, which
+//! operations of the internal listener each may call, and for which products
+//! it may issue licenses.
 
 use std::fmt;
 
@@ -60,12 +61,87 @@ impl fmt::Display for ClientIdentity {
     }
 }
 
-/// One allow-list entry: an identity and the products it may issue.
+/// An operation of the internal listener, as an allow-list entry names it
+/// (the RPC's name in the contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `IssuanceService.IssueLicense`.
+    IssueLicense,
+    /// `IssuanceService.RenewLicense`.
+    RenewLicense,
+    /// `IssuanceService.SuspendLicense`.
+    SuspendLicense,
+    /// `IssuanceService.ResumeLicense`.
+    ResumeLicense,
+    /// `IssuanceService.RevokeLicense`.
+    RevokeLicense,
+    /// `IssuanceService.SetSeats`.
+    SetSeats,
+    /// `AccountService.CreatePasswordResetToken`: a reset token takes over an
+    /// account, so no entry may call it unless it names it.
+    CreatePasswordResetToken,
+}
+
+impl Operation {
+    /// Every operation, in the order the contract declares them.
+    pub const ALL: [Self; 7] = [
+        Self::IssueLicense,
+        Self::RenewLicense,
+        Self::SuspendLicense,
+        Self::ResumeLicense,
+        Self::RevokeLicense,
+        Self::SetSeats,
+        Self::CreatePasswordResetToken,
+    ];
+
+    /// Every operation of `IssuanceService`: the payment service's, in the sandbox.
+    pub const ISSUANCE_SERVICE: &'static [Self] = &[
+        Self::IssueLicense,
+        Self::RenewLicense,
+        Self::SuspendLicense,
+        Self::ResumeLicense,
+        Self::RevokeLicense,
+        Self::SetSeats,
+    ];
+
+    /// What an entry without `operations` may call: issuing, as every entry
+    /// could before operations were listed.
+    pub const DEFAULT: &'static [Self] = &[Self::IssueLicense];
+
+    /// The operation spelled exactly `name` (the RPC's name), or `None`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|known| known.as_str() == name)
+    }
+
+    /// The RPC's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IssueLicense => "IssueLicense",
+            Self::RenewLicense => "RenewLicense",
+            Self::SuspendLicense => "SuspendLicense",
+            Self::ResumeLicense => "ResumeLicense",
+            Self::RevokeLicense => "RevokeLicense",
+            Self::SetSeats => "SetSeats",
+            Self::CreatePasswordResetToken => "CreatePasswordResetToken",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One allow-list entry: an identity, the operations it may call and the
+/// products it may issue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedClient {
     pub identity: ClientIdentity,
-    /// Empty means any product.
+    /// Empty means any product (for `IssueLicense`).
     pub products: Vec<CryptlexId>,
+    /// What it may call; empty means nothing.
+    pub operations: Vec<Operation>,
 }
 
 /// The internal callers allowed to issue licenses.
@@ -96,6 +172,11 @@ impl AllowList {
 }
 
 impl AllowedClient {
+    /// Whether this client may call `operation`.
+    pub fn may_call(&self, operation: Operation) -> bool {
+        self.operations.contains(&operation)
+    }
+
     /// Whether this client may issue licenses for `product`.
     pub fn may_issue(&self, product: &CryptlexId) -> bool {
         self.products.is_empty() || self.products.contains(product)
@@ -123,6 +204,7 @@ mod tests {
         let list = AllowList::new(vec![AllowedClient {
             identity: ClientIdentity::parse_entry("spiffe://example.org/payment-service"),
             products: Vec::new(),
+            operations: Operation::DEFAULT.to_vec(),
         }]);
         let forged = [ClientIdentity::Dns(
             "spiffe://example.org/payment-service".into(),
@@ -135,10 +217,22 @@ mod tests {
     }
 
     #[test]
+    fn operations_parse_from_their_rpc_names_only() {
+        for operation in Operation::ALL {
+            assert_eq!(Operation::parse(operation.as_str()), Some(operation));
+        }
+        for unknown in ["issuelicense", "IssueLicense ", "DeleteUser", ""] {
+            assert_eq!(Operation::parse(unknown), None, "{unknown:?}");
+        }
+        assert!(!Operation::DEFAULT.contains(&Operation::CreatePasswordResetToken));
+    }
+
+    #[test]
     fn dns_entries_match_without_case() {
         let list = AllowList::new(vec![AllowedClient {
             identity: ClientIdentity::parse_entry("payments.internal"),
             products: Vec::new(),
+            operations: Operation::DEFAULT.to_vec(),
         }]);
         assert!(
             list.find(&[ClientIdentity::Dns("PAYMENTS.internal".into())])

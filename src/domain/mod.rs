@@ -7,6 +7,7 @@
 //!
 //! This module knows nothing of gRPC or HTTP.
 
+mod account;
 mod client;
 mod context;
 mod identifiers;
@@ -14,9 +15,13 @@ mod license;
 mod secrets;
 mod validation;
 
-pub use client::{AllowList, AllowedClient, ClientIdentity};
+pub use account::{
+    AccountHolder, MintedResetToken, ProfileUpdate, RecoveryCode, RecoveryCodes, ResetToken,
+    SecondFactor, TwoFactorCode, TwoFactorEnrollment,
+};
+pub use client::{AllowList, AllowedClient, ClientIdentity, Operation};
 pub use context::{ClientAddress, ReadShare, RequestContext};
-pub use identifiers::{CryptlexId, Email, MetadataMap, PersonName, RequestId};
+pub use identifiers::{CryptlexId, Email, MetadataMap, PersonName, RequestId, SubscriptionId};
 pub use license::{
     IssuedLicense, LicenseStatus, Page, PageRequest, Session, UserLicense, UserProfile,
 };

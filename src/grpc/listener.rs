@@ -1,6 +1,6 @@
 //! A bound gRPC listener, ready to serve: the public one (`UserService`,
-//! gRPC-Web, CORS) or the internal one (`IssuanceService`, mutual TLS), each
-//! with its own health and reflection. The composition root (`app`) builds
+//! gRPC-Web, CORS) or the internal one (`IssuanceService` and
+//! `AccountService`, mutual TLS), each with its own health and reflection. The composition root (`app`) builds
 //! these without knowing tonic.
 
 use std::future::Future;
@@ -13,8 +13,11 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use super::connection::{self, ConnectionTable};
-use super::server::{Introspection, PublicOptions, ServerLimits, serve_internal, serve_public};
-use super::{IssuanceApi, UserApi, ledger_health, pb};
+use super::server::{
+    INTERNAL_SERVICES, InternalServices, Introspection, PUBLIC_SERVICES, PublicOptions,
+    ServerLimits, serve_internal, serve_public,
+};
+use super::{AccountApi, IssuanceApi, UserApi, ledger_health};
 use crate::ledger::Ledger;
 use crate::tls::{ReloadableTls, tls_incoming};
 
@@ -39,7 +42,7 @@ enum Service {
         options: PublicOptions,
     },
     Internal {
-        api: IssuanceApi,
+        services: InternalServices,
         limits: ServerLimits,
     },
 }
@@ -73,39 +76,44 @@ impl GrpcListener {
         api: UserApi,
         options: PublicOptions,
     ) -> std::io::Result<Self> {
-        let service_name = pb::user_service_server::SERVICE_NAME;
         Self::new(
             listener,
             tls,
-            service_name,
+            PUBLIC_SERVICES,
             Service::Public { api, options },
         )
         .await
     }
 
-    /// The internal listener: `IssuanceService` over mutual TLS.
+    /// The internal listener: `IssuanceService` and `AccountService` over
+    /// mutual TLS.
     pub async fn internal(
         listener: TcpListener,
         tls: Arc<ReloadableTls>,
-        api: IssuanceApi,
+        issuance: IssuanceApi,
+        account: AccountApi,
         limits: ServerLimits,
     ) -> std::io::Result<Self> {
-        let service_name = pb::issuance_service_server::SERVICE_NAME;
-        let service = Service::Internal { api, limits };
-        Self::new(listener, Some(tls), service_name, service).await
+        let service = Service::Internal {
+            services: InternalServices { issuance, account },
+            limits,
+        };
+        Self::new(listener, Some(tls), INTERNAL_SERVICES, service).await
     }
 
     async fn new(
         listener: TcpListener,
         tls: Option<Arc<ReloadableTls>>,
-        service_name: &'static str,
+        service_names: &'static [&'static str],
         service: Service,
     ) -> std::io::Result<Self> {
-        let introspection = Introspection::new(service_name);
+        let introspection = Introspection::new(service_names);
         let health = &introspection.health;
-        health
-            .set_service_status(service_name, ServingStatus::Serving)
-            .await;
+        for service_name in service_names {
+            health
+                .set_service_status(*service_name, ServingStatus::Serving)
+                .await;
+        }
         health
             .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
             .await;
@@ -132,7 +140,7 @@ impl GrpcListener {
     pub fn health(&self) -> ServingHealth {
         ServingHealth {
             reporter: self.introspection.health.clone(),
-            service_name: self.introspection.service_name,
+            service_names: self.introspection.service_names,
         }
     }
 
@@ -176,14 +184,14 @@ impl GrpcListener {
                 )
                 .await,
             ),
-            (Service::Internal { api, limits }, tls) => {
+            (Service::Internal { services, limits }, tls) => {
                 let tls = tls.expect("the internal listener is only built with TLS");
                 (
                     "internal",
                     serve_internal(
                         tls_incoming(accepted, tls, limits.handshakes),
                         table,
-                        api,
+                        services,
                         &introspection,
                         limits,
                         shutdown,
@@ -203,23 +211,27 @@ impl GrpcListener {
 #[derive(Debug, Clone)]
 pub struct ServingHealth {
     reporter: HealthReporter,
-    service_name: &'static str,
+    /// The listener's API services; the first follows the ledger.
+    service_names: &'static [&'static str],
 }
 
 impl ServingHealth {
-    /// Turns the API service and the overall status (`""`) NOT_SERVING, so
+    /// Turns the API services and the overall status (`""`) NOT_SERVING, so
     /// load balancers stop sending new calls; `liveness` stays SERVING.
     pub async fn set_draining(&self) {
-        self.reporter
-            .set_service_status(self.service_name, ServingStatus::NotServing)
-            .await;
+        for service_name in self.service_names {
+            self.reporter
+                .set_service_status(*service_name, ServingStatus::NotServing)
+                .await;
+        }
         self.reporter
             .set_service_status("", ServingStatus::NotServing)
             .await;
     }
 
-    /// Makes the API service's health follow `ledger` (checked every few
-    /// seconds) until `stop` resolves.
+    /// Makes the health of the listener's first API service (issuance, on
+    /// the internal listener) follow `ledger` (checked every few seconds)
+    /// until `stop` resolves. The others do not need the ledger.
     pub fn follow_ledger(
         &self,
         ledger: Ledger,
@@ -228,7 +240,7 @@ impl ServingHealth {
         ledger_health::watch(
             ledger,
             self.reporter.clone(),
-            self.service_name,
+            self.service_names.first().copied().unwrap_or_default(),
             ledger_health::CHECK_INTERVAL,
             stop,
         )

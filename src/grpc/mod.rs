@@ -5,6 +5,8 @@
 //! An RPC method does four things: authenticate, convert in, call the use
 //! case, convert out. Business rules, retries and upstream HTTP live elsewhere.
 
+mod account;
+mod account_convert;
 mod auth;
 mod client_address;
 mod client_gate;
@@ -22,6 +24,7 @@ mod server;
 mod status;
 mod user;
 
+pub use account::AccountApi;
 pub use client_address::ClientAddressPolicy;
 pub use context::Deadlines;
 pub use issuance::IssuanceApi;

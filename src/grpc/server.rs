@@ -3,8 +3,8 @@
 //! The public listener serves `UserService` over gRPC and gRPC-Web (HTTP/1.1
 //! and HTTP/2) with CORS, plus health and reflection, and Cryptlex's
 //! webhook endpoint (plain HTTP, see [`WebhookRouteLayer`]). The internal listener
-//! (mutual TLS) serves `IssuanceService`, health and reflection, and nothing
-//! else. Both stacks are built here and read top-down: the first layer is the
+//! (mutual TLS) serves `IssuanceService` and `AccountService`, health and
+//! reflection, and nothing else. Both stacks are built here and read top-down: the first layer is the
 //! outermost.
 //!
 //! Every bound a hostile client could otherwise exhaust is set here or in
@@ -94,34 +94,35 @@ impl ServerLimits {
 #[derive(Debug)]
 pub(super) struct Introspection {
     pub(super) health: tonic_health::server::HealthReporter,
-    /// The API service this listener serves (`licensing.v1.UserService` or
-    /// `licensing.v1.IssuanceService`).
-    pub(super) service_name: &'static str,
+    /// The API services this listener serves (`licensing.v1.UserService`, or
+    /// `licensing.v1.IssuanceService` and `licensing.v1.AccountService`).
+    /// The first is the one whose health follows the ledger.
+    pub(super) service_names: &'static [&'static str],
     health_service:
         tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService>,
 }
 
 impl Introspection {
     /// Creates a health service whose overall status starts as SERVING.
-    pub(super) fn new(service_name: &'static str) -> Self {
+    pub(super) fn new(service_names: &'static [&'static str]) -> Self {
         let health = tonic_health::server::HealthReporter::new();
         let health_service =
             tonic_health::server::HealthService::from_health_reporter(health.clone());
         Self {
             health,
-            service_name,
+            service_names,
             health_service: tonic_health::pb::health_server::HealthServer::new(health_service),
         }
     }
 
     /// Adds health and reflection (v1 and v1alpha, which older tools such as
     /// grpcurl 1.8 and Python grpcio-reflection still use) to `routes`,
-    /// describing only `service` and health: the reflection answers hold the
-    /// files this listener serves and nothing else, so the public listener
-    /// never describes the internal API.
-    fn add_to(&self, routes: &mut tonic::service::RoutesBuilder, service: &str) {
+    /// describing only this listener's services and health: the reflection
+    /// answers hold the files this listener serves and nothing else, so the
+    /// public listener never describes the internal API.
+    fn add_to(&self, routes: &mut tonic::service::RoutesBuilder) {
         routes.add_service(self.health_service.clone());
-        let files = match descriptors_for(service) {
+        let files = match descriptors_for(self.service_names) {
             Ok(files) => files,
             Err(error) => {
                 // The descriptor set is compiled in; failing here is a build bug.
@@ -130,11 +131,13 @@ impl Introspection {
             }
         };
         let configure = || {
-            tonic_reflection::server::Builder::configure()
+            let builder = tonic_reflection::server::Builder::configure()
                 .register_file_descriptor_set(files.clone())
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .with_service_name("grpc.health.v1.Health")
-                .with_service_name(service)
+                .with_service_name("grpc.health.v1.Health");
+            self.service_names.iter().fold(builder, |builder, service| {
+                builder.with_service_name(*service)
+            })
         };
         match (configure().build_v1(), configure().build_v1alpha()) {
             (Ok(v1), Ok(v1alpha)) => {
@@ -148,14 +151,15 @@ impl Introspection {
     }
 }
 
-/// The contract's files that `service` (`package.Service`) needs: the file
-/// declaring it and, transitively, the files it imports.
-fn descriptors_for(service: &str) -> Result<FileDescriptorSet, prost::DecodeError> {
+/// The contract's files that `services` (`package.Service`) need: the files
+/// declaring them and, transitively, the files they import.
+fn descriptors_for(services: &[&str]) -> Result<FileDescriptorSet, prost::DecodeError> {
     let all = FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET)?;
     let declares = |file: &FileDescriptorProto| {
-        file.service
-            .iter()
-            .any(|declared| format!("{}.{}", file.package(), declared.name()) == service)
+        file.service.iter().any(|declared| {
+            let name = format!("{}.{}", file.package(), declared.name());
+            services.contains(&name.as_str())
+        })
     };
     let mut needed: Vec<String> = all
         .file
@@ -211,11 +215,10 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let limits = options.limits;
-    let service_name = pb::user_service_server::SERVICE_NAME;
     let user_service = user_service.max_decoding_message_size(limits.max_request_message_bytes);
     let mut routes = Routes::builder();
     routes.add_service(user_service);
-    introspection.add_to(&mut routes, service_name);
+    introspection.add_to(&mut routes);
 
     let stack = front_layers(connections)
         // The webhook path leaves the stack here, before anything that
@@ -235,7 +238,7 @@ where
         // status is in headers or trailers; outside everything that answers
         // on its own, so those answers are counted too.
         .layer(RpcMetricsLayer::new("public"))
-        .layer(inner_layers(&limits, service_name))
+        .layer(inner_layers(&limits, introspection.service_names))
         .into_inner();
     server_builder(&limits)
         // gRPC-Web arrives as HTTP/1.1 from fetch-only runtimes; without
@@ -365,8 +368,9 @@ type Response = http::Response<tonic::body::Body>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The inner layers both listeners share, in front of the routes, outermost
-/// first: each answers a call on its own when it must.
-fn inner_layers(limits: &ServerLimits, service_name: &str) -> InnerLayers {
+/// first: each answers a call on its own when it must. `services` are the
+/// API services whose calls take a slot.
+fn inner_layers(limits: &ServerLimits, services: &[&str]) -> InnerLayers {
     ServiceBuilder::new()
         // Garbage instead of protobuf is the caller's mistake, not ours.
         .layer(MapResponseLayer::new(
@@ -378,7 +382,7 @@ fn inner_layers(limits: &ServerLimits, service_name: &str) -> InnerLayers {
         // Innermost: only calls whose message has arrived take a slot.
         .layer(OverloadLayer::new(
             limits.max_concurrent_requests,
-            &[service_name],
+            services,
             limits.request_body_timeout,
             limits.max_request_message_bytes,
         ))
@@ -400,12 +404,12 @@ fn server_builder(limits: &ServerLimits) -> Server {
 /// (from `tls::tls_incoming`), all registered in `connections`, until
 /// `shutdown` resolves.
 ///
-/// Only `IssuanceService`, health and reflection: the browser-facing layers
-/// (gRPC-Web, CORS, HTTP/1.1) have no business here.
+/// Only `IssuanceService`, `AccountService`, health and reflection: the
+/// browser-facing layers (gRPC-Web, CORS, HTTP/1.1) have no business here.
 pub(super) async fn serve_internal<IO, IE>(
     incoming: impl Stream<Item = Result<IO, IE>>,
     connections: ConnectionTable,
-    api: super::IssuanceApi,
+    services: InternalServices,
     introspection: &Introspection,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send,
@@ -414,20 +418,26 @@ where
     IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let service_name = pb::issuance_service_server::SERVICE_NAME;
-    let gate = ClientGateLayer::new(api.clone());
-    let issuance_service = api
+    let InternalServices { issuance, account } = services;
+    // The allow-list is the same for every operation; each RPC then checks
+    // that the caller's entry names it.
+    let gate = ClientGateLayer::new(issuance.clone());
+    let issuance_service = issuance
+        .into_server()
+        .max_decoding_message_size(limits.max_request_message_bytes);
+    let account_service = account
         .into_server()
         .max_decoding_message_size(limits.max_request_message_bytes);
     let mut routes = Routes::builder();
     routes.add_service(issuance_service);
-    introspection.add_to(&mut routes, service_name);
+    routes.add_service(account_service);
+    introspection.add_to(&mut routes);
     let stack = front_layers(connections)
         .layer(RpcMetricsLayer::new("internal"))
         // Before anything of the call is read: a certificate the CA signed
         // but the allow-list does not name gets nothing else.
         .layer(gate)
-        .layer(inner_layers(&limits, service_name))
+        .layer(inner_layers(&limits, introspection.service_names))
         .into_inner();
     server_builder(&limits)
         .layer(stack)
@@ -435,6 +445,23 @@ where
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
+
+/// The internal listener's API services.
+#[derive(Debug, Clone)]
+pub(super) struct InternalServices {
+    pub(super) issuance: super::IssuanceApi,
+    pub(super) account: super::AccountApi,
+}
+
+/// The public listener's API services, for health and reflection.
+pub(super) const PUBLIC_SERVICES: &[&str] = &[pb::user_service_server::SERVICE_NAME];
+
+/// The internal listener's API services; issuance first, as its health
+/// follows the ledger.
+pub(super) const INTERNAL_SERVICES: &[&str] = &[
+    pb::issuance_service_server::SERVICE_NAME,
+    pb::account_service_server::SERVICE_NAME,
+];
 
 type MakeRpcSpan = fn(&http::Request<tonic::body::Body>) -> tracing::Span;
 type RpcTraceLayer = TraceLayer<
@@ -516,8 +543,8 @@ fn cors(allowed_origins: Vec<HeaderValue>) -> CorsLayer {
 mod tests {
     use super::*;
 
-    fn file_names(service: &str) -> Vec<String> {
-        descriptors_for(service)
+    fn file_names(services: &[&str]) -> Vec<String> {
+        descriptors_for(services)
             .expect("the compiled descriptor set decodes")
             .file
             .into_iter()
@@ -527,7 +554,7 @@ mod tests {
 
     #[test]
     fn each_listener_describes_its_own_service_and_what_it_imports_only() {
-        let public = file_names(pb::user_service_server::SERVICE_NAME);
+        let public = file_names(PUBLIC_SERVICES);
         assert!(
             public.contains(&"licensing/v1/user_service.proto".to_owned()),
             "{public:?}"
@@ -537,12 +564,15 @@ mod tests {
             "{public:?}"
         );
         assert!(
-            !public.iter().any(|name| name.contains("issuance")),
+            !public
+                .iter()
+                .any(|name| name.contains("issuance") || name.contains("account")),
             "{public:?}"
         );
 
-        let internal = file_names(pb::issuance_service_server::SERVICE_NAME);
+        let internal = file_names(INTERNAL_SERVICES);
         assert!(internal.contains(&"licensing/v1/issuance_service.proto".to_owned()));
+        assert!(internal.contains(&"licensing/v1/account_service.proto".to_owned()));
         assert!(internal.contains(&"licensing/v1/types.proto".to_owned()));
         assert!(
             !internal.iter().any(|name| name.contains("user_service")),

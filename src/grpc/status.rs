@@ -89,6 +89,7 @@ fn answer(error: &LicensingError) -> Answer {
             match denial {
                 Denial::ClientNotAllowed => "CLIENT_NOT_ALLOWED",
                 Denial::ProductNotAllowed => "PRODUCT_NOT_ALLOWED",
+                Denial::OperationNotAllowed => "OPERATION_NOT_ALLOWED",
                 Denial::UpstreamDenied => "UPSTREAM_PERMISSION_DENIED",
             },
             "permission denied",
@@ -414,6 +415,7 @@ mod tests {
         for (denial, reason) in [
             (Denial::ClientNotAllowed, "CLIENT_NOT_ALLOWED"),
             (Denial::ProductNotAllowed, "PRODUCT_NOT_ALLOWED"),
+            (Denial::OperationNotAllowed, "OPERATION_NOT_ALLOWED"),
             (Denial::UpstreamDenied, "UPSTREAM_PERMISSION_DENIED"),
         ] {
             let status = Status::from(LicensingError::PermissionDenied(denial));

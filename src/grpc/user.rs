@@ -128,77 +128,117 @@ impl UserService for UserApi {
     }
 
     // === account (profile, password, password reset, two-factor): helper A ===
+    //
+    // Paths are written out in full here so this group's imports cannot
+    // collide with the others'.
 
     async fn update_profile(
         &self,
-        _request: Request<pb::UpdateProfileRequest>,
+        request: Request<pb::UpdateProfileRequest>,
     ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
-        Err(Status::unimplemented(
-            "UpdateProfile is not implemented yet",
-        ))
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let update = crate::domain::ProfileUpdate::try_from(request.into_inner())
+            .map_err(LicensingError::from)?;
+        let profile = self.licensing.update_profile(&ctx, &token, update).await?;
+        Ok(Response::new(pb::UpdateProfileResponse {
+            profile: Some(profile.into()),
+        }))
     }
 
     async fn change_password(
         &self,
-        _request: Request<pb::ChangePasswordRequest>,
+        request: Request<pb::ChangePasswordRequest>,
     ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
-        Err(Status::unimplemented(
-            "ChangePassword is not implemented yet",
-        ))
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let command = crate::licensing::ChangePasswordCommand::try_from(request.into_inner())
+            .map_err(LicensingError::from)?;
+        self.licensing
+            .change_password(&ctx, &token, command)
+            .await?;
+        Ok(Response::new(pb::ChangePasswordResponse {}))
     }
 
     async fn request_password_reset(
         &self,
-        _request: Request<pb::RequestPasswordResetRequest>,
+        request: Request<pb::RequestPasswordResetRequest>,
     ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
-        Err(Status::unimplemented(
-            "RequestPasswordReset is not implemented yet",
-        ))
+        let ctx = self.context(&request);
+        let email =
+            crate::domain::Email::try_from(request.into_inner()).map_err(LicensingError::from)?;
+        self.licensing.request_password_reset(&ctx, &email).await?;
+        Ok(Response::new(pb::RequestPasswordResetResponse {}))
     }
 
     async fn reset_password(
         &self,
-        _request: Request<pb::ResetPasswordRequest>,
+        request: Request<pb::ResetPasswordRequest>,
     ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
-        Err(Status::unimplemented(
-            "ResetPassword is not implemented yet",
-        ))
+        let ctx = self.context(&request);
+        let command = crate::licensing::ResetPasswordCommand::try_from(request.into_inner())
+            .map_err(LicensingError::from)?;
+        self.licensing.reset_password(&ctx, command).await?;
+        Ok(Response::new(pb::ResetPasswordResponse {}))
     }
 
     async fn start_two_factor_enrollment(
         &self,
-        _request: Request<pb::StartTwoFactorEnrollmentRequest>,
+        request: Request<pb::StartTwoFactorEnrollmentRequest>,
     ) -> Result<Response<pb::StartTwoFactorEnrollmentResponse>, Status> {
-        Err(Status::unimplemented(
-            "StartTwoFactorEnrollment is not implemented yet",
-        ))
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let enrollment = self
+            .licensing
+            .start_two_factor_enrollment(&ctx, &token)
+            .await?;
+        Ok(Response::new(enrollment.into()))
     }
 
     async fn enable_two_factor(
         &self,
-        _request: Request<pb::EnableTwoFactorRequest>,
+        request: Request<pb::EnableTwoFactorRequest>,
     ) -> Result<Response<pb::EnableTwoFactorResponse>, Status> {
-        Err(Status::unimplemented(
-            "EnableTwoFactor is not implemented yet",
-        ))
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let code = super::account_convert::current_code(request.into_inner().code)
+            .map_err(LicensingError::from)?;
+        let profile = self.licensing.enable_two_factor(&ctx, &token, code).await?;
+        Ok(Response::new(pb::EnableTwoFactorResponse {
+            profile: Some(profile.into()),
+        }))
     }
 
     async fn create_recovery_codes(
         &self,
-        _request: Request<pb::CreateRecoveryCodesRequest>,
+        request: Request<pb::CreateRecoveryCodesRequest>,
     ) -> Result<Response<pb::CreateRecoveryCodesResponse>, Status> {
-        Err(Status::unimplemented(
-            "CreateRecoveryCodes is not implemented yet",
-        ))
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let code = super::account_convert::current_code(request.into_inner().code)
+            .map_err(LicensingError::from)?;
+        let codes = self
+            .licensing
+            .create_recovery_codes(&ctx, &token, code)
+            .await?;
+        Ok(Response::new(codes.into()))
     }
 
     async fn disable_two_factor(
         &self,
-        _request: Request<pb::DisableTwoFactorRequest>,
+        request: Request<pb::DisableTwoFactorRequest>,
     ) -> Result<Response<pb::DisableTwoFactorResponse>, Status> {
-        Err(Status::unimplemented(
-            "DisableTwoFactor is not implemented yet",
-        ))
+        let ctx = self.context(&request);
+        let token = auth::user_token(&request)?;
+        let code = super::account_convert::current_code(request.into_inner().code)
+            .map_err(LicensingError::from)?;
+        let profile = self
+            .licensing
+            .disable_two_factor(&ctx, &token, code)
+            .await?;
+        Ok(Response::new(pb::DisableTwoFactorResponse {
+            profile: Some(profile.into()),
+        }))
     }
 
     // === end of account (profile, password, password reset, two-factor) ===

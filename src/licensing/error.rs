@@ -80,9 +80,10 @@ pub enum LicensingError {
     #[error("request is already in progress")]
     RequestInProgress { retry_after: Duration },
     /// Cryptlex permanently refused the issuance (for example an unknown
-    /// product); the same answer is replayed for this request id. `detail`
-    /// is the gateway's own description (never Cryptlex's text), as stored
-    /// in the ledger.
+    /// product) or a lifecycle change (for example renewing by interval a
+    /// license that has none); the same answer is replayed for this request
+    /// id. `detail` is the gateway's own description (never Cryptlex's
+    /// text), as stored in the ledger.
     #[error("cryptlex rejected the request: {detail}")]
     IssuanceRejected { detail: String },
     /// Cryptlex could not be reached or did not answer properly; the call may
@@ -131,6 +132,9 @@ pub enum Denial {
     ClientNotAllowed,
     /// The internal caller may not issue licenses for this product.
     ProductNotAllowed,
+    /// The internal caller is on the allow-list, but its entry does not name
+    /// this operation (`operations` in `[[internal.allowed_clients]]`).
+    OperationNotAllowed,
     /// Cryptlex refused the user's own token for this call (403).
     UpstreamDenied,
 }
@@ -154,7 +158,8 @@ pub enum Missing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Credential {
     /// `POST /v3/accounts/login`: any refusal means the email and password
-    /// did not work.
+    /// did not work. (The login use case reads the two-factor codes of a
+    /// refusal first: those say the password did work.)
     Password,
     /// A refresh-token exchange: any refusal means the refresh token is no good.
     RefreshToken,
@@ -162,6 +167,10 @@ pub(crate) enum Credential {
     UserToken,
     /// The gateway's personal access token.
     Pat,
+    /// None at all (`reset-password-request`, `reset-password`): a refusal
+    /// is about the request, and one our validation should have prevented is
+    /// our bug.
+    Anonymous,
 }
 
 /// Translates a Cryptlex failure for a call made with `credential`.
@@ -203,9 +212,10 @@ pub(crate) fn upstream(credential: Credential, error: CryptlexError) -> Licensin
             (Credential::Pat, Rejection::Unauthenticated | Rejection::Forbidden) => {
                 LicensingError::AdminTokenRejected(Arc::new(error))
             }
-            (Credential::UserToken | Credential::Pat, Rejection::NotFound) => {
-                LicensingError::NotFound(Missing::Resource)
-            }
+            (
+                Credential::UserToken | Credential::Pat | Credential::Anonymous,
+                Rejection::NotFound,
+            ) => LicensingError::NotFound(Missing::Resource),
             // Anything else means we sent something Cryptlex considers wrong
             // after our own validation passed: our bug, not the caller's.
             _ => LicensingError::internal(error),

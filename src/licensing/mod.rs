@@ -4,9 +4,11 @@
 //! Cryptlex through [`crate::cryptlex`], and fails with a [`LicensingError`].
 //! Nothing here knows about gRPC.
 
+mod account;
 pub mod changes;
 mod error;
 mod issuance;
+mod lifecycle;
 pub mod pagination;
 pub(crate) mod read_cache;
 pub(crate) mod throttle;
@@ -17,15 +19,20 @@ use std::sync::Arc;
 use crate::cryptlex::{self, CryptlexError, NewUser, Rejection};
 use crate::domain::{
     AdminToken, CryptlexId, Email, Page, PageRequest, Password, PersonName, ReadShare,
-    RefreshToken, RequestContext, Session, UserLicense, UserProfile, UserToken,
+    RefreshToken, RequestContext, SecondFactor, Session, UserLicense, UserProfile, UserToken,
 };
 
+pub use account::{ChangePasswordCommand, ResetPasswordCommand};
 pub use error::LicensingError;
 use error::{Credential, upstream};
 pub use error::{Denial, Missing};
 pub use issuance::{
-    CLIENT_METADATA_KEY, IssuanceOptions, IssueCommand, Issued, LicenseHolder, ReconcileOutcome,
-    Reconciled,
+    CLIENT_METADATA_KEY, IssuanceOptions, IssueCommand, Issued, LicenseHolder, MAX_QUANTITY,
+    REVOCATION_METADATA_KEY, ReconcileOutcome, Reconciled, SUBSCRIPTION_METADATA_KEY,
+};
+pub use lifecycle::{
+    LicenseTarget, LicenseUpdate, LifecycleAction, LifecycleCommand, LifecycleOutcome,
+    MAX_REVOCATION_NOTE, RevocationReason,
 };
 use read_cache::{Answer, CacheKey, Kind, Read, Target, TokenDigest};
 
@@ -37,6 +44,8 @@ pub const CHANGE_FEED_CAPACITY: usize = 1024;
 pub struct LoginCommand {
     pub email: Email,
     pub password: Password,
+    /// For an account with two-factor authentication.
+    pub second_factor: Option<SecondFactor>,
 }
 
 /// A parsed `SignUp` request.
@@ -309,12 +318,29 @@ impl Licensing {
         }
         let result = self
             .cryptlex()
-            .login(ctx, &command.email, &command.password)
+            .login(
+                ctx,
+                &command.email,
+                &command.password,
+                command.second_factor.as_ref(),
+            )
             .await
-            .map_err(|error| upstream(Credential::Password, error));
+            .map_err(|error| {
+                // The second factor's refusals first: they say the password
+                // was right, which any other refusal does not.
+                account::sign_in_refusal(&error)
+                    .unwrap_or_else(|| upstream(Credential::Password, error))
+            });
         match &result {
             Ok(_) => attempt.succeeded(),
-            Err(LicensingError::InvalidCredentials) => attempt.failed(),
+            // A wrong code is a failed guess like a wrong password: six
+            // digits must not be found by trying.
+            Err(LicensingError::InvalidCredentials | LicensingError::InvalidTwoFactorCode) => {
+                attempt.failed();
+            }
+            // The password was right and no code came: no failure, but no
+            // sign-in either (the network does not become a known one).
+            Err(LicensingError::TwoFactorRequired) => drop(attempt),
             // No verdict (an upstream fault): the attempt is released uncounted.
             Err(_) => drop(attempt),
         }
@@ -530,9 +556,10 @@ impl Licensing {
             Err(error) => return Err(upstream(Credential::Pat, error)),
         };
         tracing::info!(user_id = %user.id, "created cryptlex user");
+        // A new user has no second factor.
         let session = self
             .cryptlex()
-            .login(ctx, &command.email, &command.password)
+            .login(ctx, &command.email, &command.password, None)
             .await
             .map_err(|error| upstream(Credential::Password, error))?;
         self.shared.tokens.vouch_issued(&session);

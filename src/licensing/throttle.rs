@@ -1,5 +1,6 @@
 //! Brute-force protection for `Login` and `SignUp`, applied before any
-//! upstream call.
+//! upstream call; the account calls' own counters (two-factor codes, reset
+//! tokens, reset mail) are in [`account`], beside these and apart from them.
 //!
 //! # What is counted
 //!
@@ -53,6 +54,7 @@
 //! when one is full. Nothing here knows about gRPC or where the address came
 //! from.
 
+mod account;
 mod table;
 
 use std::net::IpAddr;
@@ -96,6 +98,13 @@ pub struct ThrottleOptions {
     /// each cost a call; answers from memory never count.
     pub upstream_calls_per_address: u32,
     pub upstream_address_window: Duration,
+    /// Reset mails (`RequestPasswordReset`) per email address per
+    /// `reset_email_window`, whether or not an account has the address.
+    pub reset_requests_per_email: u32,
+    pub reset_email_window: Duration,
+    /// Reset mails per client network per `reset_address_window`.
+    pub reset_requests_per_address: u32,
+    pub reset_address_window: Duration,
 }
 
 impl Default for ThrottleOptions {
@@ -123,6 +132,15 @@ impl Default for ThrottleOptions {
             // office starting a few sessions stays far below it.
             upstream_calls_per_address: 15,
             upstream_address_window: Duration::from_secs(5),
+            // Each request may send a mail to someone's inbox: a person who
+            // lost the first mail asks once or twice more, and a script
+            // using the gateway to flood an inbox gets three an hour.
+            reset_requests_per_email: 3,
+            reset_email_window: Duration::from_secs(60 * 60),
+            // A household or an office forgets a few passwords at once; a
+            // script trying a list of addresses gets ten per quarter hour.
+            reset_requests_per_address: 10,
+            reset_address_window: Duration::from_secs(15 * 60),
         }
     }
 }
@@ -135,6 +153,8 @@ pub(crate) struct Throttle {
     email_rules: EmailRules,
     address_rules: WindowRules,
     upstream_rules: WindowRules,
+    reset_mail_email_rules: WindowRules,
+    reset_mail_address_rules: WindowRules,
     /// Keys the email hash, so the table cannot be reversed by hashing a
     /// list of email addresses.
     hash_key: [u8; 32],
@@ -159,6 +179,8 @@ struct State {
     addresses: Table<Network, AttemptWindow>,
     /// Upstream calls of user calls, per network.
     upstream: Table<Network, AttemptWindow>,
+    /// The account calls' tables.
+    account: account::AccountState,
 }
 
 impl Throttle {
@@ -183,11 +205,23 @@ impl Throttle {
                 limit: options.upstream_calls_per_address,
                 window: options.upstream_address_window,
             },
+            reset_mail_email_rules: WindowRules {
+                limit: options.reset_requests_per_email,
+                window: options.reset_email_window,
+            },
+            reset_mail_address_rules: WindowRules {
+                limit: options.reset_requests_per_address,
+                window: options.reset_address_window,
+            },
             hash_key: rand::random(),
             state: Mutex::new(State {
                 emails: Table::new("emails", options.max_tracked_emails),
                 addresses: Table::new("addresses", options.max_tracked_addresses),
                 upstream: Table::new("upstream addresses", options.max_tracked_addresses),
+                account: account::AccountState::new(
+                    options.max_tracked_emails,
+                    options.max_tracked_addresses,
+                ),
             }),
         }
     }
@@ -512,6 +546,19 @@ impl Backoff {
     }
 }
 
+impl Tracked for Backoff {
+    type Rules = BackoffRules;
+
+    fn is_live(&self, now: Instant, rules: &BackoffRules) -> bool {
+        self.holds_anything(now, rules)
+    }
+
+    /// Never while it holds anything: dropping it would hand out fresh guesses.
+    fn may_be_evicted(&self, now: Instant, rules: &BackoffRules) -> bool {
+        !self.holds_anything(now, rules)
+    }
+}
+
 /// A network an email signed in from.
 #[derive(Debug)]
 struct KnownNetwork {
@@ -703,6 +750,7 @@ mod tests {
             max_tracked_addresses: 1_000,
             upstream_calls_per_address: 3,
             upstream_address_window: Duration::from_secs(5),
+            ..ThrottleOptions::default()
         }
     }
 

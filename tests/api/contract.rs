@@ -614,6 +614,7 @@ async fn get_profile_and_login_accept_every_s1_valid_shape() {
             .login(LoginRequest {
                 email: seed::DEMO_EMAIL.into(),
                 password: seed::DEMO_PASSWORD.into(),
+                ..Default::default()
             })
             .await;
         assert!(login.is_ok(), "{session}: {login:?}");

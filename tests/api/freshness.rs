@@ -391,6 +391,7 @@ impl Direct {
             .login(licensing_gateway::grpc::pb::LoginRequest {
                 email: email.into(),
                 password: password.into(),
+                ..Default::default()
             })
             .await
             .expect("login")

@@ -60,6 +60,7 @@ async fn login_and_get_profile_work_over_grpc_web_on_http_1_1() {
         .body(frame(&LoginRequest {
             email: seed::DEMO_EMAIL.into(),
             password: seed::DEMO_PASSWORD.into(),
+            ..Default::default()
         }))
         .send()
         .await

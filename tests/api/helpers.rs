@@ -237,6 +237,7 @@ impl TestApp {
             .login(LoginRequest {
                 email: email.into(),
                 password: password.into(),
+                ..Default::default()
             })
             .await
             .expect("login succeeds")

@@ -214,6 +214,7 @@ async fn legitimate_calls_succeed(channel: Channel, token: &str) {
     let login = LoginRequest {
         email: seed::DEMO_EMAIL.into(),
         password: seed::DEMO_PASSWORD.into(),
+        ..Default::default()
     };
     timeout(LEGITIMATE_DEADLINE, users.login(login))
         .await
@@ -525,6 +526,7 @@ async fn idle_sockets_cannot_hold_the_public_tls_listeners_handshake_places() {
         UserServiceClient::new(channel.clone()).login(LoginRequest {
             email: seed::DEMO_EMAIL.into(),
             password: seed::DEMO_PASSWORD.into(),
+            ..Default::default()
         }),
     )
     .await
@@ -708,6 +710,7 @@ async fn an_unacceptable_request_id_is_replaced_and_the_replacement_is_what_the_
         let mut login = tonic::Request::new(LoginRequest {
             email: seed::DEMO_EMAIL.into(),
             password: seed::DEMO_PASSWORD.into(),
+            ..Default::default()
         });
         login
             .metadata_mut()

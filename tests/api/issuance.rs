@@ -78,6 +78,7 @@ fn any_product_options(backend: Backend) -> TestOptions {
         allowed_clients: vec![RawAllowedClient {
             identity: DevPki::PAYMENT_SERVICE_ID.into(),
             products: Vec::new(),
+            operations: None,
         }],
         ..backend.options()
     }
@@ -401,10 +402,12 @@ async fn request_ids_are_scoped_to_the_calling_client(backend: Backend) {
             RawAllowedClient {
                 identity: DevPki::PAYMENT_SERVICE_ID.into(),
                 products: Vec::new(),
+                operations: None,
             },
             RawAllowedClient {
                 identity: DevPki::INTRUDER_ID.into(),
                 products: Vec::new(),
+                operations: None,
             },
         ],
         ..backend.options()

@@ -88,6 +88,7 @@ async fn a_request_id_is_generated_when_the_caller_sends_none() {
         .login(LoginRequest {
             email: seed::DEMO_EMAIL.into(),
             password: seed::DEMO_PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .expect("login");
@@ -238,6 +239,7 @@ async fn no_secret_reaches_metrics_or_logs() {
     let mut login = Request::new(LoginRequest {
         email: seed::DEMO_EMAIL.into(),
         password: seed::DEMO_PASSWORD.into(),
+        ..Default::default()
     });
     login
         .metadata_mut()
@@ -325,6 +327,7 @@ async fn log_levels_match_who_is_at_fault_callers_mistakes_shed_reads_and_upstre
             Request::new(LoginRequest {
                 email: seed::DEMO_EMAIL.into(),
                 password: "not-the-password".into(),
+                ..Default::default()
             }),
             &id("wrong-password"),
         ))

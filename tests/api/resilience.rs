@@ -619,6 +619,7 @@ async fn login_brute_force_is_throttled_and_then_recovers() {
     let login = |email: &str, password: &str| LoginRequest {
         email: email.into(),
         password: password.into(),
+        ..Default::default()
     };
     for email in [seed::DEMO_EMAIL, "nobody@example.com"] {
         for _ in 0..3 {
@@ -673,6 +674,7 @@ async fn many_attempts_from_one_address_are_throttled() {
             .login(LoginRequest {
                 email: format!("user{index}@example.com"),
                 password: "some-password".into(),
+                ..Default::default()
             })
             .await;
     }
@@ -680,6 +682,7 @@ async fn many_attempts_from_one_address_are_throttled() {
         .login(LoginRequest {
             email: seed::DEMO_EMAIL.into(),
             password: seed::DEMO_PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .expect_err("address throttled");

@@ -47,6 +47,7 @@ fn login(email: &str, password: &str, forwarded_for: Option<&str>) -> Request<Lo
     let mut request = Request::new(LoginRequest {
         email: email.into(),
         password: password.into(),
+        ..Default::default()
     });
     if let Some(value) = forwarded_for {
         request

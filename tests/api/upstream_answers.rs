@@ -176,6 +176,7 @@ async fn a_proxy_error_page_on_login_is_unavailable_not_a_wrong_password() {
     let login = LoginRequest {
         email: seed::DEMO_EMAIL.into(),
         password: seed::DEMO_PASSWORD.into(),
+        ..Default::default()
     };
 
     // Act

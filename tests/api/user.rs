@@ -61,6 +61,7 @@ async fn login_with_a_wrong_password_or_unknown_email_is_the_same_unauthenticate
         .login(LoginRequest {
             email: seed::DEMO_EMAIL.into(),
             password: "not-the-password".into(),
+            ..Default::default()
         })
         .await;
     let wrong = assert_status(wrong_password, Code::Unauthenticated, "INVALID_CREDENTIALS");
@@ -68,6 +69,7 @@ async fn login_with_a_wrong_password_or_unknown_email_is_the_same_unauthenticate
         .login(LoginRequest {
             email: "nobody@example.com".into(),
             password: "whatever-password".into(),
+            ..Default::default()
         })
         .await;
     let unknown = assert_status(unknown_email, Code::Unauthenticated, "INVALID_CREDENTIALS");
@@ -83,6 +85,7 @@ async fn malformed_login_input_is_invalid_argument_with_field_violations_and_no_
         .login(LoginRequest {
             email: "not-an-email".into(),
             password: String::new(),
+            ..Default::default()
         })
         .await;
     let status = assert_status(result, Code::InvalidArgument, "INVALID_ARGUMENT");

@@ -137,6 +137,7 @@ async fn legitimate_traffic(gateway: &SandboxProcess, until: Instant) -> Served 
                 tonic::Request::new(LoginRequest {
                     email: seed::DEMO_EMAIL.into(),
                     password: seed::DEMO_PASSWORD.into(),
+                    ..Default::default()
                 }),
                 USER_ADDRESS,
             );
@@ -231,6 +232,7 @@ async fn legitimate_users_and_the_payment_service_are_served_throughout_an_attac
             let guess = tonic::Request::new(LoginRequest {
                 email: seed::OTHER_EMAIL.into(),
                 password: format!("guess-{}", uuid::Uuid::new_v4()),
+                ..Default::default()
             });
             let _ = client.login(via_ingress(guess, ATTACKER_ADDRESS)).await;
         }

@@ -140,6 +140,7 @@ async fn drive_flows(gateway: &SandboxProcess, email: &str) -> Secrets {
         .login(LoginRequest {
             email: email.into(),
             password: SIGN_UP_PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .expect("login")
@@ -198,6 +199,7 @@ async fn drive_flows(gateway: &SandboxProcess, email: &str) -> Secrets {
         .login(LoginRequest {
             email: seed::DEMO_EMAIL.into(),
             password: seed::DEMO_PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .expect("demo login")
@@ -218,6 +220,7 @@ async fn drive_flows(gateway: &SandboxProcess, email: &str) -> Secrets {
         .login(LoginRequest {
             email: email.into(),
             password: WRONG_PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .expect_err("wrong password");

@@ -19,11 +19,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::faults::{FaultId, FaultRule, FaultRuleJson, InvalidFaultRule};
 use crate::journal::{ReceivedRequest, Stats};
+use crate::portal::{ActivationRecord, PasswordResetMail, unix_seconds};
 use crate::rate_limit::RateLimit;
 use crate::routes::{apply_license_update, webhook_error};
 use crate::seed;
 use crate::shared::{Shared, lock};
 use crate::state::{LicenseChange, LicenseRecord, UserRecord};
+use crate::totp;
 use crate::webhooks::{InvalidWebhook, NewWebhook, WebhookDelivery};
 use crate::wire::ApiError;
 
@@ -91,6 +93,29 @@ impl Controls {
     /// Finds a user by email, ignoring case.
     pub fn user_by_email(&self, email: &str) -> Option<UserRecord> {
         lock(&self.shared.domain).user_by_email(email).cloned()
+    }
+
+    /// Returns every activation (machine), oldest first, whoever owns it.
+    pub fn activations(&self) -> Vec<ActivationRecord> {
+        lock(&self.shared.domain).portal.activations().to_vec()
+    }
+
+    /// Returns the password-reset mails the sandbox "sent", oldest first (the newest 1000):
+    /// one per `POST /v3/accounts/reset-password-request` for an existing user. Each holds a
+    /// live reset token: never log one.
+    pub fn mails(&self) -> Vec<PasswordResetMail> {
+        lock(&self.shared.domain).portal.mails()
+    }
+
+    /// Returns the TOTP code an authenticator app set up for this user shows now: of the
+    /// secret being enrolled if there is one, else of the active secret; `None` if the user
+    /// is unknown or has no secret. For tests that cannot read the otpauth URL themselves
+    /// (tests that can should compute it with [`totp::code`]).
+    pub fn current_totp(&self, email: &str) -> Option<String> {
+        let domain = lock(&self.shared.domain);
+        let user = domain.user_by_email(email)?;
+        let secret = domain.portal.current_secret(&user.id)?;
+        totp::code(secret, unix_seconds(Utc::now()))
     }
 
     /// Mints a personal access token for the seeded admin with exactly `scopes`.
@@ -208,6 +233,38 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/__sandbox/webhooks/{id}", delete(remove_webhook))
         .route("/__sandbox/webhook-deliveries", get(webhook_deliveries))
         .route("/__sandbox/users", get(list_users))
+        .route("/__sandbox/activations", get(list_activations))
+        .route("/__sandbox/mails", get(list_mails))
+        .route("/__sandbox/totp", get(current_totp))
+}
+
+async fn list_activations(State(shared): State<Arc<Shared>>) -> Json<Vec<ActivationRecord>> {
+    Json(Controls::new(shared).activations())
+}
+
+async fn list_mails(State(shared): State<Arc<Shared>>) -> Json<Vec<PasswordResetMail>> {
+    Json(Controls::new(shared).mails())
+}
+
+#[derive(Deserialize)]
+struct TotpQuery {
+    email: String,
+}
+
+#[derive(Serialize)]
+struct TotpCode {
+    code: String,
+}
+
+/// `GET /__sandbox/totp?email=`: `{"code": "123456"}`, or 404 if the user has no secret.
+async fn current_totp(
+    State(shared): State<Arc<Shared>>,
+    Query(query): Query<TotpQuery>,
+) -> Response {
+    match Controls::new(shared).current_totp(&query.email) {
+        Some(code) => Json(TotpCode { code }).into_response(),
+        None => ApiError::not_found("Two-factor secret").into_response(),
+    }
 }
 
 async fn list_requests(State(shared): State<Arc<Shared>>) -> Json<Vec<ReceivedRequest>> {

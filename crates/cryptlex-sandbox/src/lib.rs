@@ -4,14 +4,21 @@
 //! needs (login/refresh/logout, `/v3/me*`, `/v3/users*`, `/v3/licenses*`, and the read-only
 //! `/v3/products/{id}` and `/v3/accounts/{id}` that `check-upstream` asks), listed in
 //! [`API_OPERATIONS`], with Cryptlex's JSON shapes and error bodies, its per-IP rate limit,
-//! per-endpoint PAT scopes, and a seeded account (see [`seed`]). It is
-//! for demos and tests: nothing is persisted, and behaviour the public sources leave open is
-//! chosen in comments marked "inference".
+//! per-endpoint PAT scopes, and a seeded account (see [`seed`]). The customer-portal
+//! operations (two-factor sign-in and enrolment with real TOTP codes ([`totp`]), profile and
+//! password changes, password reset by mail or by token, feature entitlements, machines and
+//! their deactivation, releases) are in [`portal`], whose table is the one place that says
+//! what the sandbox answers where Cryptlex's document is silent. It is for demos and tests:
+//! nothing is persisted, and behaviour the public sources leave open is chosen in comments
+//! marked "inference".
 //!
 //! Tests drive it through [`Controls`] (also served as JSON under `/__sandbox/`): read what it
 //! received and answered (bodies included, for contract checks), inspect its state, mint
-//! tokens (PATs with chosen scopes), switch the rate limit, and inject faults (delays, canned
-//! responses, connection resets before or after the work, truncated bodies).
+//! tokens (PATs with chosen scopes), switch the rate limit, inject faults (delays, canned
+//! responses, connection resets before or after the work, truncated bodies), read the
+//! password-reset mails it "sent" ([`Controls::mails`], `GET /__sandbox/mails`), list the
+//! machines ([`Controls::activations`], `GET /__sandbox/activations`), and read a user's
+//! current two-factor code ([`Controls::current_totp`], `GET /__sandbox/totp?email=`).
 //!
 //! It also sends Cryptlex's webhooks (the names are in [`events`]):
 //! register one with [`Controls::add_webhook`] or Cryptlex's own `POST /v3/webhooks`, and
@@ -26,6 +33,9 @@
 //! - `controls.rs`: the test-control handle and its HTTP form.
 //! - `pipeline.rs`: the middleware every API request passes (record, limit, fault).
 //! - `routes.rs`: the `/v3` handlers and request validation.
+//! - `portal.rs` (+ `portal/`): the customer-portal handlers, records and shapes, and the
+//!   table of decided answers.
+//! - `totp.rs`: RFC 6238 codes for two-factor sign-in.
 //! - `state.rs`: users, licenses and their metadata, seeded from `seed.rs`.
 //! - `lifecycle.rs`: renewing a license and setting its expiry, and what the sandbox decided
 //!   where Cryptlex's document is silent about them.
@@ -44,6 +54,7 @@ mod journal;
 mod lifecycle;
 mod pipeline;
 pub mod pki;
+pub mod portal;
 mod rate_limit;
 mod routes;
 pub mod seed;
@@ -51,6 +62,7 @@ mod server;
 mod shared;
 mod state;
 mod tokens;
+pub mod totp;
 mod webhooks;
 mod wire;
 
@@ -68,6 +80,7 @@ use tokio::task::JoinHandle;
 pub use controls::Controls;
 pub use faults::{FaultAction, FaultId, FaultKind, FaultRule, InvalidFaultRule};
 pub use journal::{AuthKind, ReceivedRequest, Stats};
+pub use portal::{ActivationRecord, GeoLocationRecord, PasswordResetMail};
 pub use rate_limit::RateLimit;
 pub use routes::API_OPERATIONS;
 pub use state::{LicenseChange, LicenseRecord, MetadataRecord, UserRecord};

@@ -1,5 +1,6 @@
 //! A development PKI for the gateway's TLS listeners: one CA, a server certificate, and client
-//! certificates with SPIFFE identities for the internal mTLS listener.
+//! certificates with SPIFFE identities for the internal mTLS listener (the payment service, the
+//! website's mailer, and an intruder nobody allow-lists).
 //!
 //! [`DevPki::generate`] writes PEM files to a directory and, when run again, keeps a CA that is
 //! still valid so certificates already handed out keep chaining; only missing or invalid leaves
@@ -63,6 +64,8 @@ pub struct PkiFiles {
     pub server_key: PathBuf,
     pub payment_service_cert: PathBuf,
     pub payment_service_key: PathBuf,
+    pub website_mailer_cert: PathBuf,
+    pub website_mailer_key: PathBuf,
     pub intruder_cert: PathBuf,
     pub intruder_key: PathBuf,
 }
@@ -77,6 +80,8 @@ impl PkiFiles {
             server_key: dir.join("server.key"),
             payment_service_cert: dir.join("payment-service.pem"),
             payment_service_key: dir.join("payment-service.key"),
+            website_mailer_cert: dir.join("website-mailer.pem"),
+            website_mailer_key: dir.join("website-mailer.key"),
             intruder_cert: dir.join("intruder.pem"),
             intruder_key: dir.join("intruder.key"),
         }
@@ -111,12 +116,16 @@ impl DevPki {
     /// The identity the gateway should allow to call the issuance service.
     pub const PAYMENT_SERVICE_ID: &'static str =
         "spiffe://licensing-gateway.sandbox/payment-service";
+    /// The identity of the website's mailer, which mints password-reset tokens
+    /// (`AccountService.CreatePasswordResetToken`) for its own reset mail.
+    pub const WEBSITE_MAILER_ID: &'static str = "spiffe://licensing-gateway.sandbox/website-mailer";
     /// A client of the same CA that is not meant to be allow-listed.
     pub const INTRUDER_ID: &'static str = "spiffe://licensing-gateway.sandbox/intruder";
     /// The names the server certificate is valid for.
     pub const SERVER_NAMES: &'static [&'static str] = &["localhost", "127.0.0.1", "::1"];
 
-    /// Writes (or reuses) `ca`, `server`, `payment-service` and `intruder` `.pem`/`.key` in `dir`.
+    /// Writes (or reuses) `ca`, `server`, `payment-service`, `website-mailer` and `intruder`
+    /// `.pem`/`.key` in `dir`.
     ///
     /// A CA that parses, is ours, matches its key and has at least a day left is kept, and so
     /// is each leaf it validly issued; anything else is (re)generated.
@@ -150,6 +159,11 @@ impl DevPki {
                 &pki.files.payment_service_cert,
                 &pki.files.payment_service_key,
                 Leaf::Client(Self::PAYMENT_SERVICE_ID),
+            ),
+            (
+                &pki.files.website_mailer_cert,
+                &pki.files.website_mailer_key,
+                Leaf::Client(Self::WEBSITE_MAILER_ID),
             ),
             (
                 &pki.files.intruder_cert,

@@ -15,6 +15,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::portal::PortalState;
 use crate::seed;
 
 /// A user of the sandbox account, as an admin sees it.
@@ -33,6 +34,9 @@ pub struct UserRecord {
     pub allow_customer_portal_access: bool,
     pub metadata: Vec<MetadataRecord>,
     pub tags: Vec<String>,
+    /// On once `PATCH /v3/me` confirmed a code of a secret from `POST /v3/me/2fa-secret`.
+    /// The secret and the recovery codes are kept apart, like the password.
+    pub two_factor_enabled: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_login_at: Option<DateTime<Utc>>,
@@ -205,6 +209,8 @@ pub(crate) struct NewLicense {
 pub(crate) enum DomainError {
     DuplicateEmail,
     DuplicateLicenseKey,
+    UnknownActivation,
+    DeactivationLimitReached,
     UnknownProduct,
     UnknownUser,
     UnknownLicense,
@@ -220,6 +226,8 @@ pub(crate) struct Domain {
     passwords: HashMap<String, SecretString>,
     /// Kept in creation order, which is also Cryptlex's default list order.
     licenses: Vec<LicenseRecord>,
+    /// Activations, releases, two-factor secrets, reset tokens and mails (`portal/state.rs`).
+    pub(crate) portal: PortalState,
 }
 
 /// A product of the account. Only the fields `ProductDto` carries and the sandbox can fill.
@@ -249,6 +257,7 @@ impl Domain {
             users: Vec::new(),
             passwords: HashMap::new(),
             licenses: Vec::new(),
+            portal: PortalState::seeded(now),
         };
         let days_ago = |days: i64| now - TimeDelta::days(days);
 
@@ -277,6 +286,8 @@ impl Domain {
             days_ago(90),
         );
 
+        // (allowed activations, allowed deactivations, deactivations used): the second demo
+        // license has used up its deactivations, so its machine cannot be freed (409).
         let seeded_licenses = [
             (
                 seed::DEMO_LICENSE_IDS[0],
@@ -284,6 +295,7 @@ impl Domain {
                 seed::DEMO_USER_ID,
                 "Professional",
                 days_ago(100),
+                (3, 10, 0),
             ),
             (
                 seed::DEMO_LICENSE_IDS[1],
@@ -291,6 +303,7 @@ impl Domain {
                 seed::DEMO_USER_ID,
                 "Standard",
                 days_ago(60),
+                (2, 2, 2),
             ),
             (
                 seed::OTHER_LICENSE_ID,
@@ -298,9 +311,13 @@ impl Domain {
                 seed::OTHER_USER_ID,
                 "Standard",
                 days_ago(30),
+                (2, 10, 0),
             ),
         ];
-        for (id, key, user_id, edition, created_at) in seeded_licenses {
+        for (id, key, user_id, edition, created_at, limits) in seeded_licenses {
+            let (allowed_activations, allowed_deactivations, total_deactivations) = limits;
+            // The counter matches the seeded machines (`portal/state.rs`).
+            let total_activations = domain.portal.activations_of(id).count();
             domain.licenses.push(LicenseRecord {
                 id: id.to_owned(),
                 key: key.to_owned(),
@@ -310,10 +327,10 @@ impl Domain {
                 license_type: "node-locked".to_owned(),
                 revoked: false,
                 suspended: false,
-                allowed_activations: 2,
-                allowed_deactivations: 10,
-                total_activations: 1,
-                total_deactivations: 0,
+                allowed_activations,
+                allowed_deactivations,
+                total_activations: i32::try_from(total_activations).unwrap_or(i32::MAX),
+                total_deactivations,
                 subscription_interval: Some("P1Y".to_owned()),
                 subscription_start_trigger: Some("creation".to_owned()),
                 expires_at: add_interval(created_at, "P1Y"),
@@ -341,6 +358,9 @@ impl Domain {
                 updated_at: created_at,
             });
         }
+        if let Some(license) = domain.license(seed::DEMO_LICENSE_IDS[0]).cloned() {
+            domain.portal.seed_feature_entitlements(&license);
+        }
         domain
     }
 
@@ -363,6 +383,7 @@ impl Domain {
             allow_customer_portal_access: true,
             metadata: Vec::new(),
             tags: Vec::new(),
+            two_factor_enabled: false,
             created_at,
             updated_at: created_at,
             last_login_at: None,
@@ -405,23 +426,44 @@ impl Domain {
         self.licenses.iter().find(|license| license.id == id)
     }
 
-    /// Checks a password login and records `lastLoginAt`; returns the user on success.
-    pub(crate) fn check_password(
-        &mut self,
-        email: &str,
-        password: &str,
-        now: DateTime<Utc>,
-    ) -> Option<UserRecord> {
-        let user = self
-            .users
-            .iter_mut()
-            .find(|user| user.email.eq_ignore_ascii_case(email))?;
-        let stored = self.passwords.get(&user.id)?;
-        if stored.expose_secret() != password {
-            return None;
-        }
+    pub(crate) fn user_mut(&mut self, id: &str) -> Option<&mut UserRecord> {
+        self.users.iter_mut().find(|user| user.id == id)
+    }
+
+    pub(crate) fn license_mut(&mut self, id: &str) -> Option<&mut LicenseRecord> {
+        self.licenses.iter_mut().find(|license| license.id == id)
+    }
+
+    /// Checks an email and password, changing nothing; returns the user's id if both match.
+    /// Login records the sign-in with [`record_login`](Self::record_login) only once every
+    /// factor has passed.
+    pub(crate) fn authenticate(&self, email: &str, password: &str) -> Option<String> {
+        let user = self.user_by_email(email)?;
+        self.password_matches(&user.id, password)
+            .then(|| user.id.clone())
+    }
+
+    /// Records a completed sign-in (`lastLoginAt`) and returns the user.
+    pub(crate) fn record_login(&mut self, user_id: &str, now: DateTime<Utc>) -> Option<UserRecord> {
+        let user = self.user_mut(user_id)?;
         user.last_login_at = Some(now);
         Some(user.clone())
+    }
+
+    /// Returns whether `password` is the user's; false for a user without one (the admin).
+    pub(crate) fn password_matches(&self, user_id: &str, password: &str) -> bool {
+        self.passwords
+            .get(user_id)
+            .is_some_and(|stored| stored.expose_secret() == password)
+    }
+
+    /// Replaces a user's password; false if there is no such user.
+    pub(crate) fn set_password(&mut self, user_id: &str, password: SecretString) -> bool {
+        if self.user(user_id).is_none() {
+            return false;
+        }
+        self.passwords.insert(user_id.to_owned(), password);
+        true
     }
 
     pub(crate) fn create_user(
@@ -446,6 +488,7 @@ impl Domain {
                 .map(|entry| metadata_record(entry, now))
                 .collect(),
             tags: new_user.tags,
+            two_factor_enabled: false,
             created_at: now,
             updated_at: now,
             last_login_at: None,

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::pki::{DevPki, subject_alt_names};
 use super::*;
 
+mod portal;
 mod webhooks;
 
 // Issue 16: renew, expires-at, and the license changes the lifecycle operations make.

@@ -51,7 +51,7 @@ use crate::wire::timestamp;
 /// The events the sandbox fires, with Cryptlex's names. Each is the name of the OpenAPI
 /// callback S1 declares on the operation given (S1 = Cryptlex's OpenAPI document, the copy in
 /// `donhui/jentic-public-apis`, `apis/openapi/cryptlex.com/main/v3/meta/import/input-bundle.json`).
-/// Cryptlex has many more (`license.extended`, `user.updated`, `activation.created`, ...); the
+/// Cryptlex has many more (`license.extended`, `user.deleted`, `activation.created`, ...); the
 /// sandbox fires only those of the operations it models, and none for its webhook registry.
 pub mod events {
     /// `POST /v3/licenses`; `data` is the `LicenseDto` the request returned.
@@ -70,6 +70,12 @@ pub mod events {
     pub const USER_CREATED: &str = "user.created";
     /// `POST /v3/accounts/login`; `data` is the signed-in user's `UserDto`.
     pub const ACCOUNT_LOGGED_IN: &str = "account.logged-in";
+    /// `PATCH /v3/me` (names, email, two-factor on or off); `data` is the user's `UserDto`
+    /// after the change.
+    pub const USER_UPDATED: &str = "user.updated";
+    /// `DELETE /v3/activations/{id}`; `data` is the activation as it was, in the user view
+    /// (`UserActivationDto`, which carries `licenseId`; see `crate::portal`).
+    pub const ACTIVATION_DELETED: &str = "activation.deleted";
 
     /// Every event above.
     pub const ALL: &[&str] = &[
@@ -80,6 +86,8 @@ pub mod events {
         LICENSE_DELETED,
         USER_CREATED,
         ACCOUNT_LOGGED_IN,
+        USER_UPDATED,
+        ACTIVATION_DELETED,
     ];
 }
 

@@ -209,6 +209,7 @@ pub(crate) async fn run(
             .login(LoginRequest {
                 email: email.into(),
                 password: password.into(),
+                ..Default::default()
             })
             .await
             .context("signing in a seeded user")?
@@ -414,6 +415,7 @@ async fn call(
                 .login(LoginRequest {
                     email: email.into(),
                     password: password.into(),
+                    ..Default::default()
                 })
                 .await
                 .map(drop)
@@ -424,6 +426,7 @@ async fn call(
                 .login(LoginRequest {
                     email: format!("{local}@example.com"),
                     password: rng.string(TOKEN_CHARS, 16),
+                    ..Default::default()
                 })
                 .await
                 .map(drop)
@@ -498,6 +501,7 @@ async fn call(
                 .login(LoginRequest {
                     email: String::new(),
                     password: "x".repeat(300),
+                    ..Default::default()
                 })
                 .await
                 .map(drop),

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use cryptlex_sandbox::seed;
 use licensing_gateway::commands::sandbox::{self, Sandbox, SandboxArgs};
 use licensing_gateway::config::RawSettings;
+use licensing_gateway::grpc::pb;
 use licensing_gateway::grpc::pb::user_service_client::UserServiceClient;
 use licensing_gateway::grpc::pb::user_service_server::{UserService, UserServiceServer};
 use licensing_gateway::grpc::pb::{
@@ -199,6 +200,7 @@ pub(crate) async fn demo_sessions(
             .login(LoginRequest {
                 email: seed::DEMO_EMAIL.into(),
                 password: seed::DEMO_PASSWORD.into(),
+                ..Default::default()
             })
             .await
             .context("logging in the demo user")?
@@ -380,6 +382,78 @@ impl UserService for Canned {
     ) -> Result<Response<ListMyLicensesResponse>, Status> {
         require_bearer(&request)?;
         Ok(Response::new(self.licenses.clone()))
+    }
+    async fn update_profile(
+        &self,
+        _: Request<pb::UpdateProfileRequest>,
+    ) -> Result<Response<pb::UpdateProfileResponse>, Status> {
+        Err(Status::unimplemented("canned"))
+    }
+    async fn change_password(
+        &self,
+        _: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::ChangePasswordResponse>, Status> {
+        Err(Status::unimplemented("canned"))
+    }
+    async fn request_password_reset(
+        &self,
+        _: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        Err(Status::unimplemented("canned"))
+    }
+    async fn reset_password(
+        &self,
+        _: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::ResetPasswordResponse>, Status> {
+        Err(Status::unimplemented("canned"))
+    }
+    async fn start_two_factor_enrollment(
+        &self,
+        _: Request<pb::StartTwoFactorEnrollmentRequest>,
+    ) -> Result<Response<pb::StartTwoFactorEnrollmentResponse>, Status> {
+        Err(Status::unimplemented("canned"))
+    }
+    async fn enable_two_factor(
+        &self,
+        _: Request<pb::EnableTwoFactorRequest>,
+    ) -> Result<Response<pb::EnableTwoFactorResponse>, Status> {
+        Err(Status::unimplemented("canned"))
+    }
+    async fn create_recovery_codes(
+        &self,
+        _: Request<pb::CreateRecoveryCodesRequest>,
+    ) -> Result<Response<pb::CreateRecoveryCodesResponse>, Status> {
+        Err(Status::unimplemented("canned"))
+    }
+    async fn disable_two_factor(
+        &self,
+        _: Request<pb::DisableTwoFactorRequest>,
+    ) -> Result<Response<pb::DisableTwoFactorResponse>, Status> {
+        Err(Status::unimplemented("canned"))
+    }
+    async fn get_license(
+        &self,
+        _: Request<pb::GetLicenseRequest>,
+    ) -> Result<Response<pb::GetLicenseResponse>, Status> {
+        Err(Status::unimplemented("canned"))
+    }
+    async fn list_activations(
+        &self,
+        _: Request<pb::ListActivationsRequest>,
+    ) -> Result<Response<pb::ListActivationsResponse>, Status> {
+        Err(Status::unimplemented("canned"))
+    }
+    async fn deactivate_machine(
+        &self,
+        _: Request<pb::DeactivateMachineRequest>,
+    ) -> Result<Response<pb::DeactivateMachineResponse>, Status> {
+        Err(Status::unimplemented("canned"))
+    }
+    async fn list_releases(
+        &self,
+        _: Request<pb::ListReleasesRequest>,
+    ) -> Result<Response<pb::ListReleasesResponse>, Status> {
+        Err(Status::unimplemented("canned"))
     }
 }
 

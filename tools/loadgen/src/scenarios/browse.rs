@@ -363,6 +363,7 @@ pub(super) async fn sign_in(
             LoginRequest {
                 email: user.email.clone(),
                 password: PASSWORD.into(),
+                ..Default::default()
             },
             &user.address,
             None,
