@@ -119,7 +119,10 @@ pub(crate) struct LicenseUpdate {
     /// Replaces the whole list (an inference: S1 does not say whether entries are merged);
     /// an entry whose key the license already had keeps that entry's id and `createdAt`.
     pub(crate) metadata: Option<Vec<NewMetadata>>,
-    /// `Some(None)` makes the license perpetual: no expiry and no subscription interval.
+    /// `Some(None)` makes the license perpetual: no expiry and no subscription interval. Set by
+    /// `/expires-at` and `/renew` (`lifecycle.rs`) and by the dashboard control
+    /// ([`Controls::set_license_expiry`](crate::Controls::set_license_expiry));
+    /// `PATCH /v3/licenses/{id}` has no such field in S1.
     pub(crate) expires_at: Option<Option<DateTime<Utc>>>,
 }
 
