@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use http::StatusCode;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,7 @@ use crate::rate_limit::RateLimit;
 use crate::routes::{apply_license_update, webhook_error};
 use crate::seed;
 use crate::shared::{Shared, lock};
-use crate::state::{LicenseChange, LicenseRecord, UserRecord};
+use crate::state::{LicenseChange, LicenseRecord, LicenseUpdate, UserRecord};
 use crate::totp;
 use crate::webhooks::{InvalidWebhook, NewWebhook, WebhookDelivery};
 use crate::wire::ApiError;
@@ -206,6 +206,25 @@ impl Controls {
     /// the license as changed, or `None` if there is no such license.
     pub fn update_license(&self, id: &str, change: LicenseChange) -> Option<LicenseRecord> {
         apply_license_update(&self.shared, id, change.into())
+            .ok()
+            .map(|(license, _)| license)
+    }
+
+    /// Moves a license's expiry as the dashboard would (`None`: it never expires, and loses its
+    /// subscription interval, as `PATCH /v3/licenses/{id}/expires-at` with `null` does), e.g. into
+    /// the past for a test that needs an expired license; fires `license.updated` like
+    /// [`update_license`](Self::update_license). Returns the license as changed, or `None` if
+    /// there is no such license.
+    pub fn set_license_expiry(
+        &self,
+        id: &str,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> Option<LicenseRecord> {
+        let update = LicenseUpdate {
+            expires_at: Some(expires_at),
+            ..LicenseUpdate::default()
+        };
+        apply_license_update(&self.shared, id, update)
             .ok()
             .map(|(license, _)| license)
     }
@@ -461,12 +480,22 @@ async fn webhook_deliveries(State(shared): State<Arc<Shared>>) -> Json<Vec<Webho
     Json(Controls::new(shared).webhook_deliveries())
 }
 
-/// The JSON form of a [`LicenseChange`].
+/// The JSON form of a [`LicenseChange`], plus `expiresAt` ([`Controls::set_license_expiry`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LicenseChangeJson {
     revoked: Option<bool>,
     suspended: Option<bool>,
+    /// An RFC 3339 time, or `null` for "never expires"; absent leaves the expiry as it is.
+    #[serde(default, rename = "expiresAt", deserialize_with = "present")]
+    expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<DateTime<Utc>>>, D::Error> {
+    Option::<DateTime<Utc>>::deserialize(deserializer).map(Some)
 }
 
 /// `PATCH /__sandbox/licenses/{id}`: answers the license as the admin API shows it.
@@ -475,17 +504,19 @@ async fn update_license(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Response {
-    let change = match serde_json::from_slice::<LicenseChangeJson>(&body) {
-        Ok(change) => LicenseChange {
+    let update = match serde_json::from_slice::<LicenseChangeJson>(&body) {
+        Ok(change) => LicenseUpdate {
             revoked: change.revoked,
             suspended: change.suspended,
+            expires_at: change.expires_at,
+            ..LicenseUpdate::default()
         },
         Err(error) => {
             return ApiError::bad_request(format!("invalid license change: {error}"))
                 .into_response();
         }
     };
-    match apply_license_update(&shared, &id, change.into()) {
+    match apply_license_update(&shared, &id, update) {
         Ok((_, dto)) => Json(dto).into_response(),
         Err(error) => error.into_response(),
     }

@@ -20,7 +20,8 @@
 //! | login, wrong 2FA code, or an unknown or already used recovery code | 400 | `INVALID_TWO_FACTOR_CODE` |
 //! | login, wrong email or password (2FA on or off: the second factor is asked only of whoever knows the password) | 400 | `AUTHENTICATION_FAILED` (unchanged) |
 //! | `PATCH /v3/me` `twoFactorEnabled` true or false with a wrong or missing `twoFactorCode`; `POST /v3/me/2fa-recovery-codes` with a wrong code | 400 | `INVALID_TWO_FACTOR_CODE` |
-//! | `PATCH /v3/me` `twoFactorEnabled: true` before any `POST /v3/me/2fa-secret`; `twoFactorEnabled: false` or `POST /v3/me/2fa-recovery-codes` while 2FA is off | 409 | `TWO_FACTOR_NOT_ENABLED` |
+//! | `POST /v3/me/2fa-recovery-codes` while 2FA is off | 409 | `TWO_FACTOR_NOT_ENABLED` |
+//! | `PATCH /v3/me` `twoFactorEnabled: true` before any `POST /v3/me/2fa-secret`, or `twoFactorEnabled: false` while 2FA is off (S1 declares no 409 on `PATCH /v3/me`, so not the plan's 409) | 400 | `TWO_FACTOR_NOT_ENABLED` |
 //! | `PATCH /v3/me` `email` that another user has (S1 declares no 409 here) | 400 | `DUPLICATE_FIELD_VALUE` |
 //! | `POST /v3/users/{id}/update-password` with a wrong `oldPassword` | 400 | `INVALID_PASSWORD` |
 //! | `POST /v3/users/{id}/update-password` for a user other than the token's | 403 | (none) |

@@ -148,22 +148,24 @@ pub(super) async fn update_profile(
             .with_code("DUPLICATE_FIELD_VALUE"));
     }
     // The 2FA step first: a refused code must leave every other field as it was. A missing
-    // code is checked as an empty one, so "not enabled" (409) still wins over "wrong code".
+    // code is checked as an empty one, so "not enabled" still wins over "wrong code". S1
+    // declares no 409 on this operation (it does on 2fa-recovery-codes), so "not enabled" is a
+    // 400 here, with the same code.
     let code = code.unwrap_or_default();
+    let not_enabled =
+        |message: &'static str| ApiError::bad_request(message).with_code("TWO_FACTOR_NOT_ENABLED");
     match request.two_factor_enabled {
         Some(true) => domain
             .portal
             .enable(user_id, code, now)
             .map_err(|error| match error {
-                TwoFactorError::NotEnabled => ApiError::new(
-                    StatusCode::CONFLICT,
+                TwoFactorError::NotEnabled => not_enabled(
                     "Generate a two-factor secret before enabling two-factor authentication!",
-                )
-                .with_code("TWO_FACTOR_NOT_ENABLED"),
+                ),
                 other => two_factor_error(other),
             })?,
         Some(false) if !two_factor_was_on => {
-            return Err(two_factor_error(TwoFactorError::NotEnabled));
+            return Err(not_enabled("Two-factor authentication is not enabled!"));
         }
         Some(false) => domain
             .portal

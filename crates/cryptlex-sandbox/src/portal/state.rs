@@ -776,3 +776,52 @@ fn seeded_releases(now: DateTime<Utc>) -> Vec<ReleaseRecord> {
         )
         .collect()
 }
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn a_reset_token_expires_after_an_hour_and_is_spent_only_by_its_user() {
+        let mut portal = PortalState::seeded(Utc::now());
+        let minted_at = Utc::now();
+        let token = portal.mint_reset_token(seed::DEMO_USER_ID, minted_at);
+        let late = portal.mint_reset_token(seed::DEMO_USER_ID, minted_at);
+
+        assert!(!portal.spend_reset_token(seed::OTHER_USER_ID, &token, minted_at));
+        assert!(portal.spend_reset_token(seed::DEMO_USER_ID, &token, minted_at));
+        assert!(!portal.spend_reset_token(seed::DEMO_USER_ID, &token, minted_at));
+        let past_the_hour = minted_at + RESET_TOKEN_TTL;
+        assert!(!portal.spend_reset_token(seed::DEMO_USER_ID, &late, past_the_hour));
+        // Minting forgets expired tokens, so the table does not grow forever.
+        portal.mint_reset_token(seed::DEMO_USER_ID, past_the_hour);
+        assert_eq!(portal.reset_tokens.len(), 1);
+    }
+
+    #[test]
+    fn recovery_codes_fit_the_request_model_and_avoid_look_alike_characters() {
+        for _ in 0..100 {
+            let code = random_recovery_code();
+            assert_eq!(code.len(), 11);
+            assert_eq!(&code[5..6], "-");
+            assert!(
+                code.bytes()
+                    .filter(|byte| *byte != b'-')
+                    .all(|byte| RECOVERY_ALPHABET.contains(&byte)),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_shows_counts_not_secrets() {
+        let mut portal = PortalState::seeded(Utc::now());
+        let secret = portal.new_pending_secret(seed::DEMO_USER_ID);
+        let token = portal.mint_reset_token(seed::DEMO_USER_ID, Utc::now());
+        let debug = format!("{portal:?}");
+        assert!(
+            !debug.contains(&secret) && !debug.contains(&token),
+            "{debug}"
+        );
+    }
+}

@@ -292,9 +292,10 @@ async fn enabling_needs_a_secret_first_and_a_right_code_and_a_refusal_changes_no
         .patch_me(&token, &json!({"twoFactorEnabled": true}))
         .await;
 
+    // A 400, not a 409: S1 declares no 409 on PATCH /v3/me.
     assert_error(
         before_secret,
-        StatusCode::CONFLICT,
+        StatusCode::BAD_REQUEST,
         Some("TWO_FACTOR_NOT_ENABLED"),
     )
     .await;
@@ -468,7 +469,12 @@ async fn disabling_needs_a_current_code_and_forgets_the_secret() {
             &json!({"twoFactorEnabled": false, "twoFactorCode": now_code(&secret)}),
         )
         .await;
-    assert_error(again, StatusCode::CONFLICT, Some("TWO_FACTOR_NOT_ENABLED")).await;
+    assert_error(
+        again,
+        StatusCode::BAD_REQUEST,
+        Some("TWO_FACTOR_NOT_ENABLED"),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -710,3 +710,235 @@ async fn the_delivery_log_is_served_over_http_in_the_agreed_shape() {
         "the log never shows the secret"
     );
 }
+
+#[tokio::test]
+async fn the_expiry_control_moves_a_license_into_the_past_or_makes_it_perpetual() {
+    // Arrange
+    let app = start_with(quick_retries()).await;
+    let receiver = Receiver::start().await;
+    app.controls()
+        .add_webhook(&receiver.url, SECRET, &[events::LICENSE_UPDATED]);
+    let (user, _) = app.demo_tokens().await;
+    let license_id = seed::DEMO_LICENSE_IDS[1];
+    let yesterday = chrono::Utc::now() - chrono::TimeDelta::days(1);
+
+    // Act: in process, then over HTTP (null clears it), then an unknown license and bad JSON
+    let expired = app
+        .controls()
+        .set_license_expiry(license_id, Some(yesterday));
+    let seen_expired = json_of(
+        app.get(&format!("/v3/me/licenses/{license_id}"), Some(&user))
+            .await,
+    )
+    .await;
+    let cleared = app
+        .send_json(
+            Method::PATCH,
+            &format!("/__sandbox/licenses/{license_id}"),
+            None,
+            Some(&json!({"expiresAt": null})),
+        )
+        .await;
+    let cleared_status = cleared.status();
+    let cleared = json_of(cleared).await;
+    let set_over_http = app
+        .send_json(
+            Method::PATCH,
+            &format!("/__sandbox/licenses/{license_id}"),
+            None,
+            Some(&json!({"expiresAt": "2020-01-02T03:04:05Z", "suspended": true})),
+        )
+        .await;
+    let set_over_http = json_of(set_over_http).await;
+    let untouched = app
+        .send_json(
+            Method::PATCH,
+            &format!("/__sandbox/licenses/{license_id}"),
+            None,
+            Some(&json!({"revoked": false})),
+        )
+        .await;
+    let untouched = json_of(untouched).await;
+    let unknown = app
+        .controls()
+        .set_license_expiry("00000000-0000-4000-8000-000000000000", None);
+    let not_a_date = app
+        .send_json(
+            Method::PATCH,
+            &format!("/__sandbox/licenses/{license_id}"),
+            None,
+            Some(&json!({"expiresAt": "tomorrow"})),
+        )
+        .await;
+    wait_for_deliveries(&app.controls(), |deliveries| {
+        deliveries.len() == 4 && all_finished(deliveries)
+    })
+    .await;
+
+    // Assert
+    assert_eq!(expired.unwrap().expires_at, Some(yesterday));
+    assert_eq!(seen_expired["expiresAt"], crate::wire::timestamp(yesterday));
+    assert_eq!(cleared_status, StatusCode::OK);
+    assert_eq!(cleared["expiresAt"], Value::Null);
+    assert_eq!(set_over_http["expiresAt"], "2020-01-02T03:04:05.0000000Z");
+    assert_eq!(set_over_http["suspended"], true);
+    assert_eq!(
+        untouched["expiresAt"], "2020-01-02T03:04:05.0000000Z",
+        "absent leaves it"
+    );
+    assert_eq!(unknown, None);
+    assert_eq!(not_a_date.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(receiver.events(), [events::LICENSE_UPDATED; 4]);
+}
+
+// === the customer-portal events ===
+
+#[tokio::test]
+async fn patching_me_fires_user_updated_with_the_user_dto() {
+    // Arrange
+    let app = start_with(quick_retries()).await;
+    let receiver = Receiver::start().await;
+    app.controls()
+        .add_webhook(&receiver.url, SECRET, &[events::USER_UPDATED]);
+    let (token, _) = app.demo_tokens().await;
+
+    // Act: one accepted change and one refused
+    let patched = app
+        .send_json(
+            Method::PATCH,
+            "/v3/me",
+            Some(&token),
+            Some(&json!({"firstName": "Hooked"})),
+        )
+        .await;
+    let refused = app
+        .send_json(
+            Method::PATCH,
+            "/v3/me",
+            Some(&token),
+            Some(&json!({"firstName": ""})),
+        )
+        .await;
+    wait_for_deliveries(&app.controls(), |deliveries| {
+        deliveries.len() == 1 && all_finished(deliveries)
+    })
+    .await;
+
+    // Assert
+    assert_eq!(patched.status(), StatusCode::OK);
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let received = receiver.received();
+    assert_eq!(receiver.events(), [events::USER_UPDATED]);
+    let data = &received[0].body["data"];
+    let admin_view = json_of(
+        app.get(
+            &format!("/v3/users/{}", seed::DEMO_USER_ID),
+            Some(&app.pat()),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(data, &admin_view, "the UserDto after the change");
+    assert_eq!(data["firstName"], "Hooked");
+    assert!(received[0].signed_correctly);
+}
+
+#[tokio::test]
+async fn deactivating_fires_activation_deleted_with_the_activation_and_its_license() {
+    // Arrange
+    let app = start_with(quick_retries()).await;
+    let receiver = Receiver::start().await;
+    app.controls()
+        .add_webhook(&receiver.url, SECRET, &[events::ACTIVATION_DELETED]);
+    let (token, _) = app.demo_tokens().await;
+    let id = seed::DEMO_ACTIVATION_IDS[1];
+    let before = json_of(
+        app.get(&format!("/v3/me/activations/{id}"), Some(&token))
+            .await,
+    )
+    .await;
+
+    // Act: one deactivation, and one refused at the limit (no event)
+    let deleted = app
+        .send_json(Method::DELETE, &format!("/v3/activations/{id}"), None, None)
+        .await;
+    let refused = app
+        .send_json(
+            Method::DELETE,
+            &format!("/v3/activations/{}", seed::LIMITED_ACTIVATION_ID),
+            None,
+            None,
+        )
+        .await;
+    wait_for_deliveries(&app.controls(), |deliveries| {
+        deliveries.len() == 1 && all_finished(deliveries)
+    })
+    .await;
+
+    // Assert
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let received = receiver.received();
+    assert_eq!(receiver.events(), [events::ACTIVATION_DELETED]);
+    assert_eq!(received[0].body["data"], before);
+    assert_eq!(
+        received[0].body["data"]["licenseId"],
+        seed::DEMO_LICENSE_IDS[0]
+    );
+    assert!(received[0].signed_correctly);
+}
+
+#[tokio::test]
+async fn renewing_and_setting_the_expiry_fire_their_own_events_with_the_api_dto() {
+    // Arrange: a webhook for the two events only
+    let app = start_with(quick_retries()).await;
+    let receiver = Receiver::start().await;
+    app.controls().add_webhook(
+        &receiver.url,
+        SECRET,
+        &[events::LICENSE_RENEWED, events::LICENSE_EXPIRES_AT_UPDATED],
+    );
+    let id = seed::DEMO_LICENSE_IDS[0];
+    let pat = app.pat();
+
+    // Act: renew, then set the expiry, then an ordinary update that must not be delivered
+    let renewed = app
+        .send_json(
+            Method::POST,
+            &format!("/v3/licenses/{id}/renew"),
+            Some(&pat),
+            None,
+        )
+        .await;
+    assert_eq!(renewed.status(), StatusCode::OK);
+    let renewed = json_of(renewed).await;
+    let dated = app
+        .send_json(
+            Method::PATCH,
+            &format!("/v3/licenses/{id}/expires-at"),
+            Some(&pat),
+            Some(&json!({"expiresAt": "2035-05-05T05:05:05Z"})),
+        )
+        .await;
+    let dated = json_of(dated).await;
+    app.controls().update_license(id, LicenseChange::default());
+    wait_for_deliveries(&app.controls(), |deliveries| {
+        deliveries.len() == 2 && all_finished(deliveries)
+    })
+    .await;
+
+    // Assert
+    assert_eq!(
+        receiver.events(),
+        [events::LICENSE_RENEWED, events::LICENSE_EXPIRES_AT_UPDATED]
+    );
+    assert_eq!(
+        events::LICENSE_EXPIRES_AT_UPDATED,
+        "license.expiresAt.updated"
+    );
+    let received = receiver.received();
+    assert_eq!(received[0].body["data"], renewed);
+    assert_eq!(received[1].body["data"], dated);
+    assert_eq!(dated["expiresAt"], "2035-05-05T05:05:05.0000000Z");
+    assert!(received.iter().all(|delivery| delivery.signed_correctly));
+}
