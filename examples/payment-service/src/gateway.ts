@@ -119,6 +119,15 @@ function updates(list: LicenseUpdate[]): LicenseSummary[] {
   return list.flatMap((update) => summary(update.license, update.superseded) ?? []);
 }
 
+/** A lifecycle answer changed nothing when every license it addressed was
+ * superseded (a later event, a revoked license, a renewal to an earlier
+ * date than the license already had). */
+function lifecycle(response: { replayed: boolean; superseded?: boolean; licenses: LicenseUpdate[] }) {
+  const licenses = updates(response.licenses);
+  const allSuperseded = response.licenses.length > 0 && response.licenses.every((update) => update.superseded);
+  return { replayed: response.replayed, superseded: (response.superseded ?? false) || allSuperseded, licenses };
+}
+
 /** Sends one call; returns what the answer means, without retrying. */
 async function send(
   client: IssuanceClient,
@@ -134,19 +143,19 @@ async function send(
     }
     case "RenewLicense": {
       const response = await client.renewLicense(call.request, options);
-      return { replayed: response.replayed, superseded: false, licenses: updates(response.licenses) };
+      return lifecycle(response);
     }
     case "SuspendLicense": {
       const response = await client.suspendLicense(call.request, options);
-      return { replayed: response.replayed, superseded: response.superseded, licenses: updates(response.licenses) };
+      return lifecycle(response);
     }
     case "ResumeLicense": {
       const response = await client.resumeLicense(call.request, options);
-      return { replayed: response.replayed, superseded: response.superseded, licenses: updates(response.licenses) };
+      return lifecycle(response);
     }
     case "RevokeLicense": {
       const response = await client.revokeLicense(call.request, options);
-      return { replayed: response.replayed, superseded: false, licenses: updates(response.licenses) };
+      return lifecycle(response);
     }
   }
 }

@@ -163,6 +163,14 @@ describe("outcomes", () => {
     assert.equal(answer.body.outcome, "superseded");
   });
 
+  it("calls a renewal that changed no license superseded (a date earlier than the license had)", async () => {
+    script.RenewLicense = [() => ({ licenses: [{ license: license(), superseded: true }], replayed: false })];
+    const renewal = stripe.invoice({ subscription: "sub_1", periodEnd: Math.floor(Date.now() / 1000) + 86400 });
+    const answer = await stripe.deliver(url, stripe.event("invoice.paid", renewal));
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body.outcome, "superseded");
+  });
+
   for (const [code, reason] of [
     [Code.NotFound, "NOT_FOUND"],
     [Code.PermissionDenied, "PRODUCT_NOT_ALLOWED"],
