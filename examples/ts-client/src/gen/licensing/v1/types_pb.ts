@@ -4,8 +4,8 @@
 
 // Messages shared by the licensing gateway's services.
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensing/v1/types.proto.
  */
 export const file_licensing_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("ChhsaWNlbnNpbmcvdjEvdHlwZXMucHJvdG8SDGxpY2Vuc2luZy52MSJmCgdTZXNzaW9uEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvcBCgdQcm9maWxlEgoKAmlkGAEgASgJEg0KBWVtYWlsGAIgASgJEhIKCmZpcnN0X25hbWUYAyABKAkSEQoJbGFzdF9uYW1lGAQgASgJEgwKBG5hbWUYBSABKAkSDwoHY29tcGFueRgGIAEoCRIMCgRyb2xlGAcgASgJEhoKEnR3b19mYWN0b3JfZW5hYmxlZBgIIAEoCBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1sYXN0X2xvZ2luX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKcAwoHTGljZW5zZRIKCgJpZBgBIAEoCRILCgNrZXkYAiABKAkSDAoEdHlwZRgDIAEoCRIUCgxwcm9kdWN0X25hbWUYBCABKAkSDwoHcmV2b2tlZBgFIAEoCBIRCglzdXNwZW5kZWQYBiABKAgSEQoJcGVycGV0dWFsGAcgASgIEi4KCmV4cGlyZXNfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE2FsbG93ZWRfYWN0aXZhdGlvbnMYCSABKAUSGQoRdG90YWxfYWN0aXZhdGlvbnMYCiABKAUSHQoVc3Vic2NyaXB0aW9uX2ludGVydmFsGAsgASgJEi4KCmNyZWF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKCG1ldGFkYXRhGA0gAygLMiMubGljZW5zaW5nLnYxLkxpY2Vuc2UuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEi5QIKDUlzc3VlZExpY2Vuc2USCgoCaWQYASABKAkSCwoDa2V5GAIgASgJEhIKCnByb2R1Y3RfaWQYAyABKAkSDwoHdXNlcl9pZBgEIAEoCRIMCgR0eXBlGAUgASgJEi4KCmV4cGlyZXNfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE2FsbG93ZWRfYWN0aXZhdGlvbnMYByABKAUSHQoVc3Vic2NyaXB0aW9uX2ludGVydmFsGAggASgJEi4KCmNyZWF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjsKCG1ldGFkYXRhGAogAygLMikubGljZW5zaW5nLnYxLklzc3VlZExpY2Vuc2UuTWV0YWRhdGFFbnRyeRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChhsaWNlbnNpbmcvdjEvdHlwZXMucHJvdG8SDGxpY2Vuc2luZy52MSJmCgdTZXNzaW9uEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIvcBCgdQcm9maWxlEgoKAmlkGAEgASgJEg0KBWVtYWlsGAIgASgJEhIKCmZpcnN0X25hbWUYAyABKAkSEQoJbGFzdF9uYW1lGAQgASgJEgwKBG5hbWUYBSABKAkSDwoHY29tcGFueRgGIAEoCRIMCgRyb2xlGAcgASgJEhoKEnR3b19mYWN0b3JfZW5hYmxlZBgIIAEoCBIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1sYXN0X2xvZ2luX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKFBAoHTGljZW5zZRIKCgJpZBgBIAEoCRILCgNrZXkYAiABKAkSDAoEdHlwZRgDIAEoCRIUCgxwcm9kdWN0X25hbWUYBCABKAkSDwoHcmV2b2tlZBgFIAEoCBIRCglzdXNwZW5kZWQYBiABKAgSEQoJcGVycGV0dWFsGAcgASgIEi4KCmV4cGlyZXNfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE2FsbG93ZWRfYWN0aXZhdGlvbnMYCSABKAUSGQoRdG90YWxfYWN0aXZhdGlvbnMYCiABKAUSHQoVc3Vic2NyaXB0aW9uX2ludGVydmFsGAsgASgJEi4KCmNyZWF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKCG1ldGFkYXRhGA0gAygLMiMubGljZW5zaW5nLnYxLkxpY2Vuc2UuTWV0YWRhdGFFbnRyeRIdChVhbGxvd2VkX2RlYWN0aXZhdGlvbnMYDiABKAUSGwoTdG90YWxfZGVhY3RpdmF0aW9ucxgPIAEoBRIrCgZzdGF0dXMYECABKA4yGy5saWNlbnNpbmcudjEuTGljZW5zZVN0YXR1cxovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEifQoSRmVhdHVyZUVudGl0bGVtZW50EhIKCmZlYXR1cmVfaWQYASABKAkSFAoMZmVhdHVyZV9uYW1lGAIgASgJEg0KBXZhbHVlGAMgASgJEi4KCmV4cGlyZXNfYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqkCCgpBY3RpdmF0aW9uEgoKAmlkGAEgASgJEhIKCmxpY2Vuc2VfaWQYAiABKAkSEAoIaG9zdG5hbWUYAyABKAkSCgoCb3MYBCABKAkSEgoKb3NfdmVyc2lvbhgFIAEoCRIPCgd2bV9uYW1lGAYgASgJEhMKC2FwcF92ZXJzaW9uGAcgASgJEhAKCGxvY2F0aW9uGAggASgJEhQKDGNvdW50cnlfY29kZRgJIAEoCRIyCg5sYXN0X3N5bmNlZF9hdBgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKY3JlYXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFwoPcmVsZWFzZV92ZXJzaW9uGAwgASgJItkBCgdSZWxlYXNlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIPCgdjaGFubmVsGAQgASgJEhEKCXBsYXRmb3JtcxgFIAMoCRIUCgxwcm9kdWN0X25hbWUYBiABKAkSDQoFbm90ZXMYByABKAkSMAoMcHVibGlzaGVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIoCgVmaWxlcxgJIAMoCzIZLmxpY2Vuc2luZy52MS5SZWxlYXNlRmlsZSJ4CgtSZWxlYXNlRmlsZRIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEgsKA3VybBgDIAEoCRIMCgRzaXplGAQgASgDEhAKCGNoZWNrc3VtGAUgASgJEhEKCWV4dGVuc2lvbhgGIAEoCRIPCgdzZWN1cmVkGAcgASgIIqIDCg1Jc3N1ZWRMaWNlbnNlEgoKAmlkGAEgASgJEgsKA2tleRgCIAEoCRISCgpwcm9kdWN0X2lkGAMgASgJEg8KB3VzZXJfaWQYBCABKAkSDAoEdHlwZRgFIAEoCRIuCgpleHBpcmVzX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbChNhbGxvd2VkX2FjdGl2YXRpb25zGAcgASgFEh0KFXN1YnNjcmlwdGlvbl9pbnRlcnZhbBgIIAEoCRIuCgpjcmVhdGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI7CghtZXRhZGF0YRgKIAMoCzIpLmxpY2Vuc2luZy52MS5Jc3N1ZWRMaWNlbnNlLk1ldGFkYXRhRW50cnkSFwoPc3Vic2NyaXB0aW9uX2lkGAsgASgJEg8KB3Jldm9rZWQYDCABKAgSEQoJc3VzcGVuZGVkGA0gASgIGi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASqgAQoNTGljZW5zZVN0YXR1cxIeChpMSUNFTlNFX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFUxJQ0VOU0VfU1RBVFVTX0FDVElWRRABEhoKFkxJQ0VOU0VfU1RBVFVTX0VYUElSRUQQAhIcChhMSUNFTlNFX1NUQVRVU19TVVNQRU5ERUQQAxIaChZMSUNFTlNFX1NUQVRVU19SRVZPS0VEEARiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * A pair of Cryptlex session tokens for one user.
@@ -241,6 +241,28 @@ export type License = Message<"licensing.v1.License"> & {
    * @generated from field: map<string, string> metadata = 13;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * How many deactivations are allowed; -1 means unlimited.
+   *
+   * @generated from field: int32 allowed_deactivations = 14;
+   */
+  allowedDeactivations: number;
+
+  /**
+   * How many deactivations have been used.
+   *
+   * @generated from field: int32 total_deactivations = 15;
+   */
+  totalDeactivations: number;
+
+  /**
+   * What the license means for its owner now, derived from `revoked`,
+   * `suspended` and `expires_at` when the gateway answered.
+   *
+   * @generated from field: licensing.v1.LicenseStatus status = 16;
+   */
+  status: LicenseStatus;
 };
 
 /**
@@ -249,6 +271,291 @@ export type License = Message<"licensing.v1.License"> & {
  */
 export const LicenseSchema: GenMessage<License> = /*@__PURE__*/
   messageDesc(file_licensing_v1_types, 2);
+
+/**
+ * A feature a license entitles its owner to (Cryptlex's feature
+ * entitlements).
+ *
+ * @generated from message licensing.v1.FeatureEntitlement
+ */
+export type FeatureEntitlement = Message<"licensing.v1.FeatureEntitlement"> & {
+  /**
+   * The Cryptlex id of the feature.
+   *
+   * @generated from field: string feature_id = 1;
+   */
+  featureId: string;
+
+  /**
+   * The feature's display name.
+   *
+   * @generated from field: string feature_name = 2;
+   */
+  featureName: string;
+
+  /**
+   * The feature's value for this license (for example a quota), when it has
+   * one.
+   *
+   * @generated from field: string value = 3;
+   */
+  value: string;
+
+  /**
+   * When the entitlement ends; unset when it does not.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 4;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.v1.FeatureEntitlement.
+ * Use `create(FeatureEntitlementSchema)` to create a new message.
+ */
+export const FeatureEntitlementSchema: GenMessage<FeatureEntitlement> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_types, 3);
+
+/**
+ * A machine activated with a license.
+ *
+ * @generated from message licensing.v1.Activation
+ */
+export type Activation = Message<"licensing.v1.Activation"> & {
+  /**
+   * The Cryptlex id of the activation: the one to pass to
+   * `DeactivateMachine`.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The license the machine is activated with.
+   *
+   * @generated from field: string license_id = 2;
+   */
+  licenseId: string;
+
+  /**
+   * The machine's host name.
+   *
+   * @generated from field: string hostname = 3;
+   */
+  hostname: string;
+
+  /**
+   * The operating system, for example `windows`, `macos` or `linux`.
+   *
+   * @generated from field: string os = 4;
+   */
+  os: string;
+
+  /**
+   * The operating system's version; may be empty.
+   *
+   * @generated from field: string os_version = 5;
+   */
+  osVersion: string;
+
+  /**
+   * The virtual machine's name when the machine is a VM; empty otherwise.
+   *
+   * @generated from field: string vm_name = 6;
+   */
+  vmName: string;
+
+  /**
+   * The version of the app that activated.
+   *
+   * @generated from field: string app_version = 7;
+   */
+  appVersion: string;
+
+  /**
+   * Where the machine was, as Cryptlex located it from its address (for
+   * example `Berlin, Germany`); empty when unknown. The address itself is
+   * not shown.
+   *
+   * @generated from field: string location = 8;
+   */
+  location: string;
+
+  /**
+   * The machine's country as an ISO 3166-1 alpha-2 code; empty when unknown.
+   *
+   * @generated from field: string country_code = 9;
+   */
+  countryCode: string;
+
+  /**
+   * When the machine last synced with Cryptlex; unset if never.
+   *
+   * @generated from field: google.protobuf.Timestamp last_synced_at = 10;
+   */
+  lastSyncedAt?: Timestamp | undefined;
+
+  /**
+   * When the machine was activated.
+   *
+   * @generated from field: google.protobuf.Timestamp created_at = 11;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * The version of the release installed on the machine; may be empty.
+   *
+   * @generated from field: string release_version = 12;
+   */
+  releaseVersion: string;
+};
+
+/**
+ * Describes the message licensing.v1.Activation.
+ * Use `create(ActivationSchema)` to create a new message.
+ */
+export const ActivationSchema: GenMessage<Activation> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_types, 4);
+
+/**
+ * A release of a product that the user may download.
+ *
+ * @generated from message licensing.v1.Release
+ */
+export type Release = Message<"licensing.v1.Release"> & {
+  /**
+   * The Cryptlex id of the release.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The release's display name.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The version, for example `1.4.2`.
+   *
+   * @generated from field: string version = 3;
+   */
+  version: string;
+
+  /**
+   * The release channel's name, for example `stable` or `beta`.
+   *
+   * @generated from field: string channel = 4;
+   */
+  channel: string;
+
+  /**
+   * The platforms the release is for, for example `windows` or `macos`.
+   *
+   * @generated from field: repeated string platforms = 5;
+   */
+  platforms: string[];
+
+  /**
+   * The display name of the product the release belongs to.
+   *
+   * @generated from field: string product_name = 6;
+   */
+  productName: string;
+
+  /**
+   * The release notes; may be empty.
+   *
+   * @generated from field: string notes = 7;
+   */
+  notes: string;
+
+  /**
+   * When the release was published; unset when Cryptlex does not say.
+   *
+   * @generated from field: google.protobuf.Timestamp published_at = 8;
+   */
+  publishedAt?: Timestamp | undefined;
+
+  /**
+   * The files to download.
+   *
+   * @generated from field: repeated licensing.v1.ReleaseFile files = 9;
+   */
+  files: ReleaseFile[];
+};
+
+/**
+ * Describes the message licensing.v1.Release.
+ * Use `create(ReleaseSchema)` to create a new message.
+ */
+export const ReleaseSchema: GenMessage<Release> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_types, 5);
+
+/**
+ * One downloadable file of a release.
+ *
+ * @generated from message licensing.v1.ReleaseFile
+ */
+export type ReleaseFile = Message<"licensing.v1.ReleaseFile"> & {
+  /**
+   * The Cryptlex id of the file.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The file name, for example `app-1.4.2-setup.exe`.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Where to download it.
+   *
+   * @generated from field: string url = 3;
+   */
+  url: string;
+
+  /**
+   * The size in bytes.
+   *
+   * @generated from field: int64 size = 4;
+   */
+  size: bigint;
+
+  /**
+   * The file's checksum as Cryptlex gives it; may be empty.
+   *
+   * @generated from field: string checksum = 5;
+   */
+  checksum: string;
+
+  /**
+   * The file name's extension, for example `exe`.
+   *
+   * @generated from field: string extension = 6;
+   */
+  extension: string;
+
+  /**
+   * True when downloading needs a license key (Cryptlex's secured files).
+   *
+   * @generated from field: bool secured = 7;
+   */
+  secured: boolean;
+};
+
+/**
+ * Describes the message licensing.v1.ReleaseFile.
+ * Use `create(ReleaseFileSchema)` to create a new message.
+ */
+export const ReleaseFileSchema: GenMessage<ReleaseFile> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_types, 6);
 
 /**
  * A license as created by `IssueLicense` (the administrator's view).
@@ -326,6 +633,27 @@ export type IssuedLicense = Message<"licensing.v1.IssuedLicense"> & {
    * @generated from field: map<string, string> metadata = 10;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * The `subscription_id` the license was issued with; empty when none.
+   *
+   * @generated from field: string subscription_id = 11;
+   */
+  subscriptionId: string;
+
+  /**
+   * Whether the license is revoked.
+   *
+   * @generated from field: bool revoked = 12;
+   */
+  revoked: boolean;
+
+  /**
+   * Whether the license is suspended.
+   *
+   * @generated from field: bool suspended = 13;
+   */
+  suspended: boolean;
 };
 
 /**
@@ -333,5 +661,54 @@ export type IssuedLicense = Message<"licensing.v1.IssuedLicense"> & {
  * Use `create(IssuedLicenseSchema)` to create a new message.
  */
 export const IssuedLicenseSchema: GenMessage<IssuedLicense> = /*@__PURE__*/
-  messageDesc(file_licensing_v1_types, 3);
+  messageDesc(file_licensing_v1_types, 7);
+
+/**
+ * What a license means for its owner, most severe first: a revoked license
+ * is `REVOKED` even when it has also expired.
+ *
+ * @generated from enum licensing.v1.LicenseStatus
+ */
+export enum LicenseStatus {
+  /**
+   * Not set (an older gateway).
+   *
+   * @generated from enum value: LICENSE_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Usable: not revoked, not suspended, not expired.
+   *
+   * @generated from enum value: LICENSE_STATUS_ACTIVE = 1;
+   */
+  ACTIVE = 1,
+
+  /**
+   * Past its `expires_at`.
+   *
+   * @generated from enum value: LICENSE_STATUS_EXPIRED = 2;
+   */
+  EXPIRED = 2,
+
+  /**
+   * Suspended (for example while a payment is overdue); may be resumed.
+   *
+   * @generated from enum value: LICENSE_STATUS_SUSPENDED = 3;
+   */
+  SUSPENDED = 3,
+
+  /**
+   * Revoked for good.
+   *
+   * @generated from enum value: LICENSE_STATUS_REVOKED = 4;
+   */
+  REVOKED = 4,
+}
+
+/**
+ * Describes the enum licensing.v1.LicenseStatus.
+ */
+export const LicenseStatusSchema: GenEnum<LicenseStatus> = /*@__PURE__*/
+  enumDesc(file_licensing_v1_types, 0);
 

@@ -6,7 +6,9 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { License, Profile, Session } from "./types_pb";
+import type { FieldMask } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_field_mask } from "@bufbuild/protobuf/wkt";
+import type { Activation, FeatureEntitlement, License, Profile, Release, Session } from "./types_pb";
 import { file_licensing_v1_types } from "./types_pb";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensing/v1/user_service.proto.
  */
 export const file_licensing_v1_user_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch9saWNlbnNpbmcvdjEvdXNlcl9zZXJ2aWNlLnByb3RvEgxsaWNlbnNpbmcudjEiLwoMTG9naW5SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIjcKDUxvZ2luUmVzcG9uc2USJgoHc2Vzc2lvbhgBIAEoCzIVLmxpY2Vuc2luZy52MS5TZXNzaW9uIi4KFVJlZnJlc2hTZXNzaW9uUmVxdWVzdBIVCg1yZWZyZXNoX3Rva2VuGAEgASgJIkAKFlJlZnJlc2hTZXNzaW9uUmVzcG9uc2USJgoHc2Vzc2lvbhgBIAEoCzIVLmxpY2Vuc2luZy52MS5TZXNzaW9uIg8KDUxvZ291dFJlcXVlc3QiEAoOTG9nb3V0UmVzcG9uc2UiVwoNU2lnblVwUmVxdWVzdBINCgVlbWFpbBgBIAEoCRIQCghwYXNzd29yZBgCIAEoCRISCgpmaXJzdF9uYW1lGAMgASgJEhEKCWxhc3RfbmFtZRgEIAEoCSJJCg5TaWduVXBSZXNwb25zZRIPCgd1c2VyX2lkGAEgASgJEiYKB3Nlc3Npb24YAiABKAsyFS5saWNlbnNpbmcudjEuU2Vzc2lvbiITChFHZXRQcm9maWxlUmVxdWVzdCI8ChJHZXRQcm9maWxlUmVzcG9uc2USJgoHcHJvZmlsZRgBIAEoCzIVLmxpY2Vuc2luZy52MS5Qcm9maWxlIlIKFUxpc3RNeUxpY2Vuc2VzUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCRISCgpwcm9kdWN0X2lkGAMgASgJImkKFkxpc3RNeUxpY2Vuc2VzUmVzcG9uc2USJwoIbGljZW5zZXMYASADKAsyFS5saWNlbnNpbmcudjEuTGljZW5zZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkSDQoFc3RhbGUYAyABKAgy5AMKC1VzZXJTZXJ2aWNlEkAKBUxvZ2luEhoubGljZW5zaW5nLnYxLkxvZ2luUmVxdWVzdBobLmxpY2Vuc2luZy52MS5Mb2dpblJlc3BvbnNlElsKDlJlZnJlc2hTZXNzaW9uEiMubGljZW5zaW5nLnYxLlJlZnJlc2hTZXNzaW9uUmVxdWVzdBokLmxpY2Vuc2luZy52MS5SZWZyZXNoU2Vzc2lvblJlc3BvbnNlEkMKBkxvZ291dBIbLmxpY2Vuc2luZy52MS5Mb2dvdXRSZXF1ZXN0GhwubGljZW5zaW5nLnYxLkxvZ291dFJlc3BvbnNlEkMKBlNpZ25VcBIbLmxpY2Vuc2luZy52MS5TaWduVXBSZXF1ZXN0GhwubGljZW5zaW5nLnYxLlNpZ25VcFJlc3BvbnNlEk8KCkdldFByb2ZpbGUSHy5saWNlbnNpbmcudjEuR2V0UHJvZmlsZVJlcXVlc3QaIC5saWNlbnNpbmcudjEuR2V0UHJvZmlsZVJlc3BvbnNlElsKDkxpc3RNeUxpY2Vuc2VzEiMubGljZW5zaW5nLnYxLkxpc3RNeUxpY2Vuc2VzUmVxdWVzdBokLmxpY2Vuc2luZy52MS5MaXN0TXlMaWNlbnNlc1Jlc3BvbnNlYgZwcm90bzM", [file_licensing_v1_types]);
+  fileDesc("Ch9saWNlbnNpbmcvdjEvdXNlcl9zZXJ2aWNlLnByb3RvEgxsaWNlbnNpbmcudjEiagoMTG9naW5SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhcKD3R3b19mYWN0b3JfY29kZRgDIAEoCRIgChh0d29fZmFjdG9yX3JlY292ZXJ5X2NvZGUYBCABKAkiNwoNTG9naW5SZXNwb25zZRImCgdzZXNzaW9uGAEgASgLMhUubGljZW5zaW5nLnYxLlNlc3Npb24iLgoVUmVmcmVzaFNlc3Npb25SZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiQAoWUmVmcmVzaFNlc3Npb25SZXNwb25zZRImCgdzZXNzaW9uGAEgASgLMhUubGljZW5zaW5nLnYxLlNlc3Npb24iDwoNTG9nb3V0UmVxdWVzdCIQCg5Mb2dvdXRSZXNwb25zZSJXCg1TaWduVXBSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJEhIKCmZpcnN0X25hbWUYAyABKAkSEQoJbGFzdF9uYW1lGAQgASgJIkkKDlNpZ25VcFJlc3BvbnNlEg8KB3VzZXJfaWQYASABKAkSJgoHc2Vzc2lvbhgCIAEoCzIVLmxpY2Vuc2luZy52MS5TZXNzaW9uIhMKEUdldFByb2ZpbGVSZXF1ZXN0IjwKEkdldFByb2ZpbGVSZXNwb25zZRImCgdwcm9maWxlGAEgASgLMhUubGljZW5zaW5nLnYxLlByb2ZpbGUiUgoVTGlzdE15TGljZW5zZXNSZXF1ZXN0EhEKCXBhZ2Vfc2l6ZRgBIAEoBRISCgpwYWdlX3Rva2VuGAIgASgJEhIKCnByb2R1Y3RfaWQYAyABKAkiaQoWTGlzdE15TGljZW5zZXNSZXNwb25zZRInCghsaWNlbnNlcxgBIAMoCzIVLmxpY2Vuc2luZy52MS5MaWNlbnNlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCRINCgVzdGFsZRgDIAEoCCJvChRVcGRhdGVQcm9maWxlUmVxdWVzdBImCgdwcm9maWxlGAEgASgLMhUubGljZW5zaW5nLnYxLlByb2ZpbGUSLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrIj8KFVVwZGF0ZVByb2ZpbGVSZXNwb25zZRImCgdwcm9maWxlGAEgASgLMhUubGljZW5zaW5nLnYxLlByb2ZpbGUiRwoVQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0EhgKEGN1cnJlbnRfcGFzc3dvcmQYASABKAkSFAoMbmV3X3Bhc3N3b3JkGAIgASgJIhgKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2UiLAobUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXF1ZXN0Eg0KBWVtYWlsGAEgASgJIh4KHFJlcXVlc3RQYXNzd29yZFJlc2V0UmVzcG9uc2UiZwoUUmVzZXRQYXNzd29yZFJlcXVlc3QSDwoFZW1haWwYASABKAlIABIRCgd1c2VyX2lkGAIgASgJSAASDQoFdG9rZW4YAyABKAkSFAoMbmV3X3Bhc3N3b3JkGAQgASgJQgYKBHVzZXIiFwoVUmVzZXRQYXNzd29yZFJlc3BvbnNlIiEKH1N0YXJ0VHdvRmFjdG9yRW5yb2xsbWVudFJlcXVlc3QiRwogU3RhcnRUd29GYWN0b3JFbnJvbGxtZW50UmVzcG9uc2USEwoLb3RwYXV0aF91cmwYASABKAkSDgoGc2VjcmV0GAIgASgJIiYKFkVuYWJsZVR3b0ZhY3RvclJlcXVlc3QSDAoEY29kZRgBIAEoCSJBChdFbmFibGVUd29GYWN0b3JSZXNwb25zZRImCgdwcm9maWxlGAEgASgLMhUubGljZW5zaW5nLnYxLlByb2ZpbGUiKgoaQ3JlYXRlUmVjb3ZlcnlDb2Rlc1JlcXVlc3QSDAoEY29kZRgBIAEoCSI1ChtDcmVhdGVSZWNvdmVyeUNvZGVzUmVzcG9uc2USFgoOcmVjb3ZlcnlfY29kZXMYASADKAkiJwoXRGlzYWJsZVR3b0ZhY3RvclJlcXVlc3QSDAoEY29kZRgBIAEoCSJCChhEaXNhYmxlVHdvRmFjdG9yUmVzcG9uc2USJgoHcHJvZmlsZRgBIAEoCzIVLmxpY2Vuc2luZy52MS5Qcm9maWxlIicKEUdldExpY2Vuc2VSZXF1ZXN0EhIKCmxpY2Vuc2VfaWQYASABKAkifAoSR2V0TGljZW5zZVJlc3BvbnNlEiYKB2xpY2Vuc2UYASABKAsyFS5saWNlbnNpbmcudjEuTGljZW5zZRI+ChRmZWF0dXJlX2VudGl0bGVtZW50cxgCIAMoCzIgLmxpY2Vuc2luZy52MS5GZWF0dXJlRW50aXRsZW1lbnQiUwoWTGlzdEFjdGl2YXRpb25zUmVxdWVzdBISCgpsaWNlbnNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImEKF0xpc3RBY3RpdmF0aW9uc1Jlc3BvbnNlEi0KC2FjdGl2YXRpb25zGAEgAygLMhgubGljZW5zaW5nLnYxLkFjdGl2YXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIjEKGERlYWN0aXZhdGVNYWNoaW5lUmVxdWVzdBIVCg1hY3RpdmF0aW9uX2lkGAEgASgJIi8KGURlYWN0aXZhdGVNYWNoaW5lUmVzcG9uc2USEgoKbGljZW5zZV9pZBgBIAEoCSJjChNMaXN0UmVsZWFzZXNSZXF1ZXN0EhQKDHByb2R1Y3RfbmFtZRgBIAEoCRIPCgdjaGFubmVsGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIlgKFExpc3RSZWxlYXNlc1Jlc3BvbnNlEicKCHJlbGVhc2VzGAEgAygLMhUubGljZW5zaW5nLnYxLlJlbGVhc2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMosNCgtVc2VyU2VydmljZRJACgVMb2dpbhIaLmxpY2Vuc2luZy52MS5Mb2dpblJlcXVlc3QaGy5saWNlbnNpbmcudjEuTG9naW5SZXNwb25zZRJbCg5SZWZyZXNoU2Vzc2lvbhIjLmxpY2Vuc2luZy52MS5SZWZyZXNoU2Vzc2lvblJlcXVlc3QaJC5saWNlbnNpbmcudjEuUmVmcmVzaFNlc3Npb25SZXNwb25zZRJDCgZMb2dvdXQSGy5saWNlbnNpbmcudjEuTG9nb3V0UmVxdWVzdBocLmxpY2Vuc2luZy52MS5Mb2dvdXRSZXNwb25zZRJDCgZTaWduVXASGy5saWNlbnNpbmcudjEuU2lnblVwUmVxdWVzdBocLmxpY2Vuc2luZy52MS5TaWduVXBSZXNwb25zZRJPCgpHZXRQcm9maWxlEh8ubGljZW5zaW5nLnYxLkdldFByb2ZpbGVSZXF1ZXN0GiAubGljZW5zaW5nLnYxLkdldFByb2ZpbGVSZXNwb25zZRJbCg5MaXN0TXlMaWNlbnNlcxIjLmxpY2Vuc2luZy52MS5MaXN0TXlMaWNlbnNlc1JlcXVlc3QaJC5saWNlbnNpbmcudjEuTGlzdE15TGljZW5zZXNSZXNwb25zZRJYCg1VcGRhdGVQcm9maWxlEiIubGljZW5zaW5nLnYxLlVwZGF0ZVByb2ZpbGVSZXF1ZXN0GiMubGljZW5zaW5nLnYxLlVwZGF0ZVByb2ZpbGVSZXNwb25zZRJbCg5DaGFuZ2VQYXNzd29yZBIjLmxpY2Vuc2luZy52MS5DaGFuZ2VQYXNzd29yZFJlcXVlc3QaJC5saWNlbnNpbmcudjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRJtChRSZXF1ZXN0UGFzc3dvcmRSZXNldBIpLmxpY2Vuc2luZy52MS5SZXF1ZXN0UGFzc3dvcmRSZXNldFJlcXVlc3QaKi5saWNlbnNpbmcudjEuUmVxdWVzdFBhc3N3b3JkUmVzZXRSZXNwb25zZRJYCg1SZXNldFBhc3N3b3JkEiIubGljZW5zaW5nLnYxLlJlc2V0UGFzc3dvcmRSZXF1ZXN0GiMubGljZW5zaW5nLnYxLlJlc2V0UGFzc3dvcmRSZXNwb25zZRJ5ChhTdGFydFR3b0ZhY3RvckVucm9sbG1lbnQSLS5saWNlbnNpbmcudjEuU3RhcnRUd29GYWN0b3JFbnJvbGxtZW50UmVxdWVzdBouLmxpY2Vuc2luZy52MS5TdGFydFR3b0ZhY3RvckVucm9sbG1lbnRSZXNwb25zZRJeCg9FbmFibGVUd29GYWN0b3ISJC5saWNlbnNpbmcudjEuRW5hYmxlVHdvRmFjdG9yUmVxdWVzdBolLmxpY2Vuc2luZy52MS5FbmFibGVUd29GYWN0b3JSZXNwb25zZRJqChNDcmVhdGVSZWNvdmVyeUNvZGVzEigubGljZW5zaW5nLnYxLkNyZWF0ZVJlY292ZXJ5Q29kZXNSZXF1ZXN0GikubGljZW5zaW5nLnYxLkNyZWF0ZVJlY292ZXJ5Q29kZXNSZXNwb25zZRJhChBEaXNhYmxlVHdvRmFjdG9yEiUubGljZW5zaW5nLnYxLkRpc2FibGVUd29GYWN0b3JSZXF1ZXN0GiYubGljZW5zaW5nLnYxLkRpc2FibGVUd29GYWN0b3JSZXNwb25zZRJUCgpHZXRMaWNlbnNlEh8ubGljZW5zaW5nLnYxLkdldExpY2Vuc2VSZXF1ZXN0GiAubGljZW5zaW5nLnYxLkdldExpY2Vuc2VSZXNwb25zZSIDkAIBEmMKD0xpc3RBY3RpdmF0aW9ucxIkLmxpY2Vuc2luZy52MS5MaXN0QWN0aXZhdGlvbnNSZXF1ZXN0GiUubGljZW5zaW5nLnYxLkxpc3RBY3RpdmF0aW9uc1Jlc3BvbnNlIgOQAgESZAoRRGVhY3RpdmF0ZU1hY2hpbmUSJi5saWNlbnNpbmcudjEuRGVhY3RpdmF0ZU1hY2hpbmVSZXF1ZXN0GicubGljZW5zaW5nLnYxLkRlYWN0aXZhdGVNYWNoaW5lUmVzcG9uc2USWgoMTGlzdFJlbGVhc2VzEiEubGljZW5zaW5nLnYxLkxpc3RSZWxlYXNlc1JlcXVlc3QaIi5saWNlbnNpbmcudjEuTGlzdFJlbGVhc2VzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_field_mask, file_licensing_v1_types]);
 
 /**
  * The request for `Login`.
@@ -35,6 +37,28 @@ export type LoginRequest = Message<"licensing.v1.LoginRequest"> & {
    * @generated from field: string password = 2;
    */
   password: string;
+
+  /**
+   * For an account with two-factor authentication: the current six-digit
+   * code from the user's authenticator app. Without it (and without a
+   * recovery code) such an account's sign-in is `UNAUTHENTICATED` with
+   * reason `TWO_FACTOR_REQUIRED`: ask for the code and call again. A wrong
+   * code is `INVALID_ARGUMENT` with reason `INVALID_TWO_FACTOR_CODE`, and
+   * counts as a failed sign-in attempt. Optional; exactly 6 digits.
+   * Never logged.
+   *
+   * @generated from field: string two_factor_code = 3;
+   */
+  twoFactorCode: string;
+
+  /**
+   * One of the user's recovery codes, instead of `two_factor_code` (for a
+   * user without their authenticator). Optional; at most 256 characters;
+   * at most one of the two. Never logged.
+   *
+   * @generated from field: string two_factor_recovery_code = 4;
+   */
+  twoFactorRecoveryCode: string;
 };
 
 /**
@@ -323,7 +347,616 @@ export const ListMyLicensesResponseSchema: GenMessage<ListMyLicensesResponse> = 
   messageDesc(file_licensing_v1_user_service, 11);
 
 /**
- * Sign-up, sign-in and self-service reads for end users.
+ * The request for `UpdateProfile`.
+ *
+ * @generated from message licensing.v1.UpdateProfileRequest
+ */
+export type UpdateProfileRequest = Message<"licensing.v1.UpdateProfileRequest"> & {
+  /**
+   * The new values. Only `first_name` and `last_name` can be changed; the
+   * other fields are ignored unless named in `update_mask` (which is then
+   * `INVALID_ARGUMENT`). The email address cannot be changed through the
+   * user's own session: Cryptlex would not verify the new address, so a
+   * stolen session could move the account to someone else's mailbox and take
+   * it over with a password reset.
+   *
+   * @generated from field: licensing.v1.Profile profile = 1;
+   */
+  profile?: Profile | undefined;
+
+  /**
+   * The fields to change: `first_name`, `last_name`, or `*` for both. When
+   * omitted, the non-empty ones of the two are changed. `first_name` cannot
+   * be set empty.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message licensing.v1.UpdateProfileRequest.
+ * Use `create(UpdateProfileRequestSchema)` to create a new message.
+ */
+export const UpdateProfileRequestSchema: GenMessage<UpdateProfileRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 12);
+
+/**
+ * The response of `UpdateProfile`.
+ *
+ * @generated from message licensing.v1.UpdateProfileResponse
+ */
+export type UpdateProfileResponse = Message<"licensing.v1.UpdateProfileResponse"> & {
+  /**
+   * The profile after the change.
+   *
+   * @generated from field: licensing.v1.Profile profile = 1;
+   */
+  profile?: Profile | undefined;
+};
+
+/**
+ * Describes the message licensing.v1.UpdateProfileResponse.
+ * Use `create(UpdateProfileResponseSchema)` to create a new message.
+ */
+export const UpdateProfileResponseSchema: GenMessage<UpdateProfileResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 13);
+
+/**
+ * The request for `ChangePassword`.
+ *
+ * @generated from message licensing.v1.ChangePasswordRequest
+ */
+export type ChangePasswordRequest = Message<"licensing.v1.ChangePasswordRequest"> & {
+  /**
+   * The user's current password. Required. Never logged.
+   *
+   * @generated from field: string current_password = 1;
+   */
+  currentPassword: string;
+
+  /**
+   * The new password. Required; 8 to 256 characters. Never logged.
+   *
+   * @generated from field: string new_password = 2;
+   */
+  newPassword: string;
+};
+
+/**
+ * Describes the message licensing.v1.ChangePasswordRequest.
+ * Use `create(ChangePasswordRequestSchema)` to create a new message.
+ */
+export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 14);
+
+/**
+ * The response of `ChangePassword`.
+ *
+ * @generated from message licensing.v1.ChangePasswordResponse
+ */
+export type ChangePasswordResponse = Message<"licensing.v1.ChangePasswordResponse"> & {
+};
+
+/**
+ * Describes the message licensing.v1.ChangePasswordResponse.
+ * Use `create(ChangePasswordResponseSchema)` to create a new message.
+ */
+export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 15);
+
+/**
+ * The request for `RequestPasswordReset`.
+ *
+ * @generated from message licensing.v1.RequestPasswordResetRequest
+ */
+export type RequestPasswordResetRequest = Message<"licensing.v1.RequestPasswordResetRequest"> & {
+  /**
+   * The email address of the account. Required; at most 256 characters.
+   *
+   * @generated from field: string email = 1;
+   */
+  email: string;
+};
+
+/**
+ * Describes the message licensing.v1.RequestPasswordResetRequest.
+ * Use `create(RequestPasswordResetRequestSchema)` to create a new message.
+ */
+export const RequestPasswordResetRequestSchema: GenMessage<RequestPasswordResetRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 16);
+
+/**
+ * The response of `RequestPasswordReset`. The same whether or not the
+ * account exists.
+ *
+ * @generated from message licensing.v1.RequestPasswordResetResponse
+ */
+export type RequestPasswordResetResponse = Message<"licensing.v1.RequestPasswordResetResponse"> & {
+};
+
+/**
+ * Describes the message licensing.v1.RequestPasswordResetResponse.
+ * Use `create(RequestPasswordResetResponseSchema)` to create a new message.
+ */
+export const RequestPasswordResetResponseSchema: GenMessage<RequestPasswordResetResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 17);
+
+/**
+ * The request for `ResetPassword`.
+ *
+ * @generated from message licensing.v1.ResetPasswordRequest
+ */
+export type ResetPasswordRequest = Message<"licensing.v1.ResetPasswordRequest"> & {
+  /**
+   * Whose password to reset. Exactly one is required.
+   *
+   * @generated from oneof licensing.v1.ResetPasswordRequest.user
+   */
+  user: {
+    /**
+     * The user's email address.
+     *
+     * @generated from field: string email = 1;
+     */
+    value: string;
+    case: "email";
+  } | {
+    /**
+     * The Cryptlex id of the user (as in a link the website mailed).
+     *
+     * @generated from field: string user_id = 2;
+     */
+    value: string;
+    case: "userId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The reset token from the mail. Required; at most 1024 characters.
+   * Never logged.
+   *
+   * @generated from field: string token = 3;
+   */
+  token: string;
+
+  /**
+   * The new password. Required; 8 to 256 characters. Never logged.
+   *
+   * @generated from field: string new_password = 4;
+   */
+  newPassword: string;
+};
+
+/**
+ * Describes the message licensing.v1.ResetPasswordRequest.
+ * Use `create(ResetPasswordRequestSchema)` to create a new message.
+ */
+export const ResetPasswordRequestSchema: GenMessage<ResetPasswordRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 18);
+
+/**
+ * The response of `ResetPassword`. Sign in with the new password next.
+ *
+ * @generated from message licensing.v1.ResetPasswordResponse
+ */
+export type ResetPasswordResponse = Message<"licensing.v1.ResetPasswordResponse"> & {
+};
+
+/**
+ * Describes the message licensing.v1.ResetPasswordResponse.
+ * Use `create(ResetPasswordResponseSchema)` to create a new message.
+ */
+export const ResetPasswordResponseSchema: GenMessage<ResetPasswordResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 19);
+
+/**
+ * The request for `StartTwoFactorEnrollment`.
+ *
+ * @generated from message licensing.v1.StartTwoFactorEnrollmentRequest
+ */
+export type StartTwoFactorEnrollmentRequest = Message<"licensing.v1.StartTwoFactorEnrollmentRequest"> & {
+};
+
+/**
+ * Describes the message licensing.v1.StartTwoFactorEnrollmentRequest.
+ * Use `create(StartTwoFactorEnrollmentRequestSchema)` to create a new message.
+ */
+export const StartTwoFactorEnrollmentRequestSchema: GenMessage<StartTwoFactorEnrollmentRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 20);
+
+/**
+ * The response of `StartTwoFactorEnrollment`. Both fields hold the new TOTP
+ * secret: show them to the user only, never log or store them.
+ *
+ * @generated from message licensing.v1.StartTwoFactorEnrollmentResponse
+ */
+export type StartTwoFactorEnrollmentResponse = Message<"licensing.v1.StartTwoFactorEnrollmentResponse"> & {
+  /**
+   * The `otpauth://totp/...` URI to show as a QR code.
+   *
+   * @generated from field: string otpauth_url = 1;
+   */
+  otpauthUrl: string;
+
+  /**
+   * The base32 secret from the URI, for typing into an authenticator app
+   * by hand.
+   *
+   * @generated from field: string secret = 2;
+   */
+  secret: string;
+};
+
+/**
+ * Describes the message licensing.v1.StartTwoFactorEnrollmentResponse.
+ * Use `create(StartTwoFactorEnrollmentResponseSchema)` to create a new message.
+ */
+export const StartTwoFactorEnrollmentResponseSchema: GenMessage<StartTwoFactorEnrollmentResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 21);
+
+/**
+ * The request for `EnableTwoFactor`.
+ *
+ * @generated from message licensing.v1.EnableTwoFactorRequest
+ */
+export type EnableTwoFactorRequest = Message<"licensing.v1.EnableTwoFactorRequest"> & {
+  /**
+   * A current six-digit code from the authenticator app. Required.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message licensing.v1.EnableTwoFactorRequest.
+ * Use `create(EnableTwoFactorRequestSchema)` to create a new message.
+ */
+export const EnableTwoFactorRequestSchema: GenMessage<EnableTwoFactorRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 22);
+
+/**
+ * The response of `EnableTwoFactor`.
+ *
+ * @generated from message licensing.v1.EnableTwoFactorResponse
+ */
+export type EnableTwoFactorResponse = Message<"licensing.v1.EnableTwoFactorResponse"> & {
+  /**
+   * The profile, now with `two_factor_enabled`.
+   *
+   * @generated from field: licensing.v1.Profile profile = 1;
+   */
+  profile?: Profile | undefined;
+};
+
+/**
+ * Describes the message licensing.v1.EnableTwoFactorResponse.
+ * Use `create(EnableTwoFactorResponseSchema)` to create a new message.
+ */
+export const EnableTwoFactorResponseSchema: GenMessage<EnableTwoFactorResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 23);
+
+/**
+ * The request for `CreateRecoveryCodes`.
+ *
+ * @generated from message licensing.v1.CreateRecoveryCodesRequest
+ */
+export type CreateRecoveryCodesRequest = Message<"licensing.v1.CreateRecoveryCodesRequest"> & {
+  /**
+   * A current six-digit code from the authenticator app. Required.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message licensing.v1.CreateRecoveryCodesRequest.
+ * Use `create(CreateRecoveryCodesRequestSchema)` to create a new message.
+ */
+export const CreateRecoveryCodesRequestSchema: GenMessage<CreateRecoveryCodesRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 24);
+
+/**
+ * The response of `CreateRecoveryCodes`.
+ *
+ * @generated from message licensing.v1.CreateRecoveryCodesResponse
+ */
+export type CreateRecoveryCodesResponse = Message<"licensing.v1.CreateRecoveryCodesResponse"> & {
+  /**
+   * The new recovery codes, each usable once instead of a code at sign-in.
+   * Show them to the user once; never log or store them.
+   *
+   * @generated from field: repeated string recovery_codes = 1;
+   */
+  recoveryCodes: string[];
+};
+
+/**
+ * Describes the message licensing.v1.CreateRecoveryCodesResponse.
+ * Use `create(CreateRecoveryCodesResponseSchema)` to create a new message.
+ */
+export const CreateRecoveryCodesResponseSchema: GenMessage<CreateRecoveryCodesResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 25);
+
+/**
+ * The request for `DisableTwoFactor`.
+ *
+ * @generated from message licensing.v1.DisableTwoFactorRequest
+ */
+export type DisableTwoFactorRequest = Message<"licensing.v1.DisableTwoFactorRequest"> & {
+  /**
+   * A current six-digit code from the authenticator app. Required.
+   *
+   * @generated from field: string code = 1;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message licensing.v1.DisableTwoFactorRequest.
+ * Use `create(DisableTwoFactorRequestSchema)` to create a new message.
+ */
+export const DisableTwoFactorRequestSchema: GenMessage<DisableTwoFactorRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 26);
+
+/**
+ * The response of `DisableTwoFactor`.
+ *
+ * @generated from message licensing.v1.DisableTwoFactorResponse
+ */
+export type DisableTwoFactorResponse = Message<"licensing.v1.DisableTwoFactorResponse"> & {
+  /**
+   * The profile, now without `two_factor_enabled`.
+   *
+   * @generated from field: licensing.v1.Profile profile = 1;
+   */
+  profile?: Profile | undefined;
+};
+
+/**
+ * Describes the message licensing.v1.DisableTwoFactorResponse.
+ * Use `create(DisableTwoFactorResponseSchema)` to create a new message.
+ */
+export const DisableTwoFactorResponseSchema: GenMessage<DisableTwoFactorResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 27);
+
+/**
+ * The request for `GetLicense`.
+ *
+ * @generated from message licensing.v1.GetLicenseRequest
+ */
+export type GetLicenseRequest = Message<"licensing.v1.GetLicenseRequest"> & {
+  /**
+   * The Cryptlex id of the license. Required.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+};
+
+/**
+ * Describes the message licensing.v1.GetLicenseRequest.
+ * Use `create(GetLicenseRequestSchema)` to create a new message.
+ */
+export const GetLicenseRequestSchema: GenMessage<GetLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 28);
+
+/**
+ * The response of `GetLicense`.
+ *
+ * @generated from message licensing.v1.GetLicenseResponse
+ */
+export type GetLicenseResponse = Message<"licensing.v1.GetLicenseResponse"> & {
+  /**
+   * The license.
+   *
+   * @generated from field: licensing.v1.License license = 1;
+   */
+  license?: License | undefined;
+
+  /**
+   * The features the license entitles its owner to.
+   *
+   * @generated from field: repeated licensing.v1.FeatureEntitlement feature_entitlements = 2;
+   */
+  featureEntitlements: FeatureEntitlement[];
+};
+
+/**
+ * Describes the message licensing.v1.GetLicenseResponse.
+ * Use `create(GetLicenseResponseSchema)` to create a new message.
+ */
+export const GetLicenseResponseSchema: GenMessage<GetLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 29);
+
+/**
+ * The request for `ListActivations` (AIP-158 pagination).
+ *
+ * @generated from message licensing.v1.ListActivationsRequest
+ */
+export type ListActivationsRequest = Message<"licensing.v1.ListActivationsRequest"> & {
+  /**
+   * The license whose machines to list. Required.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+
+  /**
+   * The largest number of activations to return. 0 means the default, 25.
+   * Values above 100 are treated as 100. Negative values are invalid.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call, to get the following page.
+   * The other fields must match the call that returned the token.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensing.v1.ListActivationsRequest.
+ * Use `create(ListActivationsRequestSchema)` to create a new message.
+ */
+export const ListActivationsRequestSchema: GenMessage<ListActivationsRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 30);
+
+/**
+ * The response of `ListActivations`.
+ *
+ * @generated from message licensing.v1.ListActivationsResponse
+ */
+export type ListActivationsResponse = Message<"licensing.v1.ListActivationsResponse"> & {
+  /**
+   * The activations on this page, oldest first.
+   *
+   * @generated from field: repeated licensing.v1.Activation activations = 1;
+   */
+  activations: Activation[];
+
+  /**
+   * A token for the next page, or empty when there are no more.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensing.v1.ListActivationsResponse.
+ * Use `create(ListActivationsResponseSchema)` to create a new message.
+ */
+export const ListActivationsResponseSchema: GenMessage<ListActivationsResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 31);
+
+/**
+ * The request for `DeactivateMachine`.
+ *
+ * @generated from message licensing.v1.DeactivateMachineRequest
+ */
+export type DeactivateMachineRequest = Message<"licensing.v1.DeactivateMachineRequest"> & {
+  /**
+   * The Cryptlex id of the activation (from `ListActivations`). Required.
+   *
+   * @generated from field: string activation_id = 1;
+   */
+  activationId: string;
+};
+
+/**
+ * Describes the message licensing.v1.DeactivateMachineRequest.
+ * Use `create(DeactivateMachineRequestSchema)` to create a new message.
+ */
+export const DeactivateMachineRequestSchema: GenMessage<DeactivateMachineRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 32);
+
+/**
+ * The response of `DeactivateMachine`.
+ *
+ * @generated from message licensing.v1.DeactivateMachineResponse
+ */
+export type DeactivateMachineResponse = Message<"licensing.v1.DeactivateMachineResponse"> & {
+  /**
+   * The license the machine was activated with; read it again
+   * (`GetLicense`) for its new counts.
+   *
+   * @generated from field: string license_id = 1;
+   */
+  licenseId: string;
+};
+
+/**
+ * Describes the message licensing.v1.DeactivateMachineResponse.
+ * Use `create(DeactivateMachineResponseSchema)` to create a new message.
+ */
+export const DeactivateMachineResponseSchema: GenMessage<DeactivateMachineResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 33);
+
+/**
+ * The request for `ListReleases` (AIP-158 pagination).
+ *
+ * @generated from message licensing.v1.ListReleasesRequest
+ */
+export type ListReleasesRequest = Message<"licensing.v1.ListReleasesRequest"> & {
+  /**
+   * Only releases of the product with this display name (as in
+   * `License.product_name`). Optional; at most 256 characters.
+   *
+   * @generated from field: string product_name = 1;
+   */
+  productName: string;
+
+  /**
+   * Only releases in this channel, for example `stable` or `beta`.
+   * Optional; at most 256 characters. Cryptlex cannot filter by channel, so
+   * the gateway does: a page may then be short and still carry a token.
+   *
+   * @generated from field: string channel = 2;
+   */
+  channel: string;
+
+  /**
+   * The largest number of releases to return. 0 means the default, 25.
+   * Values above 100 are treated as 100. Negative values are invalid.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * The `next_page_token` of a previous call, to get the following page.
+   * The other fields must match the call that returned the token.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message licensing.v1.ListReleasesRequest.
+ * Use `create(ListReleasesRequestSchema)` to create a new message.
+ */
+export const ListReleasesRequestSchema: GenMessage<ListReleasesRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 34);
+
+/**
+ * The response of `ListReleases`.
+ *
+ * @generated from message licensing.v1.ListReleasesResponse
+ */
+export type ListReleasesResponse = Message<"licensing.v1.ListReleasesResponse"> & {
+  /**
+   * The releases on this page, newest first.
+   *
+   * @generated from field: repeated licensing.v1.Release releases = 1;
+   */
+  releases: Release[];
+
+  /**
+   * A token for the next page, or empty when there are no more.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message licensing.v1.ListReleasesResponse.
+ * Use `create(ListReleasesResponseSchema)` to create a new message.
+ */
+export const ListReleasesResponseSchema: GenMessage<ListReleasesResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_user_service, 35);
+
+/**
+ * Sign-up, sign-in and the self-service a customer portal offers: profile,
+ * password, two-factor authentication, password reset, licenses, their
+ * activations (machines) and the releases the user may download.
  *
  * Served on the public listener over gRPC and gRPC-Web (HTTP/1.1 and HTTP/2).
  * Calls other than `Login`, `RefreshSession` and `SignUp` act as the caller
@@ -408,6 +1041,158 @@ export const UserService: GenService<{
     methodKind: "unary";
     input: typeof ListMyLicensesRequestSchema;
     output: typeof ListMyLicensesResponseSchema;
+  },
+  /**
+   * Changes the signed-in user's first or last name (AIP-134: only the
+   * fields named in `update_mask` change) and returns the updated profile.
+   *
+   * The email address cannot be changed here (see `UpdateProfileRequest`).
+   *
+   * @generated from rpc licensing.v1.UserService.UpdateProfile
+   */
+  updateProfile: {
+    methodKind: "unary";
+    input: typeof UpdateProfileRequestSchema;
+    output: typeof UpdateProfileResponseSchema;
+  },
+  /**
+   * Changes the signed-in user's password. The current password is checked by
+   * Cryptlex; a wrong one is `INVALID_ARGUMENT` (reason
+   * `WRONG_CURRENT_PASSWORD`) and counts as a failed sign-in attempt.
+   *
+   * @generated from rpc licensing.v1.UserService.ChangePassword
+   */
+  changePassword: {
+    methodKind: "unary";
+    input: typeof ChangePasswordRequestSchema;
+    output: typeof ChangePasswordResponseSchema;
+  },
+  /**
+   * Asks Cryptlex to mail a password-reset link to `email`.
+   *
+   * The answer is the same whether or not an account has this address, so
+   * the call cannot be used to find out who has an account. Throttled per
+   * email address and per client address (`RESOURCE_EXHAUSTED`, reason
+   * `TOO_MANY_ATTEMPTS`).
+   *
+   * @generated from rpc licensing.v1.UserService.RequestPasswordReset
+   */
+  requestPasswordReset: {
+    methodKind: "unary";
+    input: typeof RequestPasswordResetRequestSchema;
+    output: typeof RequestPasswordResetResponseSchema;
+  },
+  /**
+   * Sets a new password with the reset token from a reset mail (Cryptlex's
+   * own, or the website's own mail with a token from
+   * `AccountService.CreatePasswordResetToken`). An unknown, used or expired
+   * token, or an unknown user, is `FAILED_PRECONDITION` (reason
+   * `RESET_TOKEN_INVALID`): the answer is the same for both. Throttled like
+   * sign-in.
+   *
+   * @generated from rpc licensing.v1.UserService.ResetPassword
+   */
+  resetPassword: {
+    methodKind: "unary";
+    input: typeof ResetPasswordRequestSchema;
+    output: typeof ResetPasswordResponseSchema;
+  },
+  /**
+   * Starts two-factor enrolment: Cryptlex makes a new TOTP secret for the
+   * signed-in user. Show `otpauth_url` as a QR code; nothing changes until
+   * `EnableTwoFactor` confirms a code from the authenticator app.
+   *
+   * @generated from rpc licensing.v1.UserService.StartTwoFactorEnrollment
+   */
+  startTwoFactorEnrollment: {
+    methodKind: "unary";
+    input: typeof StartTwoFactorEnrollmentRequestSchema;
+    output: typeof StartTwoFactorEnrollmentResponseSchema;
+  },
+  /**
+   * Turns two-factor authentication on with a current code from the
+   * authenticator app set up by `StartTwoFactorEnrollment`. A wrong code is
+   * `INVALID_ARGUMENT` (reason `INVALID_TWO_FACTOR_CODE`).
+   *
+   * @generated from rpc licensing.v1.UserService.EnableTwoFactor
+   */
+  enableTwoFactor: {
+    methodKind: "unary";
+    input: typeof EnableTwoFactorRequestSchema;
+    output: typeof EnableTwoFactorResponseSchema;
+  },
+  /**
+   * Makes a new set of recovery codes (the old ones stop working). Needs a
+   * current code; a wrong one is `INVALID_ARGUMENT` (reason
+   * `INVALID_TWO_FACTOR_CODE`).
+   *
+   * @generated from rpc licensing.v1.UserService.CreateRecoveryCodes
+   */
+  createRecoveryCodes: {
+    methodKind: "unary";
+    input: typeof CreateRecoveryCodesRequestSchema;
+    output: typeof CreateRecoveryCodesResponseSchema;
+  },
+  /**
+   * Turns two-factor authentication off. Needs a current code; a wrong one
+   * is `INVALID_ARGUMENT` (reason `INVALID_TWO_FACTOR_CODE`).
+   *
+   * @generated from rpc licensing.v1.UserService.DisableTwoFactor
+   */
+  disableTwoFactor: {
+    methodKind: "unary";
+    input: typeof DisableTwoFactorRequestSchema;
+    output: typeof DisableTwoFactorResponseSchema;
+  },
+  /**
+   * Returns one of the signed-in user's licenses with its feature
+   * entitlements. A license that does not exist or is not the caller's is
+   * `NOT_FOUND` (the two cannot be told apart).
+   *
+   * @generated from rpc licensing.v1.UserService.GetLicense
+   */
+  getLicense: {
+    methodKind: "unary";
+    input: typeof GetLicenseRequestSchema;
+    output: typeof GetLicenseResponseSchema;
+  },
+  /**
+   * Lists the machines activated with one of the signed-in user's licenses,
+   * one page at a time. A license that is not the caller's is `NOT_FOUND`.
+   *
+   * @generated from rpc licensing.v1.UserService.ListActivations
+   */
+  listActivations: {
+    methodKind: "unary";
+    input: typeof ListActivationsRequestSchema;
+    output: typeof ListActivationsResponseSchema;
+  },
+  /**
+   * Deactivates one of the signed-in user's machines, freeing its activation
+   * for another machine.
+   *
+   * The activation must be the caller's (`NOT_FOUND` otherwise: a user can
+   * never deactivate another user's machine). When the license has used up
+   * its allowed deactivations the call is `FAILED_PRECONDITION` (reason
+   * `DEACTIVATION_LIMIT_REACHED`) and nothing changes.
+   *
+   * @generated from rpc licensing.v1.UserService.DeactivateMachine
+   */
+  deactivateMachine: {
+    methodKind: "unary";
+    input: typeof DeactivateMachineRequestSchema;
+    output: typeof DeactivateMachineResponseSchema;
+  },
+  /**
+   * Lists the releases the signed-in user may download, newest first, with
+   * their download links.
+   *
+   * @generated from rpc licensing.v1.UserService.ListReleases
+   */
+  listReleases: {
+    methodKind: "unary";
+    input: typeof ListReleasesRequestSchema;
+    output: typeof ListReleasesResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_licensing_v1_user_service, 0);
