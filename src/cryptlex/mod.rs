@@ -29,9 +29,9 @@ mod breaker;
 pub(crate) mod budget;
 mod endpoints;
 mod error;
-mod lifecycle_endpoints;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod lifecycle_endpoints;
 mod observe;
 mod retry;
 pub mod shared_window;

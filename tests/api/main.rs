@@ -16,6 +16,7 @@ mod grpc_web;
 mod helpers;
 mod hostile;
 mod issuance;
+mod lifecycle;
 mod observability;
 mod replicas;
 mod resilience;
