@@ -110,8 +110,12 @@ pub(crate) enum LedgerCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Show the records of one request id.
-    Show { request_id: String },
+    /// Show the records of one request id (with its units and what it did to each license),
+    /// or the history of one license.
+    Show {
+        #[arg(value_name = "REQUEST_ID|LICENSE_ID")]
+        request_id: String,
+    },
     /// Look up pending records' licenses in Cryptlex and complete them.
     Reconcile {
         #[arg(long, default_value_t = 100)]

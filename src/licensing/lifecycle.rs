@@ -22,7 +22,8 @@
 //! compares it with the last event applied to the license (stored in the ledger, shared by
 //! every replica): an event that is not later is acknowledged as `superseded` and changes
 //! nothing. A revoked license stays revoked: later suspends, resumes, renewals and seat
-//! changes are superseded too.
+//! changes are superseded too. A renewal to a date never shortens a license: a date that is
+//! not later than the license's expiry is superseded as well.
 //!
 //! # Refusals
 //!
@@ -657,16 +658,17 @@ impl Licensing {
                 if revoked {
                     return self.superseded(hold, entry, current, "the license is revoked").await;
                 }
-                match expires_at {
-                    Some(at) if same_expiry(current.license.expires_at, *at) => {
-                        entry.result = HistoryResult::Applied;
-                        entry.expires_after = current.license.expires_at;
-                        entry.detail = Some("already so".to_owned());
-                        ledger.write_history(Some(hold), &entry).await?;
-                        return Ok((self.update_from(&entry, current), false));
+                match (expires_at, current.license.expires_at) {
+                    // A renewal never shortens a license (a monthly period's end must not cut
+                    // a yearly license short), and the same date again changes nothing.
+                    (Some(at), Some(current_expiry)) if *at <= current_expiry + EXPIRY_TOLERANCE => {
+                        entry.expires_after = Some(current_expiry);
+                        return self
+                            .superseded(hold, entry, current, "the license already expires then or later")
+                            .await;
                     }
-                    Some(at) => Write::Expiry(*at),
-                    None => Write::Renew,
+                    (Some(at), _) => Write::Expiry(*at),
+                    (None, _) => Write::Renew,
                 }
             }
         };
@@ -814,8 +816,11 @@ impl Licensing {
             Some(Operation::RenewLicense) => match pending.wanted_expires_at {
                 Some(wanted) => same_expiry(license.expires_at, wanted),
                 // An expiry later than the one recorded before means the renewal happened.
+                // The record keeps milliseconds, so "later" means by more than the tolerance
+                // (a renewal adds a whole interval): an unrenewed expiry with more precision
+                // than the record must not look renewed.
                 None => match (license.expires_at, pending.expires_before) {
-                    (Some(now), Some(before)) => now > before,
+                    (Some(now), Some(before)) => now > before + EXPIRY_TOLERANCE,
                     (Some(_), None) => true,
                     (None, _) => false,
                 },

@@ -17,6 +17,7 @@ mod grpc_web;
 mod helpers;
 mod hostile;
 mod issuance;
+mod lifecycle;
 mod observability;
 mod replicas;
 mod resilience;
