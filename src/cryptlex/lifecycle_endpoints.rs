@@ -138,7 +138,7 @@ impl Client {
 }
 
 /// Converts the administrator's view of a license, keeping every metadata entry.
-fn admin_license(dto: wire::LicenseDto) -> AdminLicense {
+pub(super) fn admin_license(dto: wire::LicenseDto) -> AdminLicense {
     let metadata = dto
         .metadata
         .iter()

@@ -16,7 +16,8 @@
 //! - `endpoints`: one method per Cryptlex endpoint the gateway calls;
 //!   `account_endpoints` the account calls' (two-factor, profile, password,
 //!   password reset); `lifecycle_endpoints` the payment lifecycle's
-//!   (renew, expiry, license updates).
+//!   (renew, expiry, license updates); `audit_endpoints` the read-only calls of
+//!   `ledger audit`.
 //! - `transport`: sending one described request: admission, the HTTP
 //!   exchange, headers, decoding and error classification.
 //! - `retry`: which calls may be repeated, back-off, the retry budget.
@@ -25,6 +26,7 @@
 //!   metrics.
 
 mod account_endpoints;
+mod audit_endpoints;
 mod breaker;
 pub(crate) mod budget;
 mod endpoints;

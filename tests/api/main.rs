@@ -9,6 +9,7 @@
 mod support;
 
 mod admission;
+mod audit;
 mod coherence;
 mod contract;
 mod freshness;
