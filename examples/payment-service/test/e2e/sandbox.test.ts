@@ -172,7 +172,7 @@ describe("the payment service against the sandbox", () => {
     assert.equal((await licensesWith(SUBSCRIPTION_KEY, subscription)).length, 1);
   });
 
-  it("renewal: invoice.paid moves the expiry to the period end, exactly once on redelivery", async () => {
+  it("renewal: invoice.paid moves the expiry to the period end, exactly once on redelivery, never back", async () => {
     // Past the expiry the license was issued with (the sandbox product's
     // template: one year), as a yearly plan's renewal would be.
     const periodEnd = Math.floor(Date.now() / 1000) + 400 * 86400;
@@ -193,6 +193,15 @@ describe("the payment service against the sandbox", () => {
     [renewed] = await licensesWith(SUBSCRIPTION_KEY, subscription);
     assert.equal(Date.parse(renewed!.expiresAt!), periodEnd * 1000);
     assert.equal((await writesTo(license.id)).length, writes, "the redelivery wrote nothing");
+
+    // An older renewal delivered late (Stripe does not keep order) does not
+    // shorten the license.
+    const older = stripe.event("invoice.paid", stripe.invoice({ subscription, periodEnd: periodEnd - 30 * 86400 }));
+    const late = await deliver(older);
+    assert.equal(late.status, 200, JSON.stringify(late.body));
+    assert.equal(late.body.outcome, "superseded");
+    [renewed] = await licensesWith(SUBSCRIPTION_KEY, subscription);
+    assert.equal(Date.parse(renewed!.expiresAt!), periodEnd * 1000, "the expiry did not move back");
   });
 
   it("pause and resume out of order: the later resume wins over the older pause", async () => {
