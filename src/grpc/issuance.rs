@@ -3,15 +3,19 @@
 //!
 //! The allow-list is checked first, from the verified certificate's names,
 //! before the request is even parsed; the use case then applies the
-//! per-product policy and the ledger.
+//! per-product policy and the ledger. `IssueLicense` and the five lifecycle
+//! RPCs (renew, suspend, resume, revoke, seats) are each four steps: the
+//! caller, the command, the use case, the response.
 
 use tonic::{Request, Response, Status};
 
 use super::auth;
 use super::context::{Deadlines, request_context};
 use super::pb::{self, issuance_service_server::IssuanceService};
-use crate::domain::{ClientIdentity, Operation};
-use crate::licensing::{IssueCommand, Licensing, LicensingError};
+use crate::domain::{ClientIdentity, Operation, ValidationErrors};
+use crate::licensing::{
+    IssueCommand, Licensing, LicensingError, LifecycleCommand, LifecycleOutcome,
+};
 
 /// The adapter from `IssuanceService` to the use cases.
 #[derive(Debug, Clone)]
@@ -54,48 +58,103 @@ impl IssuanceService for IssuanceApi {
             .authorize_call(&auth::peer_identities(&request), Operation::IssueLicense)?;
         let command = IssueCommand::try_from(request.into_inner()).map_err(LicensingError::from)?;
         let issued = self.licensing.issue_license(&ctx, &caller, command).await?;
-        let license = pb::IssuedLicense::from(issued.license);
+        let licenses: Vec<pb::IssuedLicense> = issued
+            .licenses
+            .into_iter()
+            .map(pb::IssuedLicense::from)
+            .collect();
         Ok(Response::new(pb::IssueLicenseResponse {
-            licenses: vec![license.clone()],
-            license: Some(license),
+            license: licenses.first().cloned(),
+            licenses,
             replayed: issued.replayed,
         }))
     }
 
-    // === the payment lifecycle (issue 16) ===
+    // === the payment lifecycle ===
 
     async fn renew_license(
         &self,
-        _request: Request<pb::RenewLicenseRequest>,
+        request: Request<pb::RenewLicenseRequest>,
     ) -> Result<Response<pb::RenewLicenseResponse>, Status> {
-        Err(Status::unimplemented("RenewLicense is not implemented yet"))
+        let outcome = self.lifecycle(request, Operation::RenewLicense).await?;
+        Ok(Response::new(pb::RenewLicenseResponse {
+            replayed: outcome.replayed,
+            licenses: updates(outcome),
+        }))
     }
 
     async fn suspend_license(
         &self,
-        _request: Request<pb::SuspendLicenseRequest>,
+        request: Request<pb::SuspendLicenseRequest>,
     ) -> Result<Response<pb::SuspendLicenseResponse>, Status> {
-        Err(Status::unimplemented("SuspendLicense is not implemented yet"))
+        let outcome = self.lifecycle(request, Operation::SuspendLicense).await?;
+        Ok(Response::new(pb::SuspendLicenseResponse {
+            replayed: outcome.replayed,
+            superseded: outcome.superseded(),
+            licenses: updates(outcome),
+        }))
     }
 
     async fn resume_license(
         &self,
-        _request: Request<pb::ResumeLicenseRequest>,
+        request: Request<pb::ResumeLicenseRequest>,
     ) -> Result<Response<pb::ResumeLicenseResponse>, Status> {
-        Err(Status::unimplemented("ResumeLicense is not implemented yet"))
+        let outcome = self.lifecycle(request, Operation::ResumeLicense).await?;
+        Ok(Response::new(pb::ResumeLicenseResponse {
+            replayed: outcome.replayed,
+            superseded: outcome.superseded(),
+            licenses: updates(outcome),
+        }))
     }
 
     async fn revoke_license(
         &self,
-        _request: Request<pb::RevokeLicenseRequest>,
+        request: Request<pb::RevokeLicenseRequest>,
     ) -> Result<Response<pb::RevokeLicenseResponse>, Status> {
-        Err(Status::unimplemented("RevokeLicense is not implemented yet"))
+        let outcome = self.lifecycle(request, Operation::RevokeLicense).await?;
+        Ok(Response::new(pb::RevokeLicenseResponse {
+            replayed: outcome.replayed,
+            licenses: updates(outcome),
+        }))
     }
 
     async fn set_seats(
         &self,
-        _request: Request<pb::SetSeatsRequest>,
+        request: Request<pb::SetSeatsRequest>,
     ) -> Result<Response<pb::SetSeatsResponse>, Status> {
-        Err(Status::unimplemented("SetSeats is not implemented yet"))
+        let outcome = self.lifecycle(request, Operation::SetSeats).await?;
+        Ok(Response::new(pb::SetSeatsResponse {
+            replayed: outcome.replayed,
+            licenses: updates(outcome),
+        }))
     }
+}
+
+impl IssuanceApi {
+    /// The steps every lifecycle RPC shares: the caller and its right to `operation` (before
+    /// the request is parsed, so a refusal costs nothing), the command, the use case.
+    async fn lifecycle<T>(
+        &self,
+        request: Request<T>,
+        operation: Operation,
+    ) -> Result<LifecycleOutcome, LicensingError>
+    where
+        LifecycleCommand: TryFrom<T, Error = ValidationErrors>,
+    {
+        let ctx = request_context(&request, self.deadlines);
+        let caller = self
+            .licensing
+            .authorize_call(&auth::peer_identities(&request), operation)?;
+        let command = LifecycleCommand::try_from(request.into_inner())?;
+        self.licensing.lifecycle(&ctx, &caller, command).await
+    }
+}
+
+/// The licenses of an answer, as the response lists them.
+fn updates(outcome: LifecycleOutcome) -> Vec<pb::LicenseUpdate> {
+    outcome
+        .licenses
+        .into_iter()
+        .map(pb::LicenseUpdate::from)
+        .collect()
 }
