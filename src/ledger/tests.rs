@@ -1317,16 +1317,22 @@ async fn fifty_concurrent_claims_of_one_license_yield_exactly_one_holder(db: &Te
 }
 
 async fn a_license_released_after_a_settling_period_stays_busy_until_it_ends(db: &TestDb) {
+    // Longer than SHORT: the claim right after the release must land inside the period even
+    // on a loaded machine.
+    let settle = Duration::from_millis(800);
     let ledger = db.connect().await;
     let hold = held(ledger.claim_license("lic-1", LONG).await.expect("claim"));
 
-    ledger.release_license(&hold, SHORT).await.expect("release");
+    ledger
+        .release_license(&hold, settle)
+        .await
+        .expect("release");
 
     assert!(matches!(
         ledger.claim_license("lic-1", LONG).await.expect("claim"),
         LicenseClaim::Busy { .. }
     ));
-    wait_out_short_lease().await;
+    tokio::time::sleep(settle + Duration::from_millis(200)).await;
     held(
         ledger
             .claim_license("lic-1", LONG)
