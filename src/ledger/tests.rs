@@ -1417,3 +1417,62 @@ fn history_results_round_trip_through_their_names() {
     }
     assert!("done".parse::<HistoryResult>().is_err());
 }
+
+#[tokio::test]
+async fn on_sqlite_a_database_from_before_the_lifecycle_migrates_and_its_records_replay() {
+    // Arrange: a ledger file with only the first migration, and a record written then.
+    let db = TestDb::sqlite().await;
+    {
+        let old = sqlx::SqlitePool::connect_with(
+            <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&db.options.url)
+                .expect("url")
+                .create_if_missing(true),
+        )
+        .await
+        .expect("open");
+        let all = sqlx::migrate!("./migrations/sqlite");
+        let first_only = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(all.migrations[..1].to_vec()),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        first_only.run(&old).await.expect("the first migration");
+        sqlx::query(
+            "INSERT INTO issuance_records (caller, request_id, fingerprint, state, attempt_token, \
+             attempts, license_id, license_json, created_at, updated_at, lease_expires_at) \
+             VALUES ($1, 'old-1', $2, 'issued', 'token', 1, 'lic-old', $3, 1, 1, 1)",
+        )
+        .bind(CLIENT)
+        .bind(fingerprint('o'))
+        .bind(license_json("lic-old"))
+        .execute(&old)
+        .await
+        .expect("an old record");
+        old.close().await;
+    }
+
+    // Act: today's gateway opens it (and runs the rest of the migrations).
+    let ledger = db.connect().await;
+
+    // Assert
+    let record = ledger
+        .get(CLIENT, "old-1")
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(
+        record.operation, ISSUE_LICENSE,
+        "the default names what it was"
+    );
+    let replay = ledger
+        .begin(CLIENT, "old-1", &fingerprint('o'), LONG)
+        .await
+        .expect("begin");
+    assert_eq!(replayed(replay), issued("lic-old"));
+    assert!(
+        ledger
+            .license_history("lic-old")
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
