@@ -1317,16 +1317,22 @@ async fn fifty_concurrent_claims_of_one_license_yield_exactly_one_holder(db: &Te
 }
 
 async fn a_license_released_after_a_settling_period_stays_busy_until_it_ends(db: &TestDb) {
+    // Longer than SHORT: the claim right after the release must land inside the period even
+    // on a loaded machine.
+    let settle = Duration::from_millis(800);
     let ledger = db.connect().await;
     let hold = held(ledger.claim_license("lic-1", LONG).await.expect("claim"));
 
-    ledger.release_license(&hold, SHORT).await.expect("release");
+    ledger
+        .release_license(&hold, settle)
+        .await
+        .expect("release");
 
     assert!(matches!(
         ledger.claim_license("lic-1", LONG).await.expect("claim"),
         LicenseClaim::Busy { .. }
     ));
-    wait_out_short_lease().await;
+    tokio::time::sleep(settle + Duration::from_millis(200)).await;
     held(
         ledger
             .claim_license("lic-1", LONG)
@@ -1410,4 +1416,63 @@ fn history_results_round_trip_through_their_names() {
         assert_eq!(result.as_str().parse::<HistoryResult>(), Ok(result));
     }
     assert!("done".parse::<HistoryResult>().is_err());
+}
+
+#[tokio::test]
+async fn on_sqlite_a_database_from_before_the_lifecycle_migrates_and_its_records_replay() {
+    // Arrange: a ledger file with only the first migration, and a record written then.
+    let db = TestDb::sqlite().await;
+    {
+        let old = sqlx::SqlitePool::connect_with(
+            <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&db.options.url)
+                .expect("url")
+                .create_if_missing(true),
+        )
+        .await
+        .expect("open");
+        let all = sqlx::migrate!("./migrations/sqlite");
+        let first_only = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(all.migrations[..1].to_vec()),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        first_only.run(&old).await.expect("the first migration");
+        sqlx::query(
+            "INSERT INTO issuance_records (caller, request_id, fingerprint, state, attempt_token, \
+             attempts, license_id, license_json, created_at, updated_at, lease_expires_at) \
+             VALUES ($1, 'old-1', $2, 'issued', 'token', 1, 'lic-old', $3, 1, 1, 1)",
+        )
+        .bind(CLIENT)
+        .bind(fingerprint('o'))
+        .bind(license_json("lic-old"))
+        .execute(&old)
+        .await
+        .expect("an old record");
+        old.close().await;
+    }
+
+    // Act: today's gateway opens it (and runs the rest of the migrations).
+    let ledger = db.connect().await;
+
+    // Assert
+    let record = ledger
+        .get(CLIENT, "old-1")
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(
+        record.operation, ISSUE_LICENSE,
+        "the default names what it was"
+    );
+    let replay = ledger
+        .begin(CLIENT, "old-1", &fingerprint('o'), LONG)
+        .await
+        .expect("begin");
+    assert_eq!(replayed(replay), issued("lic-old"));
+    assert!(
+        ledger
+            .license_history("lic-old")
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }
