@@ -329,12 +329,11 @@ fn lifecycle_command(
 ) -> Result<LifecycleCommand, ValidationErrors> {
     let request_id = errors.check(RequestId::parse("request_id", request_id));
     let target = match target {
-        Some(RawTarget::License(id)) => errors.check(
-            CryptlexId::parse("license_id", &id).map(LicenseTarget::License),
-        ),
-        Some(RawTarget::Subscription(id)) => errors.check(
-            SubscriptionId::parse("subscription_id", &id).map(LicenseTarget::Subscription),
-        ),
+        Some(RawTarget::License(id)) => {
+            errors.check(CryptlexId::parse("license_id", &id).map(LicenseTarget::License))
+        }
+        Some(RawTarget::Subscription(id)) => errors
+            .check(SubscriptionId::parse("subscription_id", &id).map(LicenseTarget::Subscription)),
         None => {
             errors.push(FieldViolation::new(
                 "target",
@@ -358,7 +357,9 @@ fn lifecycle_command(
 /// Reads a `Timestamp` a client sent.
 fn instant(field: &str, at: &Timestamp) -> Result<DateTime<Utc>, FieldViolation> {
     let (first, last) = TIMESTAMP_SECONDS;
-    let nanos = u32::try_from(at.nanos).ok().filter(|nanos| *nanos < 1_000_000_000);
+    let nanos = u32::try_from(at.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000);
     match nanos {
         Some(nanos) if (first..=last).contains(&at.seconds) => {
             DateTime::from_timestamp(at.seconds, nanos)

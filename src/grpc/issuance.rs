@@ -14,7 +14,7 @@ use super::context::{Deadlines, request_context};
 use super::pb::{self, issuance_service_server::IssuanceService};
 use crate::domain::{ClientIdentity, Operation, ValidationErrors};
 use crate::licensing::{
-    IssueCommand, LifecycleCommand, LifecycleOutcome, Licensing, LicensingError,
+    IssueCommand, Licensing, LicensingError, LifecycleCommand, LifecycleOutcome,
 };
 
 /// The adapter from `IssuanceService` to the use cases.

@@ -425,33 +425,48 @@ impl Ledger {
 
     /// Returns the license's pending history rows, oldest first: writes whose outcome is not
     /// known yet. Only meaningful to the license's holder, who settles them.
-    pub async fn pending_history(&self, license_id: &str) -> Result<Vec<HistoryEntry>, LedgerError> {
-        let rows = with_pool!(self, |pool| sqlx::query_as::<_, HistoryRow>(PENDING_HISTORY)
-            .bind(license_id)
-            .fetch_all(pool)
-            .await)?;
+    pub async fn pending_history(
+        &self,
+        license_id: &str,
+    ) -> Result<Vec<HistoryEntry>, LedgerError> {
+        let rows = with_pool!(self, |pool| sqlx::query_as::<_, HistoryRow>(
+            PENDING_HISTORY
+        )
+        .bind(license_id)
+        .fetch_all(pool)
+        .await)?;
         rows.into_iter().map(HistoryEntry::try_from).collect()
     }
 
     /// Returns the license's history, oldest first.
-    pub async fn license_history(&self, license_id: &str) -> Result<Vec<HistoryEntry>, LedgerError> {
-        let rows = with_pool!(self, |pool| sqlx::query_as::<_, HistoryRow>(HISTORY_FOR_LICENSE)
-            .bind(license_id)
-            .fetch_all(pool)
-            .await)?;
+    pub async fn license_history(
+        &self,
+        license_id: &str,
+    ) -> Result<Vec<HistoryEntry>, LedgerError> {
+        let rows = with_pool!(self, |pool| sqlx::query_as::<_, HistoryRow>(
+            HISTORY_FOR_LICENSE
+        )
+        .bind(license_id)
+        .fetch_all(pool)
+        .await)?;
         rows.into_iter().map(HistoryEntry::try_from).collect()
     }
 
     /// Returns every history row of `request_id` and its unit sub-keys, all callers, oldest
     /// first.
-    pub async fn request_history(&self, request_id: &str) -> Result<Vec<HistoryEntry>, LedgerError> {
+    pub async fn request_history(
+        &self,
+        request_id: &str,
+    ) -> Result<Vec<HistoryEntry>, LedgerError> {
         let (first, end) = unit_key_range(request_id);
-        let rows = with_pool!(self, |pool| sqlx::query_as::<_, HistoryRow>(HISTORY_FOR_REQUEST)
-            .bind(request_id)
-            .bind(&first)
-            .bind(&end)
-            .fetch_all(pool)
-            .await)?;
+        let rows = with_pool!(self, |pool| sqlx::query_as::<_, HistoryRow>(
+            HISTORY_FOR_REQUEST
+        )
+        .bind(request_id)
+        .bind(&first)
+        .bind(&end)
+        .fetch_all(pool)
+        .await)?;
         rows.into_iter().map(HistoryEntry::try_from).collect()
     }
 

@@ -1088,8 +1088,16 @@ async fn records_name_their_operation_and_those_of_issuance_say_so(db: &TestDb) 
             .expect("begin"),
     );
 
-    let issuance = ledger.get(CLIENT, "req-1").await.expect("get").expect("row");
-    let suspend = ledger.get(CLIENT, "evt-1").await.expect("get").expect("row");
+    let issuance = ledger
+        .get(CLIENT, "req-1")
+        .await
+        .expect("get")
+        .expect("row");
+    let suspend = ledger
+        .get(CLIENT, "evt-1")
+        .await
+        .expect("get")
+        .expect("row");
 
     assert_eq!(issuance.operation, ISSUE_LICENSE);
     assert_eq!(suspend.operation, "SuspendLicense");
@@ -1168,8 +1176,18 @@ async fn a_license_has_one_holder_at_a_time_and_keeps_its_event_order(db: &TestD
         matches!(busy, LicenseClaim::Busy { retry_after } if retry_after > Duration::from_secs(20)),
         "{busy:?}"
     );
-    held(ledger.claim_license("lic-2", LONG).await.expect("another license is free"));
-    assert!(ledger.record_event(&first, &event(10, true, "evt-a")).await.expect("record"));
+    held(
+        ledger
+            .claim_license("lic-2", LONG)
+            .await
+            .expect("another license is free"),
+    );
+    assert!(
+        ledger
+            .record_event(&first, &event(10, true, "evt-a"))
+            .await
+            .expect("record")
+    );
     ledger.record_revoked(&first).await.expect("revoke");
     ledger
         .release_license(&first, Duration::ZERO)
@@ -1195,16 +1213,28 @@ async fn an_event_that_is_not_later_never_replaces_the_recorded_one(db: &TestDb)
     let ledger = db.connect().await;
     let hold = held(ledger.claim_license("lic-1", LONG).await.expect("claim"));
 
-    let later = ledger.record_event(&hold, &event(20, false, "evt-resume")).await;
-    let older = ledger.record_event(&hold, &event(10, true, "evt-suspend")).await;
-    let same_time = ledger.record_event(&hold, &event(20, true, "evt-other")).await;
-    let newest = ledger.record_event(&hold, &event(30, true, "evt-late")).await;
+    let later = ledger
+        .record_event(&hold, &event(20, false, "evt-resume"))
+        .await;
+    let older = ledger
+        .record_event(&hold, &event(10, true, "evt-suspend"))
+        .await;
+    let same_time = ledger
+        .record_event(&hold, &event(20, true, "evt-other"))
+        .await;
+    let newest = ledger
+        .record_event(&hold, &event(30, true, "evt-late"))
+        .await;
 
     assert!(later.expect("record"));
     assert!(!older.expect("not an error"));
     assert!(!same_time.expect("not an error"));
     assert!(newest.expect("record"));
-    let order = ledger.event_order("lic-1").await.expect("read").expect("row");
+    let order = ledger
+        .event_order("lic-1")
+        .await
+        .expect("read")
+        .expect("row");
     assert_eq!(order.last_event, Some(event(30, true, "evt-late")));
 }
 
@@ -1213,17 +1243,43 @@ async fn a_holder_whose_lease_ran_out_can_no_longer_write_for_the_license(db: &T
     let stale = held(ledger.claim_license("lic-1", SHORT).await.expect("claim"));
     wait_out_short_lease().await;
 
-    let current = held(ledger.claim_license("lic-1", LONG).await.expect("take over"));
+    let current = held(
+        ledger
+            .claim_license("lic-1", LONG)
+            .await
+            .expect("take over"),
+    );
 
     assert_ne!(stale, current);
     let recorded = ledger.record_event(&stale, &event(10, true, "evt-1")).await;
-    assert!(matches!(recorded, Err(LedgerError::StaleAttempt)), "{recorded:?}");
+    assert!(
+        matches!(recorded, Err(LedgerError::StaleAttempt)),
+        "{recorded:?}"
+    );
     let revoked = ledger.record_revoked(&stale).await;
-    assert!(matches!(revoked, Err(LedgerError::StaleAttempt)), "{revoked:?}");
-    let entry = HistoryEntry::new(CLIENT, "evt-1", "lic-1", "SuspendLicense", HistoryResult::Pending);
+    assert!(
+        matches!(revoked, Err(LedgerError::StaleAttempt)),
+        "{revoked:?}"
+    );
+    let entry = HistoryEntry::new(
+        CLIENT,
+        "evt-1",
+        "lic-1",
+        "SuspendLicense",
+        HistoryResult::Pending,
+    );
     let written = ledger.write_history(Some(&stale), &entry).await;
-    assert!(matches!(written, Err(LedgerError::StaleAttempt)), "{written:?}");
-    assert!(ledger.license_history("lic-1").await.expect("read").is_empty());
+    assert!(
+        matches!(written, Err(LedgerError::StaleAttempt)),
+        "{written:?}"
+    );
+    assert!(
+        ledger
+            .license_history("lic-1")
+            .await
+            .expect("read")
+            .is_empty()
+    );
     // Releasing a hold that was taken over leaves the new holder alone.
     ledger
         .release_license(&stale, Duration::ZERO)
@@ -1271,33 +1327,67 @@ async fn a_license_released_after_a_settling_period_stays_busy_until_it_ends(db:
         LicenseClaim::Busy { .. }
     ));
     wait_out_short_lease().await;
-    held(ledger.claim_license("lic-1", LONG).await.expect("claim after settling"));
+    held(
+        ledger
+            .claim_license("lic-1", LONG)
+            .await
+            .expect("claim after settling"),
+    );
 }
 
 async fn history_rows_move_from_pending_to_settled_and_count_their_attempts(db: &TestDb) {
     let ledger = db.connect().await;
     let hold = held(ledger.claim_license("lic-1", LONG).await.expect("claim"));
     let before = DateTime::from_timestamp(1_900_000_000, 0).expect("time");
-    let mut renewal =
-        HistoryEntry::new(CLIENT, "evt-renew", "lic-1", "RenewLicense", HistoryResult::Pending);
+    let mut renewal = HistoryEntry::new(
+        CLIENT,
+        "evt-renew",
+        "lic-1",
+        "RenewLicense",
+        HistoryResult::Pending,
+    );
     renewal.subscription_id = Some("sub_1".to_owned());
     renewal.expires_before = Some(before);
 
-    ledger.write_history(Some(&hold), &renewal).await.expect("pending");
+    ledger
+        .write_history(Some(&hold), &renewal)
+        .await
+        .expect("pending");
     let pending = ledger.pending_history("lic-1").await.expect("read");
     renewal.result = HistoryResult::NotApplied;
-    ledger.write_history(Some(&hold), &renewal).await.expect("not applied");
+    ledger
+        .write_history(Some(&hold), &renewal)
+        .await
+        .expect("not applied");
     renewal.result = HistoryResult::Pending;
-    ledger.write_history(Some(&hold), &renewal).await.expect("pending again");
+    ledger
+        .write_history(Some(&hold), &renewal)
+        .await
+        .expect("pending again");
     renewal.result = HistoryResult::Applied;
     renewal.expires_after = Some(before + TimeDelta::days(30));
-    ledger.write_history(Some(&hold), &renewal).await.expect("applied");
-    let issued = HistoryEntry::new(CLIENT, "order-1#2", "lic-1", ISSUE_LICENSE, HistoryResult::Applied);
+    ledger
+        .write_history(Some(&hold), &renewal)
+        .await
+        .expect("applied");
+    let issued = HistoryEntry::new(
+        CLIENT,
+        "order-1#2",
+        "lic-1",
+        ISSUE_LICENSE,
+        HistoryResult::Applied,
+    );
     ledger.write_history(None, &issued).await.expect("unfenced");
 
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].expires_before, Some(before));
-    assert!(ledger.pending_history("lic-1").await.expect("read").is_empty());
+    assert!(
+        ledger
+            .pending_history("lic-1")
+            .await
+            .expect("read")
+            .is_empty()
+    );
     let entry = ledger
         .history_entry(CLIENT, "evt-renew", "lic-1")
         .await

@@ -412,7 +412,9 @@ impl Licensing {
                     let stored: StoredIssue =
                         serde_json::from_str(&license_json).map_err(LicensingError::internal)?;
                     let Some(license) = stored.into_licenses().into_iter().next() else {
-                        return Err(LicensingError::internal("a stored issuance without a license"));
+                        return Err(LicensingError::internal(
+                            "a stored issuance without a license",
+                        ));
                     };
                     tracing::info!("replayed stored license");
                     return Ok((license, true));
@@ -460,8 +462,12 @@ impl Licensing {
         let caller = caller.clone();
         let unit = unit.clone();
         let task = tokio::spawn(
-            async move { licensing.attempt(&ctx, &caller, &unit, attempt, start).await }
-                .in_current_span(),
+            async move {
+                licensing
+                    .attempt(&ctx, &caller, &unit, attempt, start)
+                    .await
+            }
+            .in_current_span(),
         );
         match task.await {
             Ok(result) => result,

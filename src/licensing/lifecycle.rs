@@ -357,10 +357,9 @@ impl Licensing {
     ) -> Result<LifecycleOutcome, Step> {
         let pat = self.admin_token().map_err(Step::NotFinal)?;
         let targets = self.resolve_targets(ctx, pat, &command.target).await?;
-        if targets
-            .iter()
-            .any(|license| !caller.may_issue(&CryptlexId::from_upstream(license.product_id.clone())))
-        {
+        if targets.iter().any(|license| {
+            !caller.may_issue(&CryptlexId::from_upstream(license.product_id.clone()))
+        }) {
             return Err(Step::Refused(LicensingError::PermissionDenied(
                 Denial::ProductNotAllowed,
             )));
@@ -432,7 +431,10 @@ impl Licensing {
                 let ours: Vec<IssuedLicense> = licenses
                     .into_iter()
                     .filter(|license| {
-                        license.metadata.get(SUBSCRIPTION_METADATA_KEY).map(String::as_str)
+                        license
+                            .metadata
+                            .get(SUBSCRIPTION_METADATA_KEY)
+                            .map(String::as_str)
                             == Some(subscription.as_str())
                             && license.metadata.contains_key(CLIENT_METADATA_KEY)
                     })
@@ -471,9 +473,7 @@ impl Licensing {
         }
 
         let hold = self.hold_license(ctx, license_id).await?;
-        let result = self
-            .apply_held(ctx, pat, caller, command, &id, &hold)
-            .await;
+        let result = self.apply_held(ctx, pat, caller, command, &id, &hold).await;
         // After a write whose outcome is unknown the license stays held for the settling
         // period, so Cryptlex has finished before the next holder reads it back.
         let settle = match &result {
@@ -566,7 +566,9 @@ impl Licensing {
                 let suspend = matches!(command.action, LifecycleAction::Suspend { .. });
                 entry.event_at = Some(*event_time);
                 if revoked {
-                    return self.superseded(hold, entry, current, "the license is revoked").await;
+                    return self
+                        .superseded(hold, entry, current, "the license is revoked")
+                        .await;
                 }
                 if let Some(last) = &order.last_event
                     && *event_time <= last.at
@@ -610,7 +612,9 @@ impl Licensing {
                     if !order.revoked {
                         ledger.record_revoked(hold).await?;
                     }
-                    return self.superseded(hold, entry, current, "already revoked").await;
+                    return self
+                        .superseded(hold, entry, current, "already revoked")
+                        .await;
                 }
                 let mut metadata: Vec<MetadataEntry> = current
                     .metadata
@@ -636,7 +640,9 @@ impl Licensing {
             } => {
                 entry.wanted_seats = Some(*allowed_activations);
                 if revoked {
-                    return self.superseded(hold, entry, current, "the license is revoked").await;
+                    return self
+                        .superseded(hold, entry, current, "the license is revoked")
+                        .await;
                 }
                 if current.license.allowed_activations == *allowed_activations {
                     entry.result = HistoryResult::Applied;
@@ -656,15 +662,24 @@ impl Licensing {
                 entry.expires_before = current.license.expires_at;
                 entry.wanted_expires_at = *expires_at;
                 if revoked {
-                    return self.superseded(hold, entry, current, "the license is revoked").await;
+                    return self
+                        .superseded(hold, entry, current, "the license is revoked")
+                        .await;
                 }
                 match (expires_at, current.license.expires_at) {
                     // A renewal never shortens a license (a monthly period's end must not cut
                     // a yearly license short), and the same date again changes nothing.
-                    (Some(at), Some(current_expiry)) if *at <= current_expiry + EXPIRY_TOLERANCE => {
+                    (Some(at), Some(current_expiry))
+                        if *at <= current_expiry + EXPIRY_TOLERANCE =>
+                    {
                         entry.expires_after = Some(current_expiry);
                         return self
-                            .superseded(hold, entry, current, "the license already expires then or later")
+                            .superseded(
+                                hold,
+                                entry,
+                                current,
+                                "the license already expires then or later",
+                            )
                             .await;
                     }
                     (Some(at), _) => Write::Expiry(*at),
@@ -771,7 +786,8 @@ impl Licensing {
                     code.map(|code| format!(", {}", code.as_str()))
                         .unwrap_or_default(),
                     match kind {
-                        Rejection::Conflict => "; a renewal by interval needs a license with an interval and an expiry",
+                        Rejection::Conflict =>
+                            "; a renewal by interval needs a license with an interval and an expiry",
                         _ => "",
                     }
                 );
@@ -1004,7 +1020,10 @@ mod tests {
     #[test]
     fn an_expiry_within_a_second_is_the_one_asked_for() {
         let wanted = at(1_000);
-        assert!(same_expiry(Some(wanted + chrono::TimeDelta::milliseconds(400)), wanted));
+        assert!(same_expiry(
+            Some(wanted + chrono::TimeDelta::milliseconds(400)),
+            wanted
+        ));
         assert!(!same_expiry(Some(at(1_002)), wanted));
         assert!(!same_expiry(None, wanted));
     }

@@ -151,7 +151,10 @@ fn set_seats(request_id: &str, subscription: &str, seats: i32) -> SetSeatsReques
 fn renew(request_id: &str, subscription: &str, to: Option<Timestamp>) -> RenewLicenseRequest {
     RenewLicenseRequest {
         request_id: request_id.into(),
-        target: by_subscription(subscription, pb::renew_license_request::Target::SubscriptionId),
+        target: by_subscription(
+            subscription,
+            pb::renew_license_request::Target::SubscriptionId,
+        ),
         expires_at: to,
     }
 }
@@ -173,7 +176,10 @@ async fn issue_subscription(
         .await
         .expect("issued")
         .into_inner();
-    assert_eq!(response.licenses.len(), usize::try_from(quantity.max(1)).expect("size"));
+    assert_eq!(
+        response.licenses.len(),
+        usize::try_from(quantity.max(1)).expect("size")
+    );
     response.licenses
 }
 
@@ -299,9 +305,16 @@ async fn a_suspension_of_a_subscription_suspends_every_license_once_and_replays_
         assert!(upstream(&app, &license.id).suspended);
     }
     assert!(!upstream(&app, &other[0].id).suspended);
-    assert_eq!(license_writes(&app, "PATCH", ""), 2, "one write per license");
+    assert_eq!(
+        license_writes(&app, "PATCH", ""),
+        2,
+        "one write per license"
+    );
     assert!(replay.replayed);
-    assert_eq!(replay.licenses, first.licenses, "the stored answer, exactly");
+    assert_eq!(
+        replay.licenses, first.licenses,
+        "the stored answer, exactly"
+    );
     assert_eq!(
         app.cryptlex().requests().len(),
         upstream_before,
@@ -317,7 +330,7 @@ async fn a_reused_request_id_for_another_event_or_operation_is_refused_without_c
     issue_subscription(&mut client, "order-1", "sub_1", 1).await;
     let at = seconds_ago(60);
     client
-        .suspend_license(suspend("evt_1", "sub_1", at.clone()))
+        .suspend_license(suspend("evt_1", "sub_1", at))
         .await
         .expect("suspended");
     let upstream_before = app.cryptlex().requests().len();
@@ -326,12 +339,14 @@ async fn a_reused_request_id_for_another_event_or_operation_is_refused_without_c
         .suspend_license(suspend("evt_1", "sub_1", seconds_ago(30)))
         .await;
     let other_operation = client.resume_license(resume("evt_1", "sub_1", at)).await;
-    let issuance_id = client
-        .set_seats(set_seats("order-1", "sub_1", 3))
-        .await;
+    let issuance_id = client.set_seats(set_seats("order-1", "sub_1", 3)).await;
 
     assert_status(other_time, Code::FailedPrecondition, "REQUEST_ID_REUSED");
-    assert_status(other_operation, Code::FailedPrecondition, "REQUEST_ID_REUSED");
+    assert_status(
+        other_operation,
+        Code::FailedPrecondition,
+        "REQUEST_ID_REUSED",
+    );
     assert_status(issuance_id, Code::FailedPrecondition, "REQUEST_ID_REUSED");
     assert_eq!(app.cryptlex().requests().len(), upstream_before);
 }
@@ -368,7 +383,13 @@ async fn twenty_concurrent_identical_suspensions_write_to_cryptlex_once(backend:
             Ok(response) => {
                 let response = response.into_inner();
                 fresh += usize::from(!response.replayed);
-                assert!(response.licenses[0].license.as_ref().expect("license").suspended);
+                assert!(
+                    response.licenses[0]
+                        .license
+                        .as_ref()
+                        .expect("license")
+                        .suspended
+                );
             }
             Err(status) => assert_eq!(status.code(), Code::Aborted, "{status:?}"),
         }
@@ -387,7 +408,7 @@ async fn a_resume_then_an_older_suspend_leaves_the_license_active_and_answers_su
     let (t1, t2) = (seconds_ago(120), seconds_ago(60));
 
     let resumed = client
-        .resume_license(resume("evt_resume", "sub_1", t2.clone()))
+        .resume_license(resume("evt_resume", "sub_1", t2))
         .await
         .expect("resume")
         .into_inner();
@@ -405,8 +426,17 @@ async fn a_resume_then_an_older_suspend_leaves_the_license_active_and_answers_su
     assert!(!resumed.superseded, "the first event is applied");
     assert!(late_suspend.superseded);
     assert!(late_suspend.licenses[0].superseded);
-    assert!(!late_suspend.licenses[0].license.as_ref().expect("license").suspended);
-    assert!(same_time.superseded, "an event at the same time is not later");
+    assert!(
+        !late_suspend.licenses[0]
+            .license
+            .as_ref()
+            .expect("license")
+            .suspended
+    );
+    assert!(
+        same_time.superseded,
+        "an event at the same time is not later"
+    );
     assert!(!upstream(&app, &license[0].id).suspended, "still active");
     assert_eq!(
         license_writes(&app, "PATCH", ""),
@@ -432,12 +462,13 @@ async fn a_resume_then_an_older_suspend_leaves_the_license_active_and_answers_su
         .into_inner();
     assert!(after_revoke.superseded, "a revoked license stays revoked");
     assert!(upstream(&app, &license[0].id).revoked);
-    assert!(upstream(&app, &license[0].id).suspended, "unchanged by the resume");
+    assert!(
+        upstream(&app, &license[0].id).suspended,
+        "unchanged by the resume"
+    );
 }
 
-async fn concurrent_events_for_one_license_leave_it_in_the_state_of_the_latest(
-    backend: Backend,
-) {
+async fn concurrent_events_for_one_license_leave_it_in_the_state_of_the_latest(backend: Backend) {
     // Arrange: a second replica on the same ledger (a real second pool on PostgreSQL), and
     // slow writes, so the events overlap.
     let app = spawn_app_with(backend.options()).await;
@@ -464,12 +495,12 @@ async fn concurrent_events_for_one_license_leave_it_in_the_state_of_the_latest(
             loop {
                 let result = if event % 2 == 1 {
                     client
-                        .suspend_license(suspend(&request_id, "sub_1", at.clone()))
+                        .suspend_license(suspend(&request_id, "sub_1", at))
                         .await
                         .map(|response| response.into_inner().superseded)
                 } else {
                     client
-                        .resume_license(resume(&request_id, "sub_1", at.clone()))
+                        .resume_license(resume(&request_id, "sub_1", at))
                         .await
                         .map(|response| response.into_inner().superseded)
                 };
@@ -619,7 +650,12 @@ async fn a_lost_reply_to_each_operation_is_completed_by_the_retry_without_a_seco
 
         // Assert
         let status = first.expect_err("the reply was lost");
-        assert_eq!(status.code(), Code::Unavailable, "{}: {status:?}", case.name);
+        assert_eq!(
+            status.code(),
+            Code::Unavailable,
+            "{}: {status:?}",
+            case.name
+        );
         assert!(done_upstream, "{}: cryptlex did the work", case.name);
         let updates = retried.unwrap_or_else(|status| panic!("{}: {status:?}", case.name));
         assert_eq!(updates.len(), 1);
@@ -678,19 +714,27 @@ async fn a_renewal_by_interval_whose_reply_was_lost_extends_the_license_once(bac
     let status = first.expect_err("the reply was lost");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     let retried = retried.expect("the retry answers").into_inner();
-    assert!(retried.replayed, "done by the first attempt, found by reading back");
+    assert!(
+        retried.replayed,
+        "done by the first attempt, found by reading back"
+    );
     let update = &retried.licenses[0];
-    assert_same_expiry(update.previous_expires_at.as_ref().map(instant), Some(before));
+    assert_same_expiry(
+        update.previous_expires_at.as_ref().map(instant),
+        Some(before),
+    );
     let after = upstream(&app, &id).expires_at;
     assert_eq!(after, extended_once, "not extended a second time");
     assert!(after.expect("expiry") > before + TimeDelta::days(364));
-    assert_eq!(license_writes(&app, "POST", "/renew"), 1, "one renewal upstream");
+    assert_eq!(
+        license_writes(&app, "POST", "/renew"),
+        1,
+        "one renewal upstream"
+    );
     assert_eq!(replay.licenses, retried.licenses);
 }
 
-async fn a_renewal_by_interval_that_never_reached_cryptlex_is_made_by_the_retry(
-    backend: Backend,
-) {
+async fn a_renewal_by_interval_that_never_reached_cryptlex_is_made_by_the_retry(backend: Backend) {
     // Arrange: the connection breaks before Cryptlex acts, which the gateway cannot tell from
     // a lost reply; reading the license back must find it not renewed.
     let app = spawn_app_with(short_settle(backend.options())).await;
@@ -729,7 +773,10 @@ async fn a_renewal_by_interval_that_never_reached_cryptlex_is_made_by_the_retry(
         .await
         .expect("read")
         .expect("a row");
-    assert_eq!(history.attempts, 2, "written, found not done, written again");
+    assert_eq!(
+        history.attempts, 2,
+        "written, found not done, written again"
+    );
 }
 
 // === Renewals, revocation, seats ===
@@ -768,7 +815,10 @@ async fn a_renewal_to_a_date_extends_every_license_and_never_shortens_one() {
         assert_eq!(upstream(&app, &license.id).expires_at, Some(renewed_to()));
     }
     for update in &shorter.licenses {
-        assert!(update.superseded, "an earlier date never shortens a license");
+        assert!(
+            update.superseded,
+            "an earlier date never shortens a license"
+        );
     }
     assert_eq!(
         upstream(&app, &licenses[0].id).expires_at,
@@ -984,7 +1034,11 @@ async fn malformed_lifecycle_requests_are_invalid_before_any_upstream_call() {
     assert_status(no_target, Code::InvalidArgument, "INVALID_ARGUMENT");
     assert_status(no_seats, Code::InvalidArgument, "INVALID_ARGUMENT");
     assert_status(past, Code::InvalidArgument, "INVALID_ARGUMENT");
-    assert_status(other_without_note, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_status(
+        other_without_note,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
     assert!(app.cryptlex().requests().is_empty());
 }
 
@@ -1019,7 +1073,9 @@ async fn a_quantity_of_licenses_interrupted_midway_is_completed_by_the_retry_wit
 
     // Act
     let first = client.issue_license(request.clone()).await;
-    let after_first = cryptlex.licenses_with_metadata(SUBSCRIPTION_KEY, "sub_3").len();
+    let after_first = cryptlex
+        .licenses_with_metadata(SUBSCRIPTION_KEY, "sub_3")
+        .len();
     let retried = client
         .issue_license(request.clone())
         .await
@@ -1044,10 +1100,16 @@ async fn a_quantity_of_licenses_interrupted_midway_is_completed_by_the_retry_wit
         assert_eq!(license.subscription_id, "sub_3");
     }
     assert_eq!(
-        cryptlex.licenses_with_metadata(SUBSCRIPTION_KEY, "sub_3").len(),
+        cryptlex
+            .licenses_with_metadata(SUBSCRIPTION_KEY, "sub_3")
+            .len(),
         3
     );
-    assert_eq!(license_posts(&cryptlex), 4, "three creates and the refused one");
+    assert_eq!(
+        license_posts(&cryptlex),
+        4,
+        "three creates and the refused one"
+    );
     assert!(replay.replayed);
     assert_eq!(replay.licenses, retried.licenses);
 }
@@ -1116,14 +1178,26 @@ async fn ledger_show_prints_a_licenses_history_and_a_requests_effects() {
 
     let lines: Vec<&str> = by_license.lines().collect();
     assert_eq!(lines[0], format!("license {id}:"));
-    assert!(lines[1].contains("IssueLicense") && lines[1].contains("order-1"), "{by_license}");
-    assert!(lines[2].contains("SuspendLicense") && lines[2].contains("applied"), "{by_license}");
+    assert!(
+        lines[1].contains("IssueLicense") && lines[1].contains("order-1"),
+        "{by_license}"
+    );
+    assert!(
+        lines[2].contains("SuspendLicense") && lines[2].contains("applied"),
+        "{by_license}"
+    );
     assert!(
         lines[3].contains("evt_pause_old") && lines[3].contains("superseded"),
         "{by_license}"
     );
     assert!(by_license.contains("subscription=sub_1"), "{by_license}");
-    assert!(by_request.contains("operation:    SuspendLicense"), "{by_request}");
+    assert!(
+        by_request.contains("operation:    SuspendLicense"),
+        "{by_request}"
+    );
     assert!(by_request.contains("licenses:"), "{by_request}");
-    assert!(by_request.contains(&format!("license={id}")), "{by_request}");
+    assert!(
+        by_request.contains(&format!("license={id}")),
+        "{by_request}"
+    );
 }
