@@ -545,6 +545,8 @@ struct Case {
     suffix: &'static str,
     call: fn(IssuanceServiceClient<Channel>, String) -> CallFuture,
     check: fn(&LicenseRecord) -> bool,
+    /// What must have happened to the license before (resume needs a suspension).
+    before: Option<fn(IssuanceServiceClient<Channel>) -> CallFuture>,
 }
 
 type CallFuture = std::pin::Pin<
@@ -571,6 +573,29 @@ fn cases() -> Vec<Case> {
                 })
             },
             check: |license| license.suspended,
+            before: None,
+        },
+        Case {
+            name: "resume",
+            method: http::Method::PATCH,
+            suffix: "",
+            call: |mut client, id| {
+                Box::pin(async move {
+                    client
+                        .resume_license(resume(&id, "sub_1", seconds_ago(60)))
+                        .await
+                        .map(|r| r.into_inner().licenses)
+                })
+            },
+            check: |license| !license.suspended,
+            before: Some(|mut client| {
+                Box::pin(async move {
+                    client
+                        .suspend_license(suspend("evt_paused_before", "sub_1", seconds_ago(120)))
+                        .await
+                        .map(|r| r.into_inner().licenses)
+                })
+            }),
         },
         Case {
             name: "revoke",
@@ -590,6 +615,7 @@ fn cases() -> Vec<Case> {
                         entry.key == "licensing_gateway_revocation" && entry.value == "chargeback"
                     })
             },
+            before: None,
         },
         Case {
             name: "seats",
@@ -604,6 +630,7 @@ fn cases() -> Vec<Case> {
                 })
             },
             check: |license| license.allowed_activations == 7,
+            before: None,
         },
         Case {
             name: "renew to a date",
@@ -618,6 +645,7 @@ fn cases() -> Vec<Case> {
                 })
             },
             check: |license| license.expires_at == Some(renewed_to()),
+            before: None,
         },
     ]
 }
@@ -631,6 +659,15 @@ async fn a_lost_reply_to_each_operation_is_completed_by_the_retry_without_a_seco
         let mut client = app.payment_client().await;
         let license = issue_subscription(&mut client, "order-1", "sub_1", 1).await;
         let id = license[0].id.clone();
+        if let Some(before) = case.before {
+            before(client.clone()).await.expect("the earlier event");
+            assert!(
+                !(case.check)(&upstream(&app, &id)),
+                "{}: not done yet",
+                case.name
+            );
+        }
+        let writes_before = license_writes(&app, case.method.as_str(), case.suffix);
         app.cryptlex()
             .add_fault(
                 FaultRule::once(
@@ -663,7 +700,7 @@ async fn a_lost_reply_to_each_operation_is_completed_by_the_retry_without_a_seco
         assert!((case.check)(&upstream(&app, &id)), "{}", case.name);
         assert_eq!(
             license_writes(&app, case.method.as_str(), case.suffix),
-            1,
+            writes_before + 1,
             "{}: no second write",
             case.name
         );
