@@ -588,6 +588,7 @@ fn issuance_options(settings: &Settings) -> IssuanceOptions {
         lease: settings.issuance.lease,
         wait_for_in_flight: settings.issuance.wait_for_in_flight,
         settle_after_unknown_outcome: settings.issuance.settle_after_unknown_outcome,
+        quantity_as_activations: settings.issuance.quantity_as_activations.clone(),
         allow_list: settings
             .internal
             .as_ref()

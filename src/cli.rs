@@ -110,11 +110,29 @@ pub(crate) enum LedgerCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Show the records of one request id.
-    Show { request_id: String },
+    /// Show the records of one request id (with its units and what it did to each license),
+    /// or the history of one license.
+    Show {
+        #[arg(value_name = "REQUEST_ID|LICENSE_ID")]
+        request_id: String,
+    },
     /// Look up pending records' licenses in Cryptlex and complete them.
     Reconcile {
         #[arg(long, default_value_t = 100)]
         limit: u32,
+    },
+    /// Compare the ledger with Cryptlex, read-only and slowly; exits 0 when they agree,
+    /// 1 when something was found, 2 when the audit could not finish.
+    Audit {
+        /// Print one JSON document instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Report records pending for longer than this, e.g. `10m` or `1h`.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        pending_older_than: std::time::Duration,
+        /// The audit's own upstream budget: calls per 5-second window.
+        #[arg(long, default_value_t = licensing_gateway::commands::audit::DEFAULT_CALLS_PER_WINDOW,
+              value_parser = clap::value_parser!(u32).range(1..))]
+        calls_per_window: u32,
     },
 }

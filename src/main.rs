@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use cli::{Cli, Command, LedgerCommand, ListenerArgs};
 use licensing_gateway::app::Application;
+use licensing_gateway::commands::audit::{self, AuditOptions};
 use licensing_gateway::commands::ledger::{self, LedgerAction};
 #[cfg(feature = "sandbox")]
 use licensing_gateway::commands::sandbox::{self, SandboxArgs};
@@ -114,14 +115,65 @@ async fn main() -> anyhow::Result<()> {
             )
         }
         Command::Ledger { action } => {
-            let settings = loaded?.validate()?;
             let action = match action {
+                // Its own exit statuses (2 for any error), so it never returns here.
+                LedgerCommand::Audit {
+                    json,
+                    pending_older_than,
+                    calls_per_window,
+                } => {
+                    let options = AuditOptions {
+                        json,
+                        pending_older_than,
+                        calls_per_window,
+                    };
+                    std::process::exit(run_audit(loaded, &options, rust_log).await)
+                }
                 LedgerCommand::List { state, limit } => LedgerAction::List { state, limit },
                 LedgerCommand::Show { request_id } => LedgerAction::Show { request_id },
                 LedgerCommand::Reconcile { limit } => LedgerAction::Reconcile { limit },
             };
+            let settings = loaded?.validate()?;
             print!("{}", ledger::run(settings, action).await?);
             Ok(())
+        }
+    }
+}
+
+/// Runs `ledger audit` and returns its exit status: 0 clean, 1 findings, 2 any error
+/// (the configuration's included), which goes to standard error.
+async fn run_audit(
+    loaded: Result<RawSettings, licensing_gateway::config::ConfigError>,
+    options: &AuditOptions,
+    rust_log: Option<&str>,
+) -> i32 {
+    let settings = match loaded
+        .map_err(anyhow::Error::from)
+        .and_then(|raw| raw.validate().map_err(anyhow::Error::from))
+    {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return audit::EXIT_ERROR;
+        }
+    };
+    // Logs go to standard error, so the table or JSON on standard output stays clean.
+    let _telemetry = telemetry::init(
+        &settings.log.level,
+        settings.log.format,
+        rust_log,
+        std::io::stderr,
+        false,
+        None,
+    );
+    match audit::audit(&settings, options).await {
+        Ok(report) => {
+            print!("{}", report.render(options.json));
+            report.exit_code()
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            audit::EXIT_ERROR
         }
     }
 }

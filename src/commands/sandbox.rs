@@ -126,7 +126,13 @@ pub async fn prepare(args: &SandboxArgs, mut raw: RawSettings) -> anyhow::Result
             RawAllowedClient {
                 identity: DevPki::PAYMENT_SERVICE_ID.to_owned(),
                 products: vec![seed::PRODUCT_ID.to_owned()],
-                operations: Some(vec![Operation::IssueLicense.as_str().to_owned()]),
+                // Every IssuanceService operation: the payment lifecycle end to end.
+                operations: Some(
+                    Operation::ISSUANCE_SERVICE
+                        .iter()
+                        .map(|operation| operation.as_str().to_owned())
+                        .collect(),
+                ),
             },
             // The website's mailer may mint reset tokens and do nothing else.
             RawAllowedClient {

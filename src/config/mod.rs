@@ -80,6 +80,7 @@ impl RawSettings {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("public.cors_allowed_origins")
+            .with_list_parse_key("issuance.quantity_as_activations")
             .source(Some(
                 env.iter()
                     .filter(|(key, _)| key.starts_with(ENV_PREFIX))

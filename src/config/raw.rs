@@ -441,6 +441,9 @@ pub struct RawIssuance {
     /// create it is still working on and for its metadata search to show the license.
     #[serde(with = "humantime_serde")]
     pub settle_after_unknown_outcome: Duration,
+    /// Products for which an `IssueLicense` quantity of N makes one license with N allowed
+    /// activations; for every other product it makes N licenses.
+    pub quantity_as_activations: Vec<String>,
 }
 
 /// `[sign_up]`.
@@ -520,6 +523,7 @@ impl Default for RawIssuance {
             lease: Duration::from_secs(60),
             wait_for_in_flight: Duration::from_secs(2),
             settle_after_unknown_outcome: Duration::from_secs(5),
+            quantity_as_activations: Vec::new(),
         }
     }
 }

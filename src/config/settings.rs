@@ -95,6 +95,8 @@ pub struct IssuanceSettings {
     pub lease: Duration,
     pub wait_for_in_flight: Duration,
     pub settle_after_unknown_outcome: Duration,
+    /// Products whose `IssueLicense` quantity becomes allowed activations of one license.
+    pub quantity_as_activations: Vec<CryptlexId>,
 }
 
 /// Validated `[ledger]`.

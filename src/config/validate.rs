@@ -433,12 +433,22 @@ fn issuance(
     if metadata_key.is_empty() || metadata_key.len() > 64 {
         problems.push("issuance.request_id_metadata_key must be 1 to 64 characters".into());
     }
+    let mut quantity_as_activations = Vec::new();
+    for product in &raw.quantity_as_activations {
+        match CryptlexId::parse("product", product) {
+            Ok(id) => quantity_as_activations.push(id),
+            Err(_) => problems.push(format!(
+                "issuance.quantity_as_activations: {product:?} is not a Cryptlex id"
+            )),
+        }
+    }
     IssuanceSettings {
         default_product_id,
         request_id_metadata_key: metadata_key,
         lease: raw.lease,
         wait_for_in_flight: raw.wait_for_in_flight,
         settle_after_unknown_outcome: raw.settle_after_unknown_outcome,
+        quantity_as_activations,
     }
 }
 

@@ -198,6 +198,7 @@ impl Client {
             product_id: license.product_id.as_str(),
             user_id: license.user_id.as_str(),
             license_template_id: license.license_template_id.map(CryptlexId::as_str),
+            allowed_activations: license.allowed_activations,
             metadata: license
                 .metadata
                 .iter()

@@ -16,7 +16,9 @@
 //! - `endpoints`: one method per Cryptlex endpoint the gateway calls;
 //!   `account_endpoints` the account calls' (two-factor, profile, password,
 //!   password reset); `portal_endpoints` those of the customer portal (one
-//!   license, activations, releases).
+//!   license, activations, releases); `lifecycle_endpoints` the payment
+//!   lifecycle's (renew, expiry, license updates); `audit_endpoints` the
+//!   read-only calls of `ledger audit`.
 //! - `transport`: sending one described request: admission, the HTTP
 //!   exchange, headers, decoding and error classification.
 //! - `retry`: which calls may be repeated, back-off, the retry budget.
@@ -25,12 +27,14 @@
 //!   `observe`: upstream metrics.
 
 mod account_endpoints;
+mod audit_endpoints;
 mod breaker;
 pub(crate) mod budget;
 mod endpoints;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+mod lifecycle_endpoints;
 mod observe;
 mod portal_endpoints;
 mod retry;
@@ -49,6 +53,7 @@ pub use breaker::{BreakerOptions, BreakerState};
 pub use budget::{BudgetMode, BudgetOptions, BudgetSnapshot, Priority};
 pub use endpoints::{AccountInfo, PatClaims, Product};
 pub use error::{CryptlexError, ErrorCode, Rejection};
+pub use lifecycle_endpoints::{AdminLicense, LicenseChange, MetadataEntry};
 pub use observe::OPERATIONS;
 pub use shared_window::{Admit, SharedWindow, SharedWindowUnavailable};
 
@@ -100,6 +105,8 @@ pub struct NewLicense<'a> {
     pub product_id: &'a CryptlexId,
     pub user_id: &'a CryptlexId,
     pub license_template_id: Option<&'a CryptlexId>,
+    /// How many machines it may be activated on; `None` leaves the product's default.
+    pub allowed_activations: Option<i32>,
     /// Administrator-only metadata entries (caller's plus the gateway's own).
     pub metadata: Vec<(&'a str, &'a str)>,
     /// Metadata keys to leave out of the returned license.

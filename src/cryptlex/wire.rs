@@ -125,9 +125,13 @@ pub(super) struct DisplayNameDto {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct MetadataDto {
-    key: String,
+    pub(super) key: String,
     #[serde(default)]
-    value: Option<String>,
+    pub(super) value: Option<String>,
+    /// Only in the administrator's view; kept so a metadata update can send every entry back
+    /// as it was.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub(super) view_permissions: Vec<String>,
 }
 
 /// `UserLicenseDto`, the reduced view `/v3/me/licenses` returns.
@@ -219,7 +223,8 @@ pub(super) struct NewMetadataBody<'a> {
     pub(super) key: &'a str,
     pub(super) value: &'a str,
     /// Empty: visible to administrators only, like Cryptlex's own payment
-    /// integrations do for their bookkeeping keys.
+    /// integrations do for their bookkeeping keys. A metadata update sends
+    /// every other entry back with the permissions it had.
     pub(super) view_permissions: Vec<&'a str>,
 }
 
@@ -231,6 +236,9 @@ pub(super) struct NewLicenseBody<'a> {
     pub(super) user_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) license_template_id: Option<&'a str>,
+    /// Set only when a quantity becomes activations; the product's default otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) allowed_activations: Option<i32>,
     pub(super) metadata: Vec<NewMetadataBody<'a>>,
 }
 
@@ -255,7 +263,33 @@ pub(super) struct LicenseDto {
     #[serde(default)]
     created_at: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "null_as_default")]
-    metadata: Vec<MetadataDto>,
+    pub(super) metadata: Vec<MetadataDto>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    revoked: bool,
+    #[serde(default, deserialize_with = "null_as_default")]
+    suspended: bool,
+}
+
+/// `LicenseUpdateRequestModel` for `PATCH /v3/licenses/{id}`: only the fields the payment
+/// lifecycle changes; absent fields are left unchanged.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct LicenseUpdateBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) revoked: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) suspended: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) allowed_activations: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) metadata: Option<Vec<NewMetadataBody<'a>>>,
+}
+
+/// `LicenseExpiresAtUpdateRequestModel` for `PATCH /v3/licenses/{id}/expires-at`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ExpiresAtBody {
+    pub(super) expires_at: DateTime<Utc>,
 }
 
 impl LicenseDto {
@@ -275,6 +309,9 @@ impl LicenseDto {
             subscription_interval: self.subscription_interval.unwrap_or_default(),
             created_at: self.created_at,
             metadata,
+            subscription_id: String::new(),
+            revoked: self.revoked,
+            suspended: self.suspended,
         }
     }
 }

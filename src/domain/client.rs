@@ -67,6 +67,16 @@ impl fmt::Display for ClientIdentity {
 pub enum Operation {
     /// `IssuanceService.IssueLicense`.
     IssueLicense,
+    /// `IssuanceService.RenewLicense`.
+    RenewLicense,
+    /// `IssuanceService.SuspendLicense`.
+    SuspendLicense,
+    /// `IssuanceService.ResumeLicense`.
+    ResumeLicense,
+    /// `IssuanceService.RevokeLicense`.
+    RevokeLicense,
+    /// `IssuanceService.SetSeats`.
+    SetSeats,
     /// `AccountService.CreatePasswordResetToken`: a reset token takes over an
     /// account, so no entry may call it unless it names it.
     CreatePasswordResetToken,
@@ -74,7 +84,25 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in the order the contract declares them.
-    pub const ALL: [Self; 2] = [Self::IssueLicense, Self::CreatePasswordResetToken];
+    pub const ALL: [Self; 7] = [
+        Self::IssueLicense,
+        Self::RenewLicense,
+        Self::SuspendLicense,
+        Self::ResumeLicense,
+        Self::RevokeLicense,
+        Self::SetSeats,
+        Self::CreatePasswordResetToken,
+    ];
+
+    /// Every operation of `IssuanceService`: the payment service's, in the sandbox.
+    pub const ISSUANCE_SERVICE: &'static [Self] = &[
+        Self::IssueLicense,
+        Self::RenewLicense,
+        Self::SuspendLicense,
+        Self::ResumeLicense,
+        Self::RevokeLicense,
+        Self::SetSeats,
+    ];
 
     /// What an entry without `operations` may call: issuing, as every entry
     /// could before operations were listed.
@@ -89,6 +117,11 @@ impl Operation {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::IssueLicense => "IssueLicense",
+            Self::RenewLicense => "RenewLicense",
+            Self::SuspendLicense => "SuspendLicense",
+            Self::ResumeLicense => "ResumeLicense",
+            Self::RevokeLicense => "RevokeLicense",
+            Self::SetSeats => "SetSeats",
             Self::CreatePasswordResetToken => "CreatePasswordResetToken",
         }
     }

@@ -124,9 +124,39 @@ impl RequestId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Returns the sub-key of unit `unit` (1-based) of a request that issues several
+    /// licenses: `<id>#<unit>`. It may be longer than a caller's id could be; it is only ever
+    /// the gateway's own key.
+    pub fn unit(&self, unit: u32) -> RequestId {
+        Self(format!("{}#{unit}", self.0))
+    }
 }
 
 impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The payment provider's subscription or order reference a license is issued under, so the
+/// lifecycle calls can address every license of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(String);
+
+impl SubscriptionId {
+    /// Parses 1 to 128 printable ASCII characters (no spaces) for `field`, as request ids.
+    pub fn parse(field: &str, value: &str) -> Result<Self, FieldViolation> {
+        RequestId::parse(field, value).map(|id| Self(id.0))
+    }
+
+    /// The reference as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SubscriptionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }

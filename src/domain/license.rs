@@ -97,6 +97,14 @@ pub struct IssuedLicense {
     pub created_at: Option<DateTime<Utc>>,
     /// The caller's metadata, without the gateway's bookkeeping keys.
     pub metadata: BTreeMap<String, String>,
+    /// The subscription reference it was issued with; empty when none. The three fields
+    /// below came with the payment lifecycle: licenses stored before decode with defaults.
+    #[serde(default)]
+    pub subscription_id: String,
+    #[serde(default)]
+    pub revoked: bool,
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 /// Which slice of a list to fetch, in Cryptlex's terms (1-based page number

@@ -22,7 +22,7 @@ pub use account::{
 };
 pub use client::{AllowList, AllowedClient, ClientIdentity, Operation};
 pub use context::{ClientAddress, ReadShare, RequestContext};
-pub use identifiers::{CryptlexId, Email, MetadataMap, PersonName, RequestId};
+pub use identifiers::{CryptlexId, Email, MetadataMap, PersonName, RequestId, SubscriptionId};
 pub use license::{
     IssuedLicense, LicenseStatus, Page, PageRequest, Session, UserLicense, UserProfile,
 };

@@ -8,11 +8,14 @@ use prost_types::Timestamp;
 use super::pb::{self, issue_license_request::User};
 use crate::domain::{
     CryptlexId, Email, FieldViolation, IssuedLicense, LicenseStatus, MetadataMap, PageRequest,
-    Password, PersonName, RefreshToken, RequestId, Session, UserLicense, UserProfile,
-    ValidationErrors,
+    Password, PersonName, RefreshToken, RequestId, Session, SubscriptionId, UserLicense,
+    UserProfile, ValidationErrors,
 };
 use crate::licensing::pagination::page_request;
-use crate::licensing::{IssueCommand, LicenseHolder, LoginCommand, SignUpCommand};
+use crate::licensing::{
+    IssueCommand, LicenseHolder, LicenseTarget, LicenseUpdate, LifecycleAction, LifecycleCommand,
+    LoginCommand, MAX_QUANTITY, MAX_REVOCATION_NOTE, RevocationReason, SignUpCommand,
+};
 
 /// The first and last second a `google.protobuf.Timestamp` may hold
 /// (0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z); clients refuse others.
@@ -123,6 +126,19 @@ impl From<IssuedLicense> for pb::IssuedLicense {
             subscription_interval: license.subscription_interval,
             created_at: license.created_at.map(timestamp),
             metadata: license.metadata.into_iter().collect(),
+            subscription_id: license.subscription_id,
+            revoked: license.revoked,
+            suspended: license.suspended,
+        }
+    }
+}
+
+impl From<LicenseUpdate> for pb::LicenseUpdate {
+    fn from(update: LicenseUpdate) -> Self {
+        Self {
+            license: Some(update.license.into()),
+            previous_expires_at: update.previous_expires_at.map(timestamp),
+            superseded: update.superseded,
         }
     }
 }
@@ -243,18 +259,252 @@ impl TryFrom<pb::IssueLicenseRequest> for IssueCommand {
                 None
             }
         };
-        match (request_id, user, metadata) {
-            (Some(request_id), Some(user), Some(metadata)) if errors.is_empty() => Ok(Self {
-                request_id,
-                user,
-                product_id,
-                license_template_id,
-                metadata,
-            }),
+        let subscription_id = if request.subscription_id.is_empty() {
+            None
+        } else {
+            errors.check(SubscriptionId::parse(
+                "subscription_id",
+                &request.subscription_id,
+            ))
+        };
+        let quantity = match u32::try_from(request.quantity) {
+            Ok(0) => Some(1),
+            Ok(quantity) if quantity <= MAX_QUANTITY => Some(quantity),
+            _ => {
+                errors.push(FieldViolation::new(
+                    "quantity",
+                    format!("must be 0 (meaning 1) to {MAX_QUANTITY}"),
+                ));
+                None
+            }
+        };
+        match (request_id, user, metadata, quantity) {
+            (Some(request_id), Some(user), Some(metadata), Some(quantity)) if errors.is_empty() => {
+                Ok(Self {
+                    request_id,
+                    user,
+                    product_id,
+                    license_template_id,
+                    metadata,
+                    subscription_id,
+                    quantity,
+                })
+            }
             _ => Err(errors),
         }
     }
 }
+
+// === lifecycle requests ===
+//
+// Every lifecycle request has a `request_id` and a `target` (a license id or a subscription
+// reference, exactly one); the rest is the action's own fields.
+
+/// How far ahead of the gateway's clock a provider's event time may be. A time further ahead
+/// is a mistake (milliseconds sent as seconds), and would supersede every real event after it.
+const EVENT_TIME_AHEAD: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// The `target` oneof of a lifecycle request, whichever message it came in.
+enum RawTarget {
+    License(String),
+    Subscription(String),
+}
+
+macro_rules! raw_target {
+    ($module:ident, $target:expr) => {
+        match $target {
+            Some(pb::$module::Target::LicenseId(id)) => Some(RawTarget::License(id)),
+            Some(pb::$module::Target::SubscriptionId(id)) => Some(RawTarget::Subscription(id)),
+            None => None,
+        }
+    };
+}
+
+/// Parses what every lifecycle request has, then builds the command from `action`.
+fn lifecycle_command(
+    mut errors: ValidationErrors,
+    request_id: &str,
+    target: Option<RawTarget>,
+    action: Option<LifecycleAction>,
+) -> Result<LifecycleCommand, ValidationErrors> {
+    let request_id = errors.check(RequestId::parse("request_id", request_id));
+    let target = match target {
+        Some(RawTarget::License(id)) => {
+            errors.check(CryptlexId::parse("license_id", &id).map(LicenseTarget::License))
+        }
+        Some(RawTarget::Subscription(id)) => errors
+            .check(SubscriptionId::parse("subscription_id", &id).map(LicenseTarget::Subscription)),
+        None => {
+            errors.push(FieldViolation::new(
+                "target",
+                "one of license_id or subscription_id is required",
+            ));
+            None
+        }
+    };
+    match (request_id, target, action) {
+        (Some(request_id), Some(target), Some(action)) if errors.is_empty() => {
+            Ok(LifecycleCommand {
+                request_id,
+                target,
+                action,
+            })
+        }
+        _ => Err(errors),
+    }
+}
+
+/// Reads a `Timestamp` a client sent.
+fn instant(field: &str, at: &Timestamp) -> Result<DateTime<Utc>, FieldViolation> {
+    let (first, last) = TIMESTAMP_SECONDS;
+    let nanos = u32::try_from(at.nanos)
+        .ok()
+        .filter(|nanos| *nanos < 1_000_000_000);
+    match nanos {
+        Some(nanos) if (first..=last).contains(&at.seconds) => {
+            DateTime::from_timestamp(at.seconds, nanos)
+                .ok_or_else(|| FieldViolation::new(field, "is not a valid time"))
+        }
+        _ => Err(FieldViolation::new(field, "is not a valid time")),
+    }
+}
+
+/// Reads a provider's event time: required, and not in the future beyond clock skew.
+fn event_time(
+    errors: &mut ValidationErrors,
+    at: Option<&Timestamp>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let Some(at) = at else {
+        errors.push(FieldViolation::new(
+            "event_time",
+            "is required: it orders suspend and resume events",
+        ));
+        return None;
+    };
+    let at = errors.check(instant("event_time", at))?;
+    if at > now + EVENT_TIME_AHEAD {
+        errors.push(FieldViolation::new(
+            "event_time",
+            "is more than 5 minutes in the future",
+        ));
+        return None;
+    }
+    Some(at)
+}
+
+impl TryFrom<pb::RenewLicenseRequest> for LifecycleCommand {
+    type Error = ValidationErrors;
+
+    fn try_from(request: pb::RenewLicenseRequest) -> Result<Self, Self::Error> {
+        let mut errors = ValidationErrors::new();
+        let action = match request.expires_at.as_ref() {
+            None => Some(LifecycleAction::Renew { expires_at: None }),
+            Some(at) => match errors.check(instant("expires_at", at)) {
+                Some(at) if at <= Utc::now() => {
+                    errors.push(FieldViolation::new("expires_at", "must be in the future"));
+                    None
+                }
+                Some(at) => Some(LifecycleAction::Renew {
+                    expires_at: Some(at),
+                }),
+                None => None,
+            },
+        };
+        let target = raw_target!(renew_license_request, request.target);
+        lifecycle_command(errors, &request.request_id, target, action)
+    }
+}
+
+impl TryFrom<pb::SuspendLicenseRequest> for LifecycleCommand {
+    type Error = ValidationErrors;
+
+    fn try_from(request: pb::SuspendLicenseRequest) -> Result<Self, Self::Error> {
+        let mut errors = ValidationErrors::new();
+        let action = event_time(&mut errors, request.event_time.as_ref(), Utc::now())
+            .map(|event_time| LifecycleAction::Suspend { event_time });
+        let target = raw_target!(suspend_license_request, request.target);
+        lifecycle_command(errors, &request.request_id, target, action)
+    }
+}
+
+impl TryFrom<pb::ResumeLicenseRequest> for LifecycleCommand {
+    type Error = ValidationErrors;
+
+    fn try_from(request: pb::ResumeLicenseRequest) -> Result<Self, Self::Error> {
+        let mut errors = ValidationErrors::new();
+        let action = event_time(&mut errors, request.event_time.as_ref(), Utc::now())
+            .map(|event_time| LifecycleAction::Resume { event_time });
+        let target = raw_target!(resume_license_request, request.target);
+        lifecycle_command(errors, &request.request_id, target, action)
+    }
+}
+
+impl TryFrom<pb::RevokeLicenseRequest> for LifecycleCommand {
+    type Error = ValidationErrors;
+
+    fn try_from(request: pb::RevokeLicenseRequest) -> Result<Self, Self::Error> {
+        let mut errors = ValidationErrors::new();
+        let reason = match pb::RevocationReason::try_from(request.reason) {
+            Ok(pb::RevocationReason::Unspecified) => Some(RevocationReason::Unspecified),
+            Ok(pb::RevocationReason::Refund) => Some(RevocationReason::Refund),
+            Ok(pb::RevocationReason::Chargeback) => Some(RevocationReason::Chargeback),
+            Ok(pb::RevocationReason::Cancellation) => Some(RevocationReason::Cancellation),
+            Ok(pb::RevocationReason::Other) => Some(RevocationReason::Other),
+            Err(_) => {
+                errors.push(FieldViolation::new("reason", "is not a RevocationReason"));
+                None
+            }
+        };
+        let note = request.note.trim();
+        if note.chars().count() > MAX_REVOCATION_NOTE {
+            errors.push(FieldViolation::new(
+                "note",
+                format!("must be at most {MAX_REVOCATION_NOTE} characters"),
+            ));
+        }
+        if note.chars().any(char::is_control) {
+            errors.push(FieldViolation::new(
+                "note",
+                "must not contain control characters",
+            ));
+        }
+        if reason == Some(RevocationReason::Other) && note.is_empty() {
+            errors.push(FieldViolation::new(
+                "note",
+                "is required with REVOCATION_REASON_OTHER: say what the reason is",
+            ));
+        }
+        let note = (!note.is_empty()).then(|| note.to_owned());
+        let action = reason.map(|reason| LifecycleAction::Revoke { reason, note });
+        let target = raw_target!(revoke_license_request, request.target);
+        lifecycle_command(errors, &request.request_id, target, action)
+    }
+}
+
+impl TryFrom<pb::SetSeatsRequest> for LifecycleCommand {
+    type Error = ValidationErrors;
+
+    fn try_from(request: pb::SetSeatsRequest) -> Result<Self, Self::Error> {
+        let mut errors = ValidationErrors::new();
+        let action = if (1..=MAX_SEATS).contains(&request.allowed_activations) {
+            Some(LifecycleAction::SetSeats {
+                allowed_activations: request.allowed_activations,
+            })
+        } else {
+            errors.push(FieldViolation::new(
+                "allowed_activations",
+                format!("must be 1 to {MAX_SEATS}"),
+            ));
+            None
+        };
+        let target = raw_target!(set_seats_request, request.target);
+        lifecycle_command(errors, &request.request_id, target, action)
+    }
+}
+
+/// The most seats `SetSeats` accepts (the contract's bound).
+const MAX_SEATS: i32 = 10_000;
 
 /// An optional id field: empty means unset.
 fn optional_id(errors: &mut ValidationErrors, field: &str, value: &str) -> Option<CryptlexId> {

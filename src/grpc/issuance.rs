@@ -3,15 +3,19 @@
 //!
 //! The allow-list is checked first, from the verified certificate's names,
 //! before the request is even parsed; the use case then applies the
-//! per-product policy and the ledger.
+//! per-product policy and the ledger. `IssueLicense` and the five lifecycle
+//! RPCs (renew, suspend, resume, revoke, seats) are each four steps: the
+//! caller, the command, the use case, the response.
 
 use tonic::{Request, Response, Status};
 
 use super::auth;
 use super::context::{Deadlines, request_context};
 use super::pb::{self, issuance_service_server::IssuanceService};
-use crate::domain::{ClientIdentity, Operation};
-use crate::licensing::{IssueCommand, Licensing, LicensingError};
+use crate::domain::{ClientIdentity, Operation, ValidationErrors};
+use crate::licensing::{
+    IssueCommand, Licensing, LicensingError, LifecycleCommand, LifecycleOutcome,
+};
 
 /// The adapter from `IssuanceService` to the use cases.
 #[derive(Debug, Clone)]
@@ -54,9 +58,103 @@ impl IssuanceService for IssuanceApi {
             .authorize_call(&auth::peer_identities(&request), Operation::IssueLicense)?;
         let command = IssueCommand::try_from(request.into_inner()).map_err(LicensingError::from)?;
         let issued = self.licensing.issue_license(&ctx, &caller, command).await?;
+        let licenses: Vec<pb::IssuedLicense> = issued
+            .licenses
+            .into_iter()
+            .map(pb::IssuedLicense::from)
+            .collect();
         Ok(Response::new(pb::IssueLicenseResponse {
-            license: Some(issued.license.into()),
+            license: licenses.first().cloned(),
+            licenses,
             replayed: issued.replayed,
         }))
     }
+
+    // === the payment lifecycle ===
+
+    async fn renew_license(
+        &self,
+        request: Request<pb::RenewLicenseRequest>,
+    ) -> Result<Response<pb::RenewLicenseResponse>, Status> {
+        let outcome = self.lifecycle(request, Operation::RenewLicense).await?;
+        Ok(Response::new(pb::RenewLicenseResponse {
+            replayed: outcome.replayed,
+            licenses: updates(outcome),
+        }))
+    }
+
+    async fn suspend_license(
+        &self,
+        request: Request<pb::SuspendLicenseRequest>,
+    ) -> Result<Response<pb::SuspendLicenseResponse>, Status> {
+        let outcome = self.lifecycle(request, Operation::SuspendLicense).await?;
+        Ok(Response::new(pb::SuspendLicenseResponse {
+            replayed: outcome.replayed,
+            superseded: outcome.superseded(),
+            licenses: updates(outcome),
+        }))
+    }
+
+    async fn resume_license(
+        &self,
+        request: Request<pb::ResumeLicenseRequest>,
+    ) -> Result<Response<pb::ResumeLicenseResponse>, Status> {
+        let outcome = self.lifecycle(request, Operation::ResumeLicense).await?;
+        Ok(Response::new(pb::ResumeLicenseResponse {
+            replayed: outcome.replayed,
+            superseded: outcome.superseded(),
+            licenses: updates(outcome),
+        }))
+    }
+
+    async fn revoke_license(
+        &self,
+        request: Request<pb::RevokeLicenseRequest>,
+    ) -> Result<Response<pb::RevokeLicenseResponse>, Status> {
+        let outcome = self.lifecycle(request, Operation::RevokeLicense).await?;
+        Ok(Response::new(pb::RevokeLicenseResponse {
+            replayed: outcome.replayed,
+            licenses: updates(outcome),
+        }))
+    }
+
+    async fn set_seats(
+        &self,
+        request: Request<pb::SetSeatsRequest>,
+    ) -> Result<Response<pb::SetSeatsResponse>, Status> {
+        let outcome = self.lifecycle(request, Operation::SetSeats).await?;
+        Ok(Response::new(pb::SetSeatsResponse {
+            replayed: outcome.replayed,
+            licenses: updates(outcome),
+        }))
+    }
+}
+
+impl IssuanceApi {
+    /// The steps every lifecycle RPC shares: the caller and its right to `operation` (before
+    /// the request is parsed, so a refusal costs nothing), the command, the use case.
+    async fn lifecycle<T>(
+        &self,
+        request: Request<T>,
+        operation: Operation,
+    ) -> Result<LifecycleOutcome, LicensingError>
+    where
+        LifecycleCommand: TryFrom<T, Error = ValidationErrors>,
+    {
+        let ctx = request_context(&request, self.deadlines);
+        let caller = self
+            .licensing
+            .authorize_call(&auth::peer_identities(&request), operation)?;
+        let command = LifecycleCommand::try_from(request.into_inner())?;
+        self.licensing.lifecycle(&ctx, &caller, command).await
+    }
+}
+
+/// The licenses of an answer, as the response lists them.
+fn updates(outcome: LifecycleOutcome) -> Vec<pb::LicenseUpdate> {
+    outcome
+        .licenses
+        .into_iter()
+        .map(pb::LicenseUpdate::from)
+        .collect()
 }

@@ -15,6 +15,12 @@
 //! created it already. The fencing token makes every settle and renewal conditional, so an
 //! attempt that was taken over can never overwrite the new holder's record.
 //!
+//! The payment lifecycle (renew, suspend, resume, revoke, seats) uses the same records, keyed
+//! the same way, with the operation in the fingerprint; its answers are stored whole, so a
+//! replay returns exactly the first answer. Two more tables serve it (see `licenses.rs`): the
+//! per-license *event order*, which also holds the lease of the one attempt writing to a
+//! license upstream at a time, and the per-license *history* of what each call did.
+//!
 //! This module does not talk to Cryptlex, compute fingerprints or validate request ids; the
 //! use case does all three before calling in. It references no other module of the crate.
 //!
@@ -83,6 +89,14 @@ const MIN_RENEW_INTERVAL: Duration = Duration::from_millis(10);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 // === Public types ===
+
+/// The operation name of license issuance, which every record written before the payment
+/// lifecycle is (the migration's default).
+pub const ISSUE_LICENSE: &str = "IssueLicense";
+
+/// Separates a request id from its unit number in a unit sub-key: unit `k` of a request that
+/// issues several licenses is recorded under `<request_id>#<k>`.
+pub const UNIT_SEPARATOR: char = '#';
 
 /// Where the ledger lives and how many connections it may hold.
 #[derive(Clone)]
@@ -173,10 +187,13 @@ pub enum Begin {
     },
 }
 
-/// The stored result of a finished issuance.
+/// The stored result of a finished request.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Cryptlex created the license.
+    /// The request finished with an answer: for `IssueLicense` Cryptlex created the license
+    /// (`license_json` is it, or for several units the list of them); for the lifecycle
+    /// operations `license_id` is the first license addressed and `license_json` the whole
+    /// answer, every license's update. The ledger never reads the JSON.
     Issued {
         license_id: String,
         license_json: String,
@@ -322,6 +339,9 @@ pub struct ParseStateError(String);
 pub struct Record {
     pub client: String,
     pub request_id: String,
+    /// The RPC the record is for (`IssueLicense`, `RenewLicense`, ...). Records written before
+    /// the payment lifecycle existed are all `IssueLicense`.
+    pub operation: String,
     pub fingerprint: String,
     pub state: State,
     pub license_id: Option<String>,
@@ -340,6 +360,7 @@ impl fmt::Debug for Record {
         f.debug_struct("Record")
             .field("client", &self.client)
             .field("request_id", &self.request_id)
+            .field("operation", &self.operation)
             .field("fingerprint", &self.fingerprint)
             .field("state", &self.state)
             .field("license_id", &self.license_id)
@@ -486,15 +507,33 @@ impl Ledger {
         with_pool!(self, |pool| pool.close().await);
     }
 
-    /// Claims the right to issue for `(client, request_id)`.
+    /// Claims the right to issue for `(client, request_id)`: [`begin_operation`] for
+    /// [`ISSUE_LICENSE`].
     ///
-    /// `fingerprint` identifies the request's content (compare exactly, so pass it in one
-    /// canonical form, e.g. lower-case hex); `lease` is how long the claim stays exclusive
-    /// before another attempt may take it over.
+    /// [`begin_operation`]: Self::begin_operation
     pub async fn begin(
         &self,
         client: &str,
         request_id: &str,
+        fingerprint: &str,
+        lease: Duration,
+    ) -> Result<Begin, LedgerError> {
+        self.begin_operation(client, request_id, ISSUE_LICENSE, fingerprint, lease)
+            .await
+    }
+
+    /// Claims the right to carry out `operation` for `(client, request_id)`.
+    ///
+    /// `fingerprint` identifies the request's content, the operation included (compare
+    /// exactly, so pass it in one canonical form, e.g. lower-case hex): a request id used for
+    /// one operation and then another is a [`Begin::Conflict`] because their fingerprints
+    /// differ; `operation` itself is only stored, for the operator. `lease` is how long the
+    /// claim stays exclusive before another attempt may take it over.
+    pub async fn begin_operation(
+        &self,
+        client: &str,
+        request_id: &str,
+        operation: &str,
         fingerprint: &str,
         lease: Duration,
     ) -> Result<Begin, LedgerError> {
@@ -523,6 +562,7 @@ impl Ledger {
             .bind(token.to_string())
             .bind(lease_ms)
             .bind(now)
+            .bind(operation)
             .fetch_optional(pool)
             .await)?;
             if let Some(lease_until) = inserted {
@@ -643,6 +683,22 @@ impl Ledger {
         self.release_after(attempt, Duration::ZERO).await
     }
 
+    /// Deletes the attempt's pending record, as if the request had never come: for a refusal
+    /// found out after the claim (no license to address, a product the caller may not use)
+    /// when nothing at all was sent upstream for the key, by this attempt or an earlier one.
+    /// A retry is then a new request, answered afresh (for example once the subscription has
+    /// its licenses). A no-op on a record the attempt no longer holds or already settled.
+    pub async fn forget(&self, attempt: &Attempt) -> Result<(), LedgerError> {
+        with_writer!(self, |pool| sqlx::query(FORGET)
+            .bind(&attempt.client)
+            .bind(&attempt.request_id)
+            .bind(attempt.token.to_string())
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
     /// Ends the attempt's lease `settle` from now, leaving the record pending. For unknown
     /// outcomes: Cryptlex may still be finishing a create whose reply we gave up on, and its
     /// metadata search may not show a new license yet, so reconciling at once could miss the
@@ -747,6 +803,29 @@ impl Ledger {
     pub async fn find_by_request_id(&self, request_id: &str) -> Result<Vec<Record>, LedgerError> {
         let rows = with_pool!(self, |pool| sqlx::query_as::<_, Row>(FIND_BY_REQUEST_ID)
             .bind(request_id)
+            .fetch_all(pool)
+            .await)?;
+        rows.into_iter().map(Record::try_from).collect()
+    }
+
+    /// Returns every client's records for `request_id` and for its unit sub-keys
+    /// (`<request_id>#<k>`, one per license of a multi-license `IssueLicense`), ordered by
+    /// client and key.
+    pub async fn find_with_units(&self, request_id: &str) -> Result<Vec<Record>, LedgerError> {
+        let (first, end) = unit_key_range(request_id);
+        let rows = with_pool!(self, |pool| sqlx::query_as::<_, Row>(FIND_WITH_UNITS)
+            .bind(request_id)
+            .bind(&first)
+            .bind(&end)
+            .fetch_all(pool)
+            .await)?;
+        rows.into_iter().map(Record::try_from).collect()
+    }
+
+    /// Returns the records whose (first) license is `license_id`, oldest first.
+    pub async fn find_by_license_id(&self, license_id: &str) -> Result<Vec<Record>, LedgerError> {
+        let rows = with_pool!(self, |pool| sqlx::query_as::<_, Row>(FIND_BY_LICENSE_ID)
+            .bind(license_id)
             .fetch_all(pool)
             .await)?;
         rows.into_iter().map(Record::try_from).collect()
@@ -911,7 +990,8 @@ struct Statement {
 macro_rules! record_columns {
     () => {
         "caller, request_id, fingerprint, state, attempt_token, attempts, license_id, \
-         license_json, error_reason, error_message, created_at, updated_at, lease_expires_at"
+         license_json, error_reason, error_message, created_at, updated_at, lease_expires_at, \
+         operation"
     };
 }
 
@@ -957,8 +1037,8 @@ macro_rules! timed {
 const INSERT_FRESH: Statement = timed!(now = 6;
     "INSERT INTO issuance_records \
      (caller, request_id, fingerprint, state, attempt_token, attempts, created_at, updated_at, \
-      lease_expires_at) \
-     VALUES ($1, $2, $3, 'pending', $4, 1, " NOW ", " NOW ", " NOW " + $5) \
+      lease_expires_at, operation) \
+     VALUES ($1, $2, $3, 'pending', $4, 1, " NOW ", " NOW ", " NOW " + $5, $7) \
      ON CONFLICT (caller, request_id) DO NOTHING \
      RETURNING lease_expires_at"
 );
@@ -1007,7 +1087,19 @@ const RENEW: Statement = timed!(now = 5;
      WHERE caller = $1 AND request_id = $2 AND attempt_token = $3 AND state = 'pending'"
 );
 
+const FORGET: &str = "DELETE FROM issuance_records \
+     WHERE caller = $1 AND request_id = $2 AND attempt_token = $3 AND state = 'pending'";
+
 const FIND_BY_REQUEST_ID: &str = select_from_records!("WHERE request_id = $1 ORDER BY caller");
+
+// `$2`..`$3` is the range of the request's unit sub-keys, `<id>#...` (`$` follows `#`), so the
+// index on request_id serves it and no LIKE pattern has to escape the id.
+const FIND_WITH_UNITS: &str = select_from_records!(
+    "WHERE request_id = $1 OR (request_id >= $2 AND request_id < $3) ORDER BY caller, request_id"
+);
+
+const FIND_BY_LICENSE_ID: &str =
+    select_from_records!("WHERE license_id = $1 ORDER BY created_at, caller, request_id");
 
 // Ties on the millisecond are broken by key, so paging through a listing is deterministic.
 const LIST_ALL: &str =
@@ -1038,6 +1130,7 @@ struct Row {
     created_at: i64,
     updated_at: i64,
     lease_expires_at: i64,
+    operation: String,
 }
 
 /// A row and the time it was read at, on the clock leases are compared against.
@@ -1102,6 +1195,7 @@ impl TryFrom<Row> for Record {
             lease_expires_at: time(row.lease_expires_at)?,
             client: row.client,
             request_id: row.request_id,
+            operation: row.operation,
             fingerprint: row.fingerprint,
             license_id: row.license_id,
             license_json: row.license_json,
@@ -1117,6 +1211,14 @@ impl TryFrom<Row> for Record {
 fn time(millis: i64) -> Result<DateTime<Utc>, LedgerError> {
     DateTime::from_timestamp_millis(millis)
         .ok_or_else(|| LedgerError::Corrupt(format!("timestamp {millis} out of range")))
+}
+
+/// Returns the half-open key range `[<id>#, <id>$)` holding every unit sub-key of `request_id`.
+fn unit_key_range(request_id: &str) -> (String, String) {
+    (
+        format!("{request_id}{UNIT_SEPARATOR}"),
+        format!("{request_id}$"),
+    )
 }
 
 /// Returns a duration in the milliseconds the database adds to its timestamps.
@@ -1145,3 +1247,11 @@ fn redact_url(url: &str) -> String {
         Err(_) => "<unparseable url>".to_owned(),
     }
 }
+
+// Declared last: it uses the statement macros above, which are in scope only after their
+// definitions.
+mod licenses;
+pub use licenses::{
+    AppliedEvent, EventOrder, HistoryEntry, HistoryResult, LicenseClaim, LicenseHold,
+    ParseHistoryResultError,
+};

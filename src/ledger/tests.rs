@@ -191,6 +191,15 @@ ledger_tests!(
     a_dropped_keeper_stops_renewing_and_the_lease_runs_out,
     a_taken_over_attempt_can_no_longer_renew_its_lease,
     a_record_released_after_a_settling_period_stays_in_progress_until_it_ends,
+    records_name_their_operation_and_those_of_issuance_say_so,
+    a_forgotten_claim_leaves_the_key_free_for_a_fresh_one,
+    units_and_licenses_find_their_records,
+    a_license_has_one_holder_at_a_time_and_keeps_its_event_order,
+    an_event_that_is_not_later_never_replaces_the_recorded_one,
+    a_holder_whose_lease_ran_out_can_no_longer_write_for_the_license,
+    fifty_concurrent_claims_of_one_license_yield_exactly_one_holder,
+    a_license_released_after_a_settling_period_stays_busy_until_it_ends,
+    history_rows_move_from_pending_to_settled_and_count_their_attempts,
 );
 
 async fn a_fresh_claim_completed_once_is_replayed_for_the_same_fingerprint(db: &TestDb) {
@@ -1065,4 +1074,405 @@ fn states_round_trip_through_their_names() {
     }
     assert_eq!("issued".parse::<State>(), Ok(State::Issued));
     assert!("Issued".parse::<State>().is_err());
+}
+
+// === The payment lifecycle: operations, units, per-license order and history ===
+
+async fn records_name_their_operation_and_those_of_issuance_say_so(db: &TestDb) {
+    let ledger = db.connect().await;
+    fresh(begin_req_1(&ledger, LONG).await);
+    fresh(
+        ledger
+            .begin_operation(CLIENT, "evt-1", "SuspendLicense", &fingerprint('s'), LONG)
+            .await
+            .expect("begin"),
+    );
+
+    let issuance = ledger
+        .get(CLIENT, "req-1")
+        .await
+        .expect("get")
+        .expect("row");
+    let suspend = ledger
+        .get(CLIENT, "evt-1")
+        .await
+        .expect("get")
+        .expect("row");
+
+    assert_eq!(issuance.operation, ISSUE_LICENSE);
+    assert_eq!(suspend.operation, "SuspendLicense");
+}
+
+async fn a_forgotten_claim_leaves_the_key_free_for_a_fresh_one(db: &TestDb) {
+    let ledger = db.connect().await;
+    let first = fresh(begin_req_1(&ledger, LONG).await);
+
+    ledger.forget(&first).await.expect("forget");
+
+    assert!(ledger.get(CLIENT, "req-1").await.expect("get").is_none());
+    let again = fresh(begin_req_1(&ledger, LONG).await);
+    assert_eq!(again.number(), 1, "a new request, not a resumed one");
+    // Forgetting is fenced: the first attempt cannot remove the new claim.
+    ledger.forget(&first).await.expect("a no-op");
+    assert!(ledger.get(CLIENT, "req-1").await.expect("get").is_some());
+    ledger
+        .complete(&again, "lic-1", &license_json("lic-1"))
+        .await
+        .expect("complete");
+    ledger.forget(&again).await.expect("a no-op once settled");
+    assert_eq!(replayed(begin_req_1(&ledger, LONG).await), issued("lic-1"));
+}
+
+async fn units_and_licenses_find_their_records(db: &TestDb) {
+    let ledger = db.connect().await;
+    for key in ["order-7", "order-7#1", "order-7#2", "order-70", "order-7$"] {
+        let attempt = fresh(
+            ledger
+                .begin(CLIENT, key, &fingerprint('u'), LONG)
+                .await
+                .expect("begin"),
+        );
+        ledger
+            .complete(&attempt, &format!("lic-{key}"), &license_json(key))
+            .await
+            .expect("complete");
+    }
+
+    let found = ledger.find_with_units("order-7").await.expect("find");
+    let by_license = ledger
+        .find_by_license_id("lic-order-7#2")
+        .await
+        .expect("find");
+
+    let keys: Vec<&str> = found.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(keys, ["order-7", "order-7#1", "order-7#2"]);
+    assert_eq!(by_license.len(), 1);
+    assert_eq!(by_license[0].request_id, "order-7#2");
+}
+
+fn held(claim: LicenseClaim) -> LicenseHold {
+    match claim {
+        LicenseClaim::Held(hold) => hold,
+        other => panic!("expected Held, got {other:?}"),
+    }
+}
+
+fn event(seconds: i64, suspended: bool, request_id: &str) -> AppliedEvent {
+    AppliedEvent {
+        at: DateTime::from_timestamp(1_900_000_000 + seconds, 0).expect("time"),
+        suspended,
+        caller: CLIENT.to_owned(),
+        request_id: request_id.to_owned(),
+    }
+}
+
+async fn a_license_has_one_holder_at_a_time_and_keeps_its_event_order(db: &TestDb) {
+    let ledger = db.connect().await;
+    let first = held(ledger.claim_license("lic-1", LONG).await.expect("claim"));
+    assert_eq!(first.order, EventOrder::default(), "nothing applied yet");
+
+    let busy = ledger.claim_license("lic-1", LONG).await.expect("claim");
+    assert!(
+        matches!(busy, LicenseClaim::Busy { retry_after } if retry_after > Duration::from_secs(20)),
+        "{busy:?}"
+    );
+    held(
+        ledger
+            .claim_license("lic-2", LONG)
+            .await
+            .expect("another license is free"),
+    );
+    assert!(
+        ledger
+            .record_event(&first, &event(10, true, "evt-a"))
+            .await
+            .expect("record")
+    );
+    ledger.record_revoked(&first).await.expect("revoke");
+    ledger
+        .release_license(&first, Duration::ZERO)
+        .await
+        .expect("release");
+
+    let second = held(ledger.claim_license("lic-1", LONG).await.expect("claim"));
+    assert_eq!(
+        second.order,
+        EventOrder {
+            last_event: Some(event(10, true, "evt-a")),
+            revoked: true,
+        }
+    );
+    assert_eq!(
+        ledger.event_order("lic-1").await.expect("read"),
+        Some(second.order.clone())
+    );
+    assert_eq!(ledger.event_order("lic-none").await.expect("read"), None);
+}
+
+async fn an_event_that_is_not_later_never_replaces_the_recorded_one(db: &TestDb) {
+    let ledger = db.connect().await;
+    let hold = held(ledger.claim_license("lic-1", LONG).await.expect("claim"));
+
+    let later = ledger
+        .record_event(&hold, &event(20, false, "evt-resume"))
+        .await;
+    let older = ledger
+        .record_event(&hold, &event(10, true, "evt-suspend"))
+        .await;
+    let same_time = ledger
+        .record_event(&hold, &event(20, true, "evt-other"))
+        .await;
+    let newest = ledger
+        .record_event(&hold, &event(30, true, "evt-late"))
+        .await;
+
+    assert!(later.expect("record"));
+    assert!(!older.expect("not an error"));
+    assert!(!same_time.expect("not an error"));
+    assert!(newest.expect("record"));
+    let order = ledger
+        .event_order("lic-1")
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(order.last_event, Some(event(30, true, "evt-late")));
+}
+
+async fn a_holder_whose_lease_ran_out_can_no_longer_write_for_the_license(db: &TestDb) {
+    let ledger = db.connect().await;
+    let stale = held(ledger.claim_license("lic-1", SHORT).await.expect("claim"));
+    wait_out_short_lease().await;
+
+    let current = held(
+        ledger
+            .claim_license("lic-1", LONG)
+            .await
+            .expect("take over"),
+    );
+
+    assert_ne!(stale, current);
+    let recorded = ledger.record_event(&stale, &event(10, true, "evt-1")).await;
+    assert!(
+        matches!(recorded, Err(LedgerError::StaleAttempt)),
+        "{recorded:?}"
+    );
+    let revoked = ledger.record_revoked(&stale).await;
+    assert!(
+        matches!(revoked, Err(LedgerError::StaleAttempt)),
+        "{revoked:?}"
+    );
+    let entry = HistoryEntry::new(
+        CLIENT,
+        "evt-1",
+        "lic-1",
+        "SuspendLicense",
+        HistoryResult::Pending,
+    );
+    let written = ledger.write_history(Some(&stale), &entry).await;
+    assert!(
+        matches!(written, Err(LedgerError::StaleAttempt)),
+        "{written:?}"
+    );
+    assert!(
+        ledger
+            .license_history("lic-1")
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    // Releasing a hold that was taken over leaves the new holder alone.
+    ledger
+        .release_license(&stale, Duration::ZERO)
+        .await
+        .expect("a no-op");
+    assert!(matches!(
+        ledger.claim_license("lic-1", LONG).await.expect("claim"),
+        LicenseClaim::Busy { .. }
+    ));
+    ledger
+        .write_history(Some(&current), &entry)
+        .await
+        .expect("the holder writes");
+}
+
+async fn fifty_concurrent_claims_of_one_license_yield_exactly_one_holder(db: &TestDb) {
+    let replicas = db.replicas().await;
+    let barrier = Arc::new(Barrier::new(50));
+    let mut tasks = JoinSet::new();
+    for index in 0..50 {
+        let ledger = replicas[index % replicas.len()].clone();
+        let barrier = barrier.clone();
+        tasks.spawn(async move {
+            barrier.wait().await;
+            ledger.claim_license("lic-race", LONG).await.expect("claim")
+        });
+    }
+    let claims = tasks.join_all().await;
+
+    let holders = claims
+        .iter()
+        .filter(|claim| matches!(claim, LicenseClaim::Held(_)))
+        .count();
+    assert_eq!(holders, 1, "{claims:?}");
+}
+
+async fn a_license_released_after_a_settling_period_stays_busy_until_it_ends(db: &TestDb) {
+    // Longer than SHORT: the claim right after the release must land inside the period even
+    // on a loaded machine.
+    let settle = Duration::from_millis(800);
+    let ledger = db.connect().await;
+    let hold = held(ledger.claim_license("lic-1", LONG).await.expect("claim"));
+
+    ledger
+        .release_license(&hold, settle)
+        .await
+        .expect("release");
+
+    assert!(matches!(
+        ledger.claim_license("lic-1", LONG).await.expect("claim"),
+        LicenseClaim::Busy { .. }
+    ));
+    tokio::time::sleep(settle + Duration::from_millis(200)).await;
+    held(
+        ledger
+            .claim_license("lic-1", LONG)
+            .await
+            .expect("claim after settling"),
+    );
+}
+
+async fn history_rows_move_from_pending_to_settled_and_count_their_attempts(db: &TestDb) {
+    let ledger = db.connect().await;
+    let hold = held(ledger.claim_license("lic-1", LONG).await.expect("claim"));
+    let before = DateTime::from_timestamp(1_900_000_000, 0).expect("time");
+    let mut renewal = HistoryEntry::new(
+        CLIENT,
+        "evt-renew",
+        "lic-1",
+        "RenewLicense",
+        HistoryResult::Pending,
+    );
+    renewal.subscription_id = Some("sub_1".to_owned());
+    renewal.expires_before = Some(before);
+
+    ledger
+        .write_history(Some(&hold), &renewal)
+        .await
+        .expect("pending");
+    let pending = ledger.pending_history("lic-1").await.expect("read");
+    renewal.result = HistoryResult::NotApplied;
+    ledger
+        .write_history(Some(&hold), &renewal)
+        .await
+        .expect("not applied");
+    renewal.result = HistoryResult::Pending;
+    ledger
+        .write_history(Some(&hold), &renewal)
+        .await
+        .expect("pending again");
+    renewal.result = HistoryResult::Applied;
+    renewal.expires_after = Some(before + TimeDelta::days(30));
+    ledger
+        .write_history(Some(&hold), &renewal)
+        .await
+        .expect("applied");
+    let issued = HistoryEntry::new(
+        CLIENT,
+        "order-1#2",
+        "lic-1",
+        ISSUE_LICENSE,
+        HistoryResult::Applied,
+    );
+    ledger.write_history(None, &issued).await.expect("unfenced");
+
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].expires_before, Some(before));
+    assert!(
+        ledger
+            .pending_history("lic-1")
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    let entry = ledger
+        .history_entry(CLIENT, "evt-renew", "lic-1")
+        .await
+        .expect("read")
+        .expect("row");
+    assert_eq!(entry.result, HistoryResult::Applied);
+    assert_eq!(entry.attempts, 2, "pending twice");
+    assert_eq!(entry.subscription_id.as_deref(), Some("sub_1"));
+    assert_eq!(entry.expires_after, Some(before + TimeDelta::days(30)));
+    let history = ledger.license_history("lic-1").await.expect("read");
+    assert_eq!(history.len(), 2);
+    let units = ledger.request_history("order-1").await.expect("read");
+    assert_eq!(units.len(), 1, "unit sub-keys belong to their request");
+    assert_eq!(units[0].request_id, "order-1#2");
+}
+
+#[test]
+fn history_results_round_trip_through_their_names() {
+    for result in HistoryResult::ALL {
+        assert_eq!(result.as_str().parse::<HistoryResult>(), Ok(result));
+    }
+    assert!("done".parse::<HistoryResult>().is_err());
+}
+
+#[tokio::test]
+async fn on_sqlite_a_database_from_before_the_lifecycle_migrates_and_its_records_replay() {
+    // Arrange: a ledger file with only the first migration, and a record written then.
+    let db = TestDb::sqlite().await;
+    {
+        let old = sqlx::SqlitePool::connect_with(
+            <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&db.options.url)
+                .expect("url")
+                .create_if_missing(true),
+        )
+        .await
+        .expect("open");
+        let all = sqlx::migrate!("./migrations/sqlite");
+        let first_only = sqlx::migrate::Migrator {
+            migrations: std::borrow::Cow::Owned(all.migrations[..1].to_vec()),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        first_only.run(&old).await.expect("the first migration");
+        sqlx::query(
+            "INSERT INTO issuance_records (caller, request_id, fingerprint, state, attempt_token, \
+             attempts, license_id, license_json, created_at, updated_at, lease_expires_at) \
+             VALUES ($1, 'old-1', $2, 'issued', 'token', 1, 'lic-old', $3, 1, 1, 1)",
+        )
+        .bind(CLIENT)
+        .bind(fingerprint('o'))
+        .bind(license_json("lic-old"))
+        .execute(&old)
+        .await
+        .expect("an old record");
+        old.close().await;
+    }
+
+    // Act: today's gateway opens it (and runs the rest of the migrations).
+    let ledger = db.connect().await;
+
+    // Assert
+    let record = ledger
+        .get(CLIENT, "old-1")
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(
+        record.operation, ISSUE_LICENSE,
+        "the default names what it was"
+    );
+    let replay = ledger
+        .begin(CLIENT, "old-1", &fingerprint('o'), LONG)
+        .await
+        .expect("begin");
+    assert_eq!(replayed(replay), issued("lic-old"));
+    assert!(
+        ledger
+            .license_history("lic-old")
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }

@@ -80,9 +80,10 @@ pub enum LicensingError {
     #[error("request is already in progress")]
     RequestInProgress { retry_after: Duration },
     /// Cryptlex permanently refused the issuance (for example an unknown
-    /// product); the same answer is replayed for this request id. `detail`
-    /// is the gateway's own description (never Cryptlex's text), as stored
-    /// in the ledger.
+    /// product) or a lifecycle change (for example renewing by interval a
+    /// license that has none); the same answer is replayed for this request
+    /// id. `detail` is the gateway's own description (never Cryptlex's
+    /// text), as stored in the ledger.
     #[error("cryptlex rejected the request: {detail}")]
     IssuanceRejected { detail: String },
     /// Cryptlex could not be reached or did not answer properly; the call may

@@ -1,4 +1,5 @@
-//! `IssueLicense`: exactly one license per (caller, request id).
+//! `IssueLicense`: exactly one license per (caller, request id), or per unit of a request for
+//! several licenses.
 //!
 //! The ledger records the request before Cryptlex is called and the outcome
 //! after. A retry of a finished request replays the stored outcome without
@@ -16,9 +17,21 @@
 //! and after an unknown outcome the record stays held for
 //! `settle_after_unknown_outcome`, time for Cryptlex to finish a create it is
 //! still working on and for its metadata search to show the new license.
+//!
+//! # Quantity
+//!
+//! A `quantity` of N makes one license with N allowed activations for the products listed in
+//! `issuance.quantity_as_activations`, and N licenses for every other product. Each of the N
+//! licenses is a *unit* with a ledger record of its own under the sub-key `<request_id>#<k>`,
+//! which is also the request id in its Cryptlex metadata; the request's own record (under the
+//! plain id) holds the whole answer and serialises retries. A retry after a partial failure
+//! finds the finished units in the ledger and reconciles or creates only the missing ones.
+//! A request for one license (quantity 0 or 1) has no units: its record and its license carry
+//! the plain request id, exactly as before quantities existed, so older records replay.
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 
@@ -26,21 +39,31 @@ use super::{Credential, Denial, Licensing, LicensingError, Missing, upstream};
 use crate::cryptlex::{CryptlexError, MetadataMatches, NewLicense, Rejection};
 use crate::domain::{
     AllowList, AllowedClient, ClientIdentity, CryptlexId, Email, FieldViolation, IssuedLicense,
-    MetadataMap, Operation, RequestContext, RequestId, ValidationErrors,
+    MetadataMap, Operation, RequestContext, RequestId, SubscriptionId, ValidationErrors,
 };
-use crate::ledger::{Attempt, Begin, Outcome};
+use crate::ledger::{Attempt, Begin, HistoryEntry, HistoryResult, ISSUE_LICENSE, Outcome};
 
 /// Metadata key naming the client identity that issued a license. Together
 /// with the request-id key it makes a license findable per caller, since two
 /// callers may use the same request id.
 pub const CLIENT_METADATA_KEY: &str = "licensing_gateway_client";
 
+/// Metadata key holding the subscription (or order) reference a license was issued with; the
+/// lifecycle calls find a subscription's licenses by it.
+pub const SUBSCRIPTION_METADATA_KEY: &str = "licensing_gateway_subscription";
+
+/// Metadata key a revocation writes: `<reason>` or `<reason>: <note>`.
+pub const REVOCATION_METADATA_KEY: &str = "licensing_gateway_revocation";
+
+/// The most units one `IssueLicense` may ask for.
+pub const MAX_QUANTITY: u32 = 100;
+
 /// The reason stored in the ledger for a permanent rejection (the ledger
 /// keeps a reason column for the operator's view).
-const REJECTED_REASON: &str = "UPSTREAM_REJECTED";
+pub(super) const REJECTED_REASON: &str = "UPSTREAM_REJECTED";
 
 /// How often a concurrent duplicate re-reads the ledger while it waits.
-const IN_FLIGHT_POLL: Duration = Duration::from_millis(50);
+pub(super) const IN_FLIGHT_POLL: Duration = Duration::from_millis(50);
 
 /// Who the license is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,12 +80,17 @@ pub struct IssueCommand {
     pub product_id: Option<CryptlexId>,
     pub license_template_id: Option<CryptlexId>,
     pub metadata: MetadataMap,
+    /// The payment provider's subscription or order reference, stored in admin-only metadata.
+    pub subscription_id: Option<SubscriptionId>,
+    /// How many units were bought: 1 to [`MAX_QUANTITY`].
+    pub quantity: u32,
 }
 
 /// The answer to `IssueLicense`.
 #[derive(Debug, Clone)]
 pub struct Issued {
-    pub license: IssuedLicense,
+    /// Every license of the request, in unit order (one unless the quantity made several).
+    pub licenses: Vec<IssuedLicense>,
     /// The outcome was stored by an earlier attempt.
     pub replayed: bool,
 }
@@ -81,13 +109,34 @@ pub struct IssuanceOptions {
     pub settle_after_unknown_outcome: Duration,
     /// The internal callers that may issue, and for which products.
     pub allow_list: AllowList,
+    /// Products whose quantity becomes one license's allowed activations instead of that
+    /// many licenses.
+    pub quantity_as_activations: Vec<CryptlexId>,
 }
 
 impl IssuanceOptions {
     /// Metadata keys the gateway owns: callers may not set them, and they are
     /// left out of returned licenses.
-    pub fn reserved_keys(&self) -> [&str; 2] {
-        [self.request_id_metadata_key.as_str(), CLIENT_METADATA_KEY]
+    pub fn reserved_keys(&self) -> [&str; 4] {
+        [
+            self.request_id_metadata_key.as_str(),
+            CLIENT_METADATA_KEY,
+            SUBSCRIPTION_METADATA_KEY,
+            REVOCATION_METADATA_KEY,
+        ]
+    }
+
+    /// Turns a license read with all its metadata into what callers see: the subscription
+    /// reference in its own field, the gateway's keys gone.
+    pub(super) fn present(&self, mut license: IssuedLicense) -> IssuedLicense {
+        if let Some(subscription) = license.metadata.get(SUBSCRIPTION_METADATA_KEY) {
+            license.subscription_id = subscription.clone();
+        }
+        let hidden = self.reserved_keys();
+        license
+            .metadata
+            .retain(|key, _| !hidden.contains(&key.as_str()));
+        license
     }
 
     /// Refuses caller metadata that uses one of the gateway's own keys.
@@ -111,12 +160,46 @@ impl IssuanceOptions {
 
 /// Where an attempt that owns its ledger record starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Start {
+pub(super) enum Start {
     /// A new record: nothing was sent for this request id yet.
     Fresh,
     /// A record an earlier attempt left pending: its create may have
     /// happened, so look the license up before creating.
     Resume,
+}
+
+/// One license to issue under one ledger key: the whole request when it makes one license,
+/// or one unit of it.
+#[derive(Debug, Clone)]
+struct Unit {
+    /// The ledger key and the request id in the license's metadata.
+    request_id: RequestId,
+    fingerprint: String,
+    user: LicenseHolder,
+    product_id: CryptlexId,
+    license_template_id: Option<CryptlexId>,
+    metadata: MetadataMap,
+    subscription_id: Option<SubscriptionId>,
+    /// Set when a quantity became activations.
+    allowed_activations: Option<i32>,
+}
+
+/// What the ledger stores for a finished `IssueLicense`: one license (as before quantities
+/// existed) or the list of a request's units.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredIssue {
+    One(IssuedLicense),
+    Units { licenses: Vec<IssuedLicense> },
+}
+
+impl StoredIssue {
+    fn into_licenses(self) -> Vec<IssuedLicense> {
+        match self {
+            Self::One(license) => vec![license],
+            Self::Units { licenses } => licenses,
+        }
+    }
 }
 
 impl Licensing {
@@ -137,7 +220,7 @@ impl Licensing {
         }
     }
 
-    /// Issues (or replays) the license for `command` on behalf of `caller`.
+    /// Issues (or replays) the license, or licenses, for `command` on behalf of `caller`.
     #[tracing::instrument(name = "licensing.issue_license", skip_all, fields(client = %caller.identity, issuance_request_id = %command.request_id))]
     pub async fn issue_license(
         &self,
@@ -150,7 +233,7 @@ impl Licensing {
                 Denial::OperationNotAllowed,
             ));
         }
-        let (ledger, options) = self.issuance()?;
+        let (_, options) = self.issuance()?;
         options.check_reserved_keys(&command.metadata)?;
         let product_id = match command
             .product_id
@@ -170,6 +253,147 @@ impl Licensing {
             return Err(LicensingError::PermissionDenied(Denial::ProductNotAllowed));
         }
         let fingerprint = fingerprint(&command, &product_id);
+        let as_activations = options.quantity_as_activations.contains(&product_id);
+        if command.quantity <= 1 || as_activations {
+            let unit = Unit {
+                request_id: command.request_id.clone(),
+                fingerprint,
+                user: command.user,
+                product_id,
+                license_template_id: command.license_template_id,
+                metadata: command.metadata,
+                subscription_id: command.subscription_id,
+                allowed_activations: (command.quantity > 1)
+                    .then(|| i32::try_from(command.quantity).unwrap_or(i32::MAX)),
+            };
+            let (license, replayed) = self.issue_unit(ctx, caller, &unit).await?;
+            return Ok(Issued {
+                licenses: vec![license],
+                replayed,
+            });
+        }
+        let units: Vec<Unit> = (1..=command.quantity)
+            .map(|number| Unit {
+                request_id: command.request_id.unit(number),
+                fingerprint: unit_fingerprint(&fingerprint, number, command.quantity),
+                user: command.user.clone(),
+                product_id: product_id.clone(),
+                license_template_id: command.license_template_id.clone(),
+                metadata: command.metadata.clone(),
+                subscription_id: command.subscription_id.clone(),
+                allowed_activations: None,
+            })
+            .collect();
+        self.issue_units(ctx, caller, &command.request_id, &fingerprint, units)
+            .await
+    }
+
+    /// Issues every unit of a request for several licenses, under the request's own record,
+    /// which holds the whole answer once every unit is issued.
+    async fn issue_units(
+        &self,
+        ctx: &RequestContext,
+        caller: &AllowedClient,
+        request_id: &RequestId,
+        fingerprint: &str,
+        units: Vec<Unit>,
+    ) -> Result<Issued, LicensingError> {
+        let (ledger, options) = self.issuance()?;
+        let wait_until =
+            tokio::time::Instant::now() + options.wait_for_in_flight.min(ctx.remaining());
+        let attempt = loop {
+            let begin = ledger
+                .begin(
+                    caller.identity.as_str(),
+                    request_id.as_str(),
+                    fingerprint,
+                    options.lease,
+                )
+                .await
+                .map_err(LicensingError::internal)?;
+            match begin {
+                Begin::Replay(Outcome::Issued { license_json, .. }) => {
+                    let stored: StoredIssue =
+                        serde_json::from_str(&license_json).map_err(LicensingError::internal)?;
+                    tracing::info!("replayed stored licenses");
+                    return Ok(Issued {
+                        licenses: stored.into_licenses(),
+                        replayed: true,
+                    });
+                }
+                Begin::Replay(Outcome::Rejected { message, .. }) => {
+                    return Err(LicensingError::IssuanceRejected { detail: message });
+                }
+                Begin::Conflict => return Err(LicensingError::RequestIdReused),
+                Begin::InProgress { retry_after } => {
+                    if tokio::time::Instant::now() + IN_FLIGHT_POLL >= wait_until {
+                        return Err(LicensingError::RequestInProgress { retry_after });
+                    }
+                    tokio::time::sleep(IN_FLIGHT_POLL).await;
+                }
+                Begin::Fresh(attempt) | Begin::Resume(attempt) => break attempt,
+            }
+        };
+
+        // The units run in turn, each exactly once through its own record; the request's
+        // record is kept alive meanwhile, so a duplicate waits instead of racing them.
+        let keeper = ledger.keep_alive(&attempt, options.lease);
+        let mut licenses = Vec::with_capacity(units.len());
+        let mut all_replayed = true;
+        let mut failure = None;
+        for unit in &units {
+            match self.issue_unit(ctx, caller, unit).await {
+                Ok((license, replayed)) => {
+                    all_replayed &= replayed;
+                    licenses.push(license);
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        keeper.stop().await;
+        if let Some(error) = failure {
+            let settled = match &error {
+                // A unit Cryptlex refused for good: so is the request (units issued before it
+                // stay issued, and show in the ledger under their sub-keys).
+                LicensingError::IssuanceRejected { detail } => {
+                    ledger.reject(&attempt, REJECTED_REASON, detail).await
+                }
+                // Each unit guards itself (its record settles on its own), so the request's
+                // record can be taken over at once.
+                _ => ledger.release(&attempt).await,
+            };
+            if let Err(ledger_error) = settled {
+                tracing::error!(error = %ledger_error, "could not settle the request's ledger record");
+            }
+            return Err(error);
+        }
+        let stored = StoredIssue::Units { licenses };
+        let json = serde_json::to_string(&stored).map_err(LicensingError::internal)?;
+        let licenses = stored.into_licenses();
+        if let Some(first) = licenses.first()
+            && let Err(error) = ledger.complete(&attempt, &first.id, &json).await
+        {
+            // Every unit is recorded on its own, so a retry completes this record.
+            tracing::error!(%error, "could not record the request's licenses; a retry will");
+        }
+        tracing::info!(units = licenses.len(), "licenses issued");
+        Ok(Issued {
+            licenses,
+            replayed: all_replayed,
+        })
+    }
+
+    /// Issues (or replays) one license under one ledger key.
+    async fn issue_unit(
+        &self,
+        ctx: &RequestContext,
+        caller: &AllowedClient,
+        unit: &Unit,
+    ) -> Result<(IssuedLicense, bool), LicensingError> {
+        let (ledger, options) = self.issuance()?;
         let wait_until =
             tokio::time::Instant::now() + options.wait_for_in_flight.min(ctx.remaining());
 
@@ -177,21 +401,23 @@ impl Licensing {
             let begin = ledger
                 .begin(
                     caller.identity.as_str(),
-                    command.request_id.as_str(),
-                    &fingerprint,
+                    unit.request_id.as_str(),
+                    &unit.fingerprint,
                     options.lease,
                 )
                 .await
                 .map_err(LicensingError::internal)?;
             match begin {
                 Begin::Replay(Outcome::Issued { license_json, .. }) => {
-                    let license =
+                    let stored: StoredIssue =
                         serde_json::from_str(&license_json).map_err(LicensingError::internal)?;
+                    let Some(license) = stored.into_licenses().into_iter().next() else {
+                        return Err(LicensingError::internal(
+                            "a stored issuance without a license",
+                        ));
+                    };
                     tracing::info!("replayed stored license");
-                    return Ok(Issued {
-                        license,
-                        replayed: true,
-                    });
+                    return Ok((license, true));
                 }
                 Begin::Replay(Outcome::Rejected { message, .. }) => {
                     return Err(LicensingError::IssuanceRejected { detail: message });
@@ -206,26 +432,12 @@ impl Licensing {
                 }
                 Begin::Fresh(attempt) => {
                     return self
-                        .attempt_to_the_end(
-                            ctx,
-                            caller,
-                            &command,
-                            &product_id,
-                            attempt,
-                            Start::Fresh,
-                        )
+                        .attempt_to_the_end(ctx, caller, unit, attempt, Start::Fresh)
                         .await;
                 }
                 Begin::Resume(attempt) => {
                     return self
-                        .attempt_to_the_end(
-                            ctx,
-                            caller,
-                            &command,
-                            &product_id,
-                            attempt,
-                            Start::Resume,
-                        )
+                        .attempt_to_the_end(ctx, caller, unit, attempt, Start::Resume)
                         .await;
                 }
             }
@@ -241,20 +453,18 @@ impl Licensing {
         &self,
         ctx: &RequestContext,
         caller: &AllowedClient,
-        command: &IssueCommand,
-        product_id: &CryptlexId,
+        unit: &Unit,
         attempt: Attempt,
         start: Start,
-    ) -> Result<Issued, LicensingError> {
+    ) -> Result<(IssuedLicense, bool), LicensingError> {
         let licensing = self.clone();
         let ctx = ctx.clone();
         let caller = caller.clone();
-        let command = command.clone();
-        let product_id = product_id.clone();
+        let unit = unit.clone();
         let task = tokio::spawn(
             async move {
                 licensing
-                    .attempt(&ctx, &caller, &command, &product_id, attempt, start)
+                    .attempt(&ctx, &caller, &unit, attempt, start)
                     .await
             }
             .in_current_span(),
@@ -274,16 +484,13 @@ impl Licensing {
         &self,
         ctx: &RequestContext,
         caller: &AllowedClient,
-        command: &IssueCommand,
-        product_id: &CryptlexId,
+        unit: &Unit,
         attempt: Attempt,
         start: Start,
-    ) -> Result<Issued, LicensingError> {
+    ) -> Result<(IssuedLicense, bool), LicensingError> {
         let (ledger, options) = self.issuance()?;
         let keeper = ledger.keep_alive(&attempt, options.lease);
-        let result = self
-            .reconcile_or_create(ctx, caller, command, product_id, start)
-            .await;
+        let result = self.reconcile_or_create(ctx, caller, unit, start).await;
         keeper.stop().await;
         match result {
             Ok((license, replayed)) => {
@@ -292,6 +499,19 @@ impl Licensing {
                     // The license exists and carries the request id, so the
                     // next attempt reconciles it; the caller still gets it now.
                     tracing::error!(%error, license_id = %license.id, "could not record the issued license; a retry will reconcile it");
+                }
+                // The license's history starts with its issuance.
+                let mut entry = HistoryEntry::new(
+                    caller.identity.as_str(),
+                    unit.request_id.as_str(),
+                    &license.id,
+                    ISSUE_LICENSE,
+                    HistoryResult::Applied,
+                );
+                entry.subscription_id = unit.subscription_id.as_ref().map(|id| id.to_string());
+                entry.expires_after = license.expires_at;
+                if let Err(error) = ledger.write_history(None, &entry).await {
+                    tracing::warn!(%error, license_id = %license.id, "could not record the license's history");
                 }
                 // The holder's next license list must show it, on every
                 // replica: answered once the others have been told.
@@ -303,7 +523,7 @@ impl Licensing {
                 })
                 .await;
                 tracing::info!(license_id = %license.id, replayed, "license issued");
-                Ok(Issued { license, replayed })
+                Ok((license, replayed))
             }
             Err(AttemptError::Permanent { detail }) => {
                 if let Err(error) = ledger.reject(&attempt, REJECTED_REASON, &detail).await {
@@ -336,23 +556,22 @@ impl Licensing {
         &self,
         ctx: &RequestContext,
         caller: &AllowedClient,
-        command: &IssueCommand,
-        product_id: &CryptlexId,
+        unit: &Unit,
         start: Start,
     ) -> Result<(IssuedLicense, bool), AttemptError> {
         let (_, options) = self.issuance().map_err(AttemptError::NotFinal)?;
         let pat = self.admin_token().map_err(AttemptError::NotFinal)?;
         let hidden = options.reserved_keys();
-        let request_id = command.request_id.as_str();
+        let request_id = unit.request_id.as_str();
         // Resolved first, because reconciling checks the license is this user's.
-        let user_id = self.resolve_user(ctx, pat, &command.user).await?;
+        let user_id = self.resolve_user(ctx, pat, &unit.user).await?;
 
         if start == Start::Resume {
             let wanted = Wanted {
                 client: caller.identity.as_str(),
                 request_id,
                 user_id: Some(&user_id),
-                product_id: Some(product_id),
+                product_id: Some(&unit.product_id),
             };
             let found = self
                 .find_issued(ctx, pat, options, &wanted)
@@ -364,7 +583,7 @@ impl Licensing {
             }
         }
 
-        let mut metadata: Vec<(&str, &str)> = command
+        let mut metadata: Vec<(&str, &str)> = unit
             .metadata
             .entries()
             .iter()
@@ -372,15 +591,24 @@ impl Licensing {
             .collect();
         metadata.push((options.request_id_metadata_key.as_str(), request_id));
         metadata.push((CLIENT_METADATA_KEY, caller.identity.as_str()));
+        if let Some(subscription) = &unit.subscription_id {
+            metadata.push((SUBSCRIPTION_METADATA_KEY, subscription.as_str()));
+        }
         let new_license = NewLicense {
-            product_id,
+            product_id: &unit.product_id,
             user_id: &user_id,
-            license_template_id: command.license_template_id.as_ref(),
+            license_template_id: unit.license_template_id.as_ref(),
+            allowed_activations: unit.allowed_activations,
             metadata,
             hidden_keys: &hidden,
         };
         match self.cryptlex().create_license(ctx, pat, &new_license).await {
-            Ok(license) => Ok((license, false)),
+            Ok(mut license) => {
+                if let Some(subscription) = &unit.subscription_id {
+                    license.subscription_id = subscription.to_string();
+                }
+                Ok((license, false))
+            }
             Err(CryptlexError::Rejected {
                 status,
                 kind: Rejection::Invalid | Rejection::NotFound | Rejection::Conflict,
@@ -441,6 +669,12 @@ impl Licensing {
             .map_err(internal)?;
         let mut results = Vec::with_capacity(pending.len());
         for record in pending {
+            if record.operation != ISSUE_LICENSE {
+                // A lifecycle call: its retry settles it, license by license, through the
+                // per-license history, which needs the request itself.
+                results.push(Reconciled::new(&record, ReconcileOutcome::LeftForRetry));
+                continue;
+            }
             let begin = ledger
                 .begin(
                     &record.client,
@@ -533,7 +767,7 @@ impl Licensing {
         let mut matching = licenses
             .into_iter()
             .filter(|license| wanted.matches(license, &options.request_id_metadata_key));
-        let Some(mut found) = matching.next() else {
+        let Some(found) = matching.next() else {
             if !complete {
                 // Saying "none" without having read every candidate could
                 // create a duplicate: refuse and let an operator look.
@@ -553,14 +787,12 @@ impl Licensing {
         if duplicates > 0 {
             tracing::error!(license_id = %found.id, duplicates, "several licenses were issued for one request id; answering with the oldest");
         }
-        let hidden = options.reserved_keys();
-        found
-            .metadata
-            .retain(|key, _| !hidden.contains(&key.as_str()));
-        Ok(Some(found))
+        Ok(Some(options.present(found)))
     }
 
-    fn issuance(&self) -> Result<(&crate::ledger::Ledger, &IssuanceOptions), LicensingError> {
+    pub(super) fn issuance(
+        &self,
+    ) -> Result<(&crate::ledger::Ledger, &IssuanceOptions), LicensingError> {
         match (&self.shared.ledger, &self.shared.options.issuance) {
             (Some(ledger), Some(options)) => Ok((ledger, options)),
             _ => Err(LicensingError::internal(
@@ -599,6 +831,8 @@ pub enum ReconcileOutcome {
     InProgress,
     /// Finished between listing and reconciling.
     AlreadyFinished,
+    /// A lifecycle call (not an issuance): only its retry can finish it.
+    LeftForRetry,
 }
 
 /// What a reconciliation looks for: the license one request created.
@@ -643,17 +877,48 @@ enum AttemptError {
 
 /// A stable digest of everything that defines the request, so a reused
 /// request id with different content is detected.
+///
+/// A request for one license with no subscription reference keeps the digest it had before
+/// quantities and subscriptions existed (version 1), so a retry of a request stored then still
+/// replays. Every other request gets version 2, which also covers the operation name, the
+/// subscription and the quantity; lifecycle fingerprints always name their operation, so no
+/// fingerprint of another operation can equal an issuance's.
 fn fingerprint(command: &IssueCommand, product_id: &CryptlexId) -> String {
     let user = match &command.user {
         LicenseHolder::Id(id) => format!("id:{id}"),
         LicenseHolder::Email(email) => format!("email:{}", email.as_str().to_lowercase()),
     };
+    let canonical = if command.quantity <= 1 && command.subscription_id.is_none() {
+        serde_json::json!({
+            "v": 1,
+            "user": user,
+            "product": product_id.as_str(),
+            "template": command.license_template_id.as_ref().map(CryptlexId::as_str),
+            "metadata": command.metadata.entries(),
+        })
+    } else {
+        serde_json::json!({
+            "v": 2,
+            "op": ISSUE_LICENSE,
+            "user": user,
+            "product": product_id.as_str(),
+            "template": command.license_template_id.as_ref().map(CryptlexId::as_str),
+            "metadata": command.metadata.entries(),
+            "subscription": command.subscription_id.as_ref().map(SubscriptionId::as_str),
+            "quantity": command.quantity.max(1),
+        })
+    };
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// The fingerprint of unit `number` of `quantity` of the request fingerprinted `request`.
+fn unit_fingerprint(request: &str, number: u32, quantity: u32) -> String {
     let canonical = serde_json::json!({
-        "v": 1,
-        "user": user,
-        "product": product_id.as_str(),
-        "template": command.license_template_id.as_ref().map(CryptlexId::as_str),
-        "metadata": command.metadata.entries(),
+        "v": 2,
+        "op": ISSUE_LICENSE,
+        "request": request,
+        "unit": number,
+        "of": quantity,
     });
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
@@ -676,6 +941,8 @@ mod tests {
                 &[],
             )
             .expect("metadata"),
+            subscription_id: None,
+            quantity: 1,
         }
     }
 
@@ -694,6 +961,9 @@ mod tests {
                 .iter()
                 .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
                 .collect(),
+            subscription_id: String::new(),
+            revoked: false,
+            suspended: false,
         }
     }
 

@@ -8,6 +8,7 @@ mod account;
 pub mod changes;
 mod error;
 mod issuance;
+mod lifecycle;
 pub mod pagination;
 mod portal;
 pub(crate) mod read_cache;
@@ -27,8 +28,12 @@ pub use error::LicensingError;
 use error::{Credential, upstream};
 pub use error::{Denial, Missing};
 pub use issuance::{
-    CLIENT_METADATA_KEY, IssuanceOptions, IssueCommand, Issued, LicenseHolder, ReconcileOutcome,
-    Reconciled,
+    CLIENT_METADATA_KEY, IssuanceOptions, IssueCommand, Issued, LicenseHolder, MAX_QUANTITY,
+    REVOCATION_METADATA_KEY, ReconcileOutcome, Reconciled, SUBSCRIPTION_METADATA_KEY,
+};
+pub use lifecycle::{
+    LicenseTarget, LicenseUpdate, LifecycleAction, LifecycleCommand, LifecycleOutcome,
+    MAX_REVOCATION_NOTE, RevocationReason,
 };
 use read_cache::{Answer, CacheKey, Kind, Read, Target, TokenDigest};
 

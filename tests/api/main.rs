@@ -10,6 +10,7 @@ mod support;
 
 mod account;
 mod admission;
+mod audit;
 mod coherence;
 mod contract;
 mod freshness;
@@ -17,6 +18,7 @@ mod grpc_web;
 mod helpers;
 mod hostile;
 mod issuance;
+mod lifecycle;
 mod observability;
 mod portal;
 mod replicas;

@@ -516,3 +516,59 @@ async fn two_gateway_processes_sharing_postgres_create_one_license_for_fifty_con
     }
     assert_eq!(license_posts(&cryptlex), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_audit_exits_0_when_clean_1_with_findings_and_2_on_error() {
+    // Arrange: one license issued through a gateway
+    let deployment = Deployment::start(Backend::Sqlite).await;
+    let gateway = deployment.start_gateway("issuer").await;
+    let mut client = IssuanceServiceClient::new(deployment.payment_channel(&gateway).await);
+    client
+        .issue_license(issue_for_demo("order-audited"))
+        .await
+        .expect("issued");
+
+    // Act: audit, then make a license behind the ledger's back and audit again
+    let clean = deployment.command_output(&["ledger", "audit"]).await;
+    let body = serde_json::json!({
+        "productId": seed::PRODUCT_ID,
+        "userId": seed::DEMO_USER_ID,
+        "metadata": [{"key": REQUEST_ID_KEY, "value": "order-unrecorded", "viewPermissions": []}]
+    });
+    let created = reqwest::Client::new()
+        .post(format!("{}/v3/licenses", deployment.cryptlex.base_url()))
+        .bearer_auth(deployment.cryptlex.admin_pat().expose_secret())
+        .json(&body)
+        .send()
+        .await
+        .expect("the sandbox answers");
+    assert_eq!(created.status().as_u16(), 201);
+    let found = deployment
+        .command_output(&["ledger", "audit", "--json", "--calls-per-window", "2"])
+        .await;
+    let broken = Command::new(env!("CARGO_BIN_EXE_licensing-gateway"))
+        .arg("--config")
+        .arg(deployment.dir.path().join("missing.toml"))
+        .args(["ledger", "audit"])
+        .env_clear()
+        .output()
+        .await
+        .expect("the command runs");
+
+    // Assert
+    let clean_out = String::from_utf8_lossy(&clean.stdout);
+    assert_eq!(clean.status.code(), Some(0), "{clean_out}");
+    assert!(
+        clean_out.contains("clean: the ledger and cryptlex agree"),
+        "{clean_out}"
+    );
+    assert_eq!(found.status.code(), Some(1));
+    let report: serde_json::Value =
+        serde_json::from_slice(&found.stdout).expect("only the JSON on standard output");
+    assert_eq!(report["findings"][0]["kind"], "license_without_record");
+    assert_eq!(report["findings"][0]["request_id"], "order-unrecorded");
+    assert_eq!(broken.status.code(), Some(2));
+    assert!(broken.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&broken.stderr).starts_with("error: "));
+    deployment.assert_no_secrets_in_logs();
+}

@@ -210,7 +210,8 @@ impl Controls {
             .map(|(license, _)| license)
     }
 
-    /// Moves a license's expiry as the dashboard would (`None`: it never expires), e.g. into
+    /// Moves a license's expiry as the dashboard would (`None`: it never expires, and loses its
+    /// subscription interval, as `PATCH /v3/licenses/{id}/expires-at` with `null` does), e.g. into
     /// the past for a test that needs an expired license; fires `license.updated` like
     /// [`update_license`](Self::update_license). Returns the license as changed, or `None` if
     /// there is no such license.

@@ -43,6 +43,15 @@ pub enum FaultAction {
     /// work, the reply is late". Lets a test act (kill the client, time it out) while the work
     /// is already done and the reply not yet seen.
     DelayAfterProcessing(Duration),
+    /// Runs the handler for real, then throws its answer away and sends this one instead:
+    /// "the upstream did the work, a proxy in front of it answered 502". Built with
+    /// [`FaultAction::after_processing`] from a `Respond` action; the same fields.
+    RespondAfterProcessing {
+        status: u16,
+        content_type: Option<String>,
+        body: Vec<u8>,
+        headers: Vec<(String, String)>,
+    },
 }
 
 impl FaultAction {
@@ -76,13 +85,36 @@ impl FaultAction {
         }
     }
 
-    /// Adds a header to a `Respond` action; other actions are returned unchanged.
+    /// Adds a header to a `Respond` (or `RespondAfterProcessing`) action; other actions are
+    /// returned unchanged.
     #[must_use]
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
-        if let FaultAction::Respond { headers, .. } = &mut self {
+        if let FaultAction::Respond { headers, .. }
+        | FaultAction::RespondAfterProcessing { headers, .. } = &mut self
+        {
             headers.push((name.to_owned(), value.to_owned()));
         }
         self
+    }
+
+    /// Turns a `Respond` action into a `RespondAfterProcessing` one, so the canned answer
+    /// replaces the real one after the work is done; other actions are returned unchanged.
+    #[must_use]
+    pub fn after_processing(self) -> Self {
+        match self {
+            FaultAction::Respond {
+                status,
+                content_type,
+                body,
+                headers,
+            } => FaultAction::RespondAfterProcessing {
+                status,
+                content_type,
+                body,
+                headers,
+            },
+            other => other,
+        }
     }
 
     /// Returns the action's name, as recorded in [`ReceivedRequest::fault`].
@@ -96,6 +128,7 @@ impl FaultAction {
             FaultAction::ResetAfterProcessing => FaultKind::ResetAfterProcessing,
             FaultAction::TruncateBody => FaultKind::TruncateBody,
             FaultAction::DelayAfterProcessing(_) => FaultKind::DelayAfterProcessing,
+            FaultAction::RespondAfterProcessing { .. } => FaultKind::RespondAfterProcessing,
         }
     }
 }
@@ -110,6 +143,7 @@ pub enum FaultKind {
     ResetAfterProcessing,
     TruncateBody,
     DelayAfterProcessing,
+    RespondAfterProcessing,
 }
 
 /// A fault and the requests it applies to.
@@ -209,6 +243,7 @@ pub(crate) enum PlannedFault {
     ResetAfterProcessing,
     TruncateBody,
     DelayAfterProcessing(Duration),
+    RespondAfterProcessing(CannedResponse),
 }
 
 /// A validated `Respond` action, ready to become a response.
@@ -241,6 +276,12 @@ impl FaultTable {
         }
         let canned = match &rule.action {
             FaultAction::Respond {
+                status,
+                content_type,
+                body,
+                headers,
+            }
+            | FaultAction::RespondAfterProcessing {
                 status,
                 content_type,
                 body,
@@ -292,6 +333,12 @@ impl FaultTable {
             FaultAction::ResetAfterProcessing => PlannedFault::ResetAfterProcessing,
             FaultAction::TruncateBody => PlannedFault::TruncateBody,
             FaultAction::DelayAfterProcessing(delay) => PlannedFault::DelayAfterProcessing(*delay),
+            FaultAction::RespondAfterProcessing { .. } => PlannedFault::RespondAfterProcessing(
+                active
+                    .canned
+                    .clone()
+                    .expect("respond rules are parsed when added"),
+            ),
         };
         let kind = active.rule.action.kind();
         if let Some(times) = &mut active.rule.times {
@@ -344,7 +391,9 @@ fn canned_response(
 /// ```
 /// `times` absent or `null` means forever. Other actions: `{"kind": "delay", "millis": 1500}`,
 /// `{"kind": "resetBeforeResponse"}`, `{"kind": "resetAfterProcessing"}`,
-/// `{"kind": "truncateBody"}`, `{"kind": "delayAfterProcessing", "millis": 3000}`. A `respond` body is either UTF-8 `body` or raw `bodyBase64`.
+/// `{"kind": "truncateBody"}`, `{"kind": "delayAfterProcessing", "millis": 3000}`, and
+/// `{"kind": "respondAfterProcessing", ...}` with the fields of `respond`. A `respond` body is
+/// either UTF-8 `body` or raw `bodyBase64`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct FaultRuleJson {
@@ -360,28 +409,56 @@ pub(crate) struct FaultRuleJson {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
 enum FaultActionJson {
-    Delay {
-        millis: u64,
-    },
-    #[serde(rename_all = "camelCase")]
-    Respond {
-        status: u16,
-        #[serde(default)]
-        content_type: Option<String>,
-        #[serde(default)]
-        body: Option<String>,
-        #[serde(default)]
-        body_base64: Option<String>,
-        /// A JSON object keeps the common case short; a list of pairs allows repeats.
-        #[serde(default)]
-        headers: HeadersJson,
-    },
+    Delay { millis: u64 },
+    Respond(RespondJson),
     ResetBeforeResponse,
     ResetAfterProcessing,
     TruncateBody,
-    DelayAfterProcessing {
-        millis: u64,
-    },
+    DelayAfterProcessing { millis: u64 },
+    RespondAfterProcessing(RespondJson),
+}
+
+/// The fields of a `respond` or `respondAfterProcessing` action.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RespondJson {
+    status: u16,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    body_base64: Option<String>,
+    /// A JSON object keeps the common case short; a list of pairs allows repeats.
+    #[serde(default)]
+    headers: HeadersJson,
+}
+
+impl TryFrom<RespondJson> for FaultAction {
+    type Error = InvalidFaultRule;
+
+    /// Returns the `Respond` action; `after_processing` makes the other kind.
+    fn try_from(json: RespondJson) -> Result<Self, Self::Error> {
+        let body = match (json.body, json.body_base64) {
+            (Some(_), Some(_)) => return Err(InvalidFaultRule::TwoBodies),
+            (Some(text), None) => text.into_bytes(),
+            (None, Some(encoded)) => STANDARD
+                .decode(encoded)
+                .map_err(|_| InvalidFaultRule::BodyBase64)?,
+            (None, None) => Vec::new(),
+        };
+        let headers = match json.headers {
+            HeadersJson::None => Vec::new(),
+            HeadersJson::Map(map) => map.into_iter().collect(),
+            HeadersJson::Pairs(pairs) => pairs,
+        };
+        Ok(FaultAction::Respond {
+            status: json.status,
+            content_type: json.content_type,
+            body,
+            headers,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -406,38 +483,15 @@ impl TryFrom<FaultRuleJson> for FaultRule {
         };
         let action = match json.action {
             FaultActionJson::Delay { millis } => FaultAction::Delay(Duration::from_millis(millis)),
-            FaultActionJson::Respond {
-                status,
-                content_type,
-                body,
-                body_base64,
-                headers,
-            } => {
-                let body = match (body, body_base64) {
-                    (Some(_), Some(_)) => return Err(InvalidFaultRule::TwoBodies),
-                    (Some(text), None) => text.into_bytes(),
-                    (None, Some(encoded)) => STANDARD
-                        .decode(encoded)
-                        .map_err(|_| InvalidFaultRule::BodyBase64)?,
-                    (None, None) => Vec::new(),
-                };
-                let headers = match headers {
-                    HeadersJson::None => Vec::new(),
-                    HeadersJson::Map(map) => map.into_iter().collect(),
-                    HeadersJson::Pairs(pairs) => pairs,
-                };
-                FaultAction::Respond {
-                    status,
-                    content_type,
-                    body,
-                    headers,
-                }
-            }
+            FaultActionJson::Respond(respond) => FaultAction::try_from(respond)?,
             FaultActionJson::ResetBeforeResponse => FaultAction::ResetBeforeResponse,
             FaultActionJson::ResetAfterProcessing => FaultAction::ResetAfterProcessing,
             FaultActionJson::TruncateBody => FaultAction::TruncateBody,
             FaultActionJson::DelayAfterProcessing { millis } => {
                 FaultAction::DelayAfterProcessing(Duration::from_millis(millis))
+            }
+            FaultActionJson::RespondAfterProcessing(respond) => {
+                FaultAction::try_from(respond)?.after_processing()
             }
         };
         Ok(FaultRule {
@@ -517,6 +571,25 @@ mod unit_tests {
             .path_prefix("/v3/licenses")
         );
         assert_eq!(rule.action.kind(), FaultKind::DelayAfterProcessing);
+    }
+
+    #[test]
+    fn the_json_form_of_respond_after_processing_parses_into_a_rule() {
+        let json = serde_json::json!({
+            "method": "PATCH",
+            "pathPrefix": "/v3/licenses",
+            "times": 1,
+            "action": {"kind": "respondAfterProcessing", "status": 502,
+                       "contentType": "text/plain", "body": "bad gateway"}
+        });
+        let parsed: FaultRuleJson = serde_json::from_value(json).unwrap();
+        let rule = FaultRule::try_from(parsed).unwrap();
+        assert_eq!(
+            rule,
+            FaultRule::once(FaultAction::body(502, "text/plain", "bad gateway").after_processing())
+                .method(Method::PATCH)
+                .path_prefix("/v3/licenses")
+        );
     }
 
     #[test]

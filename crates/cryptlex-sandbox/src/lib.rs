@@ -37,6 +37,8 @@
 //!   table of decided answers.
 //! - `totp.rs`: RFC 6238 codes for two-factor sign-in.
 //! - `state.rs`: users, licenses and their metadata, seeded from `seed.rs`.
+//! - `lifecycle.rs`: renewing a license and setting its expiry, and what the sandbox decided
+//!   where Cryptlex's document is silent about them.
 //! - `tokens.rs`: tokens.
 //! - `wire.rs`: Cryptlex's JSON shapes.
 //! - `faults.rs`: fault rules.
@@ -49,6 +51,7 @@
 mod controls;
 mod faults;
 mod journal;
+mod lifecycle;
 mod pipeline;
 pub mod pki;
 pub mod portal;

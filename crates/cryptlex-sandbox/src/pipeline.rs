@@ -205,6 +205,13 @@ pub(crate) async fn front_door(
             }
             Response::from_parts(parts, Body::from(body))
         }
+        PlannedFault::RespondAfterProcessing(canned) => {
+            // The work happens (body drained, as for a reset); the journal then records what
+            // was sent, the canned answer, like any `Respond`.
+            let _ = buffered(next.run(request).await).await;
+            shared.finish(sequence, Some(canned.status), Some(fault_kind), false);
+            recorded(&shared, sequence, canned_response(canned)).await
+        }
         PlannedFault::TruncateBody => {
             let mut response = next.run(request).await;
             if let Some(quota) = &quota {

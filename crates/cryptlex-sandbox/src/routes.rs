@@ -20,6 +20,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::controls;
+use crate::lifecycle;
 use crate::pipeline::{Caller, front_door};
 use crate::portal;
 use crate::seed;
@@ -65,6 +66,9 @@ pub const API_OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/v3/licenses/{id}"),
     ("PATCH", "/v3/licenses/{id}"),
     ("DELETE", "/v3/licenses/{id}"),
+    // Renewing and setting the expiry (issue 16), served by `lifecycle`.
+    ("POST", "/v3/licenses/{id}/renew"),
+    ("PATCH", "/v3/licenses/{id}/expires-at"),
     ("GET", "/v3/webhooks"),
     ("POST", "/v3/webhooks"),
     ("DELETE", "/v3/webhooks/{id}"),
@@ -102,6 +106,8 @@ fn handler(method: &str, path: &str) -> MethodRouter<Arc<Shared>> {
         ("GET", "/v3/licenses/{id}") => get(get_license),
         ("PATCH", "/v3/licenses/{id}") => patch(update_license),
         ("DELETE", "/v3/licenses/{id}") => delete(delete_license),
+        ("POST", "/v3/licenses/{id}/renew") => post(lifecycle::renew_license),
+        ("PATCH", "/v3/licenses/{id}/expires-at") => patch(lifecycle::update_expires_at),
         ("GET", "/v3/webhooks") => get(list_webhooks),
         ("POST", "/v3/webhooks") => post(create_webhook),
         ("DELETE", "/v3/webhooks/{id}") => delete(delete_webhook),
@@ -590,7 +596,9 @@ struct UpdateLicenseRequest {
 }
 
 /// `PATCH /v3/licenses/{id}`: the fields the sandbox models change, S1's others are accepted
-/// and ignored; fires `license.updated`.
+/// and ignored; fires `license.updated` (also for a suspension or a revocation: S1 declares no
+/// other event). `metadata` replaces the whole list, so a client adding one entry sends them
+/// all (see `LicenseUpdate::metadata`).
 async fn update_license(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -617,7 +625,8 @@ async fn update_license(
             .metadata
             .map(|entries| metadata(Some(entries), MAX_LICENSE_METADATA))
             .transpose()?,
-        // Not in S1's `LicenseUpdateRequestModel` (Cryptlex renews and extends instead).
+        // S1's `LicenseUpdateRequestModel` has no `expiresAt`: the expiry changes through
+        // `/expires-at` and `/renew` (`lifecycle`), and a stray field is ignored like any other.
         expires_at: None,
     };
     let (_, dto) = apply_license_update(&shared, &id, update)?;
@@ -928,7 +937,7 @@ fn subscription_interval(value: Option<String>, now: DateTime<Utc>) -> ApiResult
     }
 }
 
-fn date_time(field: &str, value: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
+pub(crate) fn date_time(field: &str, value: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
     value
         .map(|text| {
             DateTime::parse_from_rfc3339(text)

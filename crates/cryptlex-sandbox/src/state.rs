@@ -103,7 +103,8 @@ pub struct LicenseChange {
 }
 
 /// The license fields `PATCH /v3/licenses/{id}` may change that the sandbox models (a subset
-/// of S1's `LicenseUpdateRequestModel`); `None` leaves a field as it is.
+/// of S1's `LicenseUpdateRequestModel`), plus the expiry that `PATCH .../expires-at` and
+/// `POST .../renew` set (see `lifecycle.rs`); `None` leaves a field as it is.
 #[derive(Debug, Default)]
 pub(crate) struct LicenseUpdate {
     pub(crate) key: Option<String>,
@@ -115,10 +116,13 @@ pub(crate) struct LicenseUpdate {
     /// `Some(None)` takes the license away from its owner.
     pub(crate) user_id: Option<Option<String>>,
     pub(crate) tags: Option<Vec<String>>,
-    /// Replaces every entry (an inference: S1 does not say whether entries are merged).
+    /// Replaces the whole list (an inference: S1 does not say whether entries are merged);
+    /// an entry whose key the license already had keeps that entry's id and `createdAt`.
     pub(crate) metadata: Option<Vec<NewMetadata>>,
-    /// `Some(None)`: the license never expires. Only the dashboard control sets it (for tests
-    /// that need an expired license); `PATCH /v3/licenses/{id}` has no such field in S1.
+    /// `Some(None)` makes the license perpetual: no expiry and no subscription interval. Set by
+    /// `/expires-at` and `/renew` (`lifecycle.rs`) and by the dashboard control
+    /// ([`Controls::set_license_expiry`](crate::Controls::set_license_expiry));
+    /// `PATCH /v3/licenses/{id}` has no such field in S1.
     pub(crate) expires_at: Option<Option<DateTime<Utc>>>,
 }
 
@@ -625,14 +629,17 @@ impl Domain {
         if let Some(tags) = update.tags {
             license.tags = tags;
         }
+        if let Some(metadata) = update.metadata {
+            license.metadata = replaced_metadata(&license.metadata, metadata, now);
+        }
         if let Some(expires_at) = update.expires_at {
             license.expires_at = expires_at;
-        }
-        if let Some(metadata) = update.metadata {
-            license.metadata = metadata
-                .into_iter()
-                .map(|entry| metadata_record(entry, now))
-                .collect();
+            // S1: "Set to null to make the license perpetual", which `perpetual` reports only
+            // when no interval is left either.
+            if expires_at.is_none() {
+                license.subscription_interval = None;
+                license.subscription_start_trigger = None;
+            }
         }
         license.updated_at = now;
         Ok(license.clone())
@@ -667,6 +674,36 @@ fn metadata_record(entry: NewMetadata, now: DateTime<Utc>) -> MetadataRecord {
         created_at: now,
         updated_at: now,
     }
+}
+
+/// Returns `new` as the license's metadata list. An entry whose key was already there keeps the
+/// old entry's id and `createdAt` (so a client holding the id, for
+/// `DELETE /v3/licenses/metadata/{id}`, still finds it), and its `updatedAt` moves only when its
+/// value or permissions changed; every other entry is new. An inference, as is the replacing.
+fn replaced_metadata(
+    old: &[MetadataRecord],
+    new: Vec<NewMetadata>,
+    now: DateTime<Utc>,
+) -> Vec<MetadataRecord> {
+    let mut reusable: Vec<&MetadataRecord> = old.iter().collect();
+    new.into_iter()
+        .map(|entry| {
+            let Some(position) = reusable.iter().position(|kept| kept.key == entry.key) else {
+                return metadata_record(entry, now);
+            };
+            let kept = reusable.remove(position);
+            let unchanged =
+                kept.value == entry.value && kept.view_permissions == entry.view_permissions;
+            MetadataRecord {
+                id: kept.id.clone(),
+                key: entry.key,
+                value: entry.value,
+                view_permissions: entry.view_permissions,
+                created_at: kept.created_at,
+                updated_at: if unchanged { kept.updated_at } else { now },
+            }
+        })
+        .collect()
 }
 
 /// Generates a key in Cryptlex's format: six dash-separated groups of six uppercase hex digits.

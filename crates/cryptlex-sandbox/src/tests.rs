@@ -15,6 +15,9 @@ use super::*;
 mod portal;
 mod webhooks;
 
+// Issue 16: renew, expires-at, and the license changes the lifecycle operations make.
+mod lifecycle;
+
 // === helpers ===
 
 struct TestSandbox {

@@ -51,7 +51,7 @@ use crate::wire::timestamp;
 /// The events the sandbox fires, with Cryptlex's names. Each is the name of the OpenAPI
 /// callback S1 declares on the operation given (S1 = Cryptlex's OpenAPI document, the copy in
 /// `donhui/jentic-public-apis`, `apis/openapi/cryptlex.com/main/v3/meta/import/input-bundle.json`).
-/// Cryptlex has many more (`license.renewed`, `user.deleted`, `activation.created`, ...); the
+/// Cryptlex has many more (`license.extended`, `user.deleted`, `activation.created`, ...); the
 /// sandbox fires only those of the operations it models, and none for its webhook registry.
 pub mod events {
     /// `POST /v3/licenses`; `data` is the `LicenseDto` the request returned.
@@ -59,6 +59,11 @@ pub mod events {
     /// `PATCH /v3/licenses/{id}`, and the dashboard's edits (revoke, suspend), which the
     /// sandbox's license control stands for; `data` is the `LicenseDto` after the change.
     pub const LICENSE_UPDATED: &str = "license.updated";
+    /// `POST /v3/licenses/{id}/renew`; `data` is the `LicenseDto` after the renewal.
+    pub const LICENSE_RENEWED: &str = "license.renewed";
+    /// `PATCH /v3/licenses/{id}/expires-at` (camelCase, as S1 spells it); `data` is the
+    /// `LicenseDto` after the change.
+    pub const LICENSE_EXPIRES_AT_UPDATED: &str = "license.expiresAt.updated";
     /// `DELETE /v3/licenses/{id}`; `data` is the `LicenseDto` as it was before deletion.
     pub const LICENSE_DELETED: &str = "license.deleted";
     /// `POST /v3/users`; `data` is the `UserDto` the request returned.
@@ -76,6 +81,8 @@ pub mod events {
     pub const ALL: &[&str] = &[
         LICENSE_CREATED,
         LICENSE_UPDATED,
+        LICENSE_RENEWED,
+        LICENSE_EXPIRES_AT_UPDATED,
         LICENSE_DELETED,
         USER_CREATED,
         ACCOUNT_LOGGED_IN,

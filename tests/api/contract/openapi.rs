@@ -200,7 +200,11 @@ impl Contract {
         };
         if matches!(
             request.fault,
-            Some(FaultKind::Respond | FaultKind::ResetBeforeResponse)
+            Some(
+                FaultKind::Respond
+                    | FaultKind::RespondAfterProcessing
+                    | FaultKind::ResetBeforeResponse
+            )
         ) {
             return Vec::new();
         }

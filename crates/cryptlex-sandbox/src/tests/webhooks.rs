@@ -887,3 +887,58 @@ async fn deactivating_fires_activation_deleted_with_the_activation_and_its_licen
     );
     assert!(received[0].signed_correctly);
 }
+
+#[tokio::test]
+async fn renewing_and_setting_the_expiry_fire_their_own_events_with_the_api_dto() {
+    // Arrange: a webhook for the two events only
+    let app = start_with(quick_retries()).await;
+    let receiver = Receiver::start().await;
+    app.controls().add_webhook(
+        &receiver.url,
+        SECRET,
+        &[events::LICENSE_RENEWED, events::LICENSE_EXPIRES_AT_UPDATED],
+    );
+    let id = seed::DEMO_LICENSE_IDS[0];
+    let pat = app.pat();
+
+    // Act: renew, then set the expiry, then an ordinary update that must not be delivered
+    let renewed = app
+        .send_json(
+            Method::POST,
+            &format!("/v3/licenses/{id}/renew"),
+            Some(&pat),
+            None,
+        )
+        .await;
+    assert_eq!(renewed.status(), StatusCode::OK);
+    let renewed = json_of(renewed).await;
+    let dated = app
+        .send_json(
+            Method::PATCH,
+            &format!("/v3/licenses/{id}/expires-at"),
+            Some(&pat),
+            Some(&json!({"expiresAt": "2035-05-05T05:05:05Z"})),
+        )
+        .await;
+    let dated = json_of(dated).await;
+    app.controls().update_license(id, LicenseChange::default());
+    wait_for_deliveries(&app.controls(), |deliveries| {
+        deliveries.len() == 2 && all_finished(deliveries)
+    })
+    .await;
+
+    // Assert
+    assert_eq!(
+        receiver.events(),
+        [events::LICENSE_RENEWED, events::LICENSE_EXPIRES_AT_UPDATED]
+    );
+    assert_eq!(
+        events::LICENSE_EXPIRES_AT_UPDATED,
+        "license.expiresAt.updated"
+    );
+    let received = receiver.received();
+    assert_eq!(received[0].body["data"], renewed);
+    assert_eq!(received[1].body["data"], dated);
+    assert_eq!(dated["expiresAt"], "2035-05-05T05:05:05.0000000Z");
+    assert!(received.iter().all(|delivery| delivery.signed_correctly));
+}

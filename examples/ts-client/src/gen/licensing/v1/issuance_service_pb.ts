@@ -4,8 +4,10 @@
 
 // The licensing gateway's internal API for the payment service.
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { IssuedLicense } from "./types_pb";
 import { file_licensing_v1_types } from "./types_pb";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file licensing/v1/issuance_service.proto.
  */
 export const file_licensing_v1_issuance_service: GenFile = /*@__PURE__*/
-  fileDesc("CiNsaWNlbnNpbmcvdjEvaXNzdWFuY2Vfc2VydmljZS5wcm90bxIMbGljZW5zaW5nLnYxIv8BChNJc3N1ZUxpY2Vuc2VSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSEQoHdXNlcl9pZBgCIAEoCUgAEhQKCnVzZXJfZW1haWwYAyABKAlIABISCgpwcm9kdWN0X2lkGAQgASgJEhsKE2xpY2Vuc2VfdGVtcGxhdGVfaWQYBSABKAkSQQoIbWV0YWRhdGEYBiADKAsyLy5saWNlbnNpbmcudjEuSXNzdWVMaWNlbnNlUmVxdWVzdC5NZXRhZGF0YUVudHJ5Gi8KDU1ldGFkYXRhRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4AUIGCgR1c2VyIlYKFElzc3VlTGljZW5zZVJlc3BvbnNlEiwKB2xpY2Vuc2UYASABKAsyGy5saWNlbnNpbmcudjEuSXNzdWVkTGljZW5zZRIQCghyZXBsYXllZBgCIAEoCDJoCg9Jc3N1YW5jZVNlcnZpY2USVQoMSXNzdWVMaWNlbnNlEiEubGljZW5zaW5nLnYxLklzc3VlTGljZW5zZVJlcXVlc3QaIi5saWNlbnNpbmcudjEuSXNzdWVMaWNlbnNlUmVzcG9uc2ViBnByb3RvMw", [file_licensing_v1_types]);
+  fileDesc("CiNsaWNlbnNpbmcvdjEvaXNzdWFuY2Vfc2VydmljZS5wcm90bxIMbGljZW5zaW5nLnYxIqoCChNJc3N1ZUxpY2Vuc2VSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSEQoHdXNlcl9pZBgCIAEoCUgAEhQKCnVzZXJfZW1haWwYAyABKAlIABISCgpwcm9kdWN0X2lkGAQgASgJEhsKE2xpY2Vuc2VfdGVtcGxhdGVfaWQYBSABKAkSQQoIbWV0YWRhdGEYBiADKAsyLy5saWNlbnNpbmcudjEuSXNzdWVMaWNlbnNlUmVxdWVzdC5NZXRhZGF0YUVudHJ5EhcKD3N1YnNjcmlwdGlvbl9pZBgHIAEoCRIQCghxdWFudGl0eRgIIAEoBRovCg1NZXRhZGF0YUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCBgoEdXNlciKFAQoUSXNzdWVMaWNlbnNlUmVzcG9uc2USLAoHbGljZW5zZRgBIAEoCzIbLmxpY2Vuc2luZy52MS5Jc3N1ZWRMaWNlbnNlEhAKCHJlcGxheWVkGAIgASgIEi0KCGxpY2Vuc2VzGAMgAygLMhsubGljZW5zaW5nLnYxLklzc3VlZExpY2Vuc2UiigEKDUxpY2Vuc2VVcGRhdGUSLAoHbGljZW5zZRgBIAEoCzIbLmxpY2Vuc2luZy52MS5Jc3N1ZWRMaWNlbnNlEjcKE3ByZXZpb3VzX2V4cGlyZXNfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnN1cGVyc2VkZWQYAyABKAgilAEKE1JlbmV3TGljZW5zZVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIUCgpsaWNlbnNlX2lkGAIgASgJSAASGQoPc3Vic2NyaXB0aW9uX2lkGAMgASgJSAASLgoKZXhwaXJlc19hdBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXBCCAoGdGFyZ2V0IlcKFFJlbmV3TGljZW5zZVJlc3BvbnNlEi0KCGxpY2Vuc2VzGAEgAygLMhsubGljZW5zaW5nLnYxLkxpY2Vuc2VVcGRhdGUSEAoIcmVwbGF5ZWQYAiABKAgilgEKFVN1c3BlbmRMaWNlbnNlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKCmxpY2Vuc2VfaWQYAiABKAlIABIZCg9zdWJzY3JpcHRpb25faWQYAyABKAlIABIuCgpldmVudF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEIICgZ0YXJnZXQibQoWU3VzcGVuZExpY2Vuc2VSZXNwb25zZRItCghsaWNlbnNlcxgBIAMoCzIbLmxpY2Vuc2luZy52MS5MaWNlbnNlVXBkYXRlEhAKCHJlcGxheWVkGAIgASgIEhIKCnN1cGVyc2VkZWQYAyABKAgilQEKFFJlc3VtZUxpY2Vuc2VSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSFAoKbGljZW5zZV9pZBgCIAEoCUgAEhkKD3N1YnNjcmlwdGlvbl9pZBgDIAEoCUgAEi4KCmV2ZW50X3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQggKBnRhcmdldCJsChVSZXN1bWVMaWNlbnNlUmVzcG9uc2USLQoIbGljZW5zZXMYASADKAsyGy5saWNlbnNpbmcudjEuTGljZW5zZVVwZGF0ZRIQCghyZXBsYXllZBgCIAEoCBISCgpzdXBlcnNlZGVkGAMgASgIIqMBChRSZXZva2VMaWNlbnNlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEhQKCmxpY2Vuc2VfaWQYAiABKAlIABIZCg9zdWJzY3JpcHRpb25faWQYAyABKAlIABIuCgZyZWFzb24YBCABKA4yHi5saWNlbnNpbmcudjEuUmV2b2NhdGlvblJlYXNvbhIMCgRub3RlGAUgASgJQggKBnRhcmdldCJYChVSZXZva2VMaWNlbnNlUmVzcG9uc2USLQoIbGljZW5zZXMYASADKAsyGy5saWNlbnNpbmcudjEuTGljZW5zZVVwZGF0ZRIQCghyZXBsYXllZBgCIAEoCCJ9Cg9TZXRTZWF0c1JlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIUCgpsaWNlbnNlX2lkGAIgASgJSAASGQoPc3Vic2NyaXB0aW9uX2lkGAMgASgJSAASGwoTYWxsb3dlZF9hY3RpdmF0aW9ucxgEIAEoBUIICgZ0YXJnZXQiUwoQU2V0U2VhdHNSZXNwb25zZRItCghsaWNlbnNlcxgBIAMoCzIbLmxpY2Vuc2luZy52MS5MaWNlbnNlVXBkYXRlEhAKCHJlcGxheWVkGAIgASgIKrYBChBSZXZvY2F0aW9uUmVhc29uEiEKHVJFVk9DQVRJT05fUkVBU09OX1VOU1BFQ0lGSUVEEAASHAoYUkVWT0NBVElPTl9SRUFTT05fUkVGVU5EEAESIAocUkVWT0NBVElPTl9SRUFTT05fQ0hBUkdFQkFDSxACEiIKHlJFVk9DQVRJT05fUkVBU09OX0NBTkNFTExBVElPThADEhsKF1JFVk9DQVRJT05fUkVBU09OX09USEVSEAQymwQKD0lzc3VhbmNlU2VydmljZRJVCgxJc3N1ZUxpY2Vuc2USIS5saWNlbnNpbmcudjEuSXNzdWVMaWNlbnNlUmVxdWVzdBoiLmxpY2Vuc2luZy52MS5Jc3N1ZUxpY2Vuc2VSZXNwb25zZRJVCgxSZW5ld0xpY2Vuc2USIS5saWNlbnNpbmcudjEuUmVuZXdMaWNlbnNlUmVxdWVzdBoiLmxpY2Vuc2luZy52MS5SZW5ld0xpY2Vuc2VSZXNwb25zZRJbCg5TdXNwZW5kTGljZW5zZRIjLmxpY2Vuc2luZy52MS5TdXNwZW5kTGljZW5zZVJlcXVlc3QaJC5saWNlbnNpbmcudjEuU3VzcGVuZExpY2Vuc2VSZXNwb25zZRJYCg1SZXN1bWVMaWNlbnNlEiIubGljZW5zaW5nLnYxLlJlc3VtZUxpY2Vuc2VSZXF1ZXN0GiMubGljZW5zaW5nLnYxLlJlc3VtZUxpY2Vuc2VSZXNwb25zZRJYCg1SZXZva2VMaWNlbnNlEiIubGljZW5zaW5nLnYxLlJldm9rZUxpY2Vuc2VSZXF1ZXN0GiMubGljZW5zaW5nLnYxLlJldm9rZUxpY2Vuc2VSZXNwb25zZRJJCghTZXRTZWF0cxIdLmxpY2Vuc2luZy52MS5TZXRTZWF0c1JlcXVlc3QaHi5saWNlbnNpbmcudjEuU2V0U2VhdHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_licensing_v1_types]);
 
 /**
  * The request for `IssueLicense`.
@@ -76,6 +78,24 @@ export type IssueLicenseRequest = Message<"licensing.v1.IssueLicenseRequest"> & 
    * @generated from field: map<string, string> metadata = 6;
    */
   metadata: { [key: string]: string };
+
+  /**
+   * The payment provider's subscription or order reference, stored in the
+   * license's admin-only Cryptlex metadata (never visible to the user), so the
+   * later lifecycle calls can address every license of it. Optional; 1 to 128
+   * printable ASCII characters.
+   *
+   * @generated from field: string subscription_id = 7;
+   */
+  subscriptionId: string;
+
+  /**
+   * How many units were bought. 0 means 1; at most 100. See `IssueLicense`
+   * for whether that makes N licenses or one license with N activations.
+   *
+   * @generated from field: int32 quantity = 8;
+   */
+  quantity: number;
 };
 
 /**
@@ -105,6 +125,14 @@ export type IssueLicenseResponse = Message<"licensing.v1.IssueLicenseResponse"> 
    * @generated from field: bool replayed = 2;
    */
   replayed: boolean;
+
+  /**
+   * Every license issued for this request, in unit order; `license` is the
+   * first of them. One entry unless `quantity` made several licenses.
+   *
+   * @generated from field: repeated licensing.v1.IssuedLicense licenses = 3;
+   */
+  licenses: IssuedLicense[];
 };
 
 /**
@@ -115,11 +143,546 @@ export const IssueLicenseResponseSchema: GenMessage<IssueLicenseResponse> = /*@_
   messageDesc(file_licensing_v1_issuance_service, 1);
 
 /**
- * License issuance for trusted internal callers.
+ * A license after a lifecycle call, with what the call changed.
+ *
+ * @generated from message licensing.v1.LicenseUpdate
+ */
+export type LicenseUpdate = Message<"licensing.v1.LicenseUpdate"> & {
+  /**
+   * The license as Cryptlex holds it after the call.
+   *
+   * @generated from field: licensing.v1.IssuedLicense license = 1;
+   */
+  license?: IssuedLicense | undefined;
+
+  /**
+   * For `RenewLicense`: the expiry before the renewal; unset when the
+   * license had none, and for the other calls.
+   *
+   * @generated from field: google.protobuf.Timestamp previous_expires_at = 2;
+   */
+  previousExpiresAt?: Timestamp | undefined;
+
+  /**
+   * True when this license was not changed because a later event (by
+   * `event_time`) had already been applied to it, or it is revoked.
+   *
+   * @generated from field: bool superseded = 3;
+   */
+  superseded: boolean;
+};
+
+/**
+ * Describes the message licensing.v1.LicenseUpdate.
+ * Use `create(LicenseUpdateSchema)` to create a new message.
+ */
+export const LicenseUpdateSchema: GenMessage<LicenseUpdate> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_issuance_service, 2);
+
+/**
+ * The request for `RenewLicense`.
+ *
+ * @generated from message licensing.v1.RenewLicenseRequest
+ */
+export type RenewLicenseRequest = Message<"licensing.v1.RenewLicenseRequest"> & {
+  /**
+   * The caller's idempotency key (for example the provider's event id).
+   * Required; 1 to 128 printable ASCII characters.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * Which licenses. Exactly one is required.
+   *
+   * @generated from oneof licensing.v1.RenewLicenseRequest.target
+   */
+  target: {
+    /**
+     * One license, by its Cryptlex id.
+     *
+     * @generated from field: string license_id = 2;
+     */
+    value: string;
+    case: "licenseId";
+  } | {
+    /**
+     * Every license issued with this `subscription_id`.
+     *
+     * @generated from field: string subscription_id = 3;
+     */
+    value: string;
+    case: "subscriptionId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The new expiry (for example the end of the paid period). Optional but
+   * preferred; without it each license is renewed by its own subscription
+   * interval. Must be in the future.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 4;
+   */
+  expiresAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.v1.RenewLicenseRequest.
+ * Use `create(RenewLicenseRequestSchema)` to create a new message.
+ */
+export const RenewLicenseRequestSchema: GenMessage<RenewLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_issuance_service, 3);
+
+/**
+ * The response of `RenewLicense`.
+ *
+ * @generated from message licensing.v1.RenewLicenseResponse
+ */
+export type RenewLicenseResponse = Message<"licensing.v1.RenewLicenseResponse"> & {
+  /**
+   * Every license the call addressed.
+   *
+   * @generated from field: repeated licensing.v1.LicenseUpdate licenses = 1;
+   */
+  licenses: LicenseUpdate[];
+
+  /**
+   * True when this is the stored outcome of an earlier identical request.
+   *
+   * @generated from field: bool replayed = 2;
+   */
+  replayed: boolean;
+};
+
+/**
+ * Describes the message licensing.v1.RenewLicenseResponse.
+ * Use `create(RenewLicenseResponseSchema)` to create a new message.
+ */
+export const RenewLicenseResponseSchema: GenMessage<RenewLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_issuance_service, 4);
+
+/**
+ * The request for `SuspendLicense`.
+ *
+ * @generated from message licensing.v1.SuspendLicenseRequest
+ */
+export type SuspendLicenseRequest = Message<"licensing.v1.SuspendLicenseRequest"> & {
+  /**
+   * The caller's idempotency key. Required; 1 to 128 printable ASCII
+   * characters.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * Which licenses. Exactly one is required.
+   *
+   * @generated from oneof licensing.v1.SuspendLicenseRequest.target
+   */
+  target: {
+    /**
+     * One license, by its Cryptlex id.
+     *
+     * @generated from field: string license_id = 2;
+     */
+    value: string;
+    case: "licenseId";
+  } | {
+    /**
+     * Every license issued with this `subscription_id`.
+     *
+     * @generated from field: string subscription_id = 3;
+     */
+    value: string;
+    case: "subscriptionId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * When the event happened at the payment provider (for example Stripe's
+   * event `created`). Required: it orders suspend and resume events that
+   * arrive out of order.
+   *
+   * @generated from field: google.protobuf.Timestamp event_time = 4;
+   */
+  eventTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.v1.SuspendLicenseRequest.
+ * Use `create(SuspendLicenseRequestSchema)` to create a new message.
+ */
+export const SuspendLicenseRequestSchema: GenMessage<SuspendLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_issuance_service, 5);
+
+/**
+ * The response of `SuspendLicense`.
+ *
+ * @generated from message licensing.v1.SuspendLicenseResponse
+ */
+export type SuspendLicenseResponse = Message<"licensing.v1.SuspendLicenseResponse"> & {
+  /**
+   * Every license the call addressed.
+   *
+   * @generated from field: repeated licensing.v1.LicenseUpdate licenses = 1;
+   */
+  licenses: LicenseUpdate[];
+
+  /**
+   * True when this is the stored outcome of an earlier identical request.
+   *
+   * @generated from field: bool replayed = 2;
+   */
+  replayed: boolean;
+
+  /**
+   * True when nothing was changed because every addressed license had
+   * already seen a later event: acknowledge the event, do not retry it.
+   *
+   * @generated from field: bool superseded = 3;
+   */
+  superseded: boolean;
+};
+
+/**
+ * Describes the message licensing.v1.SuspendLicenseResponse.
+ * Use `create(SuspendLicenseResponseSchema)` to create a new message.
+ */
+export const SuspendLicenseResponseSchema: GenMessage<SuspendLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_issuance_service, 6);
+
+/**
+ * The request for `ResumeLicense`.
+ *
+ * @generated from message licensing.v1.ResumeLicenseRequest
+ */
+export type ResumeLicenseRequest = Message<"licensing.v1.ResumeLicenseRequest"> & {
+  /**
+   * The caller's idempotency key. Required; 1 to 128 printable ASCII
+   * characters.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * Which licenses. Exactly one is required.
+   *
+   * @generated from oneof licensing.v1.ResumeLicenseRequest.target
+   */
+  target: {
+    /**
+     * One license, by its Cryptlex id.
+     *
+     * @generated from field: string license_id = 2;
+     */
+    value: string;
+    case: "licenseId";
+  } | {
+    /**
+     * Every license issued with this `subscription_id`.
+     *
+     * @generated from field: string subscription_id = 3;
+     */
+    value: string;
+    case: "subscriptionId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * When the event happened at the payment provider. Required (see
+   * `SuspendLicenseRequest.event_time`).
+   *
+   * @generated from field: google.protobuf.Timestamp event_time = 4;
+   */
+  eventTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message licensing.v1.ResumeLicenseRequest.
+ * Use `create(ResumeLicenseRequestSchema)` to create a new message.
+ */
+export const ResumeLicenseRequestSchema: GenMessage<ResumeLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_issuance_service, 7);
+
+/**
+ * The response of `ResumeLicense`.
+ *
+ * @generated from message licensing.v1.ResumeLicenseResponse
+ */
+export type ResumeLicenseResponse = Message<"licensing.v1.ResumeLicenseResponse"> & {
+  /**
+   * Every license the call addressed.
+   *
+   * @generated from field: repeated licensing.v1.LicenseUpdate licenses = 1;
+   */
+  licenses: LicenseUpdate[];
+
+  /**
+   * True when this is the stored outcome of an earlier identical request.
+   *
+   * @generated from field: bool replayed = 2;
+   */
+  replayed: boolean;
+
+  /**
+   * True when nothing was changed because every addressed license had
+   * already seen a later event or is revoked: acknowledge, do not retry.
+   *
+   * @generated from field: bool superseded = 3;
+   */
+  superseded: boolean;
+};
+
+/**
+ * Describes the message licensing.v1.ResumeLicenseResponse.
+ * Use `create(ResumeLicenseResponseSchema)` to create a new message.
+ */
+export const ResumeLicenseResponseSchema: GenMessage<ResumeLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_issuance_service, 8);
+
+/**
+ * The request for `RevokeLicense`.
+ *
+ * @generated from message licensing.v1.RevokeLicenseRequest
+ */
+export type RevokeLicenseRequest = Message<"licensing.v1.RevokeLicenseRequest"> & {
+  /**
+   * The caller's idempotency key. Required; 1 to 128 printable ASCII
+   * characters.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * Which licenses. Exactly one is required.
+   *
+   * @generated from oneof licensing.v1.RevokeLicenseRequest.target
+   */
+  target: {
+    /**
+     * One license, by its Cryptlex id.
+     *
+     * @generated from field: string license_id = 2;
+     */
+    value: string;
+    case: "licenseId";
+  } | {
+    /**
+     * Every license issued with this `subscription_id`.
+     *
+     * @generated from field: string subscription_id = 3;
+     */
+    value: string;
+    case: "subscriptionId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * Why. Stored in the licenses' admin-only metadata.
+   *
+   * @generated from field: licensing.v1.RevocationReason reason = 4;
+   */
+  reason: RevocationReason;
+
+  /**
+   * A note for the operator (for example the dispute id). Optional; at most
+   * 512 characters. Stored in admin-only metadata; never shown to the user.
+   *
+   * @generated from field: string note = 5;
+   */
+  note: string;
+};
+
+/**
+ * Describes the message licensing.v1.RevokeLicenseRequest.
+ * Use `create(RevokeLicenseRequestSchema)` to create a new message.
+ */
+export const RevokeLicenseRequestSchema: GenMessage<RevokeLicenseRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_issuance_service, 9);
+
+/**
+ * The response of `RevokeLicense`.
+ *
+ * @generated from message licensing.v1.RevokeLicenseResponse
+ */
+export type RevokeLicenseResponse = Message<"licensing.v1.RevokeLicenseResponse"> & {
+  /**
+   * Every license the call addressed.
+   *
+   * @generated from field: repeated licensing.v1.LicenseUpdate licenses = 1;
+   */
+  licenses: LicenseUpdate[];
+
+  /**
+   * True when this is the stored outcome of an earlier identical request.
+   *
+   * @generated from field: bool replayed = 2;
+   */
+  replayed: boolean;
+};
+
+/**
+ * Describes the message licensing.v1.RevokeLicenseResponse.
+ * Use `create(RevokeLicenseResponseSchema)` to create a new message.
+ */
+export const RevokeLicenseResponseSchema: GenMessage<RevokeLicenseResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_issuance_service, 10);
+
+/**
+ * The request for `SetSeats`.
+ *
+ * @generated from message licensing.v1.SetSeatsRequest
+ */
+export type SetSeatsRequest = Message<"licensing.v1.SetSeatsRequest"> & {
+  /**
+   * The caller's idempotency key. Required; 1 to 128 printable ASCII
+   * characters.
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * Which licenses. Exactly one is required.
+   *
+   * @generated from oneof licensing.v1.SetSeatsRequest.target
+   */
+  target: {
+    /**
+     * One license, by its Cryptlex id.
+     *
+     * @generated from field: string license_id = 2;
+     */
+    value: string;
+    case: "licenseId";
+  } | {
+    /**
+     * Every license issued with this `subscription_id`.
+     *
+     * @generated from field: string subscription_id = 3;
+     */
+    value: string;
+    case: "subscriptionId";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The new number of allowed activations per license. Required; 1 to
+   * 10000. Machines already activated beyond it stay activated until they
+   * are deactivated (Cryptlex's behaviour).
+   *
+   * @generated from field: int32 allowed_activations = 4;
+   */
+  allowedActivations: number;
+};
+
+/**
+ * Describes the message licensing.v1.SetSeatsRequest.
+ * Use `create(SetSeatsRequestSchema)` to create a new message.
+ */
+export const SetSeatsRequestSchema: GenMessage<SetSeatsRequest> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_issuance_service, 11);
+
+/**
+ * The response of `SetSeats`.
+ *
+ * @generated from message licensing.v1.SetSeatsResponse
+ */
+export type SetSeatsResponse = Message<"licensing.v1.SetSeatsResponse"> & {
+  /**
+   * Every license the call addressed.
+   *
+   * @generated from field: repeated licensing.v1.LicenseUpdate licenses = 1;
+   */
+  licenses: LicenseUpdate[];
+
+  /**
+   * True when this is the stored outcome of an earlier identical request.
+   *
+   * @generated from field: bool replayed = 2;
+   */
+  replayed: boolean;
+};
+
+/**
+ * Describes the message licensing.v1.SetSeatsResponse.
+ * Use `create(SetSeatsResponseSchema)` to create a new message.
+ */
+export const SetSeatsResponseSchema: GenMessage<SetSeatsResponse> = /*@__PURE__*/
+  messageDesc(file_licensing_v1_issuance_service, 12);
+
+/**
+ * Why licenses are revoked.
+ *
+ * @generated from enum licensing.v1.RevocationReason
+ */
+export enum RevocationReason {
+  /**
+   * Not given.
+   *
+   * @generated from enum value: REVOCATION_REASON_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The payment was refunded.
+   *
+   * @generated from enum value: REVOCATION_REASON_REFUND = 1;
+   */
+  REFUND = 1,
+
+  /**
+   * The payment was disputed (a chargeback).
+   *
+   * @generated from enum value: REVOCATION_REASON_CHARGEBACK = 2;
+   */
+  CHARGEBACK = 2,
+
+  /**
+   * The subscription was cancelled and has ended.
+   *
+   * @generated from enum value: REVOCATION_REASON_CANCELLATION = 3;
+   */
+  CANCELLATION = 3,
+
+  /**
+   * Anything else; say what in `note`.
+   *
+   * @generated from enum value: REVOCATION_REASON_OTHER = 4;
+   */
+  OTHER = 4,
+}
+
+/**
+ * Describes the enum licensing.v1.RevocationReason.
+ */
+export const RevocationReasonSchema: GenEnum<RevocationReason> = /*@__PURE__*/
+  enumDesc(file_licensing_v1_issuance_service, 0);
+
+/**
+ * License issuance and the rest of the payment lifecycle (renewals, pauses,
+ * cancellations, refunds, chargebacks, seat changes) for trusted internal
+ * callers.
  *
  * Served only on the internal listener, which requires mutual TLS: the
  * caller's identity is the URI or DNS name in its client certificate and must
- * be on the gateway's allow-list. The public listener never serves it.
+ * be on the gateway's allow-list, which also names the operations (RPC names)
+ * and products each identity may use; anything else is `PERMISSION_DENIED`
+ * (reason `OPERATION_NOT_ALLOWED` or `PRODUCT_NOT_ALLOWED`) before any
+ * upstream call. The public listener never serves it.
+ *
+ * Every call is exactly once per (calling identity, `request_id`), in one
+ * ledger: the same `request_id` with the same request returns the stored
+ * outcome with `replayed = true` and calls nothing upstream; the same
+ * `request_id` with a different request is `FAILED_PRECONDITION` (reason
+ * `REQUEST_ID_REUSED`); concurrent duplicates make one upstream write;
+ * `UNAVAILABLE`, `ABORTED` and `DEADLINE_EXCEEDED` are not final (retry with
+ * the same `request_id`; an unknown outcome is reconciled by reading the
+ * licenses back). Use the payment provider's event id as `request_id`.
+ *
+ * The calls after `IssueLicense` address licenses either by `license_id` or by
+ * `subscription_id` (every license issued with that reference, by this
+ * gateway, for any caller), so a subscription with several licenses is
+ * always handled as a whole.
  *
  * @generated from service licensing.v1.IssuanceService
  */
@@ -137,12 +700,85 @@ export const IssuanceService: GenService<{
    *   with the same `request_id`. Never retry with a new id.
    * Request ids are scoped to the calling identity.
    *
+   * With `quantity` N, either N licenses are issued or one license with N
+   * allowed activations, as the gateway's configuration says for the product
+   * (`issuance.quantity_as_activations`). Each of the N licenses has its own
+   * entry in the ledger, so a retry after a partial failure completes the
+   * missing ones without duplicates.
+   *
    * @generated from rpc licensing.v1.IssuanceService.IssueLicense
    */
   issueLicense: {
     methodKind: "unary";
     input: typeof IssueLicenseRequestSchema;
     output: typeof IssueLicenseResponseSchema;
+  },
+  /**
+   * Extends the licenses of a subscription after a renewal payment, every
+   * license of it, not only the first.
+   *
+   * With `expires_at` (preferred: idempotent by nature) each license is set
+   * to expire then (`PATCH /v3/licenses/{id}/expires-at`). Without it, each
+   * license is renewed by its own subscription interval (`POST
+   * /v3/licenses/{id}/renew`), which is not idempotent upstream: the ledger
+   * is then the only guard, and records each license's expiry before and
+   * after.
+   *
+   * @generated from rpc licensing.v1.IssuanceService.RenewLicense
+   */
+  renewLicense: {
+    methodKind: "unary";
+    input: typeof RenewLicenseRequestSchema;
+    output: typeof RenewLicenseResponseSchema;
+  },
+  /**
+   * Suspends the licenses (for example while a subscription is paused or a
+   * payment is overdue). Suspend and resume events are ordered by
+   * `event_time`: the latest event wins, and an event older than the last one
+   * applied to a license is acknowledged with `superseded = true` and changes
+   * nothing.
+   *
+   * @generated from rpc licensing.v1.IssuanceService.SuspendLicense
+   */
+  suspendLicense: {
+    methodKind: "unary";
+    input: typeof SuspendLicenseRequestSchema;
+    output: typeof SuspendLicenseResponseSchema;
+  },
+  /**
+   * Resumes suspended licenses; ordered with `SuspendLicense` by
+   * `event_time`. A revoked license stays revoked.
+   *
+   * @generated from rpc licensing.v1.IssuanceService.ResumeLicense
+   */
+  resumeLicense: {
+    methodKind: "unary";
+    input: typeof ResumeLicenseRequestSchema;
+    output: typeof ResumeLicenseResponseSchema;
+  },
+  /**
+   * Revokes the licenses for good, for refunds, chargebacks and
+   * cancellations: the license is revoked, never deleted (which cannot be
+   * undone and loses its history), and the reason is stored in its
+   * admin-only metadata. Revocation wins over any suspend or resume event,
+   * whatever its time.
+   *
+   * @generated from rpc licensing.v1.IssuanceService.RevokeLicense
+   */
+  revokeLicense: {
+    methodKind: "unary";
+    input: typeof RevokeLicenseRequestSchema;
+    output: typeof RevokeLicenseResponseSchema;
+  },
+  /**
+   * Changes how many machines the licenses may be activated on (seats).
+   *
+   * @generated from rpc licensing.v1.IssuanceService.SetSeats
+   */
+  setSeats: {
+    methodKind: "unary";
+    input: typeof SetSeatsRequestSchema;
+    output: typeof SetSeatsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_licensing_v1_issuance_service, 0);
