@@ -78,6 +78,17 @@ fn seconds_ago(seconds: i64) -> Timestamp {
     }
 }
 
+/// Like [`seconds_ago`], but from one instant fixed when first asked for, so a
+/// retry of a request carries the same event time as the first try (a
+/// different one would be a different request: `REQUEST_ID_REUSED`).
+fn seconds_before_start(seconds: i64) -> Timestamp {
+    static START: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| Utc::now().timestamp());
+    Timestamp {
+        seconds: *START - seconds,
+        nanos: 0,
+    }
+}
+
 fn timestamp(at: DateTime<Utc>) -> Timestamp {
     Timestamp {
         seconds: at.timestamp(),
@@ -567,7 +578,7 @@ fn cases() -> Vec<Case> {
             call: |mut client, id| {
                 Box::pin(async move {
                     client
-                        .suspend_license(suspend(&id, "sub_1", seconds_ago(60)))
+                        .suspend_license(suspend(&id, "sub_1", seconds_before_start(60)))
                         .await
                         .map(|r| r.into_inner().licenses)
                 })
@@ -582,7 +593,7 @@ fn cases() -> Vec<Case> {
             call: |mut client, id| {
                 Box::pin(async move {
                     client
-                        .resume_license(resume(&id, "sub_1", seconds_ago(60)))
+                        .resume_license(resume(&id, "sub_1", seconds_before_start(60)))
                         .await
                         .map(|r| r.into_inner().licenses)
                 })
@@ -591,7 +602,11 @@ fn cases() -> Vec<Case> {
             before: Some(|mut client| {
                 Box::pin(async move {
                     client
-                        .suspend_license(suspend("evt_paused_before", "sub_1", seconds_ago(120)))
+                        .suspend_license(suspend(
+                            "evt_paused_before",
+                            "sub_1",
+                            seconds_before_start(120),
+                        ))
                         .await
                         .map(|r| r.into_inner().licenses)
                 })
