@@ -23,7 +23,13 @@ fuzz_target!(|data: &[u8]| {
     };
     match which % 5 {
         0 => {
-            if let Some(command) = accepted(fuzzing::login_request(bytes), &["email", "password"]) {
+            let fields = [
+                "email",
+                "password",
+                "two_factor_code",
+                "two_factor_recovery_code",
+            ];
+            if let Some(command) = accepted(fuzzing::login_request(bytes), &fields) {
                 check_email(&command.email);
             }
         }
