@@ -65,6 +65,8 @@ fuzz_target!(|data: &[u8]| {
                 "product_id",
                 "license_template_id",
                 "metadata",
+                "subscription_id",
+                "quantity",
             ];
             if let Some(command) = accepted(fuzzing::issue_license_request(bytes), &fields) {
                 let request_id = command.request_id.as_str();
