@@ -41,12 +41,10 @@ pub const OPERATIONS: &[&str] = &[
     "POST /v3/accounts/reset-password-request",
     "POST /v3/users/{id}/reset-password",
     "POST /v3/users/{id}/reset-password-token",
-    // === end of account ===
     // === payment lifecycle ===
     "PATCH /v3/licenses/{id}",
     "PATCH /v3/licenses/{id}/expires-at",
     "POST /v3/licenses/{id}/renew",
-    // === end of payment lifecycle ===
 ];
 
 /// The route template of a call, from its method and path segments (after
@@ -97,12 +95,10 @@ fn template(method: &Method, path: &[&str]) -> &'static str {
         ("POST", ["users", _, "reset-password-token"]) => {
             "POST /v3/users/{id}/reset-password-token"
         }
-        // === end of account ===
         // === payment lifecycle ===
         ("PATCH", ["licenses", _]) => "PATCH /v3/licenses/{id}",
         ("PATCH", ["licenses", _, "expires-at"]) => "PATCH /v3/licenses/{id}/expires-at",
         ("POST", ["licenses", _, "renew"]) => "POST /v3/licenses/{id}/renew",
-        // === end of payment lifecycle ===
         _ => "other",
     }
 }

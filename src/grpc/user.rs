@@ -129,7 +129,7 @@ impl UserService for UserApi {
         }))
     }
 
-    // === account (profile, password, password reset, two-factor): helper A ===
+    // === account: profile, password, password reset, two-factor ===
     //
     // Paths are written out in full here so this group's imports cannot
     // collide with the others'.
@@ -243,9 +243,7 @@ impl UserService for UserApi {
         }))
     }
 
-    // === end of account (profile, password, password reset, two-factor) ===
-
-    // === portal (one license, machines, releases): helper B ===
+    // === portal: one license, machines, releases ===
 
     async fn get_license(
         &self,
@@ -298,6 +296,4 @@ impl UserService for UserApi {
         let result = self.licensing.releases(&ctx, &token, page).await?;
         Ok(Response::new(result.into()))
     }
-
-    // === end of portal (one license, machines, releases) ===
 }
