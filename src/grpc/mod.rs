@@ -10,6 +10,7 @@ mod account_convert;
 mod auth;
 mod client_address;
 mod client_gate;
+mod connect;
 mod connection;
 mod context;
 mod convert;

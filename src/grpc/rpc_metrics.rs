@@ -105,6 +105,24 @@ where
     }
 }
 
+/// Records a call that a layer outside this one answered on its own with
+/// `code` (a Connect request the translation refused), as if it had passed.
+pub(super) fn record_unserved(
+    listener: &'static str,
+    path: &str,
+    code: tonic::Code,
+    started: Instant,
+) {
+    let (service, method) = rpc_labels(path);
+    Observation {
+        listener,
+        service,
+        method,
+        started,
+    }
+    .finish(code_name(code as i32));
+}
+
 /// One RPC being measured.
 #[derive(Debug)]
 struct Observation {

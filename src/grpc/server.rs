@@ -1,7 +1,7 @@
 //! The listeners' tower stacks and service sets.
 //!
-//! The public listener serves `UserService` over gRPC and gRPC-Web (HTTP/1.1
-//! and HTTP/2) with CORS, plus health and reflection, and Cryptlex's
+//! The public listener serves `UserService` over gRPC, gRPC-Web and Connect
+//! (HTTP/1.1 and HTTP/2) with CORS, plus health and reflection, and Cryptlex's
 //! webhook endpoint (plain HTTP, see [`WebhookRouteLayer`]). The internal listener
 //! (mutual TLS) serves `IssuanceService` and `AccountService`, health and
 //! reflection, and nothing else. Both stacks are built here and read top-down: the first layer is the
@@ -39,6 +39,7 @@ use tower_http::trace::{
 };
 
 use super::client_gate::ClientGateLayer;
+use super::connect::ConnectLayer;
 use super::connection::{ConnectionActivityLayer, ConnectionLimits, ConnectionTable};
 use super::context::{REQUEST_ID_HEADER, drop_unacceptable_request_id};
 use super::malformed::answer_decode_failures;
@@ -230,9 +231,19 @@ where
         // brings its own bounds (body size and time, a few deliveries at
         // once, none of the gRPC calls' slots).
         .layer(WebhookRouteLayer::new(options.webhook))
-        // CORS outside gRPC-Web, so preflights are answered before the
-        // gRPC-Web translation and errors stay readable by browsers.
+        // CORS outside both translations, so preflights are answered
+        // before them and errors stay readable by browsers.
         .layer(cors(options.cors_allowed_origins))
+        // Connect and gRPC-Web both become native gRPC here, so everything
+        // inside sees one protocol. Connect's own refusals (a body that is
+        // not JSON of the method, an unknown compression) are counted in
+        // the RPC metrics by the Connect layer.
+        .layer(ConnectLayer::new(
+            &CONNECT_SERVICES,
+            "public",
+            limits.max_request_message_bytes,
+            limits.request_body_timeout,
+        ))
         .layer(tonic_web::GrpcWebLayer::new())
         // Inside gRPC-Web, where every call looks like native gRPC and its
         // status is in headers or trailers; outside everything that answers
@@ -456,6 +467,13 @@ pub(super) struct InternalServices {
 /// The public listener's API services, for health and reflection.
 pub(super) const PUBLIC_SERVICES: &[&str] = &[pb::user_service_server::SERVICE_NAME];
 
+/// The services the public listener serves over Connect too: its API and
+/// health (so `curl` can check it).
+const CONNECT_SERVICES: [&str; 2] = [
+    pb::user_service_server::SERVICE_NAME,
+    tonic_health::pb::health_server::SERVICE_NAME,
+];
+
 /// The internal listener's API services; issuance first, as its health
 /// follows the ledger.
 pub(super) const INTERNAL_SERVICES: &[&str] = &[
@@ -514,18 +532,22 @@ fn rpc_span(request: &http::Request<tonic::body::Body>) -> tracing::Span {
     span
 }
 
-/// CORS for gRPC-Web from the configured origins. Exposes the gRPC status
-/// headers, without which browsers cannot read errors (tonic-web adds no CORS of its own).
+/// CORS for gRPC-Web and Connect from the configured origins. Allows
+/// Connect's GET and headers, and exposes the gRPC status headers, without
+/// which browsers cannot read gRPC-Web errors (tonic-web adds no CORS of its
+/// own; Connect's errors are in the body).
 fn cors(allowed_origins: Vec<HeaderValue>) -> CorsLayer {
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(allowed_origins))
-        .allow_methods([Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers([
             AUTHORIZATION,
             http::header::CONTENT_TYPE,
             HeaderName::from_static("x-grpc-web"),
             HeaderName::from_static("x-user-agent"),
             HeaderName::from_static("grpc-timeout"),
+            HeaderName::from_static("connect-protocol-version"),
+            HeaderName::from_static("connect-timeout-ms"),
             REQUEST_ID_HEADER,
             HeaderName::from_static("traceparent"),
             HeaderName::from_static("tracestate"),
@@ -534,6 +556,7 @@ fn cors(allowed_origins: Vec<HeaderValue>) -> CorsLayer {
             HeaderName::from_static("grpc-status"),
             HeaderName::from_static("grpc-message"),
             HeaderName::from_static("grpc-status-details-bin"),
+            http::header::RETRY_AFTER,
             REQUEST_ID_HEADER,
         ])
         .max_age(Duration::from_secs(24 * 60 * 60))

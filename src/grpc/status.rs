@@ -353,6 +353,20 @@ pub(super) enum Refusal {
     RequestTooLarge,
     /// The request message did not arrive completely in time.
     RequestBodyTimeout,
+    /// A Connect call in a compression, charset or message encoding this
+    /// listener does not speak.
+    UnsupportedEncoding,
+    /// A Connect GET of a method that has side effects (those take POST).
+    MethodNotAllowed,
+}
+
+impl Refusal {
+    /// The refusal's status with a more precise `message` in place of the
+    /// general one (the same code and details).
+    pub(super) fn with_message(self, message: impl Into<String>) -> Status {
+        let general = Status::from(self);
+        Status::with_details(general.code(), message, general.details().to_vec().into())
+    }
 }
 
 impl From<Refusal> for Status {
@@ -381,6 +395,18 @@ impl From<Refusal> for Status {
                 "REQUEST_BODY_TIMEOUT",
                 "the request message did not arrive in time",
                 Level::INFO,
+            ),
+            Refusal::UnsupportedEncoding => (
+                Code::Unimplemented,
+                "UNSUPPORTED_ENCODING",
+                "the request's encoding or compression is not supported",
+                Level::DEBUG,
+            ),
+            Refusal::MethodNotAllowed => (
+                Code::Unimplemented,
+                "METHOD_NOT_ALLOWED",
+                "this method takes POST",
+                Level::DEBUG,
             ),
         };
         match level {
@@ -446,7 +472,24 @@ mod tests {
                 Code::DeadlineExceeded,
                 "REQUEST_BODY_TIMEOUT",
             ),
+            (
+                Refusal::UnsupportedEncoding,
+                Code::Unimplemented,
+                "UNSUPPORTED_ENCODING",
+            ),
+            (
+                Refusal::MethodNotAllowed,
+                Code::Unimplemented,
+                "METHOD_NOT_ALLOWED",
+            ),
         ] {
+            let precise = refusal.with_message("precise");
+            assert_eq!(precise.message(), "precise");
+            assert_eq!(precise.code(), code);
+            assert_eq!(
+                precise.get_details_error_info().expect("error info").reason,
+                reason
+            );
             let status = Status::from(refusal);
             assert_eq!(status.code(), code);
             let info = status.get_details_error_info().expect("error info");
