@@ -4,7 +4,7 @@
 //! Each is a thin wrapper over the code that faces the outside: Cryptlex's
 //! JSON (private to [`crate::cryptlex`], so re-exported from there), and the
 //! request messages a caller sends, decoded from raw protobuf bytes as tonic
-//! would and parsed into commands. Page tokens and metadata maps are public
+//! would and parsed into commands, and Connect's JSON requests. Page tokens and metadata maps are public
 //! already ([`crate::licensing::pagination`], [`crate::domain::MetadataMap`]).
 //! The properties the targets check live with the targets, not here.
 
@@ -46,6 +46,14 @@ pub fn list_my_licenses_request(bytes: &[u8]) -> Parsed<PageRequest> {
 /// Decodes `bytes` as a `licensing.v1.IssueLicenseRequest` and parses it.
 pub fn issue_license_request(bytes: &[u8]) -> Parsed<IssueCommand> {
     parse::<pb::IssueLicenseRequest, _>(bytes)
+}
+
+/// Reads `json` as a Connect JSON request of the `selector`-th public
+/// method (the protobuf JSON mapping, as the Connect translation does),
+/// checking that an accepted request survives a JSON round trip unchanged.
+/// `Err` holds the refusal's description, which the caller is shown.
+pub fn connect_json_request(selector: u8, json: &[u8]) -> Result<(), String> {
+    crate::grpc::fuzz_json_round_trip(selector, json)
 }
 
 fn parse<M, T>(bytes: &[u8]) -> Parsed<T>

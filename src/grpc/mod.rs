@@ -28,6 +28,8 @@ mod user;
 
 pub use account::AccountApi;
 pub use client_address::ClientAddressPolicy;
+#[cfg(feature = "fuzzing")]
+pub(crate) use connect::fuzz_json_round_trip;
 pub use context::Deadlines;
 pub use issuance::IssuanceApi;
 pub use listener::{GrpcListener, LIVENESS_SERVICE, ServeError, ServingHealth};

@@ -57,6 +57,41 @@ use super::status::Refusal;
 type Body = tonic::body::Body;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// For the `connect_json` fuzz target: reads `json` as the request of the
+/// `selector`-th public method (by path order) and, when accepted, checks
+/// that the protobuf it became reads back as JSON that gives the same
+/// message again. Returns whether the request was accepted; a refusal's
+/// description must not quote the request (checked by the target).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_json_round_trip(selector: u8, json: &[u8]) -> Result<(), String> {
+    use std::sync::OnceLock;
+    static SCHEMA: OnceLock<(Schema, Vec<String>)> = OnceLock::new();
+    let (schema, paths) = SCHEMA.get_or_init(|| {
+        let schema = Schema::new(&[super::pb::user_service_server::SERVICE_NAME])
+            .expect("the compiled descriptor set loads");
+        let mut paths: Vec<String> = schema.paths().map(str::to_owned).collect();
+        paths.sort();
+        (schema, paths)
+    });
+    let path = &paths[usize::from(selector) % paths.len()];
+    let method = schema.method(path).expect("a listed path");
+    let proto =
+        Schema::json_to_proto(&method.input, json).map_err(|refusal| refusal.description)?;
+    let again =
+        Schema::proto_to_json(&method.input, &proto).expect("an accepted message writes as JSON");
+    let proto_again =
+        Schema::json_to_proto(&method.input, &again).expect("the gateway's own JSON reads back");
+    let first = prost_reflect::DynamicMessage::decode(method.input.clone(), proto.as_slice());
+    let second =
+        prost_reflect::DynamicMessage::decode(method.input.clone(), proto_again.as_slice());
+    assert_eq!(
+        first.ok(),
+        second.ok(),
+        "the JSON round trip changed the message"
+    );
+    Ok(())
+}
+
 /// The largest gRPC answer the translation reads (ours are a few KiB; this
 /// only stops a runaway).
 const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
@@ -151,7 +186,11 @@ where
         let connect = self
             .shared
             .as_ref()
-            .and_then(|shared| Some((shared.clone(), classify(&request)?)));
+            .and_then(|shared| Some((shared.clone(), classify(&request)?)))
+            .filter(|(shared, call)| {
+                !matches!(call, Call::Unsupported)
+                    || shared.schema.method(request.uri().path()).is_some()
+            });
         let Some((shared, call)) = connect else {
             let call = self.inner.call(request);
             return Box::pin(async move { call.await.map(|response| response.map(Body::new)) });
@@ -180,6 +219,25 @@ where
                     }
                 }
             });
+        }
+        if let Call::Unsupported = call {
+            super::rpc_metrics::record_unserved(
+                shared.listener,
+                request.uri().path(),
+                Code::Unimplemented,
+                Instant::now(),
+            );
+            let refused = Refused::from(Refusal::UnsupportedEncoding.with_message(
+                "unsupported content type: send content-type application/json (or application/proto, \
+                 application/grpc, application/grpc-web+proto)",
+            ))
+            .with_http(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+            .with_header(
+                HeaderName::from_static("accept-post"),
+                HeaderValue::from_static("application/json, application/proto"),
+            );
+            let answer = error_answer(&shared, &refused);
+            return Box::pin(async move { Ok(answer) });
         }
         Box::pin(unary(shared, inner, request, call))
     }
@@ -210,6 +268,10 @@ enum Call {
     Get,
     /// Streaming (binary).
     Stream,
+    /// A POST in no content type of gRPC, gRPC-Web or Connect (a plain
+    /// `curl -d`, `text/plain`, `application/connect+json`): 415 for the
+    /// listener's methods, anything else passes on.
+    Unsupported,
 }
 
 /// Whether `request` is a Connect unary call: a POST with a Connect content
@@ -217,7 +279,13 @@ enum Call {
 fn classify(request: &http::Request<Body>) -> Option<Call> {
     match *request.method() {
         Method::POST => {
-            let content_type = request.headers().get(CONTENT_TYPE)?.to_str().ok()?;
+            let Some(content_type) = request
+                .headers()
+                .get(CONTENT_TYPE)
+                .map(|value| value.to_str().unwrap_or_default())
+            else {
+                return Some(Call::Unsupported);
+            };
             let mime = content_type.split(';').next().unwrap_or_default().trim();
             if mime.eq_ignore_ascii_case("application/json") {
                 Some(Call::Post(Encoding::Json))
@@ -225,8 +293,11 @@ fn classify(request: &http::Request<Body>) -> Option<Call> {
                 Some(Call::Post(Encoding::Proto))
             } else if mime.eq_ignore_ascii_case("application/connect+proto") {
                 Some(Call::Stream)
-            } else {
+            } else if mime.len() >= 16 && mime[..16].eq_ignore_ascii_case("application/grpc") {
+                // gRPC and gRPC-Web (`application/grpc-web+proto`, ...).
                 None
+            } else {
+                Some(Call::Unsupported)
             }
         }
         Method::GET => {
@@ -324,8 +395,8 @@ async fn translate_request(
     }
     let timeout = connect_timeout(&parts.headers)?;
     let (encoding, message) = match call {
-        // Served by `stream`, never here.
-        Call::Stream => {
+        // Served by `stream` or refused in `call`, never here.
+        Call::Stream | Call::Unsupported => {
             return Err(tonic::Status::unimplemented("a streaming call").into());
         }
         Call::Post(encoding) => {

@@ -83,6 +83,12 @@ impl Schema {
         Ok(Self { pool, methods })
     }
 
+    /// The paths of every method known.
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn paths(&self) -> impl Iterator<Item = &str> {
+        self.methods.keys().map(String::as_str)
+    }
+
     /// The method served at `path` (`/package.Service/Method`).
     pub(super) fn method(&self, path: &str) -> Option<&Method> {
         self.methods.get(path)
