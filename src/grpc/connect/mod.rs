@@ -20,15 +20,19 @@
 //!   ([`error`]). Trailers become `trailer-` headers.
 //! - Every answer is `Cache-Control: private, no-store`: they are per user.
 //!
+//! Streaming calls (`application/connect+proto`: reflection and health's
+//! `Watch`, for tools such as `buf curl`) are translated by [`stream`].
+//!
 //! Anything else (gRPC, gRPC-Web, CORS preflights) passes through
 //! untouched. Requests are bounded as the gRPC ones are: the body as sent,
 //! and after decompression, at most `limits.max_request_message_bytes`, and
 //! it must arrive within `limits.request_body_timeout`, or the call is
 //! refused (`REQUEST_TOO_LARGE`, `REQUEST_BODY_TIMEOUT`) before it takes a
-//! call slot. Streaming calls are gRPC-only.
+//! call slot.
 
 mod error;
 mod schema;
+mod stream;
 
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;
@@ -155,7 +159,28 @@ where
         // The service that was made ready serves this call; a clone takes
         // its place for the next.
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        if let Call::Stream = call {
+            return Box::pin(async move {
+                let started = Instant::now();
+                let path = request.uri().path().to_owned();
+                match stream::grpc_request(request) {
+                    Ok(grpc) => {
+                        let response = inner.call(grpc).await?;
+                        Ok(stream::answer(shared, Ok(response)))
+                    }
+                    Err(status) => {
+                        super::rpc_metrics::record_unserved(
+                            shared.listener,
+                            &path,
+                            status.code(),
+                            started,
+                        );
+                        Ok(stream::answer::<Body>(shared, Err(status)))
+                    }
+                }
+            });
+        }
         Box::pin(unary(shared, inner, request, call))
     }
 }
@@ -176,11 +201,15 @@ impl Encoding {
     }
 }
 
-/// How a Connect unary call arrived.
+/// How a Connect call arrived.
 #[derive(Debug, Clone, Copy)]
 enum Call {
+    /// Unary, POST.
     Post(Encoding),
+    /// Unary, GET.
     Get,
+    /// Streaming (binary).
+    Stream,
 }
 
 /// Whether `request` is a Connect unary call: a POST with a Connect content
@@ -194,6 +223,8 @@ fn classify(request: &http::Request<Body>) -> Option<Call> {
                 Some(Call::Post(Encoding::Json))
             } else if mime.eq_ignore_ascii_case("application/proto") {
                 Some(Call::Post(Encoding::Proto))
+            } else if mime.eq_ignore_ascii_case("application/connect+proto") {
+                Some(Call::Stream)
             } else {
                 None
             }
@@ -287,12 +318,16 @@ async fn translate_request(
     };
     if !method.unary {
         return Err(tonic::Status::unimplemented(format!(
-            "{path} streams; call it over gRPC or gRPC-Web"
+            "{path} streams; call it with application/connect+proto, gRPC or gRPC-Web"
         ))
         .into());
     }
     let timeout = connect_timeout(&parts.headers)?;
     let (encoding, message) = match call {
+        // Served by `stream`, never here.
+        Call::Stream => {
+            return Err(tonic::Status::unimplemented("a streaming call").into());
+        }
         Call::Post(encoding) => {
             check_protocol_version(parts.headers.get(PROTOCOL_VERSION), "1")?;
             check_charset(&parts.headers)?;
