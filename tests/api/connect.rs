@@ -393,10 +393,33 @@ async fn a_gzipped_request_is_read_and_a_large_answer_is_gzipped_for_a_caller_th
         .send()
         .await
         .expect("login");
-    let (status, _, body) = read(response).await;
+    let (status, headers, body) = read(response).await;
     let body = json_of(&body);
     assert_eq!(body["code"], "unimplemented", "{body}");
     assert_eq!(status, 501, "{body}");
+    assert_eq!(connect_reason(&body), "UNSUPPORTED_ENCODING");
+    let accepted = headers["accept-encoding"].to_str().expect("ascii");
+    assert!(
+        accepted.contains("gzip"),
+        "names what it accepts: {accepted}"
+    );
+
+    // A GET whose message is gzipped (compression=gzip), base64 as it must be.
+    let message =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(gzip(br#"{"pageSize":1}"#));
+    let response = client
+        .get(format!(
+            "{}?connect=v1&encoding=json&compression=gzip&base64=1&message={message}",
+            url(&app, "ListMyLicenses")
+        ))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .expect("GET");
+    let (status, _, body) = read(response).await;
+    let body = json_of(&body);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["licenses"].as_array().map(Vec::len), Some(1), "{body}");
 }
 
 #[tokio::test]
@@ -534,6 +557,23 @@ async fn connect_refuses_what_the_protocol_says_to_refuse() {
         assert_eq!(headers["cache-control"], "private, no-store");
     }
 
+    // Bytes that are not a protobuf message of the method: 400 MALFORMED_REQUEST.
+    let (status, _, body) = post(
+        &client,
+        &url(&app, "Login"),
+        "application/proto",
+        None,
+        vec![0x0a, 0xff, 0xff, 0xff, 0xff],
+    )
+    .await;
+    let body = json_of(&body);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_argument")),
+        "{body}"
+    );
+    assert_eq!(connect_reason(&body), "MALFORMED_REQUEST");
+
     // A body over the message limit: 429 REQUEST_TOO_LARGE.
     let huge = json!({ "email": seed::DEMO_EMAIL, "password": "p".repeat(100 * 1024) });
     let (status, _, body) = post_json(&client, &url(&app, "Login"), None, &huge).await;
@@ -558,6 +598,37 @@ async fn connect_refuses_what_the_protocol_says_to_refuse() {
         app.cryptlex().requests().is_empty(),
         "no refusal reached Cryptlex"
     );
+}
+
+/// `curl -d '{...}'` without `-H content-type` sends
+/// `application/x-www-form-urlencoded`: neither gRPC, gRPC-Web nor Connect.
+/// Such a POST is 415 Unsupported Media Type (as connect-go answers), on
+/// HTTP/1.1 and on HTTP/2, not an empty 400 or an HTTP 200 with gRPC
+/// headers a curl user cannot read.
+#[tokio::test]
+async fn a_post_with_neither_a_grpc_nor_a_connect_content_type_is_415() {
+    let app = spawn_app().await;
+    for http2 in [false, true] {
+        for content_type in ["application/x-www-form-urlencoded", "text/plain"] {
+            let response = client(http2)
+                .post(url(&app, "Login"))
+                .header("content-type", content_type)
+                .body(r#"{"email":"demo@example.com","password":"demo-password"}"#)
+                .send()
+                .await
+                .expect("call");
+            let version = response.version();
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            assert_eq!(
+                status,
+                415,
+                "{content_type} over {version:?}: {headers:?} {:?}",
+                response.text().await
+            );
+        }
+    }
+    assert!(app.cryptlex().requests().is_empty());
 }
 
 #[tokio::test]
