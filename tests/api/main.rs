@@ -12,6 +12,7 @@ mod account;
 mod admission;
 mod audit;
 mod coherence;
+mod connect;
 mod contract;
 mod freshness;
 mod grpc_web;

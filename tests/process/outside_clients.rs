@@ -603,3 +603,278 @@ async fn python_grpcio_drives_every_portal_call_without_generated_code() {
         );
     }
 }
+
+// === The Connect protocol, with clients nobody here wrote ===
+
+/// `/usr/bin/curl` (or `LGW_CURL`).
+fn curl_tool(test: &str) -> Option<std::path::PathBuf> {
+    outside_tools::tool("LGW_CURL", "/usr/bin/curl", test)
+}
+
+/// What `curl -sS -i` printed: the final status, the headers (lower-case
+/// names) and the body.
+#[derive(Debug)]
+struct CurlAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl CurlAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    #[track_caller]
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:#?}"))
+    }
+}
+
+fn curl(curl: &std::path::Path, args: &[&str]) -> CurlAnswer {
+    let outcome = outside_tools::run(
+        Command::new(curl)
+            .args(["-sS", "-i", "--max-time", "20"])
+            .args(args),
+    );
+    assert_eq!(outcome.code, 0, "{outcome:#?}");
+    let (head, body) = outcome
+        .stdout
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header block: {outcome:#?}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {outcome:#?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        .collect();
+    CurlAnswer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// The `debug` form of a Connect error's detail of `type_name`.
+fn connect_detail<'a>(error: &'a Value, type_name: &str) -> &'a Value {
+    error["details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|detail| detail["type"] == type_name)
+        .map(|detail| &detail["debug"])
+        .unwrap_or_else(|| panic!("no {type_name} in {error}"))
+}
+
+#[tokio::test]
+async fn curl_speaks_connect_json_in_and_out_with_error_bodies_and_status_codes() {
+    let test = "curl_speaks_connect_json_in_and_out_with_error_bodies_and_status_codes";
+    let Some(curl_path) = curl_tool(test) else {
+        return;
+    };
+    let gateway = SandboxProcess::start(&[]).await;
+    let url = gateway.public_url();
+    let post = |method: &str, extra: &[&str], body: &str| {
+        let target = format!("{url}/licensing.v1.UserService/{method}");
+        let mut args = vec!["-H", "content-type: application/json"];
+        args.extend_from_slice(extra);
+        args.extend(["--data-binary", body, &target]);
+        curl(&curl_path, &args)
+    };
+
+    // Login: JSON in, JSON out, nothing but a content type.
+    let login = post("Login", &[], &login_body(seed::DEMO_PASSWORD));
+    assert_eq!(login.status, 200, "{login:#?}");
+    assert_eq!(login.header("content-type"), Some("application/json"));
+    assert_eq!(login.header("cache-control"), Some("private, no-store"));
+    let token = string(&login.json()["session"]["accessToken"]);
+
+    // GetProfile by POST, then by GET (a URL a person can paste).
+    let auth = bearer(&token);
+    let profile = post("GetProfile", &["-H", &auth], "{}");
+    assert_eq!(profile.status, 200, "{profile:#?}");
+    let profile = profile.json();
+    assert_eq!(profile["profile"]["email"], seed::DEMO_EMAIL, "{profile}");
+    let got = curl(
+        &curl_path,
+        &[
+            "-H",
+            &auth,
+            &format!(
+                "{url}/licensing.v1.UserService/GetProfile?connect=v1&encoding=json&message=%7B%7D"
+            ),
+        ],
+    );
+    assert_eq!(got.status, 200, "{got:#?}");
+    assert_eq!(got.header("cache-control"), Some("private, no-store"));
+    assert_eq!(got.json(), profile);
+
+    // Errors: the protocol's HTTP status and JSON body with details.
+    let wrong = post("Login", &[], &login_body("not-the-password"));
+    assert_eq!(wrong.status, 401, "{wrong:#?}");
+    let error = wrong.json();
+    assert_eq!(error["code"], "unauthenticated", "{error}");
+    assert_eq!(error["message"], "invalid email or password", "{error}");
+    let info = connect_detail(&error, "google.rpc.ErrorInfo");
+    assert_eq!(info["reason"], "INVALID_CREDENTIALS", "{error}");
+    assert_eq!(info["domain"], "licensing-gateway", "{error}");
+
+    let invalid = post("ListMyLicenses", &["-H", &auth], r#"{"pageSize":-1}"#);
+    assert_eq!(invalid.status, 400, "{invalid:#?}");
+    let error = invalid.json();
+    assert_eq!(error["code"], "invalid_argument", "{error}");
+    let violations = &connect_detail(&error, "google.rpc.BadRequest")["fieldViolations"];
+    assert!(
+        violations
+            .as_array()
+            .is_some_and(|all| all.iter().any(|v| v["field"] == "page_size")),
+        "{error}"
+    );
+
+    let not_allowed = curl(
+        &curl_path,
+        &[&format!(
+            "{url}/licensing.v1.UserService/Login?encoding=json&message=%7B%7D"
+        )],
+    );
+    assert_eq!(not_allowed.status, 405, "{not_allowed:#?}");
+    assert_eq!(not_allowed.header("allow"), Some("POST"));
+}
+
+/// The gateway's descriptor set in its directory, for `buf curl --schema`.
+fn write_schema(gateway: &SandboxProcess) -> String {
+    let schema = gateway.dir().join("licensing.binpb");
+    std::fs::write(&schema, licensing_gateway::grpc::pb::FILE_DESCRIPTOR_SET).expect("schema");
+    schema.display().to_string()
+}
+
+#[tokio::test]
+async fn buf_curl_speaks_connect_on_http_1_1_with_the_schema_file() {
+    let Some(buf) = outside_tools::buf("buf_curl_speaks_connect_on_http_1_1_with_the_schema_file")
+    else {
+        return;
+    };
+    let gateway = SandboxProcess::start(&[]).await;
+    let schema = write_schema(&gateway);
+    let url = gateway.public_url();
+    let connect = [
+        "--protocol",
+        "connect",
+        "--schema",
+        &schema,
+        "--reflect=false",
+        "-v",
+    ];
+    let call = |args: &[&str], method: &str| {
+        let target = format!("{url}/licensing.v1.UserService/{method}");
+        let mut all = connect.to_vec();
+        all.extend_from_slice(args);
+        all.push(&target);
+        let outcome = buf.curl(&all);
+        assert!(
+            outcome.stderr.contains("< (#1) HTTP/1.1 "),
+            "Connect over HTTP/1.1 expected: {outcome:#?}"
+        );
+        outcome
+    };
+
+    let login = call(&["-d", &login_body(seed::DEMO_PASSWORD)], "Login").ok_json();
+    let token = string(&login["session"]["accessToken"]);
+    let profile = call(&["-H", &bearer(&token)], "GetProfile").ok_json();
+    assert_eq!(profile["profile"]["email"], seed::DEMO_EMAIL, "{profile}");
+    let pages = list_all_pages(&buf, &connect, &url, &token);
+    assert_eq!(pages.len(), 2, "{pages:?}");
+
+    let error = call(&["-d", &login_body("wrong-password")], "Login")
+        .assert_rpc_error(Code::Unauthenticated, "unauthenticated");
+    assert_eq!(error["message"], "invalid email or password", "{error}");
+    let denied = call(&["-H", &bearer("garbage")], "GetProfile");
+    denied.assert_rpc_error(Code::Unauthenticated, "unauthenticated");
+    assert!(
+        denied.stderr.contains("< (#1) HTTP/1.1 401"),
+        "Connect's HTTP status for unauthenticated: {denied:#?}"
+    );
+}
+
+// Reflection is a streaming RPC: over Connect it needs the Connect streaming
+// protocol (`application/connect+proto`).
+#[tokio::test]
+async fn buf_curl_speaks_connect_on_http_2_with_reflection() {
+    let Some(buf) = outside_tools::buf("buf_curl_speaks_connect_on_http_2_with_reflection") else {
+        return;
+    };
+    let gateway = SandboxProcess::start(&[]).await;
+    let url = gateway.public_url();
+    // No --protocol: buf curl's default is Connect, reflection included.
+    let call = |args: &[&str], method: &str| {
+        let target = format!("{url}/licensing.v1.UserService/{method}");
+        let mut all = vec!["--http2-prior-knowledge"];
+        all.extend_from_slice(args);
+        all.push(&target);
+        buf.curl(&all)
+    };
+
+    let listed = buf.curl(&["--http2-prior-knowledge", "--list-services", &url]);
+    assert_eq!(listed.code, 0, "{listed:#?}");
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|line| line.trim() == "licensing.v1.UserService"),
+        "{listed:#?}"
+    );
+    let login = call(&["-d", &login_body(seed::DEMO_PASSWORD)], "Login").ok_json();
+    let token = string(&login["session"]["accessToken"]);
+    let profile = call(&["-H", &bearer(&token)], "GetProfile").ok_json();
+    assert_eq!(profile["profile"]["email"], seed::DEMO_EMAIL, "{profile}");
+    call(&["-d", &login_body("wrong-password")], "Login")
+        .assert_rpc_error(Code::Unauthenticated, "unauthenticated");
+}
+
+#[tokio::test]
+async fn python_requests_uses_the_gateway_over_connect_json_as_a_website_backend_would() {
+    let test = "python_requests_uses_the_gateway_over_connect_json_as_a_website_backend_would";
+    let Some(python) = outside_tools::python(test) else {
+        return;
+    };
+    let gateway = SandboxProcess::start(&[]).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/connect_requests.py"
+    );
+    let outcome = outside_tools::run(
+        Command::new(&python)
+            .arg(script)
+            .args(["--public", &gateway.public.to_string()])
+            .args(["--email", seed::DEMO_EMAIL])
+            .args(["--password", seed::DEMO_PASSWORD])
+            .args(["--licenses", &seed::DEMO_LICENSE_IDS.join(",")])
+            .args(["--other-license", seed::OTHER_LICENSE_ID])
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+    );
+    assert_eq!(outcome.code, 0, "{outcome:#?}");
+    for expected in [
+        "ok login",
+        "ok profile demo@example.com (POST and GET)",
+        "ok licenses 2 in ",
+        "ok wrong password 401 INVALID_CREDENTIALS",
+        "ok invalid argument 400 fields ",
+        "ok another user's license 404 NOT_FOUND",
+        "ALL OK",
+    ] {
+        assert!(
+            outcome
+                .stdout
+                .lines()
+                .any(|line| line.starts_with(expected)),
+            "missing {expected:?}: {outcome:#?}"
+        );
+    }
+}
