@@ -80,7 +80,11 @@ pub(crate) async fn closed_loops(
     let mut closed = Vec::new();
     let rss_peak = Arc::new(AtomicU64::new(0));
     for rpc in [Rpc::GetProfile, Rpc::ListMyLicenses] {
-        for target in [Target::Bare, Target::Direct, Target::Gateway] {
+        let connect = (rpc == Rpc::GetProfile).then_some(Target::ConnectJson);
+        for target in [Target::Bare, Target::Direct, Target::Gateway]
+            .into_iter()
+            .chain(connect)
+        {
             eprintln!("closed loop: {} via {}", rpc.name(), target.name());
             let call = targets.caller(rpc, target);
             let before = controls.stats();
@@ -89,6 +93,8 @@ pub(crate) async fn closed_loops(
             let sample = closed_loop(plan.calls, plan.concurrency, call).await;
             if let Some(sampler) = sampler {
                 sampler.stop().await;
+            }
+            if matches!(target, Target::Gateway | Target::ConnectJson) {
                 tally.add(plan.warmup + plan.calls, before, controls.stats());
             }
             closed.push((rpc, target, sample));
@@ -105,7 +111,12 @@ pub(crate) async fn open_loops(
     tally: &mut GatewayTally,
 ) -> Vec<(Target, Sample)> {
     let mut open = Vec::new();
-    for target in [Target::Bare, Target::Direct, Target::Gateway] {
+    for target in [
+        Target::Bare,
+        Target::Direct,
+        Target::Gateway,
+        Target::ConnectJson,
+    ] {
         eprintln!(
             "open loop: GetProfile via {} at {} rps",
             target.name(),
@@ -118,7 +129,7 @@ pub(crate) async fn open_loops(
             targets.caller(Rpc::GetProfile, target),
         )
         .await;
-        if target == Target::Gateway {
+        if matches!(target, Target::Gateway | Target::ConnectJson) {
             tally.add(sample.sent(), before, controls.stats());
         }
         open.push((target, sample));

@@ -251,6 +251,7 @@ async fn measure(
         client.clone(),
         UserServiceClient::new(connect(bare.addr).await?),
         sandbox.cryptlex.base_url(),
+        format!("http://{}", gateway.public_addr),
         plan.concurrency,
     )?;
 

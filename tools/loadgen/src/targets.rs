@@ -122,6 +122,9 @@ pub(crate) enum Target {
     Direct,
     /// The gateway child process, which calls the sandbox.
     Gateway,
+    /// The same gateway over the Connect protocol: a plain HTTP/1.1 POST of JSON to
+    /// `/licensing.v1.UserService/<Method>` (issue 17).
+    ConnectJson,
 }
 
 impl Target {
@@ -130,6 +133,7 @@ impl Target {
             Target::Bare => "bare tonic (from memory)",
             Target::Direct => "sandbox over HTTP (direct)",
             Target::Gateway => "gateway -> sandbox",
+            Target::ConnectJson => "gateway -> sandbox, Connect JSON over HTTP/1.1",
         }
     }
 }
@@ -245,6 +249,8 @@ pub(crate) struct Targets {
     http: reqwest::Client,
     /// The sandbox's base URL, for the direct HTTP calls.
     base: String,
+    /// The gateway's public listener as `http://host:port`, for the Connect calls.
+    gateway_base: String,
 }
 
 impl Targets {
@@ -254,6 +260,7 @@ impl Targets {
         gateway: UserServiceClient<Channel>,
         bare: UserServiceClient<Channel>,
         base: String,
+        gateway_base: String,
         concurrency: usize,
     ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
@@ -266,6 +273,7 @@ impl Targets {
             bare,
             http,
             base,
+            gateway_base,
         })
     }
 
@@ -296,6 +304,7 @@ impl Caller {
             bare,
             http,
             base,
+            gateway_base,
         } = &self.targets;
         let token = &tokens[session % tokens.len()];
         match self.target {
@@ -316,6 +325,32 @@ impl Caller {
                         .map(|_| ()),
                 };
                 result.map_err(|status| format!("{:?}: {}", status.code(), status.message()))
+            }
+            Target::ConnectJson => {
+                // Connect unary: the request message as JSON in the body, the answer
+                // as JSON with HTTP 200 (an error is a JSON body with another status).
+                let (method, body) = match self.rpc {
+                    Rpc::GetProfile => ("GetProfile", "{}"),
+                    Rpc::ListMyLicenses => ("ListMyLicenses", r#"{"pageSize":25}"#),
+                };
+                let response = http
+                    .post(format!("{gateway_base}/licensing.v1.UserService/{method}"))
+                    .bearer_auth(token)
+                    .header("content-type", "application/json")
+                    .header("connect-protocol-version", "1")
+                    .body(body)
+                    .timeout(CALL_TIMEOUT)
+                    .send()
+                    .await
+                    .map_err(|error| error.to_string())?;
+                let status = response.status();
+                let body = response.bytes().await.map_err(|error| error.to_string())?;
+                if !status.is_success() {
+                    return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+                }
+                serde_json::from_slice::<serde_json::Value>(&body)
+                    .map(|_| ())
+                    .map_err(|error| error.to_string())
             }
             Target::Direct => {
                 let url = match self.rpc {
