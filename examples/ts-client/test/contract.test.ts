@@ -170,7 +170,7 @@ describe("the same error over Connect binary, Connect JSON and gRPC-Web", () => 
     );
   });
 
-  test("Unavailable / UPSTREAM_RATE_LIMITED carries the same RetryInfo delay", async () => {
+  test("a sign-in Cryptlex refuses with 429 carries the same RetryInfo delay", async () => {
     // Cryptlex answers the sign-in with 429 and Retry-After (a sandbox fault
     // rule); the gateway passes the wait on as RetryInfo. No `failure()`
     // here: it would wait the refusal out.
