@@ -1,13 +1,17 @@
 // One place that knows where the gateway is. Everything goes through the
-// generated client over gRPC-Web with plain `fetch`; it is only ever called
-// on the server (server components, server actions, route handlers), so the
-// access token never reaches the browser's JavaScript.
+// generated client over the Connect protocol (binary) with plain `fetch`; it
+// is only ever called on the server (server components, server actions,
+// route handlers), so the access token never reaches the browser's
+// JavaScript. The reads (GetProfile, ListMyLicenses, GetLicense,
+// ListActivations, ListReleases) go out as GET. `GATEWAY_PROTOCOL=grpc-web`
+// switches to gRPC-Web, for a proxy in between that only lets gRPC-Web by.
 import "server-only";
 import { Gateway, toGatewayError, type CallOptions } from "@licensing-gateway/client";
 
 export function gateway(): Gateway {
   return new Gateway({
     baseUrl: process.env.GATEWAY_URL ?? "http://127.0.0.1:50051",
+    protocol: process.env.GATEWAY_PROTOCOL === "grpc-web" ? "grpc-web" : "connect",
     timeoutMs: 5_000,
   });
 }

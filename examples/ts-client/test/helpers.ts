@@ -1,8 +1,8 @@
-// What the test files share: waiting out the limits a reader's sandbox
-// enforces, and decoding an expected failure.
+// What the test files share: the transports the suite runs over, waiting
+// out the limits a reader's sandbox enforces, and decoding an expected failure.
 import assert from "node:assert/strict";
 
-import { GatewayError } from "../src/gateway";
+import { GatewayError, type GatewayOptions } from "../src/gateway";
 
 /** Refusals for load or pace, not for what the call asked. */
 const BUSY = new Set([
@@ -42,3 +42,56 @@ export async function failure(call: () => Promise<unknown>): Promise<GatewayErro
   }
   assert.fail("the call should have failed");
 }
+
+/** One way of reaching the gateway that the suite runs over. */
+export interface Transport {
+  /** A short name for test titles and `GATEWAY_TRANSPORTS`. */
+  id: "connect-binary" | "connect-json" | "grpc-web";
+  name: string;
+  options: Pick<GatewayOptions, "protocol" | "useBinaryFormat">;
+  /** The request content type of a POST. */
+  requestType: string;
+  /** The response content type of a successful call. */
+  responseType: RegExp;
+  /** Whether the side-effect-free calls go out as GET. */
+  usesGet: boolean;
+}
+
+export const ALL_TRANSPORTS: Transport[] = [
+  {
+    id: "connect-binary",
+    name: "Connect, binary (the default)",
+    options: { protocol: "connect", useBinaryFormat: true },
+    requestType: "application/proto",
+    responseType: /^application\/proto$/,
+    usesGet: true,
+  },
+  {
+    id: "connect-json",
+    name: "Connect, JSON",
+    options: { protocol: "connect", useBinaryFormat: false },
+    requestType: "application/json",
+    responseType: /^application\/json$/,
+    usesGet: true,
+  },
+  {
+    id: "grpc-web",
+    name: "gRPC-Web, binary",
+    options: { protocol: "grpc-web" },
+    requestType: "application/grpc-web+proto",
+    responseType: /^application\/grpc-web(\+proto)?$/,
+    usesGet: false,
+  },
+];
+
+/**
+ * The transports the suite runs over: all three, or those named in
+ * `GATEWAY_TRANSPORTS` (comma-separated ids, e.g. `connect-json,grpc-web`).
+ */
+export const TRANSPORTS: Transport[] = (() => {
+  const wanted = process.env.GATEWAY_TRANSPORTS?.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  if (wanted === undefined || wanted.length === 0) return ALL_TRANSPORTS;
+  const unknown = wanted.filter((id) => !ALL_TRANSPORTS.some((t) => t.id === id));
+  if (unknown.length > 0) throw new Error(`unknown GATEWAY_TRANSPORTS ${unknown.join(", ")}`);
+  return ALL_TRANSPORTS.filter((t) => wanted.includes(t.id));
+})();

@@ -1,20 +1,21 @@
-// The customer-portal RPCs (issue 15) against a RUNNING sandbox gateway over
-// gRPC-Web (see ../run-tests.sh): two-factor sign-in and enrolment, profile,
-// password, password reset (reading the mail from the sandbox's
-// `GET /__sandbox/mails`), one license, its machines, deactivation and
-// releases.
+// The customer-portal RPCs (issue 15) against a RUNNING sandbox gateway, once
+// per transport (Connect binary, Connect JSON, gRPC-Web; see ../run-tests.sh):
+// two-factor sign-in and enrolment, profile, password, password reset
+// (reading the mail from the sandbox's `GET /__sandbox/mails`), one license,
+// its machines, deactivation and releases.
 //
 //   GATEWAY_URL=http://127.0.0.1:50051 SANDBOX_URL=http://127.0.0.1:8089 npm test
 //
 // Accounts whose state a test changes (2FA, names, passwords) are fresh
 // sign-ups, so the demo user stays as seeded; only one of the demo user's
-// machines is deactivated (the first of its license, as long as one is left).
+// machines is deactivated per transport (the first of its license, as long as
+// one is left).
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { before, describe, test } from "node:test";
 
 import { Code, Gateway, LicenseStatus, friendlyMessage, licenseStatus, type License } from "../src/gateway";
-import { failure, patiently } from "./helpers";
+import { TRANSPORTS, failure, patiently } from "./helpers";
 import { totp, wrongCode } from "./totp";
 
 const GATEWAY_URL = process.env.GATEWAY_URL ?? "http://127.0.0.1:50051";
@@ -31,17 +32,18 @@ const OTHER_LICENSE_ID = "b12d4b6c-8e7f-4ab1-9253-6f708192a3b4";
 const LIMITED_ACTIVATION_ID = "e5a7c9db-3f4b-4c8d-ae2f-4a6b8c0d2e3f";
 const OTHER_ACTIVATION_ID = "f6b8daec-4a5c-4d9e-bf3a-5b7c9d1e3f4a";
 
-const gateway = new Gateway({ baseUrl: GATEWAY_URL });
+for (const transport of TRANSPORTS) {
+  const gateway = new Gateway({ baseUrl: GATEWAY_URL, ...transport.options });
 
-/**
- * One fresh user for the profile, password, reset and releases tests (which
- * leave each other's checks alone), so the file signs up two users, not five:
- * sign-ups count against the per-address sign-in limit.
- */
-let shared: Promise<{ email: string; password: string; accessToken: string }> | undefined;
-function sharedUser(): Promise<{ email: string; password: string; accessToken: string }> {
-  shared ??= freshUser("Ada");
-  return shared;
+  /**
+   * One fresh user for the profile, password, reset and releases tests (which
+   * leave each other's checks alone), so the file signs up two users, not five:
+   * sign-ups count against the per-address sign-in limit.
+   */
+  let shared: Promise<{ email: string; password: string; accessToken: string }> | undefined;
+  function sharedUser(): Promise<{ email: string; password: string; accessToken: string }> {
+    shared ??= freshUser("Ada");
+    return shared;
 }
 
 /** A fresh, signed-in user of its own. */
@@ -52,8 +54,7 @@ async function freshUser(firstName = "Portal"): Promise<{ email: string; passwor
   return { email, password, accessToken: session.accessToken };
 }
 
-
-describe("two-factor authentication", () => {
+describe(`two-factor authentication over ${transport.name}`, () => {
   test("enrol, sign in with a code and with a recovery code, then turn it off", async () => {
     const user = await freshUser();
 
@@ -115,7 +116,7 @@ describe("two-factor authentication", () => {
   });
 });
 
-describe("profile and password", () => {
+describe(`profile and password over ${transport.name}`, () => {
   test("UpdateProfile changes only the fields given (the update mask)", async () => {
     const user = await sharedUser();
     const renamed = await patiently(() => gateway.updateProfile(user.accessToken, { lastName: "Lovelace" }));
@@ -148,7 +149,7 @@ describe("profile and password", () => {
   });
 });
 
-describe("password reset", () => {
+describe(`password reset over ${transport.name}`, () => {
   test("RequestPasswordReset answers the same for an unknown address", async () => {
     await patiently(() => gateway.requestPasswordReset(`nobody-${randomUUID()}@example.com`));
   });
@@ -186,7 +187,7 @@ describe("password reset", () => {
   });
 });
 
-describe("licenses, machines and releases", () => {
+describe(`licenses, machines and releases over ${transport.name}`, () => {
   /** One demo session for these tests: fewer sign-ins against the per-address limit. */
   let demo = "";
   before(async () => {
@@ -299,6 +300,7 @@ describe("licenses, machines and releases", () => {
     assert.deepEqual(await patiently(() => gateway.listAllReleases(stranger.accessToken)), [], "no license, no downloads");
   });
 });
+}
 
 describe("the wrapper's license status", () => {
   test("derives the status when an older gateway sends none", () => {
