@@ -442,19 +442,34 @@ fn grpc_request(
         .path_and_query
         .and_then(|path_and_query| path_and_query.path().parse().ok());
     parts.uri = http::Uri::from_parts(uri).unwrap_or_default();
-    let headers = &mut parts.headers;
-    for name in [
-        CONTENT_TYPE,
-        CONTENT_LENGTH,
-        CONTENT_ENCODING,
-        ACCEPT_ENCODING,
-        TRANSFER_ENCODING,
-        PROTOCOL_VERSION,
-        TIMEOUT_MS,
-    ] {
+    grpc_headers(
+        &mut parts.headers,
+        &[
+            CONTENT_LENGTH,
+            CONTENT_ENCODING,
+            ACCEPT_ENCODING,
+            TRANSFER_ENCODING,
+        ],
+        timeout,
+    );
+    let mut frame = BytesMut::with_capacity(5 + proto.len());
+    frame.put_u8(0);
+    frame.put_u32(u32::try_from(proto.len()).unwrap_or(u32::MAX));
+    frame.put_slice(proto);
+    http::Request::from_parts(parts, Body::new(Full::new(frame.freeze())))
+}
+
+/// Turns a Connect request's headers into a gRPC request's: Connect's own
+/// and `also` removed (as are a caller's own gRPC framing headers, which
+/// would only confuse tonic), gRPC's content type and `te`, and the
+/// deadline as `grpc-timeout`.
+fn grpc_headers(headers: &mut http::HeaderMap, also: &[HeaderName], timeout: Option<HeaderValue>) {
+    for name in [CONTENT_TYPE, PROTOCOL_VERSION, TIMEOUT_MS]
+        .iter()
+        .chain(also)
+    {
         headers.remove(name);
     }
-    // A caller's own gRPC framing headers would only confuse tonic.
     for name in ["grpc-timeout", "grpc-encoding", "grpc-accept-encoding"] {
         headers.remove(name);
     }
@@ -463,11 +478,6 @@ fn grpc_request(
     if let Some(timeout) = timeout {
         headers.insert("grpc-timeout", timeout);
     }
-    let mut frame = BytesMut::with_capacity(5 + proto.len());
-    frame.put_u8(0);
-    frame.put_u32(u32::try_from(proto.len()).unwrap_or(u32::MAX));
-    frame.put_slice(proto);
-    http::Request::from_parts(parts, Body::new(Full::new(frame.freeze())))
 }
 
 /// `connect-timeout-ms` as a `grpc-timeout` value (milliseconds, or whole

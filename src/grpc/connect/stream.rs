@@ -13,13 +13,13 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, TE};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use prost::bytes::{BufMut as _, Bytes, BytesMut};
 use tonic::Code;
 
 use super::schema::Schema;
-use super::{BoxError, PROTOCOL_VERSION, Shared, TIMEOUT_MS, connect_timeout, error};
+use super::{BoxError, PROTOCOL_VERSION, Shared, connect_timeout, error, grpc_headers};
 use crate::grpc::status::Refusal;
 
 const CONTENT_ENCODING: HeaderName = HeaderName::from_static("connect-content-encoding");
@@ -51,24 +51,11 @@ pub(super) fn grpc_request(
         );
     }
     let timeout = connect_timeout(&parts.headers).map_err(|refused| refused.status)?;
-    let headers = &mut parts.headers;
-    for name in [
-        CONTENT_TYPE,
-        CONTENT_ENCODING,
-        ACCEPT_ENCODING,
-        PROTOCOL_VERSION,
-        TIMEOUT_MS,
-    ] {
-        headers.remove(name);
-    }
-    for name in ["grpc-timeout", "grpc-encoding", "grpc-accept-encoding"] {
-        headers.remove(name);
-    }
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert(TE, HeaderValue::from_static("trailers"));
-    if let Some(timeout) = timeout {
-        headers.insert("grpc-timeout", timeout);
-    }
+    grpc_headers(
+        &mut parts.headers,
+        &[CONTENT_ENCODING, ACCEPT_ENCODING],
+        timeout,
+    );
     parts.version = http::Version::HTTP_2;
     Ok(http::Request::from_parts(parts, body))
 }
