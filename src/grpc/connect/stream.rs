@@ -19,7 +19,10 @@ use prost::bytes::{BufMut as _, Bytes, BytesMut};
 use tonic::Code;
 
 use super::schema::Schema;
-use super::{BoxError, PROTOCOL_VERSION, Shared, connect_timeout, error, grpc_headers};
+use super::{
+    BoxError, PROTOCOL_VERSION, Shared, check_protocol_version, connect_timeout, error,
+    grpc_headers,
+};
 use crate::grpc::status::Refusal;
 
 const CONTENT_ENCODING: HeaderName = HeaderName::from_static("connect-content-encoding");
@@ -41,15 +44,8 @@ pub(super) fn grpc_request(
         return Err(Refusal::UnsupportedEncoding
             .with_message("streaming calls take uncompressed messages (identity)"));
     }
-    if parts
-        .headers
-        .get(PROTOCOL_VERSION)
-        .is_some_and(|version| version.as_bytes() != b"1")
-    {
-        return Err(
-            Refusal::MalformedRequest.with_message("this server speaks Connect protocol version 1")
-        );
-    }
+    check_protocol_version(parts.headers.get(PROTOCOL_VERSION), "1")
+        .map_err(|refused| refused.status)?;
     let timeout = connect_timeout(&parts.headers).map_err(|refused| refused.status)?;
     grpc_headers(
         &mut parts.headers,
