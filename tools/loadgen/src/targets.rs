@@ -61,6 +61,16 @@ impl Profile {
                 // Every call comes from one address; the per-network allowance for
                 // upstream calls would measure itself instead of the hop.
                 ("LICENSING_GATEWAY__LIMITS__UPSTREAM_CALLS_PER_ADDRESS", "0"),
+                // Each caller's session reads far more than a person would; the
+                // budget's per-session share would measure itself too.
+                (
+                    "LICENSING_GATEWAY__CRYPTLEX__BUDGET__PER_SESSION_READS",
+                    "1000000",
+                ),
+                (
+                    "LICENSING_GATEWAY__CRYPTLEX__BUDGET__UNVOUCHED_READS",
+                    "1000000",
+                ),
             ],
             Profile::Defaults => &[],
             // The sign-in throttle's tables capped low enough that the soak's random
