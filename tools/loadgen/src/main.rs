@@ -6,6 +6,8 @@
 //! cargo run --release -p loadgen -- --soak --out BENCHMARKS.md  # 1M calls, minutes
 //! cargo run --release -p loadgen -- --scenarios --out BENCHMARKS.md  # issue 12, ~5 min
 //! cargo run -p loadgen -- --scenarios --scenario busy-evening-30  # one, debug build
+//! cargo run --release -p loadgen -- --instructions --out BENCHMARKS.md  # ~3 min
+//! cargo run --release -p loadgen -- --instructions --guard perf/baseline.json  # CI
 //! ```
 //!
 //! It starts the sandbox Cryptlex in this process, the release gateway binary as
@@ -38,6 +40,12 @@
 //! Cryptlex's limit; `--scenario <name>` (repeatable) picks some. They write their own
 //! section into `--out`, kept by the other runs.
 //!
+//! `--instructions` runs only the instruction counts ([`instructions`]): the gateway and
+//! a bare tonic server each under `valgrind --tool=callgrind`, instructions per call for
+//! a health check, a cached and an uncached `GetProfile` and `ListMyLicenses`; it writes
+//! its own section into `--out`. With `--guard FILE` it measures only the cached
+//! `GetProfile` (a short mode) and fails if it grew more than 25% over FILE's figure.
+//!
 //! Every gRPC status other than OK counts as an error. Nothing here is a timed
 //! assertion: `--smoke` only checks that the whole pipeline runs.
 //!
@@ -45,6 +53,7 @@
 //! is called, [`load`] how calls are sent, [`process`] the gateway child processes and
 //! their resources, and [`report`] (with [`machine`]) the Markdown written at the end.
 
+mod instructions;
 mod load;
 mod machine;
 mod plan;
@@ -99,6 +108,21 @@ struct Args {
     /// built first with `cargo build` in the same profile.
     #[arg(long)]
     gateway_bin: Option<PathBuf>,
+    /// Run only the instruction counts under `valgrind --tool=callgrind`. Writes its
+    /// own section into `--out`.
+    #[arg(long)]
+    instructions: bool,
+    /// With `--instructions`: measure only the cached `GetProfile` (a short mode) and
+    /// fail if it costs more than 25% over the baseline in this file.
+    #[arg(long, requires = "instructions")]
+    guard: Option<PathBuf>,
+    /// With `--guard`: write the figures measured into the baseline file instead.
+    #[arg(long, requires = "guard")]
+    update_baseline: bool,
+    /// Serve the canned answers in this file as a bare tonic server (the process
+    /// `--instructions` measures); prints its address, ends when stdin closes.
+    #[arg(long, hide = true)]
+    bare_server: Option<PathBuf>,
 }
 
 /// The repository root (the gateway's package), two levels above this crate.
@@ -112,6 +136,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(file) = &args.bare_server {
+        return runtime.block_on(targets::serve_bare(file));
+    }
     runtime.block_on(run(args))
 }
 
@@ -134,8 +161,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .len();
 
     let dir = std::env::temp_dir().join(format!("loadgen-{}", uuid::Uuid::new_v4().simple()));
+    if let Some(file) = &args.guard {
+        let result = run_guard(&gateway_bin, &dir, file, args.update_baseline).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        println!("{}", result?);
+        return Ok(());
+    }
     let result = if args.soak {
         run_soak(&args, &gateway_bin, &dir).await
+    } else if args.instructions {
+        run_instructions(&args, &gateway_bin, &dir).await
     } else if scenario_mode {
         run_scenarios(&args, &gateway_bin, &dir).await
     } else {
@@ -148,13 +183,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let existing = std::fs::read_to_string(out).unwrap_or_default();
         let text = if args.soak {
             soak::splice_section(&existing, &report)
+        } else if args.instructions {
+            soak::splice_named(&existing, instructions::HEADING, &report)
         } else if scenario_mode {
             soak::splice_named(&existing, scenarios::HEADING, &report)
         } else {
             // A full run rewrites the file but keeps the soak's and the scenarios'
             // sections (unless it wrote one itself, as the smoke does).
             let mut text = report;
-            for heading in [scenarios::HEADING, soak::HEADING] {
+            for heading in [instructions::HEADING, scenarios::HEADING, soak::HEADING] {
                 if !text.contains(heading)
                     && let Some(section) = soak::existing_named(&existing, heading)
                 {
@@ -190,6 +227,39 @@ async fn run_soak(args: &Args, gateway_bin: &Path, dir: &Path) -> anyhow::Result
         command.push_str(&format!(" --out {}", out.display()));
     }
     Ok(result?.render(&command))
+}
+
+/// Every instruction-count row; returns their section.
+async fn run_instructions(args: &Args, gateway_bin: &Path, dir: &Path) -> anyhow::Result<String> {
+    let sandbox = start_sandbox(dir).await?;
+    let plan = instructions::InstructionPlan::full();
+    let measured = instructions::measure(gateway_bin, &sandbox, dir, plan, true).await?;
+    let mut command = String::from("cargo run --release -p loadgen -- --instructions");
+    if let Some(out) = &args.out {
+        command.push_str(&format!(" --out {}", out.display()));
+    }
+    let commit = machine::git_commit();
+    Ok(format!(
+        "{}\n\n{}",
+        instructions::HEADING,
+        measured.render(&format!("{command}` at commit `{commit}"))
+    ))
+}
+
+/// The guard: the cached `GetProfile` against the baseline in `file`.
+async fn run_guard(
+    gateway_bin: &Path,
+    dir: &Path,
+    file: &Path,
+    update: bool,
+) -> anyhow::Result<String> {
+    if cfg!(debug_assertions) {
+        anyhow::bail!("the guard's baseline is a release build's: use `cargo run --release`");
+    }
+    let sandbox = start_sandbox(dir).await?;
+    let plan = instructions::InstructionPlan::guard();
+    let measured = instructions::measure(gateway_bin, &sandbox, dir, plan, false).await?;
+    instructions::guard(&measured, file, update)
 }
 
 /// The scenarios of issue 12 (those `--scenario` picks, or all); returns their section.

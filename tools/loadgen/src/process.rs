@@ -4,6 +4,7 @@
 //! Kubernetes would.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -104,12 +105,33 @@ impl GatewayProcess {
         profile: Profile,
         extra: &[(String, String)],
     ) -> anyhow::Result<Self> {
+        Self::start_under(bin, sandbox, profile, extra, &[], Duration::from_secs(30)).await
+    }
+
+    /// [`start_with`](Self::start_with), the gateway's command line behind `wrapper`'s
+    /// (such as `valgrind --tool=callgrind`), SERVING within `deadline`. The process
+    /// id is then the wrapper's, which valgrind shares with the program it runs.
+    pub(crate) async fn start_under(
+        bin: &Path,
+        sandbox: &Sandbox,
+        profile: Profile,
+        extra: &[(String, String)],
+        wrapper: &[OsString],
+        deadline: Duration,
+    ) -> anyhow::Result<Self> {
         // Free ports picked now, so the health check can start polling at once.
         let public_addr = free_local_addr()?;
         let internal_addr = free_local_addr()?;
         let admin_addr = free_local_addr()?;
         let started = Instant::now();
-        let mut command = tokio::process::Command::new(bin);
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = tokio::process::Command::new(program);
+                command.args(args).arg(bin);
+                command
+            }
+            None => tokio::process::Command::new(bin),
+        };
         command
             .arg("--config")
             .arg(&sandbox.config_file)
@@ -156,13 +178,13 @@ impl GatewayProcess {
             });
         }
 
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let until = Instant::now() + deadline;
         loop {
             if let Some(status) = child.try_wait()? {
                 bail!("the gateway exited during start-up: {status}");
             }
-            if Instant::now() > deadline {
-                bail!("the gateway was not SERVING within 30 s");
+            if Instant::now() > until {
+                bail!("the gateway was not SERVING within {deadline:?}");
             }
             if serving(public_addr).await {
                 break;

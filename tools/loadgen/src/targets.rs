@@ -20,6 +20,7 @@ use licensing_gateway::grpc::pb::{
     LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshSessionRequest,
     RefreshSessionResponse, SignUpRequest, SignUpResponse,
 };
+use prost::Message as _;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status};
 
@@ -392,9 +393,74 @@ impl Caller {
 
 /// Answers `GetProfile` and `ListMyLicenses` from memory; everything else is unimplemented.
 #[derive(Debug, Clone)]
-struct Canned {
+pub(crate) struct Canned {
     profile: GetProfileResponse,
     licenses: ListMyLicensesResponse,
+}
+
+/// The first line `loadgen --bare-server` prints, before its address.
+pub(crate) const BARE_LISTENING: &str = "listening on ";
+
+impl Canned {
+    /// What `gateway` answers: the profile of session `token`, and the licenses of
+    /// session `licenses_of` (or `token`).
+    pub(crate) async fn copy_of(
+        gateway: &UserServiceClient<Channel>,
+        token: &str,
+        licenses_of: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let profile = gateway
+            .clone()
+            .get_profile(with_token(GetProfileRequest {}, token))
+            .await?
+            .into_inner();
+        let licenses = gateway
+            .clone()
+            .list_my_licenses(with_token(list_request(), licenses_of.unwrap_or(token)))
+            .await?
+            .into_inner();
+        Ok(Canned { profile, licenses })
+    }
+
+    /// Both answers, each length-delimited protobuf.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = self.profile.encode_length_delimited_to_vec();
+        bytes.extend(self.licenses.encode_length_delimited_to_vec());
+        bytes
+    }
+
+    fn from_bytes(mut bytes: &[u8]) -> anyhow::Result<Self> {
+        let profile = GetProfileResponse::decode_length_delimited(&mut bytes)?;
+        let licenses = ListMyLicensesResponse::decode_length_delimited(&mut bytes)?;
+        Ok(Canned { profile, licenses })
+    }
+}
+
+/// `loadgen --bare-server FILE`: the bare tonic server (with a health service) as a
+/// process of its own, answering what FILE holds ([`Canned::to_bytes`]) on a free
+/// loopback port it prints; it ends when its stdin closes.
+pub(crate) async fn serve_bare(file: &Path) -> anyhow::Result<()> {
+    let canned = Canned::from_bytes(&std::fs::read(file)?)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("{BARE_LISTENING}{}", listener.local_addr()?);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<UserServiceServer<Canned>>().await;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // A thread blocks on stdin (tokio's stdin is not among the features built).
+    let (closed, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        let _ = closed.send(());
+    });
+    let stdin_closed = async {
+        let _ = stdin_closed.await;
+    };
+    Server::builder()
+        .add_service(health)
+        .add_service(UserServiceServer::new(canned))
+        .serve_with_incoming_shutdown(incoming, stdin_closed)
+        .await?;
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -522,17 +588,7 @@ impl BareServer {
         gateway: &UserServiceClient<Channel>,
         token: &str,
     ) -> anyhow::Result<Self> {
-        let profile = gateway
-            .clone()
-            .get_profile(with_token(GetProfileRequest {}, token))
-            .await?
-            .into_inner();
-        let licenses = gateway
-            .clone()
-            .list_my_licenses(with_token(list_request(), token))
-            .await?
-            .into_inner();
-        Self::start(Canned { profile, licenses })
+        Self::start(Canned::copy_of(gateway, token, None).await?)
     }
 
     fn start(canned: Canned) -> anyhow::Result<Self> {
