@@ -22,8 +22,8 @@ use crate::targets::{Caller, Rpc, Target, Targets, list_request, with_token};
 #[derive(Debug, Default)]
 pub(crate) struct Sample {
     latencies: Vec<Duration>,
-    pub(crate) errors: u64,
-    pub(crate) first_error: Option<String>,
+    errors: u64,
+    first_error: Option<String>,
     elapsed: Duration,
 }
 
@@ -48,6 +48,74 @@ impl Sample {
     }
 }
 
+/// One row's runs, one per interleaved round (every row runs once per round, in turn,
+/// so a burst of other work on the machine falls on all rows alike rather than on
+/// one): counts summed, and throughput and percentiles as the median of the rounds
+/// with their range.
+#[derive(Debug, Default)]
+pub(crate) struct Runs(Vec<Sample>);
+
+impl Runs {
+    pub(crate) fn push(&mut self, sample: Sample) {
+        self.0.push(sample);
+    }
+
+    pub(crate) fn sent(&self) -> usize {
+        self.0.iter().map(Sample::sent).sum()
+    }
+
+    pub(crate) fn errors(&self) -> u64 {
+        self.0.iter().map(|sample| sample.errors).sum()
+    }
+
+    pub(crate) fn first_error(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .find_map(|sample| sample.first_error.as_deref())
+    }
+
+    /// The median round's calls per second.
+    pub(crate) fn rps(&self) -> f64 {
+        median(self.0.iter().map(Sample::rps))
+    }
+
+    /// The lowest and highest round's calls per second.
+    pub(crate) fn rps_range(&self) -> (f64, f64) {
+        range(self.0.iter().map(Sample::rps))
+    }
+
+    /// The median of the rounds' `p`-th percentiles, in milliseconds.
+    pub(crate) fn percentile_ms(&self, p: f64) -> f64 {
+        median(self.0.iter().map(|sample| sample.percentile_ms(p)))
+    }
+
+    /// The lowest and highest round's `p`-th percentile, in milliseconds.
+    pub(crate) fn percentile_range_ms(&self, p: f64) -> (f64, f64) {
+        range(self.0.iter().map(|sample| sample.percentile_ms(p)))
+    }
+}
+
+/// The median (the mean of the middle two of an even count); NaN when empty.
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}
+
+fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::NAN, f64::NAN), |(low, high), value| {
+        (low.min(value), high.max(value))
+    })
+}
+
 /// What the hop-cost gateway was sent in sections 1 and 2, and what it sent upstream
 /// meanwhile.
 #[derive(Debug, Default)]
@@ -68,24 +136,36 @@ impl GatewayTally {
     }
 }
 
-/// Section 1: each RPC in a closed loop on each target, the gateway last. Returns the
-/// runs and the gateway's peak RSS in KiB, sampled while it was under load.
+/// Section 1: each RPC in a closed loop on each target, the gateway last, the whole
+/// sequence repeated `plan.rounds` times. Returns the runs and the gateway's peak RSS
+/// in KiB, sampled while it was under load.
 pub(crate) async fn closed_loops(
     plan: Plan,
     targets: &Targets,
     gateway: &GatewayProcess,
     controls: &Controls,
     tally: &mut GatewayTally,
-) -> (Vec<(Rpc, Target, Sample)>, u64) {
-    let mut closed = Vec::new();
-    let rss_peak = Arc::new(AtomicU64::new(0));
+) -> (Vec<(Rpc, Target, Runs)>, u64) {
+    let mut rows: Vec<(Rpc, Target, Runs)> = Vec::new();
     for rpc in [Rpc::GetProfile, Rpc::ListMyLicenses] {
         let connect = (rpc == Rpc::GetProfile).then_some(Target::ConnectJson);
         for target in [Target::Bare, Target::Direct, Target::Gateway]
             .into_iter()
             .chain(connect)
         {
-            eprintln!("closed loop: {} via {}", rpc.name(), target.name());
+            rows.push((rpc, target, Runs::default()));
+        }
+    }
+    let rss_peak = Arc::new(AtomicU64::new(0));
+    for round in 1..=plan.rounds {
+        for (rpc, target, runs) in &mut rows {
+            let (rpc, target) = (*rpc, *target);
+            eprintln!(
+                "closed loop, round {round}/{}: {} via {}",
+                plan.rounds,
+                rpc.name(),
+                target.name()
+            );
             let call = targets.caller(rpc, target);
             let before = controls.stats();
             closed_loop(plan.warmup, plan.concurrency, call.clone()).await;
@@ -97,44 +177,52 @@ pub(crate) async fn closed_loops(
             if matches!(target, Target::Gateway | Target::ConnectJson) {
                 tally.add(plan.warmup + plan.calls, before, controls.stats());
             }
-            closed.push((rpc, target, sample));
+            runs.push(sample);
         }
     }
-    (closed, rss_peak.load(Ordering::Relaxed))
+    (rows, rss_peak.load(Ordering::Relaxed))
 }
 
-/// Section 2: `GetProfile` in an open loop at the plan's rate on each target, the gateway last.
+/// Section 2: `GetProfile` in an open loop at the plan's rate on each target, the
+/// gateway last, the sequence repeated `plan.rounds` times.
 pub(crate) async fn open_loops(
     plan: Plan,
     targets: &Targets,
     controls: &Controls,
     tally: &mut GatewayTally,
-) -> Vec<(Target, Sample)> {
-    let mut open = Vec::new();
-    for target in [
+) -> Vec<(Target, Runs)> {
+    let mut rows: Vec<(Target, Runs)> = [
         Target::Bare,
         Target::Direct,
         Target::Gateway,
         Target::ConnectJson,
-    ] {
-        eprintln!(
-            "open loop: GetProfile via {} at {} rps",
-            target.name(),
-            plan.open_rate
-        );
-        let before = controls.stats();
-        let sample = open_loop(
-            plan.open_rate,
-            plan.open_duration,
-            targets.caller(Rpc::GetProfile, target),
-        )
-        .await;
-        if matches!(target, Target::Gateway | Target::ConnectJson) {
-            tally.add(sample.sent(), before, controls.stats());
+    ]
+    .into_iter()
+    .map(|target| (target, Runs::default()))
+    .collect();
+    for round in 1..=plan.rounds {
+        for (target, runs) in &mut rows {
+            let target = *target;
+            eprintln!(
+                "open loop, round {round}/{}: GetProfile via {} at {} rps",
+                plan.rounds,
+                target.name(),
+                plan.open_rate
+            );
+            let before = controls.stats();
+            let sample = open_loop(
+                plan.open_rate,
+                plan.open_duration,
+                targets.caller(Rpc::GetProfile, target),
+            )
+            .await;
+            if matches!(target, Target::Gateway | Target::ConnectJson) {
+                tally.add(sample.sent(), before, controls.stats());
+            }
+            runs.push(sample);
         }
-        open.push((target, sample));
     }
-    open
+    rows
 }
 
 /// `calls` calls from `concurrency` tasks, each starting its next call when the last ends.

@@ -7,6 +7,8 @@ use std::time::Duration;
 /// The counts of one run.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Plan {
+    /// Sections 1 and 2 run this many times, interleaved; the report gives medians.
+    pub(crate) rounds: usize,
     pub(crate) warmup: usize,
     pub(crate) calls: usize,
     pub(crate) concurrency: usize,
@@ -22,6 +24,7 @@ pub(crate) struct Plan {
 impl Plan {
     pub(crate) fn full() -> Self {
         Plan {
+            rounds: 3,
             warmup: 1_000,
             calls: 20_000,
             concurrency: 32,
@@ -35,6 +38,7 @@ impl Plan {
 
     pub(crate) fn smoke() -> Self {
         Plan {
+            rounds: 1,
             warmup: 10,
             calls: 200,
             concurrency: 8,

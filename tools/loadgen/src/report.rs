@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::load::{GatewayTally, Limited, READS_PER_PAGE, Sample};
+use crate::load::{GatewayTally, Limited, READS_PER_PAGE, Runs};
 use crate::plan::Plan;
 use crate::targets::{Profile, Rpc, Target, overrides_markdown};
 use crate::{Args, WORKSPACE_ROOT, machine};
@@ -24,8 +24,8 @@ pub(crate) struct Report<'a> {
     pub(crate) idle_rss: u64,
     pub(crate) idle_rss_after: u64,
     pub(crate) peak_rss: u64,
-    pub(crate) closed: Vec<(Rpc, Target, Sample)>,
-    pub(crate) open: Vec<(Target, Sample)>,
+    pub(crate) closed: Vec<(Rpc, Target, Runs)>,
+    pub(crate) open: Vec<(Target, Runs)>,
     /// The hop-cost gateway's calls in sections 1 and 2.
     pub(crate) tally: GatewayTally,
     pub(crate) limited: Limited,
@@ -112,13 +112,13 @@ impl Report<'_> {
             md,
             "## 1. Throughput and latency (closed loop, sandbox rate limit off)\n\n\
              {} calls per row after {} warm-up calls, {} concurrent callers; gRPC on one HTTP/2 \
-             connection, direct HTTP on a keep-alive pool. Latencies in ms.\n",
-            plan.calls, plan.warmup, plan.concurrency
+             connection, direct HTTP on a keep-alive pool. {}Latencies in ms.\n",
+            plan.calls,
+            plan.warmup,
+            plan.concurrency,
+            rounds_note(plan.rounds)
         );
-        let _ = writeln!(
-            md,
-            "| RPC | path | calls | errors | calls/s | p50 | p90 | p99 |\n|---|---|--:|--:|--:|--:|--:|--:|"
-        );
+        let _ = writeln!(md, "{TABLE_HEAD}\n{TABLE_RULE}");
         for (rpc, target, sample) in &self.closed {
             let _ = writeln!(
                 md,
@@ -165,6 +165,23 @@ impl Report<'_> {
                 );
             }
         }
+        let find = |target: Target| {
+            self.closed
+                .iter()
+                .find(|(rpc, t, _)| *rpc == Rpc::GetProfile && *t == target)
+                .map(|(_, _, runs)| runs)
+        };
+        if let (Some(grpc), Some(json)) = (find(Target::Gateway), find(Target::ConnectJson)) {
+            let _ = writeln!(
+                md,
+                "\nThe cost of JSON: `GetProfile` over Connect JSON (HTTP/1.1, a keep-alive pool) \
+                 against gRPC (one HTTP/2 connection), the same gateway and sessions: \
+                 throughput {:.2}×, p50 {:+.2} ms, p99 {:+.2} ms.",
+                json.rps() / grpc.rps(),
+                json.percentile_ms(50.0) - grpc.percentile_ms(50.0),
+                json.percentile_ms(99.0) - grpc.percentile_ms(99.0),
+            );
+        }
     }
 
     /// Section 2.
@@ -174,12 +191,18 @@ impl Report<'_> {
             md,
             "\n## 2. Added latency at a fixed rate (open loop)\n\n\
              `GetProfile` at {} calls/s for {:?}, each call started on schedule whatever the \
-             earlier ones did; latency counts from the scheduled start. Latencies in ms.\n",
-            plan.open_rate, plan.open_duration
+             earlier ones did; latency counts from the scheduled start. {}Latencies in ms.\n",
+            plan.open_rate,
+            plan.open_duration,
+            rounds_note(plan.rounds)
         );
         let _ = writeln!(
             md,
-            "| path | calls | errors | achieved calls/s | p50 | p90 | p99 |\n|---|--:|--:|--:|--:|--:|--:|"
+            "{}\n{}",
+            TABLE_HEAD
+                .replacen("| RPC ", "", 1)
+                .replacen("calls/s", "achieved calls/s", 1),
+            TABLE_RULE.replacen("|---", "", 1)
         );
         for (target, sample) in &self.open {
             let _ = writeln!(md, "| {} | {} |", target.name(), sample_cells(sample));
@@ -341,12 +364,12 @@ impl Report<'_> {
     fn first_errors(&self, md: &mut String) {
         let mut first_errors = Vec::new();
         for (rpc, target, sample) in &self.closed {
-            if let Some(error) = &sample.first_error {
+            if let Some(error) = sample.first_error() {
                 first_errors.push(format!("{} via {}: {error}", rpc.name(), target.name()));
             }
         }
         for (target, sample) in &self.open {
-            if let Some(error) = &sample.first_error {
+            if let Some(error) = sample.first_error() {
                 first_errors.push(format!("open loop via {}: {error}", target.name()));
             }
         }
@@ -359,16 +382,40 @@ impl Report<'_> {
     }
 }
 
-/// A run's cells in the tables of sections 1 and 2: calls, errors, calls/s, p50, p90, p99.
-fn sample_cells(sample: &Sample) -> String {
+/// The columns of the tables of sections 1 and 2 ([`sample_cells`]).
+const TABLE_HEAD: &str =
+    "| RPC | path | calls | errors | calls/s | calls/s range | p50 | p90 | p99 | p99 range |";
+const TABLE_RULE: &str = "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|";
+
+/// How sections 1 and 2 read their figures, when there were several rounds.
+fn rounds_note(rounds: usize) -> String {
+    if rounds <= 1 {
+        return String::new();
+    }
     format!(
-        "{} | {} | {:.0} | {:.2} | {:.2} | {:.2}",
-        sample.sent(),
-        sample.errors,
-        sample.rps(),
-        sample.percentile_ms(50.0),
-        sample.percentile_ms(90.0),
-        sample.percentile_ms(99.0)
+        "Every row ran {rounds} times, interleaved (each round runs every row in turn); calls \
+         and errors are summed, calls/s and the percentiles are the median round's, and the \
+         ranges are the lowest and highest round's. "
+    )
+}
+
+/// A row's cells in the tables of sections 1 and 2: calls, errors, calls/s and its
+/// range, p50, p90, p99 and its range.
+fn sample_cells(runs: &Runs) -> String {
+    let (low, high) = runs.rps_range();
+    let (p99_low, p99_high) = runs.percentile_range_ms(99.0);
+    format!(
+        "{} | {} | {:.0} | {:.0}-{:.0} | {:.2} | {:.2} | {:.2} | {:.2}-{:.2}",
+        runs.sent(),
+        runs.errors(),
+        runs.rps(),
+        low,
+        high,
+        runs.percentile_ms(50.0),
+        runs.percentile_ms(90.0),
+        runs.percentile_ms(99.0),
+        p99_low,
+        p99_high
     )
 }
 
