@@ -30,5 +30,7 @@ pub use portal::{
     Activation, ActivationPage, ActivationsRequest, FeatureEntitlement, FilterText, LicenseDetail,
     Release, ReleaseFile, ReleasePage, ReleasesRequest, readable_place,
 };
+#[cfg(test)]
+pub(crate) use secrets::counts as token_counts;
 pub use secrets::{AdminToken, Password, RefreshToken, UserToken};
 pub use validation::{FieldViolation, ValidationErrors};

@@ -107,8 +107,10 @@ pub struct CacheOptions {
 pub(crate) struct TokenDigest([u8; 32]);
 
 impl TokenDigest {
+    /// The token's digest, which the token computes once and keeps
+    /// ([`UserToken::digest`]), so asking again costs a copy.
     pub(crate) fn new(token: &UserToken) -> Self {
-        Self(Sha256::digest(token.expose_secret().as_bytes()).into())
+        Self(*token.digest())
     }
 
     /// Parses the hex form (as a [`super::changes::Change::SignedOut`]
@@ -140,7 +142,8 @@ pub(crate) struct CacheKey {
 }
 
 impl CacheKey {
-    /// Derives the key from the token and the call's identity.
+    /// Derives the key from the token (its kept digest: the token is not
+    /// hashed again) and the call's identity.
     pub(crate) fn new(token: &UserToken, call: &str, arguments: &str) -> Self {
         let mut hasher = Sha256::new();
         hasher.update(call.as_bytes());

@@ -59,34 +59,37 @@ const MAX_VOUCHED: usize = 50_000;
 /// `exp`: past it, the token is vouched for again by its next answered read.
 const MAX_VOUCH_FOR: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// The same decoder as the shape check's: lenient about padding.
-const JWT_PART: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    base64::engine::GeneralPurposeConfig::new()
-        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
-        .with_decode_allow_trailing_bits(true),
-);
-
-/// The hash a refused token is remembered by. The kind is part of it, so an
-/// access token and a refresh token with the same text stay apart.
+/// Which kind of token a refusal is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct TokenHash([u8; 32]);
+enum TokenKind {
+    Access,
+    Refresh,
+}
+
+/// What a refused token is remembered by: its kind and the SHA-256 of its
+/// text. The kind is part of it, so an access token and a refresh token with
+/// the same text stay apart. An access token's digest is the one the token
+/// already carries ([`UserToken::digest`]), so remembering or checking it
+/// hashes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct TokenHash {
+    kind: TokenKind,
+    digest: [u8; 32],
+}
 
 impl TokenHash {
-    fn new(kind: &str, token: &str) -> Self {
-        let mut hasher = Sha256::new();
-        hasher.update(kind.as_bytes());
-        hasher.update([0]);
-        hasher.update(token.as_bytes());
-        Self(hasher.finalize().into())
-    }
-
     fn access(token: &UserToken) -> Self {
-        Self::new("access", token.expose_secret())
+        Self {
+            kind: TokenKind::Access,
+            digest: *token.digest(),
+        }
     }
 
     fn refresh(token: &RefreshToken) -> Self {
-        Self::new("refresh", token.expose_secret())
+        Self {
+            kind: TokenKind::Refresh,
+            digest: Sha256::digest(token.expose_secret().as_bytes()).into(),
+        }
     }
 }
 
@@ -150,12 +153,10 @@ impl TokenGuard {
 
     /// Vouches for a token Cryptlex has just answered a read with.
     pub(crate) fn vouch_answered(&self, token: &UserToken) {
-        let lifetime = claims(token)
-            .and_then(|claims| claims.get("exp").and_then(serde_json::Value::as_f64))
-            .map_or(MAX_VOUCH_FOR, |exp| {
-                Duration::try_from_secs_f64(exp - chrono::Utc::now().timestamp() as f64)
-                    .unwrap_or(Duration::ZERO)
-            });
+        let lifetime = token.claimed_expiry().map_or(MAX_VOUCH_FOR, |exp| {
+            Duration::try_from_secs_f64(exp - chrono::Utc::now().timestamp() as f64)
+                .unwrap_or(Duration::ZERO)
+        });
         self.vouch(TokenDigest::new(token), lifetime);
     }
 
@@ -274,8 +275,7 @@ impl TokenGuard {
 /// Cryptlex does not document its claims, so the read cache checks the claim
 /// against the profile it reads and stops using claims if they differ.
 pub(crate) fn claimed_user_id(token: &UserToken) -> Option<String> {
-    let sub = claims(token)?.remove("sub")?;
-    let sub = sub.as_str()?;
+    let sub = token.claimed_subject()?;
     let plausible =
         !sub.is_empty() && sub.len() <= 128 && sub.bytes().all(|b| b.is_ascii_graphic());
     plausible.then(|| sub.to_owned())
@@ -285,19 +285,9 @@ pub(crate) fn claimed_user_id(token: &UserToken) -> Option<String> {
 /// one. Cryptlex refuses it from then on (give or take its clock skew), so
 /// the read cache stops answering it from memory and lets Cryptlex decide.
 pub(crate) fn expires_at(token: &UserToken) -> Option<Instant> {
-    let exp = claims(token)?.get("exp")?.as_f64()?;
+    let exp = token.claimed_expiry()?;
     let left = exp - chrono::Utc::now().timestamp() as f64;
     Some(Instant::now() + Duration::try_from_secs_f64(left).unwrap_or(Duration::ZERO))
-}
-
-/// The token's JWT claims, unverified, if it is a JWT.
-fn claims(token: &UserToken) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let claims = token.expose_secret().split('.').nth(1)?;
-    let bytes = base64::Engine::decode(&JWT_PART, claims).ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        serde_json::Value::Object(claims) => Some(claims),
-        _ => None,
-    }
 }
 
 fn lock<V>(mutex: &Mutex<V>) -> std::sync::MutexGuard<'_, V> {
@@ -462,6 +452,48 @@ mod tests {
         let vouched = lock(&guard.vouched);
         assert!(vouched.until.len() <= MAX_VOUCHED);
         assert!(vouched.order.len() <= MAX_VOUCHED);
+    }
+
+    #[test]
+    fn a_cached_read_hashes_its_token_once_and_reads_its_claims_once() {
+        use super::super::read_cache::CacheKey;
+        let guard = TokenGuard::new();
+        let exp = chrono::Utc::now().timestamp() + 900;
+        let token = jwt(&serde_json::json!({"sub": "u1", "exp": exp}));
+        let before = crate::domain::token_counts::get();
+
+        // What a read (`profile`, `my_licenses`, ...) asks of its token: the
+        // guard's checks, the cache key, `read_for`, and, once Cryptlex has
+        // answered, the vouch (on the clone the fetch took).
+        guard.check_access(&token).expect("a live JWT");
+        let key = CacheKey::new(&token, "me", "");
+        let digest = TokenDigest::new(&token);
+        assert!(!guard.is_vouched(&digest));
+        assert_eq!(claimed_user_id(&token).as_deref(), Some("u1"));
+        assert!(expires_at(&token).is_some());
+        let fetched = token.clone();
+        guard.vouch_answered(&fetched);
+        assert!(guard.is_vouched(&digest));
+        guard.access_call_failed(&token, &refused_by_cryptlex());
+        assert!(guard.check_access(&token).is_err());
+
+        let after = crate::domain::token_counts::get();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1));
+        assert_eq!(key, CacheKey::new(&fetched, "me", ""));
+    }
+
+    #[test]
+    fn access_and_refresh_refusals_of_the_same_text_stay_apart() {
+        let guard = TokenGuard::new();
+        let refresh = RefreshToken::parse("refresh_token", "a.b.c".into()).expect("token");
+        let access = token("a.b.c");
+        guard.refresh_failed(&refresh, &refused_by_cryptlex());
+        assert!(guard.check_refresh(&refresh).is_err());
+        assert!(guard.check(TokenHash::access(&access)).is_ok());
+        assert_eq!(
+            TokenHash::refresh(&refresh).digest,
+            TokenHash::access(&access).digest
+        );
     }
 
     #[test]
