@@ -424,10 +424,14 @@ pub(crate) enum Target<'a> {
     AllPages,
 }
 
-type SharedFetch = Shared<BoxFuture<'static, Result<Answer, LicensingError>>>;
+/// A fetch in flight. Its answer is shared (`Arc`), so its waiters and the
+/// entry it becomes hold one copy between them.
+type SharedFetch = Shared<BoxFuture<'static, Result<Arc<Answer>, LicensingError>>>;
 
 struct Entry {
-    value: Answer,
+    /// Shared with the readers it is answering, so a hit copies it outside
+    /// the store's lock.
+    value: Arc<Answer>,
     stored_at: Instant,
     /// Which insertion this is, to tell live queue slots from stale ones.
     seq: u64,
@@ -490,7 +494,7 @@ impl Store {
     fn insert(
         &mut self,
         key: CacheKey,
-        value: Answer,
+        value: Arc<Answer>,
         owner: Option<(String, bool)>,
         limits: Limits,
     ) {
@@ -899,12 +903,12 @@ impl ReadCache {
         if usable && let Some((value, age)) = self.remembered(&key) {
             if age < options.fresh_for {
                 counters.hits.fetch_add(1, Ordering::Relaxed);
-                return Ok((value, Freshness::Fresh));
+                return Ok((Arc::unwrap_or_clone(value), Freshness::Fresh));
             }
             if !options.fresh_for.is_zero() && age < options.max_age {
                 counters.hits.fetch_add(1, Ordering::Relaxed);
                 self.revalidate(key, kind, read.ctx, read.share, claimed_owner, fetch);
-                return Ok((value, Freshness::Fresh));
+                return Ok((Arc::unwrap_or_clone(value), Freshness::Fresh));
             }
         }
         let (shared, outdated, leader) = {
@@ -918,7 +922,10 @@ impl ReadCache {
                         background: false,
                         ..read.share
                     });
-                    let shared = fetch(ctx).boxed().shared();
+                    let shared = fetch(ctx)
+                        .map(|result| result.map(Arc::new))
+                        .boxed()
+                        .shared();
                     let outdated = Arc::new(AtomicBool::new(false));
                     let id = in_flight.add(
                         key,
@@ -957,13 +964,15 @@ impl ReadCache {
             self.settle(key, &result, &outdated, claimed_owner);
         }
         match result {
-            Ok(value) => Ok((value, Freshness::Fresh)),
+            // The last holder (the entry was not stored) takes it, any
+            // other copies it.
+            Ok(value) => Ok((Arc::unwrap_or_clone(value), Freshness::Fresh)),
             Err(error @ LicensingError::Unavailable { .. }) if options.serve_stale && usable => {
                 match self.stale(&key) {
                     Some(value) => {
                         counters.stale_served.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%error, "cryptlex unavailable: serving the last known answer, marked stale");
-                        Ok((value, Freshness::Stale))
+                        Ok((Arc::unwrap_or_clone(value), Freshness::Stale))
                     }
                     None => Err(error),
                 }
@@ -1006,6 +1015,7 @@ impl ReadCache {
             tokio::time::timeout(BACKGROUND_DEADLINE, fetch)
                 .await
                 .unwrap_or(Err(LicensingError::DeadlineExceeded))
+                .map(Arc::new)
         }
         .boxed()
         .shared();
@@ -1048,12 +1058,12 @@ impl ReadCache {
     fn settle(
         &self,
         key: CacheKey,
-        result: &Result<Answer, LicensingError>,
+        result: &Result<Arc<Answer>, LicensingError>,
         outdated: &AtomicBool,
         claimed_owner: Option<String>,
     ) {
         match result {
-            Ok(value) => self.store(key, value.clone(), outdated, claimed_owner),
+            Ok(value) => self.store(key, Arc::clone(value), outdated, claimed_owner),
             Err(LicensingError::TokenInvalid) => {
                 self.invalidate(Target::Token(key.token));
             }
@@ -1095,17 +1105,18 @@ impl ReadCache {
         store.invalidate(target)
     }
 
-    /// The entry for `key` and its age.
-    fn remembered(&self, key: &CacheKey) -> Option<(Answer, Duration)> {
+    /// The entry for `key` (shared: copying it is left for after the lock)
+    /// and its age.
+    fn remembered(&self, key: &CacheKey) -> Option<(Arc<Answer>, Duration)> {
         let store = lock(&self.inner.store);
         let entry = store.get(key)?;
         Some((
-            entry.value.clone(),
+            Arc::clone(&entry.value),
             Instant::now().saturating_duration_since(entry.stored_at),
         ))
     }
 
-    fn stale(&self, key: &CacheKey) -> Option<Answer> {
+    fn stale(&self, key: &CacheKey) -> Option<Arc<Answer>> {
         let (value, age) = self.remembered(key)?;
         (age < self.inner.options.stale_for).then_some(value)
     }
@@ -1130,12 +1141,18 @@ impl ReadCache {
         }
     }
 
-    fn store(&self, key: CacheKey, value: Answer, outdated: &AtomicBool, claimed: Option<String>) {
+    fn store(
+        &self,
+        key: CacheKey,
+        value: Arc<Answer>,
+        outdated: &AtomicBool,
+        claimed: Option<String>,
+    ) {
         let limits = self.limits();
         if limits.keep_for.is_zero() {
             return;
         }
-        let owner = match &value {
+        let owner = match &*value {
             Answer::Profile(profile) => {
                 if let Some(claimed) = &claimed
                     && *claimed != profile.id
