@@ -8,6 +8,8 @@
 //! cargo run -p loadgen -- --scenarios --scenario busy-evening-30  # one, debug build
 //! cargo run --release -p loadgen -- --instructions --out BENCHMARKS.md  # ~3 min
 //! cargo run --release -p loadgen -- --instructions --guard perf/baseline.json  # CI
+//! cargo build --profile profiling && cargo run --release -p loadgen -- --perf-top \
+//!     --gateway-bin target/profiling/licensing-gateway --out BENCHMARKS.md
 //! ```
 //!
 //! It starts the sandbox Cryptlex in this process, the release gateway binary as
@@ -56,6 +58,7 @@
 mod instructions;
 mod load;
 mod machine;
+mod perf_top;
 mod plan;
 mod process;
 mod report;
@@ -119,6 +122,11 @@ struct Args {
     /// With `--guard`: write the figures measured into the baseline file instead.
     #[arg(long, requires = "guard")]
     update_baseline: bool,
+    /// Run only a `perf record -e cpu-clock` profile of the gateway under cached
+    /// `GetProfile` calls; symbols need `--gateway-bin target/profiling/licensing-gateway`
+    /// (`cargo build --profile profiling`). Writes its own section into `--out`.
+    #[arg(long, conflicts_with = "instructions")]
+    perf_top: bool,
     /// Serve the canned answers in this file as a bare tonic server (the process
     /// `--instructions` measures); prints its address, ends when stdin closes.
     #[arg(long, hide = true)]
@@ -171,6 +179,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         run_soak(&args, &gateway_bin, &dir).await
     } else if args.instructions {
         run_instructions(&args, &gateway_bin, &dir).await
+    } else if args.perf_top {
+        let sandbox = start_sandbox(&dir).await?;
+        perf_top::run(&gateway_bin, &sandbox, &dir).await
     } else if scenario_mode {
         run_scenarios(&args, &gateway_bin, &dir).await
     } else {
@@ -185,13 +196,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             soak::splice_section(&existing, &report)
         } else if args.instructions {
             soak::splice_named(&existing, instructions::HEADING, &report)
+        } else if args.perf_top {
+            soak::splice_named(&existing, perf_top::HEADING, &report)
         } else if scenario_mode {
             soak::splice_named(&existing, scenarios::HEADING, &report)
         } else {
             // A full run rewrites the file but keeps the soak's and the scenarios'
             // sections (unless it wrote one itself, as the smoke does).
             let mut text = report;
-            for heading in [instructions::HEADING, scenarios::HEADING, soak::HEADING] {
+            for heading in [
+                instructions::HEADING,
+                perf_top::HEADING,
+                scenarios::HEADING,
+                soak::HEADING,
+            ] {
                 if !text.contains(heading)
                     && let Some(section) = soak::existing_named(&existing, heading)
                 {
