@@ -331,6 +331,7 @@ async fn measure(
     );
     let gateway = GatewayProcess::start(gateway_bin, &sandbox, Profile::HopCost).await?;
     let idle_rss = gateway.quiet_rss_kib(Duration::from_millis(300)).await?;
+    let idle_rss_parts = process::rss_parts_kib(gateway.pid())?;
     let client = UserServiceClient::new(connect(gateway.public_addr).await?);
     let tokens = demo_sessions(&client, plan.concurrency).await?;
     let bare = BareServer::start_like(&client, &tokens[0]).await?;
@@ -378,6 +379,7 @@ async fn measure(
         gateway_bin,
         startup: [startup_hop, startup_defaults],
         idle_rss,
+        idle_rss_parts,
         idle_rss_after,
         peak_rss,
         closed,

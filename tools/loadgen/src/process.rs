@@ -277,6 +277,20 @@ impl Sampler {
     }
 }
 
+/// Process `pid`'s resident anonymous memory and resident file pages (mostly the
+/// binary's own code), in KiB.
+pub(crate) fn rss_parts_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} in /proc/<pid>/status"))
+    };
+    Ok((field("RssAnon:")?, field("RssFile:")?))
+}
+
 /// The resident set size of process `pid`, in KiB.
 pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -22,6 +22,8 @@ pub(crate) struct Report<'a> {
     /// Start-up of the hop-cost gateway and of the gateway on its defaults.
     pub(crate) startup: [Duration; 2],
     pub(crate) idle_rss: u64,
+    /// The idle RSS's anonymous and file-backed KiB (`RssAnon`, `RssFile`).
+    pub(crate) idle_rss_parts: (u64, u64),
     pub(crate) idle_rss_after: u64,
     pub(crate) peak_rss: u64,
     pub(crate) closed: Vec<(Rpc, Target, Runs)>,
@@ -238,8 +240,10 @@ impl Report<'_> {
         );
         let _ = writeln!(
             md,
-            "| gateway RSS, idle after start-up | {} |",
-            mib(self.idle_rss)
+            "| gateway RSS, idle after start-up | {} ({} anonymous, {} file-backed: pages of the binary's code and data) |",
+            mib(self.idle_rss),
+            mib(self.idle_rss_parts.0),
+            mib(self.idle_rss_parts.1)
         );
         let _ = writeln!(
             md,
