@@ -111,7 +111,7 @@ pub(crate) async fn run(
         .and_then(|name| name.to_str())
         .unwrap_or("licensing-gateway");
     let mut section = format!(
-        "{HEADING}\n\n`perf record -e cpu-clock -F 2000` of the gateway process for {}s while {CALLERS} callers read their cached profile in a closed loop on one HTTP/2 connection ({calls} calls in all, the sampling included); self time by symbol, by object, then the top {} symbols of those above 0.5%. Produced by `cargo build --profile profiling && cargo run --release -p loadgen -- --perf-top --gateway-bin target/profiling/{binary} --out BENCHMARKS.md` at commit `{}`.\n\n```text\n",
+        "{HEADING}\n\n`perf record -e cpu-clock -F 2000` of the gateway process for {}s while {CALLERS} callers read their cached profile in a closed loop on one HTTP/2 connection ({calls} calls in all, the sampling included); self time by object, then the top {} symbols (those above 0.5%). Produced by `cargo build --profile profiling && cargo run --release -p loadgen -- --perf-top --gateway-bin target/profiling/{binary} --out BENCHMARKS.md` at commit `{}`.\n\n```text\n",
         SAMPLING.as_secs(),
         rows.len(),
         crate::machine::git_commit(),
