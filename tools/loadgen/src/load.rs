@@ -152,6 +152,7 @@ pub(crate) async fn closed_loops(
         for target in [Target::Bare, Target::Direct, Target::Gateway]
             .into_iter()
             .chain(connect)
+            .chain([Target::Cached])
         {
             rows.push((rpc, target, Runs::default()));
         }

@@ -335,10 +335,13 @@ async fn measure(
     let client = UserServiceClient::new(connect(gateway.public_addr).await?);
     let tokens = demo_sessions(&client, plan.concurrency).await?;
     let bare = BareServer::start_like(&client, &tokens[0]).await?;
+    eprintln!("starting the cached gateway");
+    let cached = GatewayProcess::start(gateway_bin, &sandbox, Profile::Cached).await?;
     let targets = Targets::new(
         tokens,
         client.clone(),
         UserServiceClient::new(connect(bare.addr).await?),
+        UserServiceClient::new(connect(cached.public_addr).await?),
         sandbox.cryptlex.base_url(),
         format!("http://{}", gateway.public_addr),
         plan.concurrency,
@@ -357,6 +360,7 @@ async fn measure(
     let users = sign_up_users(&client, plan.limited_users).await?;
     let startup_hop = gateway.startup;
     gateway.stop().await;
+    cached.stop().await;
     bare.stop();
 
     // === 4. under the rate limit, against a gateway on its defaults ===

@@ -33,6 +33,10 @@ pub(crate) enum Profile {
     HopCost,
     /// What `licensing-gateway sandbox` runs with; the rate-limited run.
     Defaults,
+    /// Sections 1 and 2's cached rows: answers fresh for an hour, so every call after
+    /// a session's first is answered from memory; the allowances lifted as for
+    /// [`Profile::HopCost`], since every call comes from one address.
+    Cached,
     /// The soak: defaults (read cache on), but the budget and the per-address sign-in
     /// and upstream allowances lifted, since every call comes from one address and the point is what
     /// the gateway holds on to, not what it sheds.
@@ -74,6 +78,19 @@ impl Profile {
                 ),
             ],
             Profile::Defaults => &[],
+            Profile::Cached => &[
+                ("LICENSING_GATEWAY__CACHE__FRESH_FOR", "1h"),
+                ("LICENSING_GATEWAY__CACHE__MAX_AGE", "2h"),
+                (
+                    "LICENSING_GATEWAY__CRYPTLEX__BUDGET__MAX_REQUESTS",
+                    "1000000",
+                ),
+                ("LICENSING_GATEWAY__LIMITS__UPSTREAM_CALLS_PER_ADDRESS", "0"),
+                (
+                    "LICENSING_GATEWAY__CRYPTLEX__BUDGET__PER_SESSION_READS",
+                    "1000000",
+                ),
+            ],
             // The sign-in throttle's tables capped low enough that the soak's random
             // emails fill them during the warm-up: growth measured after it is then
             // what is NOT bounded, not tables filling towards their (documented) caps.
@@ -136,6 +153,9 @@ pub(crate) enum Target {
     /// The same gateway over the Connect protocol: a plain HTTP/1.1 POST of JSON to
     /// `/licensing.v1.UserService/<Method>` (issue 17).
     ConnectJson,
+    /// A second gateway child process ([`Profile::Cached`]) whose read cache holds every
+    /// session's answer: the gateway's own cost, no upstream call (issue 18).
+    Cached,
 }
 
 impl Target {
@@ -145,6 +165,7 @@ impl Target {
             Target::Direct => "sandbox over HTTP (direct)",
             Target::Gateway => "gateway -> sandbox",
             Target::ConnectJson => "gateway -> sandbox, Connect JSON over HTTP/1.1",
+            Target::Cached => "gateway, answered from its read cache",
         }
     }
 }
@@ -257,6 +278,8 @@ pub(crate) struct Targets {
     tokens: Arc<[String]>,
     gateway: UserServiceClient<Channel>,
     bare: UserServiceClient<Channel>,
+    /// The gateway whose cache answers ([`Target::Cached`]).
+    cached: UserServiceClient<Channel>,
     http: reqwest::Client,
     /// The sandbox's base URL, for the direct HTTP calls.
     base: String,
@@ -270,6 +293,7 @@ impl Targets {
         tokens: Arc<[String]>,
         gateway: UserServiceClient<Channel>,
         bare: UserServiceClient<Channel>,
+        cached: UserServiceClient<Channel>,
         base: String,
         gateway_base: String,
         concurrency: usize,
@@ -282,6 +306,7 @@ impl Targets {
             tokens,
             gateway,
             bare,
+            cached,
             http,
             base,
             gateway_base,
@@ -313,17 +338,18 @@ impl Caller {
             tokens,
             gateway,
             bare,
+            cached,
             http,
             base,
             gateway_base,
         } = &self.targets;
         let token = &tokens[session % tokens.len()];
         match self.target {
-            Target::Bare | Target::Gateway => {
-                let mut client = if self.target == Target::Bare {
-                    bare.clone()
-                } else {
-                    gateway.clone()
+            Target::Bare | Target::Gateway | Target::Cached => {
+                let mut client = match self.target {
+                    Target::Bare => bare.clone(),
+                    Target::Cached => cached.clone(),
+                    _ => gateway.clone(),
                 };
                 let result = match self.rpc {
                     Rpc::GetProfile => client
