@@ -90,6 +90,12 @@ impl Profile {
                     "LICENSING_GATEWAY__CRYPTLEX__BUDGET__PER_SESSION_READS",
                     "1000000",
                 ),
+                // The 32 sessions' first reads all start at once, none of them
+                // known to this gateway yet.
+                (
+                    "LICENSING_GATEWAY__CRYPTLEX__BUDGET__UNVOUCHED_READS",
+                    "1000000",
+                ),
             ],
             // The sign-in throttle's tables capped low enough that the soak's random
             // emails fill them during the warm-up: growth measured after it is then
