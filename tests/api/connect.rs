@@ -1077,7 +1077,8 @@ fn grpc_web_status(headers: &reqwest::header::HeaderMap, body: &[u8]) -> tonic::
 }
 
 #[tokio::test]
-async fn every_error_says_the_same_over_grpc_grpc_web_connect_json_and_connect_binary() {
+async fn every_error_says_the_same_over_grpc_grpc_web_binary_and_json_connect_json_and_connect_binary()
+ {
     for case in cases() {
         let name = case.name;
         // A fresh app per case: each has its own throttles and budgets.
@@ -1138,6 +1139,33 @@ async fn every_error_says_the_same_over_grpc_grpc_web_connect_json_and_connect_b
             Failure::from_status(&grpc_web_status(&headers, &body)),
         ));
 
+        // gRPC-Web in JSON mode (translated by the gateway: tonic-web is binary only).
+        let mut request = http
+            .post(url(&app, case.call.method()))
+            .header("content-type", "application/grpc-web+json")
+            .header("x-grpc-web", "1")
+            .body(grpc_web_frame(case.call.json().to_string().as_bytes()));
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = request.send().await.expect("gRPC-Web JSON call");
+        assert_eq!(
+            response.status(),
+            200,
+            "{name}: gRPC-Web JSON errors are HTTP 200"
+        );
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/grpc-web+json",
+            "{name}"
+        );
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("body");
+        said.push((
+            "gRPC-Web JSON",
+            Failure::from_status(&grpc_web_status(&headers, &body)),
+        ));
+
         // Connect, JSON and binary.
         for (protocol, content_type, body) in [
             (
@@ -1194,5 +1222,73 @@ async fn every_error_says_the_same_over_grpc_grpc_web_connect_json_and_connect_b
             assert_eq!(failure, grpc, "{name}: {protocol} says what gRPC says");
         }
         drop(app);
+    }
+}
+
+/// The data frames of a gRPC-Web answer, each as JSON.
+fn grpc_web_json_messages(body: &[u8]) -> Vec<Value> {
+    let mut messages = Vec::new();
+    let mut rest = body;
+    while rest.len() >= 5 {
+        let length = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        if rest[0] == 0 {
+            messages.push(json_of(&rest[5..5 + length]));
+        }
+        rest = &rest[5 + length..];
+    }
+    messages
+}
+
+#[tokio::test]
+async fn grpc_web_in_json_mode_answers_json_frames_and_the_status_in_its_trailers() {
+    let app = spawn_app().await;
+    let token = app.demo_token().await;
+    for http2 in [false, true] {
+        let http = client(http2);
+        let call = |method: &str, json: &str| {
+            http.post(url(&app, method))
+                .header("content-type", "application/grpc-web+json")
+                .header("x-grpc-web", "1")
+                .header("authorization", format!("Bearer {token}"))
+                .body(grpc_web_frame(json.as_bytes()))
+                .send()
+        };
+        let response = call("GetProfile", "{}").await.expect("GetProfile");
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/grpc-web+json"
+        );
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("body");
+        assert_eq!(grpc_web_status(&headers, &body).code(), Code::Ok);
+        let messages = grpc_web_json_messages(&body);
+        assert_eq!(messages.len(), 1, "one message: {messages:?}");
+        assert_eq!(messages[0]["profile"]["email"], seed::DEMO_EMAIL);
+
+        let response = call("ListMyLicenses", r#"{"pageSize":1}"#)
+            .await
+            .expect("ListMyLicenses");
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("body");
+        assert_eq!(grpc_web_status(&headers, &body).code(), Code::Ok);
+        let messages = grpc_web_json_messages(&body);
+        assert_eq!(messages[0]["licenses"].as_array().map(Vec::len), Some(1));
+        assert!(messages[0]["nextPageToken"].is_string(), "{messages:?}");
+
+        // JSON the method's request does not fit: INVALID_ARGUMENT, the
+        // request not quoted, and nothing reached the service.
+        let response = call(
+            "GetProfile",
+            &format!(r#"{{"password":"{FAKE_PASSWORD}"}}"#),
+        )
+        .await
+        .expect("bad JSON");
+        let headers = response.headers().clone();
+        let body = response.bytes().await.expect("body");
+        let status = grpc_web_status(&headers, &body);
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(!status.message().contains(FAKE_PASSWORD), "{status:?}");
+        assert!(grpc_web_json_messages(&body).is_empty());
     }
 }

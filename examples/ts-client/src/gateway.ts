@@ -67,9 +67,9 @@ export interface GatewayOptions {
    */
   protocol?: Protocol;
   /**
-   * Connect only: `true` (the default) sends `application/proto`, `false`
-   * sends `application/json` (the protobuf JSON mapping). gRPC-Web is always
-   * binary: the gateway does not speak `application/grpc-web+json`.
+   * `true` (the default) sends binary protobuf (`application/proto`, or
+   * `application/grpc-web+proto` for gRPC-Web), `false` sends the protobuf
+   * JSON mapping (`application/json`, or `application/grpc-web+json`).
    */
   useBinaryFormat?: boolean;
   /**
@@ -105,8 +105,7 @@ export function createUserClient(options: GatewayOptions): UserClient {
     (options.protocol ?? "connect") === "grpc-web"
       ? createGrpcWebTransport({
           baseUrl: options.baseUrl,
-          // tonic-web speaks the binary gRPC-Web format only (not +json).
-          useBinaryFormat: true,
+          useBinaryFormat: options.useBinaryFormat ?? true,
           fetch: options.fetch,
           defaultTimeoutMs,
         })

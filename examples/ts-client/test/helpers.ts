@@ -46,7 +46,7 @@ export async function failure(call: () => Promise<unknown>): Promise<GatewayErro
 /** One way of reaching the gateway that the suite runs over. */
 export interface Transport {
   /** A short name for test titles and `GATEWAY_TRANSPORTS`. */
-  id: "connect-binary" | "connect-json" | "grpc-web";
+  id: "connect-binary" | "connect-json" | "grpc-web" | "grpc-web-json";
   name: string;
   options: Pick<GatewayOptions, "protocol" | "useBinaryFormat">;
   /** The request content type of a POST. */
@@ -82,10 +82,18 @@ export const ALL_TRANSPORTS: Transport[] = [
     responseType: /^application\/grpc-web(\+proto)?$/,
     usesGet: false,
   },
+  {
+    id: "grpc-web-json",
+    name: "gRPC-Web, JSON",
+    options: { protocol: "grpc-web", useBinaryFormat: false },
+    requestType: "application/grpc-web+json",
+    responseType: /^application\/grpc-web\+json$/,
+    usesGet: false,
+  },
 ];
 
 /**
- * The transports the suite runs over: all three, or those named in
+ * The transports the suite runs over: all four, or those named in
  * `GATEWAY_TRANSPORTS` (comma-separated ids, e.g. `connect-json,grpc-web`).
  */
 export const TRANSPORTS: Transport[] = (() => {

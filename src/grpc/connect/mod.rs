@@ -33,6 +33,7 @@
 mod error;
 mod schema;
 mod stream;
+mod web_json;
 
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;
@@ -224,6 +225,9 @@ where
                 }
             });
         }
+        if let Call::GrpcWebJson = call {
+            return Box::pin(web_json::serve(shared, inner, request));
+        }
         if let Call::Unsupported = call {
             super::rpc_metrics::record_unserved(
                 shared.listener,
@@ -272,6 +276,8 @@ enum Call {
     Get,
     /// Streaming (binary).
     Stream,
+    /// gRPC-Web in JSON mode, which tonic-web does not speak ([`web_json`]).
+    GrpcWebJson,
     /// A POST in no content type of gRPC, gRPC-Web or Connect (a plain
     /// `curl -d`, `text/plain`, `application/connect+json`): 415 for the
     /// listener's methods, anything else passes on.
@@ -297,6 +303,8 @@ fn classify(request: &http::Request<Body>) -> Option<Call> {
                 Some(Call::Post(Encoding::Proto))
             } else if mime.eq_ignore_ascii_case("application/connect+proto") {
                 Some(Call::Stream)
+            } else if mime.eq_ignore_ascii_case("application/grpc-web+json") {
+                Some(Call::GrpcWebJson)
             } else if mime.len() >= 16 && mime[..16].eq_ignore_ascii_case("application/grpc") {
                 // gRPC and gRPC-Web (`application/grpc-web+proto`, ...).
                 None
@@ -400,7 +408,7 @@ async fn translate_request(
     let timeout = connect_timeout(&parts.headers)?;
     let (encoding, message) = match call {
         // Served by `stream` or refused in `call`, never here.
-        Call::Stream | Call::Unsupported => {
+        Call::Stream | Call::Unsupported | Call::GrpcWebJson => {
             return Err(tonic::Status::unimplemented("a streaming call").into());
         }
         Call::Post(encoding) => {
