@@ -21,8 +21,14 @@ const OTHER_LICENSE_ID = "b12d4b6c-8e7f-4ab1-9253-6f708192a3b4";
 const OTHER_ACTIVATION_ID = "f6b8daec-4a5c-4d9e-bf3a-5b7c9d1e3f4a";
 const LIMITED_ACTIVATION_ID = "e5a7c9db-3f4b-4c8d-ae2f-4a6b8c0d2e3f";
 
-/** Always all four: the point is comparing them. */
-const gateways = ALL_TRANSPORTS.map((transport) => ({
+/**
+ * Always the same three, whatever GATEWAY_TRANSPORTS says: the point is
+ * comparing them. gRPC-Web JSON is left out here because a fourth round of
+ * sign-ins would exceed a default sandbox's per-address sign-in allowance
+ * (this file also runs against the README's plain sandbox); the gateway's
+ * own tests hold it to the same error contract (tests/api/connect.rs).
+ */
+const gateways = ALL_TRANSPORTS.filter((transport) => transport.id !== "grpc-web-json").map((transport) => ({
   transport,
   gateway: new Gateway({ baseUrl: GATEWAY_URL, ...transport.options }),
 }));
