@@ -193,21 +193,13 @@ pub(crate) async fn measure(
     let out_dir = dir.join("callgrind");
     std::fs::create_dir_all(&out_dir)?;
     let mut rows = Vec::new();
-
-    // The gateway on its defaults, with answers fresh for the whole run (a
-    // background refresh in the middle would be a call of another kind).
     let callgrind = Callgrind::new(&out_dir, "gateway-cached");
-    let cached_overrides = [
-        ("LICENSING_GATEWAY__CACHE__FRESH_FOR", "1h"),
-        ("LICENSING_GATEWAY__CACHE__MAX_AGE", "2h"),
-    ]
-    .map(|(key, value)| (key.to_owned(), value.to_owned()));
     eprintln!("instructions: starting the gateway under callgrind");
     let gateway = GatewayProcess::start_under(
         gateway_bin,
         sandbox,
-        Profile::Defaults,
-        &cached_overrides,
+        Profile::Cached,
+        &[],
         &callgrind.wrapper(),
         START_DEADLINE,
     )

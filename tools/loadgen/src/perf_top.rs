@@ -33,13 +33,7 @@ pub(crate) async fn run(
     sandbox: &Sandbox,
     dir: &Path,
 ) -> anyhow::Result<String> {
-    let overrides = [
-        ("LICENSING_GATEWAY__CACHE__FRESH_FOR", "1h"),
-        ("LICENSING_GATEWAY__CACHE__MAX_AGE", "2h"),
-    ]
-    .map(|(key, value)| (key.to_owned(), value.to_owned()));
-    let gateway =
-        GatewayProcess::start_with(gateway_bin, sandbox, Profile::Defaults, &overrides).await?;
+    let gateway = GatewayProcess::start(gateway_bin, sandbox, Profile::Cached).await?;
     let channel = connect(gateway.public_addr).await?;
     let client = UserServiceClient::new(channel);
     let tokens = demo_sessions(&client, CALLERS).await?;

@@ -281,24 +281,27 @@ impl Sampler {
 /// binary's own code), in KiB.
 pub(crate) fn rss_parts_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("no {name} in /proc/<pid>/status"))
-    };
-    Ok((field("RssAnon:")?, field("RssFile:")?))
+    Ok((
+        status_kib(&status, "RssAnon:")?,
+        status_kib(&status, "RssFile:")?,
+    ))
 }
 
 /// The resident set size of process `pid`, in KiB.
 pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status_kib(
+        &std::fs::read_to_string(format!("/proc/{pid}/status"))?,
+        "VmRSS:",
+    )
+}
+
+/// The figure of `/proc/<pid>/status` line `name` (such as `VmRSS:`), in KiB.
+fn status_kib(status: &str, name: &str) -> anyhow::Result<u64> {
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(name))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS in /proc/<pid>/status")
+        .with_context(|| format!("no {name} in /proc/<pid>/status"))
 }
 
 /// The sum of the samples of counter `name` in Prometheus text whose labels satisfy

@@ -33,7 +33,8 @@ pub(crate) enum Profile {
     HopCost,
     /// What `licensing-gateway sandbox` runs with; the rate-limited run.
     Defaults,
-    /// Sections 1 and 2's cached rows: answers fresh for an hour, so every call after
+    /// The cached rows of section 1, `--instructions` and `--perf-top`: answers fresh
+    /// for an hour (no background refresh mid-run), so every call after
     /// a session's first is answered from memory; the allowances lifted as for
     /// [`Profile::HopCost`], since every call comes from one address.
     Cached,
