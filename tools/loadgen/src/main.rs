@@ -355,6 +355,8 @@ async fn measure(
     let open = load::open_loops(plan, &targets, &controls, &mut tally).await;
     // 3. resources (the rest were measured along the way)
     let idle_rss_after = gateway.quiet_rss_kib(Duration::from_millis(500)).await?;
+    let idle_rss_after_parts = process::rss_parts_kib(gateway.pid())?;
+    let cached_rss_after = process::rss_parts_kib(cached.pid())?;
 
     // Users for the rate-limited run, signed up while nothing limits the rate.
     let users = sign_up_users(&client, plan.limited_users).await?;
@@ -385,6 +387,8 @@ async fn measure(
         idle_rss,
         idle_rss_parts,
         idle_rss_after,
+        idle_rss_after_parts,
+        cached_rss_after,
         peak_rss,
         closed,
         open,

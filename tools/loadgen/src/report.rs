@@ -25,6 +25,10 @@ pub(crate) struct Report<'a> {
     /// The idle RSS's anonymous and file-backed KiB (`RssAnon`, `RssFile`).
     pub(crate) idle_rss_parts: (u64, u64),
     pub(crate) idle_rss_after: u64,
+    /// `RssAnon` and `RssFile` of the same moment as `idle_rss_after`.
+    pub(crate) idle_rss_after_parts: (u64, u64),
+    /// The cached gateway's `RssAnon` and `RssFile` after its rows of section 1.
+    pub(crate) cached_rss_after: (u64, u64),
     pub(crate) peak_rss: u64,
     pub(crate) closed: Vec<(Rpc, Target, Runs)>,
     pub(crate) open: Vec<(Target, Runs)>,
@@ -279,8 +283,19 @@ impl Report<'_> {
         );
         let _ = writeln!(
             md,
-            "| gateway RSS, idle after the load | {} |",
-            mib(self.idle_rss_after)
+            "| gateway RSS, idle after the load ({} calls) | {} ({} anonymous, {} file-backed) |",
+            self.tally.calls,
+            mib(self.idle_rss_after),
+            mib(self.idle_rss_after_parts.0),
+            mib(self.idle_rss_after_parts.1)
+        );
+        let (anon, file) = self.cached_rss_after;
+        let _ = writeln!(
+            md,
+            "| cached gateway RSS after its rows of section 1 | {} ({} anonymous, {} file-backed) |",
+            mib(anon + file),
+            mib(anon),
+            mib(file)
         );
         let _ = writeln!(
             md,
