@@ -11,14 +11,21 @@
 //! Service and method labels are only taken from paths the listener really
 //! serves (read from the compiled descriptor sets); anything else is
 //! `unknown`, so a scanner cannot mint label values.
+//!
+//! That bounded set is also why each series' handles are looked up once and
+//! kept ([`SeriesTable`]): registering by labels on every call (what
+//! `counter!(name, &labels)` does) hashes and compares the four labels in the
+//! recorder's registry, about 5,000 instructions a call, a twentieth of a
+//! cached read (BENCHMARKS.md, instructions).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use http_body::{Body, Frame, SizeHint};
+use metrics::{Counter, Histogram};
 use prost::Message as _;
 use tokio::time::Instant;
 use tower::{Layer, Service};
@@ -34,13 +41,15 @@ const REFLECTION_PATHS: &[&str] = &[
 /// Adds RPC metrics to a listener's stack.
 #[derive(Debug, Clone)]
 pub(super) struct RpcMetricsLayer {
-    listener: &'static str,
+    series: &'static SeriesTable,
 }
 
 impl RpcMetricsLayer {
     /// Labels every RPC with `listener` (`public` or `internal`).
     pub(super) fn new(listener: &'static str) -> Self {
-        Self { listener }
+        Self {
+            series: SeriesTable::of(listener),
+        }
     }
 }
 
@@ -50,7 +59,7 @@ impl<S> Layer<S> for RpcMetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RpcMetrics {
             inner,
-            listener: self.listener,
+            series: self.series,
         }
     }
 }
@@ -59,49 +68,72 @@ impl<S> Layer<S> for RpcMetricsLayer {
 #[derive(Debug, Clone)]
 pub(super) struct RpcMetrics<S> {
     inner: S,
-    listener: &'static str,
+    series: &'static SeriesTable,
 }
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcMetrics<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
 {
     type Response = http::Response<MeteredBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = MeteredFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let (service, method) = rpc_labels(request.uri().path());
-        let mut observation = Observation {
-            listener: self.listener,
-            service,
-            method,
+        let observation = Observation {
+            method: self.series.method(request.uri().path()),
             started: Instant::now(),
         };
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = match response.await {
-                Ok(response) => response,
-                Err(error) => {
-                    observation.finish("UNKNOWN");
-                    return Err(error);
-                }
-            };
-            // A trailers-only answer carries the status in its headers.
-            let pending = match grpc_code(response.headers()) {
-                Some(code) => {
-                    observation.finish(code);
-                    None
-                }
-                None => Some(observation),
-            };
-            Ok(response.map(|inner| MeteredBody { inner, pending }))
-        })
+        MeteredFuture {
+            response: self.inner.call(request),
+            observation: Some(observation),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a call being measured: it hands the measurement to the
+    /// body, or records it at once for a trailers-only answer or an error.
+    pub(super) struct MeteredFuture<F> {
+        #[pin]
+        response: F,
+        observation: Option<Observation>,
+    }
+}
+
+impl<F, ResBody, E> Future for MeteredFuture<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+{
+    type Output = Result<http::Response<MeteredBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.response.poll(cx));
+        let Some(mut observation) = this.observation.take() else {
+            // Polled again after it completed: a caller's bug, not a call.
+            panic!("MeteredFuture polled after completion");
+        };
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                observation.finish(tonic::Code::Unknown);
+                return Poll::Ready(Err(error));
+            }
+        };
+        // A trailers-only answer carries the status in its headers.
+        let pending = match grpc_code(response.headers()) {
+            Some(code) => {
+                observation.finish(code);
+                None
+            }
+            None => Some(observation),
+        };
+        Poll::Ready(Ok(response.map(|inner| MeteredBody { inner, pending })))
     }
 }
 
@@ -113,36 +145,113 @@ pub(super) fn record_unserved(
     code: tonic::Code,
     started: Instant,
 ) {
-    let (service, method) = rpc_labels(path);
     Observation {
-        listener,
-        service,
-        method,
+        method: SeriesTable::of(listener).method(path),
         started,
     }
-    .finish(code_name(code as i32));
+    .finish(code);
 }
 
 /// One RPC being measured.
 #[derive(Debug)]
 struct Observation {
-    listener: &'static str,
-    service: &'static str,
-    method: &'static str,
+    method: &'static MethodSeries,
     started: Instant,
 }
 
 impl Observation {
-    fn finish(&mut self, code: &'static str) {
-        let labels = [
-            ("listener", self.listener),
-            ("service", self.service),
-            ("method", self.method),
-            ("code", code),
-        ];
-        ::metrics::counter!(RPC_REQUESTS_TOTAL, &labels).increment(1);
-        ::metrics::histogram!(RPC_DURATION_SECONDS, &labels)
-            .record(self.started.elapsed().as_secs_f64());
+    fn finish(&mut self, code: tonic::Code) {
+        let series = self.method.series(code);
+        series.requests.increment(1);
+        series.duration.record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// The series of one listener: each served method's, and `unknown`'s.
+#[derive(Debug)]
+struct SeriesTable {
+    /// Looked up on every call; foldhash, as the keys are fixed.
+    methods: HashMap<&'static str, MethodSeries, foldhash::fast::RandomState>,
+    unknown: MethodSeries,
+}
+
+impl SeriesTable {
+    /// The table of `listener`, built on first use and kept for the process.
+    fn of(listener: &'static str) -> &'static SeriesTable {
+        static PUBLIC: OnceLock<SeriesTable> = OnceLock::new();
+        static INTERNAL: OnceLock<SeriesTable> = OnceLock::new();
+        match listener {
+            "public" => PUBLIC.get_or_init(|| Self::new(listener)),
+            "internal" => INTERNAL.get_or_init(|| Self::new(listener)),
+            other => unreachable!("no listener is called {other:?}"),
+        }
+    }
+
+    fn new(listener: &'static str) -> Self {
+        let methods = known_paths()
+            .iter()
+            .map(|&path| {
+                let (service, method) = rpc_labels(path);
+                (path, MethodSeries::new(listener, service, method))
+            })
+            .collect();
+        Self {
+            methods,
+            unknown: MethodSeries::new(listener, "unknown", "unknown"),
+        }
+    }
+
+    /// The series of the method at `path` (`unknown` if not served).
+    fn method(&self, path: &str) -> &MethodSeries {
+        self.methods.get(path).unwrap_or(&self.unknown)
+    }
+}
+
+/// One method's series, one per gRPC code, each registered with the recorder
+/// when first used (so `/metrics` lists only codes that happened).
+#[derive(Debug)]
+struct MethodSeries {
+    listener: &'static str,
+    service: &'static str,
+    method: &'static str,
+    by_code: [OnceLock<Series>; CODES],
+}
+
+/// The number of gRPC codes (`OK` = 0 to `UNAUTHENTICATED` = 16).
+const CODES: usize = 17;
+
+/// The handles of one (listener, service, method, code) series.
+#[derive(Debug)]
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl MethodSeries {
+    fn new(listener: &'static str, service: &'static str, method: &'static str) -> Self {
+        Self {
+            listener,
+            service,
+            method,
+            by_code: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn series(&self, code: tonic::Code) -> &Series {
+        // `tonic::Code` has exactly the 17 codes, numbered from 0.
+        let index = (code as usize).min(CODES - 1);
+        self.by_code[index].get_or_init(|| {
+            let labels = [
+                ("listener", self.listener),
+                ("service", self.service),
+                ("method", self.method),
+                ("code", code_name(code as i32)),
+            ];
+            Series {
+                requests: ::metrics::counter!(RPC_REQUESTS_TOTAL, &labels),
+                duration: ::metrics::histogram!(RPC_DURATION_SECONDS, &labels),
+            }
+        })
     }
 }
 
@@ -155,7 +264,7 @@ pub(super) struct MeteredBody<B> {
 }
 
 impl<B> MeteredBody<B> {
-    fn finish(&mut self, code: &'static str) {
+    fn finish(&mut self, code: tonic::Code) {
         if let Some(mut observation) = self.pending.take() {
             observation.finish(code);
         }
@@ -177,13 +286,13 @@ where
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    let code = grpc_code(trailers).unwrap_or("UNKNOWN");
+                    let code = grpc_code(trailers).unwrap_or(tonic::Code::Unknown);
                     self.finish(code);
                 }
             }
-            Poll::Ready(Some(Err(_))) => self.finish("INTERNAL"),
+            Poll::Ready(Some(Err(_))) => self.finish(tonic::Code::Internal),
             // The body ended without trailers: not a valid gRPC answer.
-            Poll::Ready(None) => self.finish("UNKNOWN"),
+            Poll::Ready(None) => self.finish(tonic::Code::Unknown),
             Poll::Pending => {}
         }
         polled
@@ -201,15 +310,17 @@ where
 impl<B> Drop for MeteredBody<B> {
     fn drop(&mut self) {
         // Dropped before the trailers: the client cancelled or disconnected.
-        self.finish("CANCELLED");
+        self.finish(tonic::Code::Cancelled);
     }
 }
 
-/// The canonical name of the `grpc-status` in `headers`, if present.
-fn grpc_code(headers: &http::HeaderMap) -> Option<&'static str> {
-    let value = headers.get("grpc-status")?;
+/// The `grpc-status` in `headers`, if present (an unknown number is
+/// `UNKNOWN`).
+fn grpc_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+    let value = headers.get(GRPC_STATUS)?;
     let code: i32 = value.to_str().ok()?.trim().parse().ok()?;
-    Some(code_name(code))
+    Some(tonic::Code::from_i32(code))
 }
 
 /// gRPC status codes as their canonical upper-case names (as grpc-go and
@@ -309,7 +420,13 @@ mod tests {
     fn status_codes_are_named_canonically() {
         let mut headers = http::HeaderMap::new();
         headers.insert("grpc-status", "16".parse().expect("value"));
-        assert_eq!(grpc_code(&headers), Some("UNAUTHENTICATED"));
+        assert_eq!(grpc_code(&headers), Some(tonic::Code::Unauthenticated));
+        assert_eq!(
+            code_name(tonic::Code::Unauthenticated as i32),
+            "UNAUTHENTICATED"
+        );
+        headers.insert("grpc-status", "99".parse().expect("value"));
+        assert_eq!(grpc_code(&headers), Some(tonic::Code::Unknown));
         headers.insert("grpc-status", "x".parse().expect("value"));
         assert_eq!(grpc_code(&headers), None);
     }
