@@ -90,8 +90,13 @@ pub(super) fn accept(
 /// addresses. Cloning is shallow.
 #[derive(Debug, Clone, Default)]
 pub(super) struct ConnectionTable {
-    connections: Arc<Mutex<HashMap<ConnectionKey, Arc<Activity>>>>,
+    connections: Arc<Mutex<ConnectionMap>>,
 }
+
+/// The open connections' activity. Looked up on every call, so hashed with
+/// foldhash (seeded per process) rather than SipHash: a key is a pair of
+/// addresses of an accepted connection, which a client picks only in part.
+type ConnectionMap = HashMap<ConnectionKey, Arc<Activity>, foldhash::fast::RandomState>;
 
 /// A TCP connection's addresses: unique among the open connections.
 type ConnectionKey = (Option<SocketAddr>, Option<SocketAddr>);
@@ -117,7 +122,7 @@ impl ConnectionTable {
             .cloned()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionKey, Arc<Activity>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ConnectionMap> {
         self.connections
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -355,7 +360,7 @@ where
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = ActivityFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -366,18 +371,43 @@ where
             .table
             .find(request.extensions())
             .map(|activity| activity.begin_call());
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let response = response.await?;
-            // The body owns the call's guard (in its frame mapper, which
-            // changes nothing), so the call counts until the body is done.
-            Ok(response.map(|body| {
-                tonic::body::Body::new(body.map_frame(move |frame| {
-                    let _counted = &call;
-                    frame
-                }))
+        ActivityFuture {
+            response: self.inner.call(request),
+            call,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a counted call: it hands the count to the answer's body.
+    pub(super) struct ActivityFuture<F> {
+        #[pin]
+        response: F,
+        call: Option<CallInProgress>,
+    }
+}
+
+impl<F, ResBody, E> Future for ActivityFuture<F>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Output = Result<http::Response<tonic::body::Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.response.poll(cx))?;
+        // The body owns the call's guard (in its frame mapper, which changes
+        // nothing), so the call counts until the body is done; an error
+        // answer ends the count here.
+        let call = this.call.take();
+        Poll::Ready(Ok(response.map(|body| {
+            tonic::body::Body::new(body.map_frame(move |frame| {
+                let _counted = &call;
+                frame
             }))
-        })
+        })))
     }
 }
 
