@@ -2,7 +2,7 @@
 //!
 //! The public listener serves `UserService` over gRPC, gRPC-Web and Connect
 //! (HTTP/1.1 and HTTP/2) with CORS, plus health and reflection, and Cryptlex's
-//! webhook endpoint (plain HTTP, see [`WebhookRouteLayer`]). The internal listener
+//! webhook endpoint (plain HTTP, see [`PublicRouteLayer`]). The internal listener
 //! (mutual TLS) serves `IssuanceService` and `AccountService`, health and
 //! reflection, and nothing else. Both stacks are built here and read top-down: the first layer is the
 //! outermost.
@@ -12,6 +12,7 @@
 //! configuration; the README's "Limits and abuse" lists them all).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -25,10 +26,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::Connected;
-use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
 use tower::timeout::TimeoutLayer;
 use tower::util::{MapRequestLayer, MapResponseLayer, MapResultLayer};
+use tower::{ServiceBuilder, ServiceExt as _};
 use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -221,6 +222,28 @@ where
     routes.add_service(user_service);
     introspection.add_to(&mut routes);
 
+    // Inside every protocol's translation: every call here looks like
+    // native gRPC, its status in headers or trailers. The RPC metrics sit
+    // outside the layers that answer on their own, so those answers are
+    // counted too.
+    let grpc = ServiceBuilder::new()
+        .layer(RpcMetricsLayer::new("public"))
+        .layer(inner_layers(&limits, introspection.service_names));
+    let web = ServiceBuilder::new()
+        // CORS outside both translations, so preflights are answered
+        // before them and errors stay readable by browsers.
+        .layer(cors(options.cors_allowed_origins))
+        // Connect and gRPC-Web both become native gRPC here. Connect's own
+        // refusals (a body that is not JSON of the method, an unknown
+        // compression) are counted in the RPC metrics by the Connect layer.
+        .layer(ConnectLayer::new(
+            &CONNECT_SERVICES,
+            "public",
+            limits.max_request_message_bytes,
+            limits.request_body_timeout,
+        ))
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(grpc.clone());
     let stack = front_layers(connections)
         // The webhook path leaves the stack here, before anything that
         // speaks gRPC: tonic-web answers any HTTP/1.1 request that is not
@@ -229,27 +252,13 @@ where
         // and the RPC metrics would count it as a call. It keeps the
         // connection bookkeeping, request id and trace span above, and
         // brings its own bounds (body size and time, a few deliveries at
-        // once, none of the gRPC calls' slots).
-        .layer(WebhookRouteLayer::new(options.webhook))
-        // CORS outside both translations, so preflights are answered
-        // before them and errors stay readable by browsers.
-        .layer(cors(options.cors_allowed_origins))
-        // Connect and gRPC-Web both become native gRPC here, so everything
-        // inside sees one protocol. Connect's own refusals (a body that is
-        // not JSON of the method, an unknown compression) are counted in
-        // the RPC metrics by the Connect layer.
-        .layer(ConnectLayer::new(
-            &CONNECT_SERVICES,
-            "public",
-            limits.max_request_message_bytes,
-            limits.request_body_timeout,
-        ))
-        .layer(tonic_web::GrpcWebLayer::new())
-        // Inside gRPC-Web, where every call looks like native gRPC and its
-        // status is in headers or trailers; outside everything that answers
-        // on its own, so those answers are counted too.
-        .layer(RpcMetricsLayer::new("public"))
-        .layer(inner_layers(&limits, introspection.service_names))
+        // once, none of the gRPC calls' slots). Native gRPC skips the
+        // browser protocols' layers, which would only pass it through.
+        .layer(PublicRouteLayer {
+            webhook: options.webhook,
+            grpc,
+            web,
+        })
         .into_inner();
     server_builder(&limits)
         // gRPC-Web arrives as HTTP/1.1 from fetch-only runtimes; without
@@ -262,50 +271,81 @@ where
         .await
 }
 
-/// Routes requests for the webhook path to [`Webhook`], and everything else
-/// to the gRPC stack inside, answering both with one body type.
+/// Sends each request of the public listener to one of three stacks over
+/// the same routes: the webhook path to [`Webhook`], native gRPC straight to
+/// the `grpc` layers, and everything else (gRPC-Web, Connect, preflights,
+/// HTTP/1.1, any request from a browser) through the `web` layers, which
+/// hold CORS and the translations before the same `grpc` layers. All three
+/// answer with one body type.
+///
+/// The split is what keeps the browser protocols off the cost of the plain
+/// gRPC path: each of those layers looks at every request, clones its
+/// configuration per call and adds `vary` headers, only to pass native gRPC
+/// through unchanged (BENCHMARKS.md, instructions).
 #[derive(Debug, Clone)]
-pub(super) struct WebhookRouteLayer {
+pub(super) struct PublicRouteLayer<G, W> {
     webhook: Webhook,
+    grpc: G,
+    web: W,
 }
 
-impl WebhookRouteLayer {
-    fn new(webhook: Webhook) -> Self {
-        Self { webhook }
-    }
-}
+impl<S, G, W> tower::Layer<S> for PublicRouteLayer<G, W>
+where
+    S: Clone,
+    G: tower::Layer<S>,
+    W: tower::Layer<S>,
+{
+    type Service = PublicRoute<G::Service, W::Service>;
 
-impl<S> tower::Layer<S> for WebhookRouteLayer {
-    type Service = WebhookRoute<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        WebhookRoute {
-            inner,
+    fn layer(&self, routes: S) -> Self::Service {
+        PublicRoute {
             webhook: self.webhook.clone(),
+            grpc: self.grpc.layer(routes.clone()),
+            web: Arc::new(self.web.layer(routes)),
         }
     }
 }
 
-/// The service built by [`WebhookRouteLayer`].
+/// The service built by [`PublicRouteLayer`].
+///
+/// The server clones its whole stack for every request; the `web` layers
+/// (CORS's lists among them) are cloned only for the requests they serve.
 #[derive(Debug, Clone)]
-pub(super) struct WebhookRoute<S> {
-    inner: S,
+pub(super) struct PublicRoute<G, W> {
     webhook: Webhook,
+    grpc: G,
+    web: Arc<W>,
 }
 
-impl<S, ResBody> tower::Service<http::Request<tonic::body::Body>> for WebhookRoute<S>
+impl<G, W, GBody, WBody, E> tower::Service<http::Request<tonic::body::Body>> for PublicRoute<G, W>
 where
-    S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>,
-    S::Future: Send + 'static,
-    ResBody: http_body::Body<Data = prost::bytes::Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
+    G: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<GBody>,
+            Error = E,
+        >,
+    G::Future: Send + 'static,
+    W: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<WBody>,
+            Error = E,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    W::Future: Send + 'static,
+    GBody: http_body::Body<Data = prost::bytes::Bytes> + Send + 'static,
+    GBody::Error: Into<BoxError>,
+    WBody: http_body::Body<Data = prost::bytes::Bytes> + Send + 'static,
+    WBody::Error: Into<BoxError>,
 {
     type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response, S::Error>>;
+    type Error = E;
+    type Future = RouteFuture<G::Future, E>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+        // The `web` clone is made ready in its own call.
+        self.grpc.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
@@ -313,16 +353,81 @@ where
         // on to the gRPC routes, which know no such path.
         if request.uri().path() == self.webhook.path() {
             let webhook = self.webhook.clone();
-            return Box::pin(async move {
-                Ok(webhook.handle(request).await.map(tonic::body::Body::new))
-            });
+            return RouteFuture::Other {
+                call: Box::pin(async move {
+                    Ok(webhook.handle(request).await.map(tonic::body::Body::new))
+                }),
+            };
         }
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            call.await
-                .map(|response| response.map(tonic::body::Body::new))
-        })
+        if is_native_grpc(&request) {
+            return RouteFuture::Grpc {
+                call: self.grpc.call(request),
+            };
+        }
+        let web = W::clone(&self.web);
+        RouteFuture::Other {
+            call: Box::pin(async move {
+                web.oneshot(request)
+                    .await
+                    .map(|response| response.map(tonic::body::Body::new))
+            }),
+        }
     }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`PublicRoute`] call: native gRPC's unboxed, as it is
+    /// most of the traffic; the webhook's and the browser protocols' boxed.
+    #[project = RouteFutureProjection]
+    pub(super) enum RouteFuture<F, E> {
+        Grpc {
+            #[pin]
+            call: F,
+        },
+        Other {
+            call: BoxFuture<'static, Result<Response, E>>,
+        },
+    }
+}
+
+impl<F, ResBody, E> Future for RouteFuture<F, E>
+where
+    F: Future<Output = Result<http::Response<ResBody>, E>>,
+    ResBody: http_body::Body<Data = prost::bytes::Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RouteFutureProjection::Grpc { call } => call
+                .poll(cx)
+                .map_ok(|response| response.map(tonic::body::Body::new)),
+            RouteFutureProjection::Other { call } => call.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Whether `request` is a call every browser layer would pass through
+/// untouched: an HTTP/2 POST in a gRPC content type (not gRPC-Web's), with no
+/// `origin` (a browser's request needs CORS headers on its answer).
+fn is_native_grpc(request: &http::Request<tonic::body::Body>) -> bool {
+    let headers = request.headers();
+    request.version() == http::Version::HTTP_2
+        && request.method() == Method::POST
+        && !headers.contains_key(http::header::ORIGIN)
+        && headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|value| is_grpc_content_type(value.as_bytes()))
+}
+
+/// `application/grpc`, `application/grpc+proto`, `application/grpc;...`,
+/// in any case; not `application/grpc-web...`.
+fn is_grpc_content_type(value: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    value.len() >= GRPC.len()
+        && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
+        && matches!(value.get(GRPC.len()), None | Some(b'+' | b';'))
 }
 
 /// What [`front_layers`] builds.
@@ -573,6 +678,29 @@ mod tests {
             .into_iter()
             .map(|file| file.name().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn only_native_grpc_content_types_skip_the_browser_layers() {
+        for native in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC;charset=utf-8",
+        ] {
+            assert!(is_grpc_content_type(native.as_bytes()), "{native}");
+        }
+        for other in [
+            "application/grpc-web",
+            "application/grpc-web+proto",
+            "application/grpc-web-text",
+            "application/grpcx",
+            "application/json",
+            "application/connect+proto",
+            "application/grp",
+            "",
+        ] {
+            assert!(!is_grpc_content_type(other.as_bytes()), "{other}");
+        }
     }
 
     #[test]

@@ -180,3 +180,47 @@ async fn grpc_web_calls_are_counted_with_their_code_from_the_trailer_frame() {
     // Assert
     assert!(count(&after) >= count(&before) + 1.0, "{after}");
 }
+
+/// Native gRPC skips the browser layers (the gateway's fast path), unless a
+/// browser sent it: a request with an `origin` still gets its CORS answer.
+#[tokio::test]
+async fn native_grpc_gets_cors_only_when_a_browser_origin_asks() {
+    let app = spawn_app().await;
+    crate::support::client::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let url = format!("http://{}/grpc.health.v1.Health/Check", app.public_addr);
+    let check = |origin: Option<&'static str>| {
+        let mut request = client
+            .post(&url)
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(vec![0u8; 5]);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+
+    for origin in [None, Some(ORIGIN)] {
+        let response = check(origin).await.expect("health check");
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let headers = response.headers().clone();
+        assert_eq!(headers["content-type"], "application/grpc");
+        assert!(headers.contains_key("x-request-id"), "{headers:?}");
+        match origin {
+            None => assert!(
+                !headers.contains_key("access-control-allow-origin")
+                    && !headers.contains_key("vary"),
+                "no CORS for a client that is no browser: {headers:?}"
+            ),
+            Some(origin) => assert_eq!(headers["access-control-allow-origin"], origin),
+        }
+        let body = response.bytes().await.expect("body");
+        // One uncompressed message: SERVING (1) in field 1.
+        assert_eq!(&body[..], &[0, 0, 0, 0, 2, 8, 1], "{origin:?}");
+    }
+}
