@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tonic::Request;
+use tower_http::request_id::{MakeRequestId, MakeRequestUuid, RequestId};
 
 use crate::domain::RequestContext;
 
@@ -61,7 +62,8 @@ pub(super) fn drop_unacceptable_request_id<B>(mut request: http::Request<B>) -> 
         .filter(|value| value.to_str().is_ok_and(is_acceptable_request_id))
         .cloned();
     match first {
-        Some(id) => {
+        Some(mut id) => {
+            id.set_sensitive(true);
             headers.insert(REQUEST_ID_HEADER, id);
         }
         None => {
@@ -69,6 +71,28 @@ pub(super) fn drop_unacceptable_request_id<B>(mut request: http::Request<B>) -> 
         }
     }
     request
+}
+
+/// Request ids for calls that bring none: random UUIDs, like
+/// [`MakeRequestUuid`]'s, marked never to be indexed by HPACK.
+///
+/// Every id is new, so an indexed one would only take the place of entries
+/// that do repeat (content types, statuses) in both ends' header tables, and
+/// the encoder would pay for the insertion and the eviction on every answer
+/// (BENCHMARKS.md, instructions). The mark is the "never indexed" literal of
+/// RFC 7541 §6.2.3; nothing else reads it (the logs take the id as a string).
+/// Adopted caller ids get the same mark in [`drop_unacceptable_request_id`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct MakeUnindexedRequestId;
+
+impl MakeRequestId for MakeUnindexedRequestId {
+    fn make_request_id<B>(&mut self, request: &http::Request<B>) -> Option<RequestId> {
+        let mut id = MakeRequestUuid
+            .make_request_id(request)?
+            .into_header_value();
+        id.set_sensitive(true);
+        Some(RequestId::new(id))
+    }
 }
 
 /// Whether a caller's request id is safe to log and forward as is.
@@ -123,6 +147,7 @@ mod tests {
         let kept = with_ids(&["abc-123", "second"]);
         let kept: Vec<_> = kept.headers().get_all(REQUEST_ID_HEADER).iter().collect();
         assert_eq!(kept, ["abc-123"]);
+        assert!(kept[0].is_sensitive(), "an adopted id is never indexed");
         for unacceptable in [&["two words"][..], &["x".repeat(129).as_str()], &[""]] {
             let request = with_ids(unacceptable);
             assert!(request.headers().get(REQUEST_ID_HEADER).is_none());

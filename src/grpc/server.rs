@@ -32,7 +32,7 @@ use tower::util::{MapRequestLayer, MapResponseLayer, MapResultLayer};
 use tower::{ServiceBuilder, ServiceExt as _};
 use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{
     DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, DefaultOnRequest, DefaultOnResponse,
@@ -42,7 +42,7 @@ use tower_http::trace::{
 use super::client_gate::ClientGateLayer;
 use super::connect::ConnectLayer;
 use super::connection::{ConnectionActivityLayer, ConnectionLimits, ConnectionTable};
-use super::context::{REQUEST_ID_HEADER, drop_unacceptable_request_id};
+use super::context::{MakeUnindexedRequestId, REQUEST_ID_HEADER, drop_unacceptable_request_id};
 use super::malformed::answer_decode_failures;
 use super::overload::OverloadLayer;
 use super::pb;
@@ -436,7 +436,7 @@ type FrontLayers = Stack<
     Stack<
         RpcTraceLayer,
         Stack<
-            SetRequestIdLayer<MakeRequestUuid>,
+            SetRequestIdLayer<MakeUnindexedRequestId>,
             Stack<
                 MapRequestLayer<DropRequestId>,
                 Stack<SetSensitiveRequestHeadersLayer, Stack<ConnectionActivityLayer, Identity>>,
@@ -464,7 +464,10 @@ fn front_layers(connections: ConnectionTable) -> ServiceBuilder<FrontLayers> {
         .layer(MapRequestLayer::new(
             drop_unacceptable_request_id as DropRequestId,
         ))
-        .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(
+            REQUEST_ID_HEADER,
+            MakeUnindexedRequestId,
+        ))
         .layer(trace_layer())
         .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
 }
