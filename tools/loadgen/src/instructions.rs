@@ -121,6 +121,8 @@ impl Row {
 pub(crate) struct Measured {
     pub(crate) plan: InstructionPlan,
     pub(crate) rows: Vec<Row>,
+    /// The token digest's cost (full runs only).
+    pub(crate) digest: Option<DigestCost>,
 }
 
 impl Measured {
@@ -164,7 +166,131 @@ impl Measured {
                 group_digits(row.per_call().round() as u64),
             ));
         }
+        if let Some(digest) = &self.digest {
+            text.push_str(&self.render_digest(digest));
+        }
         text
+    }
+
+    /// The paragraph on the bearer token's SHA-256, under callgrind and natively.
+    fn render_digest(&self, digest: &DigestCost) -> String {
+        let mut text = format!(
+            "\nEvery call with a bearer token hashes it (here {} bytes) with SHA-256 once, for the read cache's and the refused tokens' keys. Valgrind's virtual CPU has no SHA extensions, so under callgrind that digest runs in software: {} instructions (the same crate hashing a token of that length on its own under callgrind, {DIGESTS} digests). ",
+            digest.bytes,
+            group_digits(digest.instructions.round() as u64),
+        );
+        if digest.cpu_has_sha {
+            text.push_str(&format!(
+                "This machine's CPU has them (`sha_ni`), and the native binary uses them: a digest takes {:.0} ns here natively. ",
+                digest.native_nanos
+            ));
+        } else {
+            text.push_str(&format!(
+                "This machine's CPU has none either, so natively too the digest runs in software ({:.0} ns each). ",
+                digest.native_nanos
+            ));
+        }
+        if let (Some(cached), Some(bare)) = (
+            self.per_call(Call::GetProfile, Server::Cached),
+            self.per_call(Call::GetProfile, Server::Bare),
+        ) {
+            let without = cached - digest.instructions;
+            text.push_str(&format!(
+                "Without the software digest the cached `GetProfile` is {} instructions, {:.2}× bare tonic.\n",
+                group_digits(without.round() as u64),
+                without / bare
+            ));
+        }
+        text
+    }
+}
+
+/// The bearer token's SHA-256, which the gateway computes once a call (its read
+/// cache and refused-token keys), as valgrind counts it and as it runs natively.
+///
+/// Valgrind's virtual CPU has no SHA extensions, so under callgrind the `sha2`
+/// crate takes its software path; the native binary uses the CPU's SHA
+/// instructions where it has them (`sha_ni` in `/proc/cpuinfo`). The digest's
+/// share of a cached call is therefore counted here on its own: this program
+/// hashes a token of the same length under callgrind (see [`digest_probe`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DigestCost {
+    /// The token's length.
+    pub(crate) bytes: usize,
+    /// Instructions per digest under callgrind (the software path).
+    pub(crate) instructions: f64,
+    /// Nanoseconds per digest here, natively.
+    pub(crate) native_nanos: f64,
+    /// Whether this CPU has the SHA extensions the native path uses.
+    pub(crate) cpu_has_sha: bool,
+}
+
+/// Digests counted under callgrind by [`digest_cost`].
+const DIGESTS: usize = 1_000;
+
+/// `loadgen --sha256-probe N --sha256-probe-bytes B`: hashes B bytes N times, with
+/// the gateway's SHA-256 crate, and nothing else.
+pub(crate) fn digest_probe(count: usize, bytes: usize) {
+    use sha2::Digest as _;
+    let token = vec![b'e'; bytes];
+    for _ in 0..count {
+        std::hint::black_box(sha2::Sha256::digest(std::hint::black_box(&token)));
+    }
+}
+
+/// The cost of one digest of `bytes` bytes: under callgrind (this program run twice
+/// with [`digest_probe`], [`DIGESTS`] digests apart) and natively.
+async fn digest_cost(dir: &Path, bytes: usize) -> anyhow::Result<DigestCost> {
+    let this = std::env::current_exe().context("locating loadgen itself")?;
+    let mut totals = [0u64; 2];
+    for (total, count) in totals.iter_mut().zip([0, DIGESTS]) {
+        let out = dir.join(format!("digest-{count}.out"));
+        let run = tokio::process::Command::new("valgrind")
+            .arg("--tool=callgrind")
+            .arg("--quiet")
+            .arg(format!("--callgrind-out-file={}", out.display()))
+            .arg(&this)
+            .arg("--sha256-probe")
+            .arg(count.to_string())
+            .arg("--sha256-probe-bytes")
+            .arg(bytes.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
+        let output = tokio::time::timeout(START_DEADLINE, run)
+            .await
+            .context("the SHA-256 probe under callgrind took too long")??;
+        if !output.status.success() {
+            bail!(
+                "the SHA-256 probe under callgrind failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        let text = std::fs::read_to_string(&out)?;
+        *total = dump_total(&text).with_context(|| format!("no totals in {}", out.display()))?;
+    }
+    let instructions = totals[1].saturating_sub(totals[0]) as f64 / DIGESTS as f64;
+    let native = 20_000;
+    let started = std::time::Instant::now();
+    digest_probe(native, bytes);
+    let native_nanos = started.elapsed().as_nanos() as f64 / native as f64;
+    Ok(DigestCost {
+        bytes,
+        instructions,
+        native_nanos,
+        cpu_has_sha: cpu_has_sha(),
+    })
+}
+
+fn cpu_has_sha() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("sha")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -282,7 +408,13 @@ pub(crate) async fn measure(
     }
     bare.stop().await;
     rows.sort_by_key(|row| (row.call as u8, row.server as u8));
-    Ok(Measured { plan, rows })
+    let digest = if full {
+        eprintln!("instructions: the token's SHA-256 under callgrind");
+        Some(digest_cost(&out_dir, demo.len()).await?)
+    } else {
+        None
+    };
+    Ok(Measured { plan, rows, digest })
 }
 
 /// A new user holding [`LICENSES`] licenses (created with a PAT, as the payment

@@ -122,6 +122,12 @@ struct Args {
     /// With `--guard`: write the figures measured into the baseline file instead.
     #[arg(long, requires = "guard")]
     update_baseline: bool,
+    /// With `--instructions`: keep the callgrind files in this directory, one per
+    /// server process and dump (`gateway-cached.<pid>.<n>`, `bare.<pid>.<n>`...), for
+    /// `callgrind_annotate`. Function names need binaries with symbols
+    /// (`cargo build --profile profiling`).
+    #[arg(long, requires = "instructions")]
+    keep_callgrind: Option<PathBuf>,
     /// Run only a `perf record -e cpu-clock` profile of the gateway under cached
     /// `GetProfile` calls; symbols need `--gateway-bin target/profiling/licensing-gateway`
     /// (`cargo build --profile profiling`). Writes its own section into `--out`.
@@ -131,6 +137,12 @@ struct Args {
     /// `--instructions` measures); prints its address, ends when stdin closes.
     #[arg(long, hide = true)]
     bare_server: Option<PathBuf>,
+    /// Hash `--sha256-probe-bytes` bytes this many times with SHA-256 and end (what
+    /// `--instructions` counts under callgrind as the token digest's cost).
+    #[arg(long, hide = true)]
+    sha256_probe: Option<usize>,
+    #[arg(long, hide = true, default_value_t = 800)]
+    sha256_probe_bytes: usize,
 }
 
 /// The repository root (the gateway's package), two levels above this crate.
@@ -138,6 +150,10 @@ const WORKSPACE_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(count) = args.sha256_probe {
+        instructions::digest_probe(count, args.sha256_probe_bytes);
+        return Ok(());
+    }
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
@@ -187,6 +203,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         measure(&args, plan, &gateway_bin, binary_size, &dir).await
     };
+    if let Some(keep) = &args.keep_callgrind {
+        keep_callgrind_files(&dir.join("callgrind"), keep)?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     let report = result?;
     println!("{report}");
@@ -225,6 +244,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The soak against one gateway on [`Profile::Soak`]; returns its report section.
+/// Copies the callgrind files of `from` into `to` (created if missing).
+fn keep_callgrind_files(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to).with_context(|| format!("creating {}", to.display()))?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        std::fs::copy(entry.path(), &target)
+            .with_context(|| format!("copying to {}", target.display()))?;
+    }
+    eprintln!("callgrind files kept in {}", to.display());
+    Ok(())
+}
+
 async fn run_soak(args: &Args, gateway_bin: &Path, dir: &Path) -> anyhow::Result<String> {
     let sandbox = start_sandbox(dir).await?;
     let controls = sandbox.cryptlex.controls();
