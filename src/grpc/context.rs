@@ -57,18 +57,17 @@ pub(super) fn request_context<T>(request: &Request<T>, deadlines: Deadlines) -> 
 /// is then always the same.
 pub(super) fn drop_unacceptable_request_id<B>(mut request: http::Request<B>) -> http::Request<B> {
     let headers = request.headers_mut();
-    let first = headers
-        .get(REQUEST_ID_HEADER)
-        .filter(|value| value.to_str().is_ok_and(is_acceptable_request_id))
-        .cloned();
-    match first {
-        Some(mut id) => {
-            id.set_sensitive(true);
-            headers.insert(REQUEST_ID_HEADER, id);
-        }
-        None => {
-            headers.remove(REQUEST_ID_HEADER);
-        }
+    // Most callers send none: one lookup, and nothing to remove.
+    let Some(first) = headers.get(REQUEST_ID_HEADER) else {
+        return request;
+    };
+    if first.to_str().is_ok_and(is_acceptable_request_id) {
+        let mut id = first.clone();
+        id.set_sensitive(true);
+        // `insert` replaces every value: a second id is dropped.
+        headers.insert(REQUEST_ID_HEADER, id);
+    } else {
+        headers.remove(REQUEST_ID_HEADER);
     }
     request
 }
