@@ -289,8 +289,9 @@ async fn run_instructions(args: &Args, gateway_bin: &Path, dir: &Path) -> anyhow
         command.push_str(&format!(" --out {}", out.display()));
     }
     let commit = machine::git_commit();
+    // A blank line before the next section.
     Ok(format!(
-        "{}\n\n{}",
+        "{}\n\n{}\n",
         instructions::HEADING,
         measured.render(&format!("{command}` at commit `{commit}"))
     ))
