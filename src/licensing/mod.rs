@@ -272,21 +272,25 @@ impl Licensing {
             .collect()
     }
 
-    /// Whose read a read for `token` is, and who the token says it belongs
-    /// to, for the cache and the budget.
-    fn read_for<'a>(&self, ctx: &'a RequestContext, token: &UserToken, key: CacheKey) -> Read<'a> {
-        let digest = TokenDigest::new(token);
-        let tokens = &self.shared.tokens;
+    /// Whose read a read by a token `check_access` let through is, and who
+    /// the token says it belongs to, for the cache and the budget.
+    fn read_for<'a>(
+        &self,
+        ctx: &'a RequestContext,
+        admitted: token_guard::Admitted,
+        key: CacheKey,
+    ) -> Read<'a> {
+        let digest = admitted.digest;
         Read {
             key,
             ctx,
             share: ReadShare {
                 session: digest.session(),
-                vouched: tokens.is_vouched(&digest) || self.shared.cache.has_token(&digest),
+                vouched: admitted.vouched || self.shared.cache.has_token(&digest),
                 background: false,
             },
-            claimed_owner: token_guard::claimed_user_id(token),
-            expires: token_guard::expires_at(token),
+            claimed_owner: admitted.claims.owner,
+            expires: admitted.claims.expires,
         }
     }
 
@@ -386,7 +390,7 @@ impl Licensing {
             .shared
             .tokens
             .check_access(token)
-            .and_then(|()| self.upstream_allowed(ctx))
+            .and_then(|_| self.upstream_allowed(ctx))
         {
             Ok(()) => self
                 .cryptlex()
@@ -426,8 +430,8 @@ impl Licensing {
     ) -> Result<UserProfile, LicensingError> {
         // Before the cache: a token that cannot work never has entries, and
         // one Cryptlex refused is not answered from memory either.
-        self.shared.tokens.check_access(token)?;
-        let read = self.read_for(ctx, token, CacheKey::new(token, "me", ""));
+        let admitted = self.shared.tokens.check_access(token)?;
+        let read = self.read_for(ctx, admitted, CacheKey::new(token, "me", ""));
         let cryptlex = self.cryptlex().clone();
         let tokens = Arc::clone(&self.shared.tokens);
         let throttle = Arc::clone(&self.shared.throttle);
@@ -462,14 +466,18 @@ impl Licensing {
         token: &UserToken,
         request: PageRequest,
     ) -> Result<Page<UserLicense>, LicensingError> {
-        self.shared.tokens.check_access(token)?;
+        let admitted = self.shared.tokens.check_access(token)?;
         let arguments = format!(
             "{}/{}/{}",
             request.page,
             request.page_size,
             request.product_id.as_ref().map_or("", CryptlexId::as_str)
         );
-        let read = self.read_for(ctx, token, CacheKey::new(token, "me/licenses", &arguments));
+        let read = self.read_for(
+            ctx,
+            admitted,
+            CacheKey::new(token, "me/licenses", &arguments),
+        );
         let cryptlex = self.cryptlex().clone();
         let tokens = Arc::clone(&self.shared.tokens);
         let throttle = Arc::clone(&self.shared.throttle);

@@ -35,9 +35,9 @@ impl Licensing {
         token: &UserToken,
         license_id: &CryptlexId,
     ) -> Result<LicenseDetail, LicensingError> {
-        self.shared.tokens.check_access(token)?;
+        let admitted = self.shared.tokens.check_access(token)?;
         let key = CacheKey::new(token, "me/licenses/{id}", license_id.as_str());
-        let read = self.read_for(ctx, token, key);
+        let read = self.read_for(ctx, admitted, key);
         let cryptlex = self.cryptlex().clone();
         let tokens = Arc::clone(&self.shared.tokens);
         let throttle = Arc::clone(&self.shared.throttle);
@@ -94,7 +94,9 @@ impl Licensing {
             request.license_id, request.page, request.page_size
         );
         let key = CacheKey::new(token, "me/activations", &arguments);
-        let read = self.read_for(ctx, token, key);
+        // Checked again: the license read may have vouched for the token.
+        let admitted = self.shared.tokens.check_access(token)?;
+        let read = self.read_for(ctx, admitted, key);
         let cryptlex = self.cryptlex().clone();
         let tokens = Arc::clone(&self.shared.tokens);
         let throttle = Arc::clone(&self.shared.throttle);
@@ -246,7 +248,7 @@ impl Licensing {
         token: &UserToken,
         request: ReleasesRequest,
     ) -> Result<ReleasePage, LicensingError> {
-        self.shared.tokens.check_access(token)?;
+        let admitted = self.shared.tokens.check_access(token)?;
         // JSON: filters may hold any character, so a separator could not
         // keep two requests' arguments apart.
         let arguments = serde_json::json!([
@@ -257,7 +259,7 @@ impl Licensing {
         ])
         .to_string();
         let key = CacheKey::new(token, "me/releases", &arguments);
-        let read = self.read_for(ctx, token, key);
+        let read = self.read_for(ctx, admitted, key);
         let cryptlex = self.cryptlex().clone();
         let tokens = Arc::clone(&self.shared.tokens);
         let throttle = Arc::clone(&self.shared.throttle);

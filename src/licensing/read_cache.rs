@@ -735,7 +735,7 @@ struct Flight {
     kind: Kind,
     /// The owner the token claims, for changes that arrive before the token
     /// has an entry.
-    claimed_owner: Option<String>,
+    claimed_owner: Option<Arc<str>>,
 }
 
 /// The reads in flight, and how many of them each token has, so that a
@@ -827,7 +827,7 @@ pub(crate) struct Read<'a> {
     /// refreshes).
     pub(crate) share: ReadShare,
     /// The user id the token claims (unverified), if any.
-    pub(crate) claimed_owner: Option<String>,
+    pub(crate) claimed_owner: Option<Arc<str>>,
     /// When the token's `exp` claim says it stops working: from then on
     /// nothing is answered for it from memory (Cryptlex decides).
     pub(crate) expires: Option<Instant>,
@@ -989,7 +989,7 @@ impl ReadCache {
         kind: Kind,
         ctx: &RequestContext,
         share: ReadShare,
-        claimed_owner: Option<String>,
+        claimed_owner: Option<Arc<str>>,
         fetch: impl FnOnce(RequestContext) -> Fut,
     ) where
         Fut: Future<Output = Result<Answer, LicensingError>> + Send + 'static,
@@ -1060,7 +1060,7 @@ impl ReadCache {
         key: CacheKey,
         result: &Result<Arc<Answer>, LicensingError>,
         outdated: &AtomicBool,
-        claimed_owner: Option<String>,
+        claimed_owner: Option<Arc<str>>,
     ) {
         match result {
             Ok(value) => self.store(key, Arc::clone(value), outdated, claimed_owner),
@@ -1146,7 +1146,7 @@ impl ReadCache {
         key: CacheKey,
         value: Arc<Answer>,
         outdated: &AtomicBool,
-        claimed: Option<String>,
+        claimed: Option<Arc<str>>,
     ) {
         let limits = self.limits();
         if limits.keep_for.is_zero() {
@@ -1155,7 +1155,7 @@ impl ReadCache {
         let owner = match &*value {
             Answer::Profile(profile) => {
                 if let Some(claimed) = &claimed
-                    && *claimed != profile.id
+                    && **claimed != *profile.id
                     && !self.inner.claims_unreliable.swap(true, Ordering::Relaxed)
                 {
                     tracing::warn!(
@@ -1166,7 +1166,7 @@ impl ReadCache {
                 Some((profile.id.clone(), true))
             }
             Answer::Page(_) | Answer::License(_) | Answer::Activations(_) | Answer::Releases(_) => {
-                claimed.map(|claimed| (claimed, false))
+                claimed.map(|claimed| (claimed.to_string(), false))
             }
         };
         let mut store = lock(&self.inner.store);
@@ -1385,7 +1385,7 @@ mod tests {
                 vouched: true,
                 background: false,
             },
-            claimed_owner: claimed.map(str::to_owned),
+            claimed_owner: claimed.map(Arc::from),
             expires: None,
         };
         let calls = Arc::clone(calls);

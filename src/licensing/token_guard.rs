@@ -19,7 +19,9 @@
 //! issued them through login, refresh or sign-up, or Cryptlex has answered a
 //! read with them), so the budget can give unvouched tokens, which anyone
 //! can make up, a smaller share. Vouching never lets a token skip Cryptlex
-//! either; it only decides which share its upstream reads come from.
+//! either; it only decides which share its upstream reads come from, and
+//! saves decoding the token again on every read: the vouch keeps the claims
+//! the reads use, and ends no later than the token's `exp`.
 //!
 //! Not done here: refresh tokens have no known shape (Cryptlex documents them
 //! as opaque strings of 1 to 256 characters), and a forged JWT with a fresh
@@ -28,7 +30,7 @@
 //! have a priority and a share of their own (`cryptlex::budget`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -50,8 +52,8 @@ const REMEMBER_FOR: Duration = Duration::from_secs(60);
 /// correctness.
 const MAX_REMEMBERED: usize = 10_000;
 
-/// Most vouched-for tokens remembered: 50 000 digests with their expiry are
-/// about 3 MiB. When full, the oldest vouch is forgotten: that token's reads
+/// Most vouched-for tokens remembered: 50 000 digests with their expiry and
+/// claims are about 6 MiB. When full, the oldest vouch is forgotten: that token's reads
 /// then come from the unvouched share until Cryptlex answers it again.
 const MAX_VOUCHED: usize = 50_000;
 
@@ -109,10 +111,49 @@ pub(crate) struct TokenGuard {
 /// forget when full, and expired ones are dropped as they reach its front.
 #[derive(Debug, Default)]
 struct Vouched {
-    until: HashMap<TokenDigest, Instant>,
-    /// Oldest first; an entry whose time differs from `until`'s is a stale
-    /// copy left by a later vouch (or an unvouch) of the same token.
+    by_token: HashMap<TokenDigest, Vouch>,
+    /// Oldest first; an entry whose time differs from `by_token`'s is a
+    /// stale copy left by a later vouch (or an unvouch) of the same token.
     order: VecDeque<(TokenDigest, Instant)>,
+}
+
+/// One vouch.
+#[derive(Debug)]
+struct Vouch {
+    until: Instant,
+    /// The token's claims, when it passed the shape check as it was vouched
+    /// for. The vouch ends no later than the token's `exp`, so while it lasts
+    /// the check would pass again: a read with the token skips it and takes
+    /// the claims from here instead of decoding the token once more.
+    claims: Option<TokenClaims>,
+}
+
+/// What the cached reads use of a token's claims (unverified; see
+/// [`claimed_user_id`] and [`expires_at`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct TokenClaims {
+    /// The user id the token claims, if plausible.
+    pub(crate) owner: Option<Arc<str>>,
+    /// When the token's `exp` says it stops working.
+    pub(crate) expires: Option<Instant>,
+}
+
+impl TokenClaims {
+    fn of(token: &UserToken) -> Self {
+        Self {
+            owner: plausible_user_id(token).map(Arc::from),
+            expires: expires_at(token),
+        }
+    }
+}
+
+/// An access token the guard let through, with what its reads need.
+#[derive(Debug, Clone)]
+pub(crate) struct Admitted {
+    pub(crate) digest: TokenDigest,
+    /// Whether the token is vouched for now.
+    pub(crate) vouched: bool,
+    pub(crate) claims: TokenClaims,
 }
 
 /// Tokens Cryptlex refused, with when each is forgotten. Every entry lives
@@ -148,7 +189,7 @@ impl TokenGuard {
                 .to_std()
                 .unwrap_or(Duration::ZERO)
         });
-        self.vouch(TokenDigest::new(&session.access_token), lifetime);
+        self.vouch(&session.access_token, lifetime);
     }
 
     /// Vouches for a token Cryptlex has just answered a read with.
@@ -157,55 +198,86 @@ impl TokenGuard {
             Duration::try_from_secs_f64(exp - chrono::Utc::now().timestamp() as f64)
                 .unwrap_or(Duration::ZERO)
         });
-        self.vouch(TokenDigest::new(token), lifetime);
+        self.vouch(token, lifetime);
     }
 
     /// Whether the token with `digest` is vouched for now.
     pub(crate) fn is_vouched(&self, digest: &TokenDigest) -> bool {
         lock(&self.vouched)
-            .until
+            .by_token
             .get(digest)
-            .is_some_and(|until| *until > Instant::now())
+            .is_some_and(|vouch| vouch.until > Instant::now())
     }
 
     /// Forgets the vouch for a signed-out token (its queue slot goes stale).
     pub(crate) fn unvouch(&self, digest: &TokenDigest) {
-        lock(&self.vouched).until.remove(digest);
+        lock(&self.vouched).by_token.remove(digest);
     }
 
-    fn vouch(&self, digest: TokenDigest, lifetime: Duration) {
+    fn vouch(&self, token: &UserToken, lifetime: Duration) {
         if lifetime.is_zero() {
             return;
         }
+        let digest = TokenDigest::new(token);
+        // Once per vouch (an upstream answer or a sign-in), not per read.
+        let claims = token
+            .could_be_cryptlex_token(chrono::Utc::now())
+            .then(|| TokenClaims::of(token));
         let now = Instant::now();
-        let until = now + lifetime.min(MAX_VOUCH_FOR);
+        let mut until = now + lifetime.min(MAX_VOUCH_FOR);
+        if let Some(expires) = claims.as_ref().and_then(|claims| claims.expires) {
+            // A session's own expiry may differ from its token's `exp`; the
+            // skipped shape check holds only until the `exp`.
+            until = until.min(expires);
+        }
+        if until <= now {
+            return;
+        }
         let mut vouched = lock(&self.vouched);
-        if vouched.until.get(&digest) == Some(&until) {
+        if vouched.by_token.get(&digest).map(|vouch| vouch.until) == Some(until) {
             return;
         }
         // Each vouch is queued once and popped once: O(1) amortized. The
         // queue holds every live vouch, so bounding it bounds both.
         while let Some(&(oldest, at)) = vouched.order.front() {
-            let live = vouched.until.get(&oldest) == Some(&at);
+            let live = vouched.by_token.get(&oldest).map(|vouch| vouch.until) == Some(at);
             if live && at > now && vouched.order.len() < MAX_VOUCHED {
                 break;
             }
             vouched.order.pop_front();
             if live {
-                vouched.until.remove(&oldest);
+                vouched.by_token.remove(&oldest);
             }
         }
-        vouched.until.insert(digest, until);
+        vouched.by_token.insert(digest, Vouch { until, claims });
         vouched.order.push_back((digest, until));
     }
 
     /// Refuses an access token that cannot be a live Cryptlex token, or that
-    /// Cryptlex refused recently.
-    pub(crate) fn check_access(&self, token: &UserToken) -> Result<(), LicensingError> {
-        if !token.could_be_cryptlex_token(chrono::Utc::now()) {
-            return Err(LicensingError::TokenInvalid);
-        }
-        self.check(TokenHash::access(token))
+    /// Cryptlex refused recently; otherwise says what its reads need to know
+    /// of it. A token vouched for is not decoded again (see [`Vouch`]).
+    pub(crate) fn check_access(&self, token: &UserToken) -> Result<Admitted, LicensingError> {
+        let digest = TokenDigest::new(token);
+        let vouch = lock(&self.vouched)
+            .by_token
+            .get(&digest)
+            .filter(|vouch| vouch.until > Instant::now())
+            .map(|vouch| vouch.claims.clone());
+        let (vouched, claims) = match vouch {
+            Some(Some(claims)) => (true, claims),
+            vouch => {
+                if !token.could_be_cryptlex_token(chrono::Utc::now()) {
+                    return Err(LicensingError::TokenInvalid);
+                }
+                (vouch.is_some(), TokenClaims::of(token))
+            }
+        };
+        self.check(TokenHash::access(token))?;
+        Ok(Admitted {
+            digest,
+            vouched,
+            claims,
+        })
     }
 
     /// Refuses a refresh token that Cryptlex refused recently.
@@ -275,10 +347,14 @@ impl TokenGuard {
 /// Cryptlex does not document its claims, so the read cache checks the claim
 /// against the profile it reads and stops using claims if they differ.
 pub(crate) fn claimed_user_id(token: &UserToken) -> Option<String> {
+    plausible_user_id(token).map(str::to_owned)
+}
+
+fn plausible_user_id(token: &UserToken) -> Option<&str> {
     let sub = token.claimed_subject()?;
     let plausible =
         !sub.is_empty() && sub.len() <= 128 && sub.bytes().all(|b| b.is_ascii_graphic());
-    plausible.then(|| sub.to_owned())
+    plausible.then_some(sub)
 }
 
 /// When the token's `exp` claim (unverified) says it expires, if it has
@@ -450,7 +526,7 @@ mod tests {
             guard.vouch_answered(&token(&format!("a.b.{n}")));
         }
         let vouched = lock(&guard.vouched);
-        assert!(vouched.until.len() <= MAX_VOUCHED);
+        assert!(vouched.by_token.len() <= MAX_VOUCHED);
         assert!(vouched.order.len() <= MAX_VOUCHED);
     }
 
@@ -463,23 +539,82 @@ mod tests {
         let before = crate::domain::token_counts::get();
 
         // What a read (`profile`, `my_licenses`, ...) asks of its token: the
-        // guard's checks, the cache key, `read_for`, and, once Cryptlex has
-        // answered, the vouch (on the clone the fetch took).
-        guard.check_access(&token).expect("a live JWT");
+        // guard's checks (which give `read_for` the claims), the cache key,
+        // and, once Cryptlex has answered, the vouch (on the clone the fetch
+        // took).
+        let admitted = guard.check_access(&token).expect("a live JWT");
         let key = CacheKey::new(&token, "me", "");
-        let digest = TokenDigest::new(&token);
-        assert!(!guard.is_vouched(&digest));
-        assert_eq!(claimed_user_id(&token).as_deref(), Some("u1"));
-        assert!(expires_at(&token).is_some());
+        assert!(!admitted.vouched);
+        assert_eq!(admitted.claims.owner.as_deref(), Some("u1"));
+        assert!(admitted.claims.expires.is_some());
         let fetched = token.clone();
         guard.vouch_answered(&fetched);
-        assert!(guard.is_vouched(&digest));
+        assert!(guard.is_vouched(&admitted.digest));
         guard.access_call_failed(&token, &refused_by_cryptlex());
         assert!(guard.check_access(&token).is_err());
 
         let after = crate::domain::token_counts::get();
         assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1));
         assert_eq!(key, CacheKey::new(&fetched, "me", ""));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_vouched_token_is_not_decoded_again_and_reads_the_same_claims() {
+        let guard = TokenGuard::new();
+        let exp = chrono::Utc::now().timestamp() + 900;
+        let claims = serde_json::json!({"sub": "u1", "exp": exp});
+        let first = guard.check_access(&jwt(&claims)).expect("a live JWT");
+        guard.vouch_answered(&jwt(&claims));
+
+        // A new call brings the same text in a new `UserToken`.
+        let again = jwt(&claims);
+        let before = crate::domain::token_counts::get();
+        let admitted = guard.check_access(&again).expect("vouched for");
+        let after = crate::domain::token_counts::get();
+
+        assert!(admitted.vouched);
+        assert_eq!(admitted.digest, first.digest);
+        assert_eq!(admitted.claims.owner, first.claims.owner);
+        let (a, b) = (admitted.claims.expires, first.claims.expires);
+        let apart = a.zip(b).map(|(a, b)| a.max(b) - a.min(b));
+        assert!(
+            apart.is_some_and(|apart| apart < Duration::from_secs(2)),
+            "{apart:?}"
+        );
+        assert_eq!(after.1 - before.1, 0, "the claims were decoded again");
+
+        // Past its `exp` the vouch is over and the token decoded (and judged)
+        // again, as any other.
+        tokio::time::advance(Duration::from_secs(901)).await;
+        let later = jwt(&claims);
+        assert!(
+            !guard
+                .check_access(&later)
+                .expect("within the leeway")
+                .vouched
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_vouch_ends_at_its_token_s_exp_and_a_non_jwt_is_still_refused() {
+        let guard = TokenGuard::new();
+        let exp = chrono::Utc::now().timestamp() + 60;
+        let claims = serde_json::json!({"sub": "u2", "exp": exp});
+        // A session that says it lasts longer than its token's `exp`.
+        let session = |access_token| Session {
+            access_token,
+            refresh_token: None,
+            expires_at: Some(chrono::Utc::now() + chrono::TimeDelta::hours(1)),
+        };
+        guard.vouch_issued(&session(jwt(&claims)));
+        guard.vouch_issued(&session(token("not-a-jwt")));
+
+        assert!(guard.check_access(&jwt(&claims)).expect("live").vouched);
+        // Vouched for, but never a Cryptlex token: refused as before.
+        assert!(guard.is_vouched(&TokenDigest::new(&token("not-a-jwt"))));
+        assert!(guard.check_access(&token("not-a-jwt")).is_err());
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(!guard.is_vouched(&TokenDigest::new(&jwt(&claims))));
     }
 
     #[test]
