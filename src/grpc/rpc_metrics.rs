@@ -191,7 +191,7 @@ impl SeriesTable {
         let methods = known_paths()
             .iter()
             .map(|&path| {
-                let (service, method) = rpc_labels(path);
+                let (service, method) = service_and_method(path);
                 (path, MethodSeries::new(listener, service, method))
             })
             .collect();
@@ -348,20 +348,11 @@ fn code_name(code: i32) -> &'static str {
     }
 }
 
-/// `("licensing.v1.UserService", "Login")` for a served path, or
-/// `("unknown", "unknown")`.
-fn rpc_labels(path: &str) -> (&'static str, &'static str) {
-    let known = known_paths();
-    match known.get(path) {
-        Some(path) => {
-            let (service, method) = path
-                .trim_start_matches('/')
-                .split_once('/')
-                .expect("known paths are /service/method");
-            (service, method)
-        }
-        None => ("unknown", "unknown"),
-    }
+/// `("licensing.v1.UserService", "Login")` for `/licensing.v1.UserService/Login`.
+fn service_and_method(path: &'static str) -> (&'static str, &'static str) {
+    path.trim_start_matches('/')
+        .split_once('/')
+        .expect("known paths are /service/method")
 }
 
 /// Every `/package.Service/Method` this gateway can serve, from the compiled
@@ -401,19 +392,24 @@ mod tests {
 
     #[test]
     fn served_paths_get_their_service_and_method_and_others_are_unknown() {
+        let labels = |path| {
+            let series = SeriesTable::of("public").method(path);
+            (series.service, series.method)
+        };
         assert_eq!(
-            rpc_labels("/licensing.v1.UserService/Login"),
+            labels("/licensing.v1.UserService/Login"),
             ("licensing.v1.UserService", "Login")
         );
         assert_eq!(
-            rpc_labels("/grpc.health.v1.Health/Check"),
+            labels("/grpc.health.v1.Health/Check"),
             ("grpc.health.v1.Health", "Check")
         );
         assert_eq!(
-            rpc_labels("/licensing.v1.UserService/NoSuchMethod"),
+            labels("/licensing.v1.UserService/NoSuchMethod"),
             ("unknown", "unknown")
         );
-        assert_eq!(rpc_labels("/wp-admin/login.php"), ("unknown", "unknown"));
+        assert_eq!(labels("/wp-admin/login.php"), ("unknown", "unknown"));
+        assert_eq!(SeriesTable::of("internal").method("/").method, "unknown");
     }
 
     #[test]
