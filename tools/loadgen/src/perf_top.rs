@@ -120,7 +120,8 @@ pub(crate) async fn run(
         section.push_str(&row);
         section.push('\n');
     }
-    section.push_str("```\n");
+    // A blank line before the next section's heading.
+    section.push_str("```\n\n");
     Ok(section)
 }
 

@@ -403,6 +403,24 @@ impl Report<'_> {
                  Cryptlex and answered 429 there; the budget keeps a share for `IssueLicense` \
                  and sign-in, which this run does not use."
             );
+            let per_network: usize = l
+                .errors
+                .iter()
+                .filter(|(kind, _)| kind.contains("TOO_MANY_REQUESTS"))
+                .map(|(_, count)| count)
+                .sum();
+            if per_network > 0 {
+                let _ = writeln!(
+                    md,
+                    "\nThe {per_network} `TOO_MANY_REQUESTS` refusals are the per-network \
+                     allowance, not the budget: every caller here comes from one address, as \
+                     every user does when the gateway sits behind a website backend that does \
+                     not pass on its users' addresses, and one network may cause only so many \
+                     upstream calls (`limits.upstream_calls_per_address`, 15 per 5 s by \
+                     default). Behind such a backend, set `limits.client_address_header` \
+                     (README, \"Behind proxies\"), as the scenarios further down do."
+                );
+            }
         }
     }
 
