@@ -53,8 +53,9 @@ const REMEMBER_FOR: Duration = Duration::from_secs(60);
 const MAX_REMEMBERED: usize = 10_000;
 
 /// Most vouched-for tokens remembered: 50 000 digests with their expiry and
-/// claims are about 6 MiB. When full, the oldest vouch is forgotten: that token's reads
-/// then come from the unvouched share until Cryptlex answers it again.
+/// claims are about 6 MiB. When full, the oldest vouch is forgotten: that
+/// token's reads then come from the unvouched share until Cryptlex answers it
+/// again.
 const MAX_VOUCHED: usize = 50_000;
 
 /// How long a vouch lasts at most, and when the token carries no readable
